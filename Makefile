@@ -1,0 +1,33 @@
+# The two set-up commands of the README: `make run` and `make test`. Both create .venv/ when missing.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.liverplan-installed
+XVFB_PKGS := xvfb xauth libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-render-util0 libxkbcommon-x11-0 libxcb-xinerama0 libxcb-randr0 libxcb-shape0 libxcb-xkb1 libgl1 libegl1
+
+.PHONY: run test venv apt-deps clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# Xvfb and the xcb libraries Qt needs on a bare Debian machine (only when root and missing).
+apt-deps:
+	@if ! command -v Xvfb >/dev/null 2>&1 || ! ldconfig -p | grep -q libxcb-icccm.so.4; then \
+	  if [ "$$(id -u)" = "0" ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(XVFB_PKGS); \
+	  else echo "Xvfb or xcb libraries missing: install $(XVFB_PKGS) (needs root)"; fi; \
+	fi
+
+run: $(STAMP)
+	$(PY) main.py
+
+test: $(STAMP) apt-deps
+	$(PY) -m pytest -p xvfb --xvfb-backend xvfb $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -1,0 +1,90 @@
+"""The one label table of LiverPlan.
+
+Label map convention (uint8, one value per structure), after Chierici et al.:
+0 background, 1 liver parenchyma, 2 portal vein, 3 hepatic veins, 4 inferior vena cava, 5 CRLM lesions.
+Colours follow the study's figure: parenchyma brown, portal vein light blue, hepatic veins blue,
+IVC dark blue, CRLM green.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+
+class Label(IntEnum):
+    BACKGROUND = 0
+    PARENCHYMA = 1
+    PORTAL_VEIN = 2
+    HEPATIC_VEINS = 3
+    IVC = 4
+    CRLM = 5
+
+
+@dataclass(frozen=True)
+class Structure:
+    label: int
+    key: str            # machine name, used in files, CLI flags and label-map files
+    name: str           # human name shown to clinicians
+    color: tuple[int, int, int]   # RGB 0-255
+    description: str
+
+
+STRUCTURES: tuple[Structure, ...] = (
+    Structure(1, "liver", "Liver parenchyma", (177, 122, 101),
+              "Liver parenchyma without the labelled vessels and lesions"),
+    Structure(2, "portal_vein", "Portal vein", (111, 184, 210),
+              "Portal vein trunk and its intrahepatic branches"),
+    Structure(3, "hepatic_veins", "Hepatic veins", (40, 90, 220),
+              "Right, middle and left hepatic veins and their branches"),
+    Structure(4, "ivc", "Inferior vena cava", (16, 30, 120),
+              "Inferior vena cava (retrohepatic segment)"),
+    Structure(5, "crlm", "CRLM lesions", (60, 190, 75),
+              "Colorectal liver metastases (each 26-connected component is one lesion)"),
+)
+
+BY_LABEL: dict[int, Structure] = {s.label: s for s in STRUCTURES}
+BY_KEY: dict[str, Structure] = {s.key: s for s in STRUCTURES}
+LABEL_VALUES: tuple[int, ...] = tuple(s.label for s in STRUCTURES)
+
+#: Labels that make up "total liver volume" in LiverPlan's volumetry: parenchyma + the intrahepatic
+#: vessels as segmented inside the liver + lesions. The IVC is not part of the liver.
+TOTAL_LIVER_LABELS: tuple[int, ...] = (Label.PARENCHYMA, Label.PORTAL_VEIN, Label.HEPATIC_VEINS, Label.CRLM)
+TOTAL_LIVER_DEFINITION = (
+    "Total liver volume = liver parenchyma + CRLM lesions + portal and hepatic vein voxels lying inside "
+    "the liver's filled outline; the IVC and extrahepatic vessel segments are excluded."
+)
+
+#: Lesion connectivity (stated in every report).
+LESION_CONNECTIVITY = 26
+
+# Synonyms used when mapping names from other conventions (model dataset.json, Slicer segments,
+# IRCADb mask folders, TotalSegmentator) to the five structures. Lower-case, spaces -> underscores.
+SYNONYMS: dict[str, str] = {
+    "liver": "liver", "liver_parenchyma": "liver", "parenchyma": "liver", "hepatic_parenchyma": "liver",
+    "portal_vein": "portal_vein", "portalvein": "portal_vein", "pv": "portal_vein",
+    "portal_vein_and_splenic_vein": "portal_vein",
+    "hepatic_veins": "hepatic_veins", "hepatic_vein": "hepatic_veins", "hepaticveins": "hepatic_veins",
+    "hv": "hepatic_veins",
+    "ivc": "ivc", "inferior_vena_cava": "ivc", "vena_cava": "ivc", "vena_cava_inferior": "ivc",
+    "crlm": "crlm", "lesion": "crlm", "lesions": "crlm", "tumor": "crlm", "tumour": "crlm",
+    "liver_tumor": "crlm", "liver_tumour": "crlm", "livertumor": "crlm", "metastasis": "crlm",
+    "metastases": "crlm", "liver_lesion": "crlm", "liver_lesions": "crlm", "crlm_lesions": "crlm",
+}
+
+
+def normalise_name(name: str) -> str:
+    return "_".join(name.strip().lower().replace("-", " ").split())
+
+
+def structure_for_name(name: str) -> Structure | None:
+    """The LiverPlan structure a foreign label name stands for, or None.
+
+    Numbered tumour masks such as IRCADb's ``livertumor1`` map to CRLM.
+    """
+    n = normalise_name(name)
+    if n in SYNONYMS:
+        return BY_KEY[SYNONYMS[n]]
+    stripped = n.rstrip("0123456789").rstrip("_")
+    if stripped in SYNONYMS and SYNONYMS[stripped] == "crlm":
+        return BY_KEY["crlm"]
+    return None
