@@ -1,0 +1,184 @@
+"""CT files (NIfTI, NRRD, MHA): loading into canonical LPS, writing back in the source geometry, bad files."""
+from __future__ import annotations
+
+import gzip
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from conftest import real_path
+
+from engine.errors import ExportError, InputError
+from engine.io import load_case, read_label_map, write_image, write_label_map
+
+
+def _synthetic_ct(shape_xyz=(40, 30, 20), spacing=(0.8, 0.9, 2.5), origin=(10.0, -20.0, 30.0),
+                  direction=(1, 0, 0, 0, 1, 0, 0, 0, 1)):
+    rng = np.random.default_rng(0)
+    arr = rng.integers(-1024, 1500, size=shape_xyz[::-1]).astype(np.int16)
+    img = sitk.GetImageFromArray(arr)
+    img.SetSpacing(spacing)
+    img.SetOrigin(origin)
+    img.SetDirection(direction)
+    return img, arr
+
+
+RAS = (-1, 0, 0, 0, -1, 0, 0, 0, 1)
+
+
+@pytest.mark.parametrize("ext", [".nii.gz", ".nii", ".nrrd", ".mha"])
+def test_each_format_loads_canonical_and_writes_back_exactly(tmp_path, ext):
+    img, arr = _synthetic_ct(direction=RAS)
+    src = tmp_path / f"ct{ext}"
+    sitk.WriteImage(img, str(src))
+    c = load_case(src)
+    assert c.geometry.orientation_code() == "LPS"
+    assert c.source_geometry.orientation_code() == "RAS"
+    assert c.image.shape == (20, 30, 40)
+    # RAS -> LPS flips x and y: the first canonical voxel is the source's last in x and y.
+    assert c.image[0, 0, 0] == arr[0, -1, -1]
+    out = write_image(tmp_path / f"back{ext}", c)
+    back = sitk.ReadImage(str(out))
+    assert back.GetSize() == img.GetSize()
+    assert np.allclose(back.GetSpacing(), img.GetSpacing(), atol=1e-6)
+    assert np.allclose(back.GetOrigin(), img.GetOrigin(), atol=1e-5)
+    assert np.allclose(back.GetDirection(), img.GetDirection(), atol=1e-6)
+    assert np.array_equal(sitk.GetArrayFromImage(back), arr)
+
+
+def test_real_ras_nifti_round_trip_of_labels(tmp_path):
+    src = real_path("totalsegmentator", "example_ct.nii.gz")
+    c = load_case(src)
+    ref = sitk.ReadImage(str(src))
+    assert c.source_geometry.orientation_code() == "RAS"
+    assert c.geometry.shape == (112, 101, 122)
+    labels = np.zeros(c.geometry.shape, np.uint8)
+    labels[60:100, 20:60, 10:50] = 1
+    labels[70:80, 30:40, 70:90] = 5
+    c.set_labels(labels)
+    for ext in (".nii.gz", ".nrrd", ".seg.nrrd", ".mha"):
+        out = write_label_map(tmp_path / f"lab{ext}", c)
+        back = sitk.ReadImage(str(out))
+        assert back.GetSize() == ref.GetSize()
+        assert back.GetSpacing() == pytest.approx(ref.GetSpacing(), abs=1e-6)
+        assert back.GetOrigin() == pytest.approx(ref.GetOrigin(), abs=1e-5)
+        assert back.GetDirection() == pytest.approx(ref.GetDirection(), abs=1e-6)
+        # The same voxels, reoriented back: plain SimpleITK sees the labels where the CT is.
+        canon = sitk.GetArrayFromImage(sitk.DICOMOrient(back, "LPS"))
+        assert np.array_equal(canon, labels), ext
+        # And LiverPlan reads its own export back onto the case's grid (a Case or its Geometry).
+        assert np.array_equal(read_label_map(out, c), labels), ext
+        assert np.array_equal(read_label_map(out, c.geometry), labels), ext
+
+
+def test_ircadb_ct_geometry():
+    c = load_case(real_path("3dircadb1.17", "PATIENT_DICOM.nii.gz"))
+    assert c.geometry.shape == (119, 512, 512)
+    assert np.allclose(c.geometry.spacing, (1.6, 0.742, 0.742), atol=2e-3)
+    assert c.image.dtype == np.int16 and c.image.min() == -1024 and c.image.max() == 1023
+
+
+@pytest.mark.parametrize("ext,compress", [(".nii.gz", True), (".nii", False), (".nrrd", True),
+                                          (".nrrd", False), (".mha", True), (".mha", False)])
+def test_truncated_file_is_reported(tmp_path, ext, compress):
+    img, _ = _synthetic_ct()
+    src = tmp_path / f"ct{ext}"
+    sitk.WriteImage(img, str(src), useCompression=compress)
+    data = src.read_bytes()
+    cut = tmp_path / f"cut{ext}"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError) as e:
+        load_case(cut)
+    assert f"cut{ext} could not be read" in str(e.value) and "damaged or incomplete" in str(e.value)
+
+
+def test_truncated_real_nifti_is_reported(tmp_path):
+    data = real_path("totalsegmentator", "example_ct_sm.nii.gz").read_bytes()
+    cut = tmp_path / "example_ct_sm.nii.gz"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match="damaged or incomplete"):
+        load_case(cut)
+
+
+def test_garbage_with_image_extension(tmp_path):
+    p = tmp_path / "x.nii.gz"
+    p.write_bytes(gzip.compress(b"hello world" * 10))
+    with pytest.raises(InputError, match="could not be read"):
+        load_case(p)
+    q = tmp_path / "empty.nrrd"
+    q.write_bytes(b"")
+    with pytest.raises(InputError, match="empty"):
+        load_case(q)
+
+
+def test_2d_and_4d_and_vector_images_are_refused(tmp_path):
+    sitk.WriteImage(sitk.Image(64, 64, sitk.sitkInt16), str(tmp_path / "slice.nii.gz"))
+    with pytest.raises(InputError, match="single 2D image"):
+        load_case(tmp_path / "slice.nii.gz")
+    sitk.WriteImage(sitk.Image([8, 8, 8, 3], sitk.sitkInt16), str(tmp_path / "t.nii.gz"))
+    with pytest.raises(InputError, match="4 dimensions"):
+        load_case(tmp_path / "t.nii.gz")
+    sitk.WriteImage(sitk.Image([8, 8, 8], sitk.sitkVectorUInt8, 3), str(tmp_path / "rgb.mha"))
+    with pytest.raises(InputError, match="values per voxel"):
+        load_case(tmp_path / "rgb.mha")
+
+
+def test_label_map_opened_as_ct_is_refused(tmp_path):
+    with pytest.raises(InputError, match="looks like a label map"):
+        load_case(real_path("3dircadb1.17", "masks", "portalvein.nii.gz"))
+    seg = tmp_path / "s.seg.nrrd"
+    seg.write_bytes(b"NRRD0004\n")
+    with pytest.raises(InputError, match="3D Slicer segmentation"):
+        load_case(seg)
+
+
+def test_mr_like_intensities_are_warned(tmp_path):
+    arr = np.random.default_rng(1).integers(0, 700, size=(10, 20, 20)).astype(np.int16)
+    img = sitk.GetImageFromArray(arr)
+    sitk.WriteImage(img, str(tmp_path / "mr.nii.gz"))
+    c = load_case(tmp_path / "mr.nii.gz")
+    assert any("do not look like CT Hounsfield units" in w for w in c.provenance.warnings)
+
+
+def test_exports_never_overwrite_unless_asked(tmp_path):
+    img, _ = _synthetic_ct()
+    sitk.WriteImage(img, str(tmp_path / "ct.nii.gz"))
+    c = load_case(tmp_path / "ct.nii.gz")
+    target = tmp_path / "out.nii.gz"
+    target.write_bytes(b"precious")
+    with pytest.raises(ExportError, match="already exists"):
+        write_label_map(target, c)
+    with pytest.raises(ExportError, match="already exists"):
+        write_image(target, c)
+    assert target.read_bytes() == b"precious"
+    write_label_map(target, c, overwrite=True)
+    assert sitk.ReadImage(str(target)).GetSize() == (40, 30, 20)
+    assert not [p for p in tmp_path.iterdir() if ".part" in p.name]     # no temporary left behind
+    with pytest.raises(ExportError, match="choose a label-map file type"):
+        write_label_map(tmp_path / "x.png", c)
+    with pytest.raises(ExportError, match="use .mha"):
+        write_label_map(tmp_path / "x.mhd", c)
+    with pytest.raises(ExportError, match="voxels"):
+        write_label_map(tmp_path / "y.nii.gz", c, labels=np.zeros((2, 2, 2), np.uint8))
+
+
+def test_oblique_permuted_image_round_trips_exactly(tmp_path):
+    a = np.radians(10)
+    rot = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
+    # Index axes permuted and flipped as well (x <- -z, y <- x, z <- y): a sagittal-ish, oblique grid.
+    perm = np.array([[0, 1, 0], [0, 0, 1], [-1, 0, 0]], float)
+    direction = tuple((rot @ perm).ravel())
+    img, arr = _synthetic_ct(direction=direction)
+    src = tmp_path / "oblique.nii.gz"
+    sitk.WriteImage(img, str(src))
+    ref = sitk.ReadImage(str(src))
+    c = load_case(src)
+    assert any("oblique" in w for w in c.provenance.warnings)
+    labels = (c.image > 1000).astype(np.uint8)
+    c.set_labels(labels)
+    out = write_label_map(tmp_path / "lab.nii.gz", c)
+    back = sitk.ReadImage(str(out))
+    assert back.GetSize() == ref.GetSize()
+    assert back.GetDirection() == pytest.approx(ref.GetDirection(), abs=1e-6)
+    assert back.GetOrigin() == pytest.approx(ref.GetOrigin(), abs=1e-5)
+    assert np.array_equal(sitk.GetArrayFromImage(back), (arr > 1000).astype(np.uint8))
