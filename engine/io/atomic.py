@@ -46,6 +46,11 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pa
         yield tmp
         if not tmp.exists() or tmp.stat().st_size == 0:
             raise ExportError(f"Writing {target.name} produced no data.")
+        # mkstemp creates the file owner-only (0600); exports must be readable like any other file
+        # (a shared folder, a PACS import), so apply the process umask as a normal open() would.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, target)
     except OSError as exc:
         _unlink_quietly(tmp)

@@ -1,0 +1,105 @@
+"""``liverplan export``: a label map as masks (NIfTI/NRRD/.seg.nrrd), surfaces (STL/OBJ/VTP), measurements.
+
+Files written into ``--out DIR`` (NAME = the CT file's name without extension, or ``--name``):
+  NAME_labels.nii.gz | .nrrd | .seg.nrrd   label map in the CT's own (source) geometry
+  NAME_<structure>_LPS.stl | .obj | .vtp   one surface per structure, patient coordinates in mm (LPS;
+                                           ``--space RAS`` writes _RAS files instead)
+  NAME_measurements.csv + NAME_measurements_lesions.csv, NAME_measurements.json
+Nothing is written when any target exists, unless ``--overwrite``.
+"""
+from __future__ import annotations
+
+import argparse
+
+MASK_FORMATS = ("nii.gz", "nii", "nrrd", "seg.nrrd", "mha")
+MESH_FORMATS = ("stl", "obj", "vtp")
+MEASUREMENT_FORMATS = ("csv", "json")
+
+
+def _list(value: str, allowed, what: str) -> list[str]:
+    from engine.errors import InputError
+
+    items = [v.strip().lower().lstrip(".") for v in value.split(",") if v.strip()]
+    bad = [v for v in items if v not in allowed]
+    if bad:
+        raise InputError(f"Unknown {what} format '{bad[0]}'; choose from {', '.join(allowed)}.")
+    return items
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("ct", help="CT file (NIfTI/NRRD/MHA) or DICOM folder")
+    parser.add_argument("labels", help="label map (NIfTI/NRRD/MHA, .seg.nrrd, or a folder of masks)")
+    parser.add_argument("--out", required=True, help="output folder (created if needed)")
+    parser.add_argument("--mask", default=None, help="mask formats, comma-separated: " + ",".join(MASK_FORMATS))
+    parser.add_argument("--mesh", default=None, help="mesh formats, comma-separated: " + ",".join(MESH_FORMATS))
+    parser.add_argument("--measurements", default=None, help="measurement formats: csv,json")
+    parser.add_argument("--space", choices=("LPS", "RAS"), default="LPS",
+                        help="coordinate system of the mesh files (default LPS, as DICOM and 3D Slicer use)")
+    parser.add_argument("--no-smooth", action="store_true", help="staircase meshes (exact voxel boundaries)")
+    parser.add_argument("--name", help="file name prefix (default: the CT's file name)")
+    parser.add_argument("--labels-mapping", metavar="MAP", help="JSON label mapping or preset name")
+    parser.add_argument("--series", help="DICOM series key when the folder holds several series")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing files")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from engine.cli.measure import load_case_with_labels
+    from engine.errors import ExportError
+
+    if args.mask is None and args.mesh is None and args.measurements is None:
+        masks, meshes, meas = ["nii.gz"], ["stl"], ["csv", "json"]
+    else:
+        masks = _list(args.mask, MASK_FORMATS, "mask") if args.mask else []
+        meshes = _list(args.mesh, MESH_FORMATS, "mesh") if args.mesh else []
+        meas = _list(args.measurements, MEASUREMENT_FORMATS, "measurement") if args.measurements else []
+    out = Path(args.out).expanduser()
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"{out} is a file; --out must be a folder.")
+
+    case = load_case_with_labels(args.ct, args.labels, args.labels_mapping, args.series)
+    name = args.name or case.name
+    from engine.labels import BY_LABEL
+    from engine.mesh import mesh_file_name
+    from engine.report import lesion_table_path
+
+    present = [int(v) for v in sorted(set(int(x) for x in __import__("numpy").unique(case.labels)))
+               if int(v) in BY_LABEL]
+    targets = [out / f"{name}_labels.{f}" for f in masks]
+    targets += [out / mesh_file_name(lab, f, args.space, prefix=f"{name}_") for lab in present for f in meshes]
+    if "csv" in meas:
+        targets += [out / f"{name}_measurements.csv", lesion_table_path(out / f"{name}_measurements.csv")]
+    if "json" in meas:
+        targets.append(out / f"{name}_measurements.json")
+    if not args.overwrite:
+        for t in targets:
+            if t.exists():
+                raise ExportError(f"{t} already exists; nothing was written. Use --overwrite or another --out.")
+
+    written: list[Path] = []
+    if masks:
+        from engine.io import write_label_map
+
+        for f in masks:
+            written.append(write_label_map(out / f"{name}_labels.{f}", case, overwrite=args.overwrite))
+    if meshes:
+        from engine.mesh import label_surfaces, write_meshes
+
+        surfaces = label_surfaces(case.labels, case.geometry, smooth=not args.no_smooth)
+        written += write_meshes(surfaces, out, meshes, space=args.space, prefix=f"{name}_",
+                                overwrite=args.overwrite)
+    if meas:
+        from engine.measure import measure
+        from engine.report import write_measurements_csv, write_measurements_json
+
+        report = measure(case)
+        if "csv" in meas:
+            written += write_measurements_csv(out / f"{name}_measurements.csv", report, overwrite=args.overwrite)
+        if "json" in meas:
+            written.append(write_measurements_json(out / f"{name}_measurements.json", report,
+                                                   overwrite=args.overwrite))
+    for p in written:
+        print(p)
+    print(f"Exported {len(written)} file(s) to {out}")
+    return 0

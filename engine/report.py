@@ -1,0 +1,94 @@
+"""Measurement reports as files: CSV (spreadsheets) and JSON (machines), written atomically.
+
+CSV: ``<name>.csv`` holds the measurement table (one row per value: key, name, value, units,
+description, so every number carries its definition) and ``<name>_lesions.csv`` the lesion table (one
+row per lesion; column names carry the units; centroids in LPS mm and voxel indices z, y, x).
+JSON: one file with the measurements, the lesions, the definitions, the lesion connectivity, the grid
+and the provenance of the case.
+"""
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import io
+import json
+import math
+from pathlib import Path
+from typing import Union
+
+from .io.atomic import write_text_atomic
+from .measure import MeasurementReport
+
+PathLike = Union[str, Path]
+
+
+def lesion_table_path(csv_path: PathLike) -> Path:
+    """Where :func:`write_measurements_csv` puts the lesion table for a given measurements CSV."""
+    p = Path(csv_path)
+    stem = p.name[:-4] if p.name.lower().endswith(".csv") else p.name
+    return p.with_name(f"{stem}_lesions.csv")
+
+
+def _cell(v):
+    if v is None:
+        return ""
+    if isinstance(v, float) and not math.isfinite(v):
+        return ""
+    return v
+
+
+def _csv_text(header: list[str], rows: list[dict]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=header, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: _cell(r.get(k)) for k in header})
+    return buf.getvalue()
+
+
+def write_measurements_csv(path: PathLike, report: MeasurementReport, overwrite: bool = False) -> list[Path]:
+    """Write the measurement table to ``path`` and the lesion table beside it; return both paths.
+
+    The lesion table is written even when there are no lesions (header only), so a batch of cases
+    always yields the same set of files.
+    """
+    path = Path(path)
+    les_path = lesion_table_path(path)
+    if not overwrite:
+        # Check both before writing either, so a refused export leaves nothing half-done.
+        from .errors import ExportError
+
+        for p in (path, les_path):
+            if p.exists():
+                raise ExportError(f"{p} already exists; choose another name or allow overwriting.")
+    main = _csv_text(["key", "name", "value", "units", "description"], report.to_rows())
+    les_header = ["lesion", "volume_ml", "voxels", "longest_diameter_mm", "axial_diameter_mm",
+                  "centroid_x_lps_mm", "centroid_y_lps_mm", "centroid_z_lps_mm", "centroid_z_index",
+                  "centroid_y_index", "centroid_x_index", "first_slice", "last_slice", "mean_hu"]
+    les = _csv_text(les_header, report.lesion_rows())
+    write_text_atomic(path, main, overwrite=overwrite)
+    write_text_atomic(les_path, les, overwrite=overwrite)
+    return [path, les_path]
+
+
+def _json_safe(obj):
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if hasattr(obj, "item") and callable(obj.item):       # numpy scalars
+        return _json_safe(obj.item())
+    return obj
+
+
+def measurements_json_text(report: MeasurementReport) -> str:
+    d = report.to_json_dict()
+    d["created"] = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
+    return json.dumps(_json_safe(d), indent=2, allow_nan=False) + "\n"
+
+
+def write_measurements_json(path: PathLike, report: MeasurementReport, overwrite: bool = False) -> Path:
+    """Write the full report (measurements, lesions, definitions, connectivity, provenance) as JSON."""
+    return write_text_atomic(path, measurements_json_text(report), overwrite=overwrite)
