@@ -1,0 +1,74 @@
+"""``liverplan evaluate``: predictions vs references with the study's metric suite, as the study's table."""
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--pred", required=True, metavar="PATH",
+                        help="prediction label map, or a folder of them (NIfTI, NRRD, .seg.nrrd, MHA)")
+    parser.add_argument("--ref", required=True, metavar="PATH",
+                        help="reference label map / mask folder, or a folder of them (matched by case name; "
+                             "extensions and suffixes such as _0000, _seg, _pred are ignored)")
+    parser.add_argument("--labels", metavar="MAP",
+                        help="label mapping (JSON file or preset: ircadb, totalsegmentator, identity) for both "
+                             "prediction and reference")
+    parser.add_argument("--ref-labels", metavar="MAP", help="label mapping for the references only")
+    parser.add_argument("--pred-labels", metavar="MAP", help="label mapping for the predictions only")
+    parser.add_argument("--out", metavar="DIR",
+                        help="write per_case.csv, lesions.csv and the table as table.csv/table.md/table.json")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing files in --out")
+    parser.add_argument("--format", choices=("text", "markdown"), default="text",
+                        help="how the table is printed (default: aligned text)")
+    parser.add_argument("--all-metrics", action="store_true",
+                        help="table rows for every metric (HD95 variants, HD, ASSD, |Δb2|), not only the study's")
+    parser.add_argument("--inf-penalty", type=float, metavar="MM",
+                        help="replace infinite distances (missed structures) by this value in the means")
+    parser.add_argument("--lesion-sizes", default="10", metavar="MM[,MM...]",
+                        help="lesion-wise recall also for reference lesions >= these diameters (default 10)")
+    parser.add_argument("--lesion-min-iou", type=float, default=0.1,
+                        help="IoU a predicted lesion needs to count as finding a reference lesion (default 0.1)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from engine import evaluation
+    from engine.cli.measure import load_mapping
+    from engine.cli.progressbar import TextProgress
+    from engine.errors import InputError
+    from metrics.suite import ALL_METRICS, STUDY_METRICS
+
+    try:
+        sizes = tuple(float(s) for s in str(args.lesion_sizes).split(",") if s.strip())
+    except ValueError:
+        raise InputError(f"--lesion-sizes must be numbers in mm separated by commas, not '{args.lesion_sizes}'.")
+    ref_map = load_mapping(args.ref_labels or args.labels)
+    pred_map = load_mapping(args.pred_labels or args.labels)
+    bar = TextProgress()
+    try:
+        cohort = evaluation.evaluate_cohort(args.pred, args.ref, pred_map, ref_map, progress=bar,
+                                            lesion_size_thresholds_mm=sizes, lesion_min_iou=args.lesion_min_iou)
+    finally:
+        bar.close()
+    rows = None
+    if args.all_metrics:
+        rows = list(ALL_METRICS)
+        rows += ["lesion_recall", "lesion_precision", "lesion_f1", "lesion_dice"]
+        rows += [f"lesion_recall_ge{int(s) if s.is_integer() else s}mm" for s in sizes]
+    elif cohort.results and not any("crlm" in r for r in cohort.results):
+        rows = list(STUDY_METRICS)
+    table = evaluation.cohort_table(cohort, metrics_rows=rows, inf_penalty=args.inf_penalty)
+    n_ok = len(cohort.results)
+    print(f"Evaluated {n_ok} of {len(cohort.cases)} paired case(s).")
+    for c in cohort.failed:
+        print(f"  skipped {c.name}: {c.error}")
+    if cohort.only_pred:
+        print(f"  predictions without a reference: {', '.join(cohort.only_pred)}")
+    if cohort.only_ref:
+        print(f"  references without a prediction: {', '.join(cohort.only_ref)}")
+    if n_ok:
+        print("")
+        print(table.to_markdown() if args.format == "markdown" else table.to_text())
+    if args.out:
+        paths = evaluation.write_outputs(cohort, table, args.out, overwrite=args.overwrite)
+        print("Wrote " + ", ".join(str(p) for p in paths))
+    return 0 if n_ok else 1

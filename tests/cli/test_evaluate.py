@@ -1,0 +1,141 @@
+"""`liverplan evaluate` on phantom cohorts: pairing, the study's table, outputs, skipped cases, IRCADb-style
+mask folders with a merged reference group."""
+import csv
+import json
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+import main
+
+SHAPE = (40, 56, 56)
+
+
+def _perturb(labels, seed):
+    rng = np.random.default_rng(seed)
+    out = labels.copy()
+    liver = labels == 1
+    grown = ndi.binary_dilation(liver) & (labels == 0) if seed % 2 else np.zeros_like(liver)
+    shrunk = liver & ~ndi.binary_erosion(liver) if seed % 2 == 0 else np.zeros_like(liver)
+    out[grown] = 1
+    out[shrunk] = 0
+    if seed == 2:
+        out[out == 5] = 1                     # this "model" misses every lesion
+    noise = (rng.random(labels.shape) < 0.002) & (labels == 1)
+    out[noise] = 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    from engine.io import write_label_map
+    from engine.phantom import make_phantom
+    root = tmp_path_factory.mktemp("cohort")
+    (root / "pred").mkdir()
+    (root / "ref").mkdir()
+    cases = {}
+    for seed in range(3):
+        case = make_phantom(seed=seed, shape=SHAPE)
+        write_label_map(root / "ref" / f"phantom{seed}.nii.gz", case)
+        ref = case.labels.copy()
+        case.set_labels(_perturb(ref, seed))
+        write_label_map(root / "pred" / f"phantom{seed}_0000.nii.gz", case)
+        cases[seed] = case
+    # a prediction on another grid: reported and skipped, not fatal
+    other = make_phantom(seed=9, shape=(30, 40, 40))
+    write_label_map(root / "pred" / "phantom9.nii.gz", other)
+    write_label_map(root / "ref" / "phantom9.nii.gz", make_phantom(seed=9, shape=SHAPE))
+    return root, cases
+
+
+def test_cohort_table_printed_and_written(cohort, capsys):
+    root, _ = cohort
+    out = root / "out"
+    rc = main.main(["evaluate", "--pred", str(root / "pred"), "--ref", str(root / "ref"), "--out", str(out)])
+    text = capsys.readouterr().out
+    assert rc == 0
+    assert "Evaluated 3 of 4 paired case(s)." in text
+    assert "skipped phantom9" in text and "same" in text.lower()
+    for row in ("Dice", "Jaccard", "Precision", "Recall", "FPR", "FNR", "HD95 (mm)", "clDice", "|Δb0|", "|Δb1|",
+                "|ΔEuler|", "Lesion recall", "prediction empty (missed)"):
+        assert row in text
+    header = next(line for line in text.splitlines() if line.startswith("Metric"))
+    assert header.split() == ["Metric", "liver", "portal_vein", "hepatic_veins", "ivc", "crlm"]
+    assert "±" in text
+    rows = list(csv.DictReader(open(out / "per_case.csv")))
+    assert {r["case"] for r in rows} == {"phantom0", "phantom1", "phantom2", "phantom9"}
+    assert [r for r in rows if r["case"] == "phantom9"][0]["status"] == "error"
+    crlm2 = [r for r in rows if r["case"] == "phantom2" and r["structure"] == "crlm"][0]
+    assert crlm2["status"] == "pred_empty" and crlm2["dice"] == "0" and crlm2["hd95"] == "inf"
+    j = json.loads((out / "table.json").read_text())
+    assert j["metrics"]["dice"]["structures"]["crlm"]["n"] == 3
+    assert j["counts"]["pred_empty"]["crlm"] == 1
+    assert (out / "table.md").read_text().startswith("| Metric |")
+    assert "ref_lesion" in (out / "lesions.csv").read_text()
+
+
+def test_existing_outputs_are_not_overwritten_silently(cohort, capsys):
+    root, _ = cohort
+    out = root / "out2"
+    args = ["evaluate", "--pred", str(root / "pred" / "phantom0_0000.nii.gz"), "--ref", str(root / "ref"),
+            "--out", str(out)]
+    assert main.main(args) == 0
+    assert main.main(args) == 2                       # clear message instead of a traceback
+    assert "already exists" in capsys.readouterr().err
+    assert main.main(args + ["--overwrite"]) == 0
+
+
+def test_ircadb_style_mask_folder_with_merged_venous_system(cohort, tmp_path, capsys):
+    import SimpleITK as sitk
+    root, cases = cohort
+    case = cases[0]
+    ref = case.labels
+    folder = tmp_path / "ref" / "phantom0" / "masks"
+    folder.mkdir(parents=True)
+    masks = {"liver": np.isin(ref, (1, 2, 3, 5)), "portalvein": ref == 2, "venoussystem": np.isin(ref, (3, 4)),
+             "livertumor1": ref == 5, "bone": np.zeros_like(ref, bool)}
+    for name, m in masks.items():
+        img = sitk.GetImageFromArray(m.astype(np.uint8) * 255)
+        case.geometry.apply_to(img)
+        sitk.WriteImage(img, str(folder / f"{name}.nii.gz"))
+    rc = main.main(["evaluate", "--pred", str(root / "pred" / "phantom0_0000.nii.gz"), "--ref",
+                    str(tmp_path / "ref"), "--ref-labels", "ircadb", "--format", "markdown"])
+    text = capsys.readouterr().out
+    assert rc == 0
+    header = next(line for line in text.splitlines() if line.startswith("| Metric"))
+    cols = [c.strip() for c in header.strip("|").split("|")]
+    assert cols == ["Metric", "liver", "portal_vein", "hepatic_veins+ivc", "crlm"]
+    assert "union of the predicted" in text
+
+
+def test_missing_folder_is_a_clear_error(tmp_path, capsys):
+    rc = main.main(["evaluate", "--pred", str(tmp_path / "nope"), "--ref", str(tmp_path)])
+    assert rc == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_totalsegmentator_reference_reports_missing_structures(cohort, tmp_path, capsys):
+    from engine.io import write_label_map
+    root, cases = cohort
+    case = cases[1].copy()
+    ts = np.zeros(case.labels.shape, np.uint8)
+    ts[np.isin(case.labels, (1, 3, 5))] = 5          # TotalSegmentator: liver incl. hepatic veins and lesions
+    ts[case.labels == 2] = 64
+    ts[case.labels == 4] = 63
+    (tmp_path / "ts").mkdir()
+    import SimpleITK as sitk
+    img = sitk.GetImageFromArray(ts)
+    case.geometry.apply_to(img)
+    sitk.WriteImage(img, str(tmp_path / "ts" / "phantom1.nii.gz"))
+    out = tmp_path / "o"
+    rc = main.main(["evaluate", "--pred", str(root / "pred"), "--ref", str(tmp_path / "ts"),
+                    "--ref-labels", "totalsegmentator", "--out", str(out)])
+    text = capsys.readouterr().out
+    assert rc == 0 and "Evaluated 1 of 1" in text
+    header = next(line for line in text.splitlines() if line.startswith("Metric"))
+    assert header.split() == ["Metric", "liver", "portal_vein", "ivc"]
+    assert "Not in the reference" in text and "Hepatic veins" in text
+    rows = list(csv.DictReader(open(out / "per_case.csv")))
+    crlm = [r for r in rows if r["structure"] == "crlm"][0]
+    assert crlm["status"] == "not_in_reference" and crlm["dice"] == "nan"

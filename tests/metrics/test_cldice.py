@@ -1,0 +1,73 @@
+"""clDice (Shit et al. 2021): formula, reference-implementation equality, the empty-skeleton rule."""
+import math
+
+import numpy as np
+import pytest
+from skimage.morphology import skeletonize
+
+from metrics import centerline as C
+from shapes import ball, tube, vessel_tree_with_loops
+
+
+def reference_cldice(v_p, v_l):
+    """jocpae/clDice cldice.py, 3D branch."""
+    def cl_score(v, s):
+        return np.sum(v * s) / np.sum(s)
+    tprec = cl_score(v_p, skeletonize(v_l))
+    tsens = cl_score(v_l, skeletonize(v_p))
+    return 2 * tprec * tsens / (tprec + tsens)
+
+
+def test_identical_masks_score_one():
+    m = vessel_tree_with_loops()
+    assert C.cldice(m, m).cldice == 1.0
+
+
+def test_equals_reference_implementation():
+    ref = vessel_tree_with_loops()
+    pred = np.roll(vessel_tree_with_loops(n_loops=1), 1, axis=2)
+    pred |= tube(ref.shape, (10, 5, 5), (10, 40, 5), 1.5)        # a false branch
+    r = C.cldice(pred, ref)
+    assert r.cldice == pytest.approx(reference_cldice(pred, ref), rel=1e-12)
+    assert 0 < r.cldice < 1 and r.reason == ""
+
+
+def test_component_wise_skeleton_equals_skimage():
+    m = vessel_tree_with_loops() | ball((40, 48, 48), (8, 8, 40), 4) | ball((40, 48, 48), (34, 40, 8), 3)
+    assert np.array_equal(C.skeleton(m), skeletonize(m))
+
+
+def test_two_by_two_rod_is_undefined_not_zero_or_one():
+    rod = np.zeros((12, 8, 8), bool)
+    rod[2:10, 3:5, 3:5] = True
+    assert not skeletonize(rod).any()            # Lee thinning deletes it entirely
+    r = C.cldice(rod, rod)
+    assert math.isnan(r.cldice)
+    assert "skeleton is empty" in r.reason
+
+
+def test_empty_masks():
+    m = vessel_tree_with_loops()
+    z = np.zeros_like(m)
+    assert C.cldice(z, m).cldice == 0.0 and C.cldice(m, z).cldice == 0.0
+    assert math.isnan(C.cldice(z, z).cldice)
+
+
+def test_worker_process_skeletons_equal_in_process(monkeypatch):
+    m = vessel_tree_with_loops()
+    monkeypatch.setattr(C, "PROCESS_MIN_VOXELS", 0)
+    C.clear_cache()
+    try:
+        sk = C.skeletons([m, ~m & ball(m.shape, (20, 24, 24), 6.0)], processes=True)
+    finally:
+        C.shutdown_pool()
+    assert np.array_equal(sk[0], skeletonize(m))
+    assert np.array_equal(sk[1], skeletonize(~m & ball(m.shape, (20, 24, 24), 6.0)))
+
+
+def test_cache_returns_equal_copies():
+    m = vessel_tree_with_loops()
+    C.clear_cache()
+    a = C.skeleton(m)
+    a[...] = False                      # a caller scribbling on its result must not corrupt the cache
+    assert np.array_equal(C.skeleton(m), skeletonize(m))
