@@ -1,0 +1,122 @@
+"""``liverplan segment INPUT --model M --out DIR``: segment CTs with a local nnU-Net v2 model.
+
+INPUT is a CT file (NIfTI/NRRD/MHA), a DICOM folder, or a folder of CT files (batch: the model is
+loaded once). For each case DIR receives ``<case>_seg.nii.gz`` (the label map in the source geometry),
+``<case>_measurements.csv`` (+ lesion table), ``<case>_measurements.json`` and
+``<case>_segmentation.json`` (provenance: model card, mode, device, warnings, timings).
+"""
+from __future__ import annotations
+
+import argparse
+
+CT_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".mha", ".mhd")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("input", help="CT file, DICOM folder, or a folder of CT files (batch)")
+    parser.add_argument("--model", default="demo",
+                        help="model folder, installed model name, or 'demo' (default: the bundled demo model)")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps")
+    parser.add_argument("--mode", default="fast", choices=("fast", "accurate"),
+                        help="fast: one fold, no mirroring; accurate: all folds with mirroring (default fast)")
+    parser.add_argument("--label-map", help="JSON mapping the model's labels to LiverPlan structures")
+    parser.add_argument("--extra-model", action="append", default=[],
+                        help="another model whose labels are combined with the first (lesions > vessels > "
+                             "parenchyma; later model wins ties); may be repeated")
+    parser.add_argument("--format", default=".nii.gz", choices=(".nii.gz", ".nii", ".nrrd", ".seg.nrrd", ".mha"),
+                        help="label map file format (default .nii.gz)")
+    parser.add_argument("--series", help="DICOM series key when a folder holds several candidate series")
+    parser.add_argument("--threads", type=int, help="CPU threads for torch (default: all cores)")
+    parser.add_argument("--liver-crop", action="store_true",
+                        help="two-stage: find the liver with a fast pass, then predict on the liver region only")
+    crop = parser.add_mutually_exclusive_group()
+    crop.add_argument("--body-crop", dest="body_crop", action="store_true",
+                      help="crop the CT to the body before nnU-Net's preprocessing (faster preprocessing; the "
+                           "tiles then differ from nnU-Net's sweep)")
+    crop.add_argument("--no-body-crop", dest="body_crop", action="store_false",
+                      help="(default) nnU-Net's full tile grid, tiles holding no body skipped: every body voxel "
+                           "gets exactly nnU-Net's prediction")
+    parser.add_argument("--no-postprocess", action="store_true", help="keep the model's raw output")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _inputs(path):
+    from pathlib import Path
+
+    p = Path(path).expanduser()
+    if p.is_dir():
+        files = sorted(f for f in p.iterdir() if f.is_file() and f.name.lower().endswith(CT_SUFFIXES))
+        if files:
+            return files
+    return [p]
+
+
+def _case_name(path, case) -> str:
+    import re
+
+    name = case.name or path.name
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "case"
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+    import sys
+    from pathlib import Path
+
+    from engine.cli.progressbar import TextProgress
+    from engine.errors import LiverPlanError
+    from engine.inference import apply_result, segment
+    from engine.io import load_case, write_label_map
+    from engine.io.atomic import write_text_atomic
+    from engine.measure import measure
+    from engine.models import find_model
+    from engine.report import write_measurements_csv, write_measurements_json
+
+    models = [find_model(args.model, label_map=args.label_map)] + [find_model(m) for m in args.extra_model]
+    for m in models:
+        print(f"model: {m.card.headline()}", file=sys.stderr)
+    out = Path(args.out).expanduser()
+    inputs = _inputs(args.input)
+    failures = 0
+    for path in inputs:
+        bar = None if args.no_progress else TextProgress()
+        try:
+            case = load_case(path, series=args.series, progress=bar)
+            name = _case_name(path, case)
+            targets = {"seg": out / f"{name}_seg{args.format}", "csv": out / f"{name}_measurements.csv",
+                       "json": out / f"{name}_measurements.json", "prov": out / f"{name}_segmentation.json"}
+            if not args.overwrite:
+                existing = [str(p) for p in targets.values() if p.exists()]
+                if existing:
+                    raise LiverPlanError(f"{existing[0]} already exists; use --overwrite to replace it.")
+            result = segment(case, models if len(models) > 1 else models[0], device=args.device, mode=args.mode,
+                             progress=bar, threads=args.threads, liver_crop=args.liver_crop,
+                             crop_to_body=args.body_crop,
+                             do_postprocess=not args.no_postprocess)
+            if bar is not None:
+                bar.close()
+            seg_case = apply_result(case, result)
+            write_label_map(targets["seg"], seg_case, overwrite=args.overwrite)
+            report = measure(seg_case)
+            write_measurements_csv(targets["csv"], report, overwrite=args.overwrite)
+            write_measurements_json(targets["json"], report, overwrite=args.overwrite)
+            write_text_atomic(targets["prov"], json.dumps(
+                {"case": str(path), "provenance": result.provenance}, indent=2, default=str) + "\n",
+                overwrite=args.overwrite)
+            t = result.timings
+            print(f"{path.name}: {targets['seg']} ({result.device_used}, {result.mode}, {t.get('total', 0):.1f} s)")
+            for w in result.warnings:
+                print(f"  warning: {w}")
+        except LiverPlanError as err:
+            if bar is not None:
+                bar.close()
+            if len(inputs) == 1:
+                raise
+            failures += 1
+            print(f"{path.name}: {err}", file=sys.stderr)
+    if failures:
+        print(f"{failures} of {len(inputs)} cases failed.", file=sys.stderr)
+        return 1
+    return 0

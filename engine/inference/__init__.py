@@ -1,0 +1,20 @@
+"""Local nnU-Net v2 inference a GUI can drive: progress per stage and tile, cancel within a second,
+CUDA / MPS / CPU with out-of-memory fallback, any nnU-Net v2 model (see engine.models).
+
+Public API::
+
+    segment(case, model, device="auto", mode="fast", progress=None, cancel=None) -> SegmentationResult
+    available_devices() -> list[str]
+    apply_result(case, result) -> Case          # a copy of the case with the labels + provenance
+    combine_label_maps(maps), PRECEDENCE_RULE, STAGES, MODES, clear_model_cache()
+
+torch and nnunetv2 are imported only when a function needs them.
+"""
+from __future__ import annotations
+
+from .device import available_devices, resolve_device
+from .pipeline import (MODES, PRECEDENCE_RULE, STAGES, SegmentationResult, apply_result, clear_model_cache,
+                       combine_label_maps, segment)
+
+__all__ = ["segment", "available_devices", "resolve_device", "SegmentationResult", "apply_result",
+           "combine_label_maps", "clear_model_cache", "PRECEDENCE_RULE", "STAGES", "MODES"]

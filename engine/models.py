@@ -1,0 +1,682 @@
+"""Segmentation models: nnU-Net v2 trained-model folders, their cards, label mapping and installation.
+
+A model is any nnU-Net v2 trained-model folder (``dataset.json``, ``plans.json``,
+``fold_N/checkpoint_*.pth``, as found in ``nnUNet_results/DatasetXXX/Trainer__Plans__configuration``) or
+the zip that ``nnUNetv2_export_model_to_zip`` makes (installed into the user's data folder first).
+
+Model card: ``liverplan_model.json`` beside ``dataset.json`` when present (name, version, labels,
+training data, ``demo`` and ``not_for_clinical_use`` flags, free text), otherwise derived from
+``dataset.json``. The card goes into every output's provenance.
+
+Label mapping: the model's labels (``dataset.json`` "labels") map to LiverPlan's five structures by name
+(:func:`engine.labels.structure_for_name`). A model trained elsewhere with other names gets an explicit,
+editable map: ``liverplan_label_map.json`` beside ``dataset.json`` or a file/dict passed in, in the
+format ``{"liver": [1], "portal_vein": [64, "portal_vein_and_splenic_vein"], "ivc": ["inferior_vena_cava"]}``
+(keys are LiverPlan structure keys, values model label values or names). An explicit map replaces
+name matching entirely, so what the file says is exactly what is used.
+
+Checkpoints are loaded with ``torch.load(weights_only=True)`` and an allow-list of the few non-tensor
+types real nnU-Net 2.x checkpoints hold (numpy scalars/arrays/dtypes in the training log and
+``_best_ema``); anything else is refused before any pickled code can run.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import stat
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Optional, Union
+
+from .errors import ModelError
+from .labels import BY_KEY, BY_LABEL, SYNONYMS, normalise_name, structure_for_name
+from .paths import bundled_models_dir, user_models_dir
+
+log = logging.getLogger(__name__)
+
+MODEL_CARD_FILE = "liverplan_model.json"
+LABEL_MAP_FILE = "liverplan_label_map.json"
+#: Largest uncompressed size accepted for a model zip (real 5-fold 3d_fullres models are ~1-2 GB).
+MAX_ZIP_BYTES = 8 * 1024 ** 3
+MAX_ZIP_ENTRIES = 10_000
+_CHECKPOINT_PREFERENCE = ("checkpoint_final.pth", "checkpoint_best.pth", "checkpoint_latest.pth")
+
+LabelMapSpec = Union[None, str, os.PathLike, Mapping[str, Any]]
+
+
+# ------------------------------------------------------------------------------------------------
+@dataclass
+class ModelCard:
+    """What a user is told about a model (and what every output records)."""
+
+    name: str
+    version: str = "unknown"
+    labels: dict[str, int] = field(default_factory=dict)   # model label name -> value (dataset.json)
+    training_data: str = ""
+    demo: bool = False
+    not_for_clinical_use: bool = False
+    description: str = ""
+    source: str = "dataset.json"                          # "liverplan_model.json" or "dataset.json"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        d = {"name": self.name, "version": self.version, "labels": dict(self.labels),
+             "training_data": self.training_data, "demo": self.demo,
+             "not_for_clinical_use": self.not_for_clinical_use, "description": self.description,
+             "card_source": self.source}
+        d.update({k: v for k, v in self.extra.items() if k not in d})
+        return d
+
+    def headline(self) -> str:
+        """One line for a model list: name, version and the warnings a clinician must see."""
+        tags = []
+        if self.demo:
+            tags.append("demo — synthetic data")
+        if self.not_for_clinical_use or self.demo:
+            tags.append("not for clinical use")
+        return f"{self.name} {self.version}" + (f" ({'; '.join(tags)})" if tags else "")
+
+
+@dataclass
+class ModelInfo:
+    """One usable model folder.
+
+    ``label_to_structure`` maps the model's output values to LiverPlan labels (1-5); ``unmapped`` lists
+    the model labels that map to nothing (they become background).
+    """
+
+    path: Path
+    card: ModelCard
+    dataset_json: dict
+    plans: dict
+    configuration: str
+    folds: list[str]
+    checkpoint_name: str
+    label_to_structure: dict[int, int]
+    unmapped: dict[int, str]
+    mapping_source: str
+    warnings: list[str] = field(default_factory=list)
+
+    # convenience --------------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.card.name
+
+    @property
+    def is_demo(self) -> bool:
+        return self.card.demo
+
+    @property
+    def label_mapping(self) -> dict[int, int]:
+        return dict(self.label_to_structure)
+
+    @property
+    def patch_size(self) -> list[int]:
+        return list(_configuration_dict(self.plans, self.configuration).get("patch_size", []))
+
+    @property
+    def target_spacing(self) -> list[float]:
+        return list(_configuration_dict(self.plans, self.configuration).get("spacing", []))
+
+    def structures(self) -> list[str]:
+        """Names of the LiverPlan structures this model produces."""
+        return [BY_LABEL[v].name for v in sorted(set(self.label_to_structure.values()))]
+
+    def checkpoint_paths(self, folds: Optional[list[str]] = None) -> list[Path]:
+        return [self.path / f"fold_{f}" / self.checkpoint_name for f in (folds or self.folds)]
+
+    def to_provenance(self) -> dict:
+        """What an output records about the model that made it."""
+        return {"card": self.card.to_dict(), "path": str(self.path), "configuration": self.configuration,
+                "folds": list(self.folds), "checkpoint": self.checkpoint_name,
+                "label_mapping": {str(k): BY_LABEL[v].key for k, v in sorted(self.label_to_structure.items())},
+                "unmapped_labels": {str(k): v for k, v in sorted(self.unmapped.items())},
+                "mapping_source": self.mapping_source, "warnings": list(self.warnings)}
+
+    def describe(self) -> str:
+        """Several plain-language lines (``models show``)."""
+        c = self.card
+        lines = [c.headline(), f"  folder: {self.path}",
+                 f"  configuration: {self.configuration}, folds: {', '.join(self.folds)}, "
+                 f"checkpoint: {self.checkpoint_name}",
+                 f"  patch size (voxels): {self.patch_size}, spacing (mm): {self.target_spacing}",
+                 f"  training data: {c.training_data or 'not stated'}"]
+        if c.description:
+            lines.append(f"  description: {c.description}")
+        lines.append(f"  label mapping ({self.mapping_source}):")
+        names = {v: k for k, v in c.labels.items()}
+        for value, lab in sorted(self.label_to_structure.items()):
+            lines.append(f"    {value} {names.get(value, '?')!r} -> {BY_LABEL[lab].name}")
+        for value, nm in sorted(self.unmapped.items()):
+            lines.append(f"    {value} {nm!r} -> (not used)")
+        for w in self.warnings:
+            lines.append(f"  warning: {w}")
+        return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------
+def _read_json(path: Path, what: str) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelError(f"The model folder {path.parent} has no {path.name}; it is not a complete "
+                         f"nnU-Net v2 model ({what} is missing).") from None
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"The {what} of the model in {path.parent} cannot be read ({exc}).") from exc
+    if not isinstance(data, dict):
+        raise ModelError(f"The {what} of the model in {path.parent} is not a JSON object.")
+    return data
+
+
+def _configuration_dict(plans: dict, name: str) -> dict:
+    """A configuration's plans entry with nnU-Net's (shallow) ``inherits_from`` resolved."""
+    confs = plans.get("configurations", {})
+    if name not in confs:
+        return {}
+    conf = dict(confs[name])
+    seen = {name}
+    while "inherits_from" in conf:
+        parent = conf.pop("inherits_from")
+        if parent in seen or parent not in confs:
+            break
+        seen.add(parent)
+        merged = dict(confs[parent])
+        merged.update(conf)
+        conf = merged
+    return conf
+
+
+def is_model_folder(path: Path) -> bool:
+    return (path / "dataset.json").is_file() and (path / "plans.json").is_file() and any(path.glob("fold_*"))
+
+
+def find_model_folders(root: Path, max_depth: int = 4) -> list[Path]:
+    """Model folders at or below ``root`` (an nnU-Net results tree or an extracted zip)."""
+    root = Path(root)
+    found: list[Path] = []
+
+    def walk(p: Path, depth: int) -> None:
+        if is_model_folder(p):
+            found.append(p)
+            return
+        if depth >= max_depth:
+            return
+        try:
+            children = sorted(c for c in p.iterdir() if c.is_dir() and not c.is_symlink()
+                              and not c.name.startswith("."))
+        except OSError:
+            return
+        for c in children:
+            walk(c, depth + 1)
+
+    walk(root, 0)
+    return found
+
+
+def _pick_model_folder(root: Path) -> Path:
+    if is_model_folder(root):
+        return root
+    candidates = find_model_folders(root)
+    if not candidates:
+        if not root.exists():
+            raise ModelError(f"There is no model at {root}.")
+        raise ModelError(f"{root} holds no nnU-Net v2 model: a model folder needs dataset.json, plans.json "
+                         "and fold_N/checkpoint_final.pth.")
+    # Prefer full-resolution 3D configurations; 2D ones are refused later with a clear message.
+    def rank(p: Path) -> tuple:
+        conf = p.name.split("__")[-1]
+        return (0 if conf == "3d_fullres" else 1 if conf.startswith("3d") else 2, str(p))
+    return sorted(candidates, key=rank)[0]
+
+
+def _structure_key(name: str) -> Optional[str]:
+    n = normalise_name(name)
+    if n in BY_KEY:
+        return n
+    return SYNONYMS.get(n)
+
+
+def parse_label_map(spec: Mapping[str, Any], model_labels: dict[str, int]) -> dict[int, int]:
+    """Turn an explicit map ``{structure_key: [model value or model label name, ...]}`` into
+    ``{model value: LiverPlan label}``; raises ModelError naming anything it cannot understand."""
+    by_name = {normalise_name(k): v for k, v in model_labels.items()}
+    out: dict[int, int] = {}
+    problems = []
+    for key, values in spec.items():
+        if str(key).startswith("_"):        # comments such as "_comment"
+            continue
+        skey = _structure_key(str(key))
+        if skey is None:
+            problems.append(f"'{key}' is not one of {', '.join(BY_KEY)}")
+            continue
+        for v in (values if isinstance(values, (list, tuple)) else [values]):
+            if isinstance(v, bool):
+                problems.append(f"{v!r} for '{key}' is not a label value or name")
+            elif isinstance(v, int) or (isinstance(v, str) and v.strip().isdigit()):
+                out[int(v)] = BY_KEY[skey].label
+            elif isinstance(v, str) and normalise_name(v) in by_name and isinstance(by_name[normalise_name(v)], int):
+                out[int(by_name[normalise_name(v)])] = BY_KEY[skey].label
+            else:
+                problems.append(f"'{v}' (for '{key}') is not a label of this model")
+    if problems:
+        raise ModelError("The label map cannot be used: " + "; ".join(problems) + ".")
+    return out
+
+
+def _load_label_map_spec(spec: LabelMapSpec) -> Optional[tuple[dict, str]]:
+    if spec is None:
+        return None
+    if isinstance(spec, Mapping):
+        return dict(spec), "label map passed in"
+    p = Path(spec)
+    data = _read_json(p, "label map") if p.is_file() else None
+    if data is None:
+        raise ModelError(f"The label map file {p} does not exist.")
+    return data, f"label map {p}"
+
+
+def _card_from(folder: Path, dataset_json: dict, labels: dict[str, int]) -> ModelCard:
+    card_path = folder / MODEL_CARD_FILE
+    if card_path.is_file():
+        c = _read_json(card_path, "model card")
+        known = {"name", "version", "labels", "training_data", "demo", "not_for_clinical_use", "description"}
+        td = c.get("training_data", "")
+        return ModelCard(name=str(c.get("name") or folder.name), version=str(c.get("version", "unknown")),
+                         labels=labels, training_data=td if isinstance(td, str) else json.dumps(td),
+                         demo=bool(c.get("demo", False)),
+                         not_for_clinical_use=bool(c.get("not_for_clinical_use", c.get("demo", False))),
+                         description=str(c.get("description", "")), source=MODEL_CARD_FILE,
+                         extra={k: v for k, v in c.items() if k not in known})
+    # Derived card: dataset folder name (DatasetXXX_Name) is the most telling name nnU-Net keeps.
+    dataset_folder = folder.parent.name if folder.parent.name.lower().startswith("dataset") else ""
+    name = str(dataset_json.get("name") or dataset_folder or folder.name)
+    n_train = dataset_json.get("numTraining")
+    td = str(dataset_json.get("description", "") or dataset_json.get("reference", ""))
+    if n_train:
+        td = (td + "; " if td else "") + f"{n_train} training cases"
+    return ModelCard(name=name, version=str(dataset_json.get("release", dataset_json.get("version", "unknown"))),
+                     labels=labels, training_data=td, source="dataset.json")
+
+
+def load_model(path: Union[str, os.PathLike], label_map: LabelMapSpec = None,
+               checkpoint_name: Optional[str] = None, folds: Optional[list[str]] = None) -> ModelInfo:
+    """Read and check a model folder (or a results tree holding one) without loading its weights.
+
+    Raises ModelError with a plain message for missing files, 2D/cascade-only models, multi-channel
+    models, region-based label sets, and label sets of which nothing maps to LiverPlan's structures.
+    """
+    root = Path(path).expanduser()
+    if root.is_file() and root.suffix.lower() == ".zip":
+        raise ModelError(f"{root.name} is a model package (zip); install it first "
+                         "(liverplan models install ZIP, or Install model... in the application).")
+    folder = _pick_model_folder(root).resolve()
+    dataset_json = _read_json(folder / "dataset.json", "dataset.json")
+    plans = _read_json(folder / "plans.json", "plans.json")
+    warnings: list[str] = []
+
+    # --- folds and checkpoints ------------------------------------------------------------------
+    fold_dirs = sorted(p for p in folder.glob("fold_*") if p.is_dir())
+    names = [checkpoint_name] if checkpoint_name else list(_CHECKPOINT_PREFERENCE)
+    chosen = None
+    for nm in names:
+        if any((d / nm).is_file() for d in fold_dirs):
+            chosen = nm
+            break
+    if chosen is None:
+        raise ModelError(f"The model in {folder} has no trained weights: none of its fold folders holds "
+                         f"{' or '.join(names)}.")
+    available = [d.name[len("fold_"):] for d in fold_dirs if (d / chosen).is_file()]
+    if folds:
+        missing = [f for f in folds if str(f) not in available]
+        if missing:
+            raise ModelError(f"The model in {folder} has no fold {', '.join(map(str, missing))} "
+                             f"(available: {', '.join(available)}).")
+        available = [str(f) for f in folds]
+    # fold_all is a model trained on all cases; nnU-Net's own auto-detection skips it unless alone.
+    if len(available) > 1 and "all" in available:
+        available = [f for f in available if f != "all"]
+    available.sort(key=lambda f: (not f.isdigit(), int(f) if f.isdigit() else 0))
+
+    # --- configuration ----------------------------------------------------------------------------
+    confs = plans.get("configurations", {})
+    parts = folder.name.split("__")
+    configuration = parts[-1] if len(parts) == 3 and parts[-1] in confs else None
+    if configuration is None:
+        configuration = _configuration_from_checkpoint(folder / f"fold_{available[0]}" / chosen)
+    if configuration not in confs:
+        raise ModelError(f"The model in {folder} was trained with configuration '{configuration}', which its "
+                         "plans.json does not describe; the folder is incomplete.")
+    conf = _configuration_dict(plans, configuration)
+    patch = conf.get("patch_size", [])
+    if len(patch) != 3:
+        raise ModelError(f"The model in {folder} is a 2D model (configuration '{configuration}'); LiverPlan "
+                         "needs a 3D nnU-Net model (e.g. 3d_fullres).")
+    if conf.get("previous_stage") or "cascade" in configuration:
+        raise ModelError(f"The model in {folder} is the second stage of an nnU-Net cascade, which needs the "
+                         "low-resolution model's output; use a 3d_fullres model instead.")
+
+    # --- input channels ------------------------------------------------------------------------
+    channels = dataset_json.get("channel_names", dataset_json.get("modality", {}))
+    if len(channels) != 1:
+        raise ModelError(f"The model in {folder} expects {len(channels)} input images per case "
+                         f"({', '.join(map(str, channels.values()))}); LiverPlan gives it one CT.")
+    channel = str(next(iter(channels.values()))) if channels else "CT"
+    norm = (conf.get("normalization_schemes") or ["CTNormalization"])[0]
+    if normalise_name(channel) != "ct":
+        warnings.append(f"This model was trained on '{channel}' images, not CT (intensity normalisation "
+                        f"{norm}); its results on a CT are unreliable.")
+
+    # --- labels ----------------------------------------------------------------------------------
+    raw_labels = dataset_json.get("labels", {})
+    if any(isinstance(v, (list, tuple)) for v in raw_labels.values()):
+        raise ModelError(f"The model in {folder} is region-based (overlapping labels); LiverPlan supports "
+                         "nnU-Net models with one label per voxel.")
+    labels = {str(k): int(v) for k, v in raw_labels.items() if int(v) != 0}
+    card = _card_from(folder, dataset_json, labels)
+
+    spec = _load_label_map_spec(label_map)
+    if spec is None and (folder / LABEL_MAP_FILE).is_file():
+        spec = _read_json(folder / LABEL_MAP_FILE, "label map"), f"label map {folder / LABEL_MAP_FILE}"
+    if spec is not None:
+        mapping = parse_label_map(spec[0], labels)
+        mapping_source = spec[1]
+    else:
+        mapping = {}
+        for nm, value in labels.items():
+            s = structure_for_name(nm)
+            if s is not None:
+                mapping[value] = s.label
+        mapping_source = "by name (dataset.json labels)"
+    unmapped = {v: nm for nm, v in labels.items() if v not in mapping}
+    if not mapping:
+        listed = ", ".join(f"{v} '{nm}'" for v, nm in sorted(unmapped.items())) or "none"
+        raise ModelError(
+            f"None of this model's labels ({listed}) corresponds to a LiverPlan structure (liver, portal vein, "
+            f"hepatic veins, IVC, CRLM). Write a label map {LABEL_MAP_FILE} beside its dataset.json, e.g. "
+            '{"liver": [1], "portal_vein": [2]}, or pass one in.')
+    if unmapped:
+        warnings.append("These model labels are not used (no LiverPlan structure): "
+                        + ", ".join(f"{v} '{nm}'" for v, nm in sorted(unmapped.items())) + ".")
+    return ModelInfo(path=folder, card=card, dataset_json=dataset_json, plans=plans,
+                     configuration=configuration, folds=available, checkpoint_name=chosen,
+                     label_to_structure=mapping, unmapped=unmapped, mapping_source=mapping_source,
+                     warnings=warnings)
+
+
+def _configuration_from_checkpoint(path: Path) -> str:
+    ckpt = load_checkpoint(path)
+    try:
+        return str(ckpt["init_args"]["configuration"])
+    except (KeyError, TypeError):
+        raise ModelError(f"The checkpoint {path} does not say which nnU-Net configuration it was trained "
+                         "with; it is not an nnU-Net v2 checkpoint.") from None
+
+
+# ------------------------------------------------------------------------------------------------
+def _checkpoint_safe_globals() -> list:
+    """The non-tensor types found in nnU-Net 2.x checkpoints.
+
+    nnU-Net's checkpoint holds 'network_weights' (tensors), 'optimizer_state' and 'grad_scaler_state'
+    (tensors, floats, bools), 'logging' (lists of floats and numpy float64 scalars from np.nanmean),
+    '_best_ema' (a numpy float64), 'init_args' (plans/dataset dicts, strings, ints and a torch.device) and
+    'trainer_name'. numpy scalars pickle as numpy._core.multiarray.scalar + a dtype (and arrays via
+    _reconstruct); checkpoints written under numpy 1.x name them numpy.core.*.
+    """
+    import numpy as np
+
+    core = getattr(np, "_core", None) or np.core  # numpy 2 renamed core -> _core
+    scalar = core.multiarray.scalar
+    reconstruct = core.multiarray._reconstruct
+    allowed: list = [scalar, reconstruct, np.ndarray, np.dtype,
+                     (scalar, "numpy.core.multiarray.scalar"),
+                     (reconstruct, "numpy.core.multiarray._reconstruct")]
+    dtypes = getattr(np, "dtypes", None)
+    if dtypes is not None:
+        for nm in ("Float64DType", "Float32DType", "Float16DType", "Int64DType", "Int32DType", "Int16DType",
+                   "Int8DType", "UInt8DType", "UInt16DType", "UInt32DType", "UInt64DType", "BoolDType"):
+            if hasattr(dtypes, nm):
+                allowed.append(getattr(dtypes, nm))
+    return allowed
+
+
+def load_checkpoint(path: Union[str, os.PathLike]) -> dict:
+    """Load an nnU-Net checkpoint on the CPU without running pickled code.
+
+    Raises ModelError when the file is missing, damaged, or needs types outside the allow-list (a
+    checkpoint that would execute code when loaded): it is never loaded with ``weights_only=False``.
+    """
+    import pickle
+
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"The checkpoint {path} does not exist.")
+    try:
+        with torch.serialization.safe_globals(_checkpoint_safe_globals()):
+            ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        try:
+            unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
+        except Exception:  # noqa: BLE001 - a damaged file: say so below
+            unsafe = []
+        if unsafe:
+            raise ModelError(
+                f"The checkpoint {path.name} in {path.parent} was refused: it contains Python objects that are "
+                f"not model weights ({', '.join(unsafe[:6])}) and loading it could run code from the file. "
+                "Use a model from a trusted source saved by nnU-Net.") from None
+        raise ModelError(f"The checkpoint {path} cannot be read safely ({str(exc).splitlines()[0][:200]}).") from None
+    except (RuntimeError, OSError, EOFError, ValueError) as exc:
+        raise ModelError(f"The checkpoint {path} is damaged or not a PyTorch file "
+                         f"({str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}).") from None
+    if not isinstance(ckpt, dict) or "network_weights" not in ckpt:
+        raise ModelError(f"The checkpoint {path} is not an nnU-Net checkpoint (no network weights in it).")
+    return ckpt
+
+
+# ------------------------------------------------------------------------------------------------
+def discover_models(extra_dirs: Optional[list[Union[str, os.PathLike]]] = None) -> list[ModelInfo]:
+    """The models LiverPlan can use: bundled (``resources/models/*``), the user's installed models
+    (``<user data>/models/*``) and any ``extra_dirs``. Broken folders are skipped with a logged reason."""
+    roots: list[Path] = []
+    for base in [bundled_models_dir(), user_models_dir(create=False)] + [Path(p) for p in (extra_dirs or [])]:
+        if base.is_dir():
+            roots.extend(sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")))
+    out: list[ModelInfo] = []
+    seen: set[Path] = set()
+    for r in roots:
+        for folder in find_model_folders(r):
+            if folder.resolve() in seen:
+                continue
+            seen.add(folder.resolve())
+            try:
+                out.append(load_model(folder))
+            except ModelError as err:
+                log.warning("skipping model %s: %s", folder, err)
+    return out
+
+
+def bundled_demo_model() -> Optional[ModelInfo]:
+    """The demo model shipped in ``resources/models/demo`` (None when it is not there or broken)."""
+    demo = bundled_models_dir() / "demo"
+    if not demo.is_dir() or not find_model_folders(demo):
+        return None
+    try:
+        return load_model(demo)
+    except ModelError as err:
+        log.warning("the bundled demo model cannot be used: %s", err)
+        return None
+
+
+def find_model(spec: Union[str, os.PathLike, ModelInfo], label_map: LabelMapSpec = None) -> ModelInfo:
+    """A model from a folder path, a model name (card name or installed folder name) or 'demo'."""
+    if isinstance(spec, ModelInfo):
+        return spec
+    p = Path(spec).expanduser()
+    if p.exists():
+        return load_model(p, label_map=label_map)
+    name = str(spec)
+    if name == "demo":
+        demo = bundled_demo_model()
+        if demo is None:
+            raise ModelError("The demo model is not installed with this copy of LiverPlan.")
+        return load_model(demo.path, label_map=label_map) if label_map is not None else demo
+    models = discover_models()
+    for m in models:
+        installed_name = _installed_folder_name(m.path)
+        if name in (m.card.name, installed_name):
+            return load_model(m.path, label_map=label_map) if label_map is not None else m
+    known = ", ".join(sorted({m.card.name for m in models})) or "none installed"
+    raise ModelError(f"There is no model called '{name}' (available: {known}); give a model folder or install "
+                     "a model zip first.")
+
+
+def _installed_folder_name(path: Path) -> str:
+    for base in (user_models_dir(create=False), bundled_models_dir()):
+        try:
+            return path.resolve().relative_to(base.resolve()).parts[0]
+        except (ValueError, IndexError):
+            continue
+    return path.name
+
+
+# ------------------------------------------------------------------------------------------------
+def _safe_name(name: str) -> str:
+    s = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._-")
+    return s[:80] or "model"
+
+
+def validate_model_zip(zip_path: Union[str, os.PathLike], max_bytes: int = MAX_ZIP_BYTES) -> list[zipfile.ZipInfo]:
+    """Check a model zip before anything is extracted; returns its file entries.
+
+    Refused (ModelError): not a zip, absolute or ``..`` paths, symbolic links or other special files,
+    too many entries, more than ``max_bytes`` uncompressed, or no dataset.json + plans.json +
+    fold_N/checkpoint_*.pth in one folder.
+    """
+    zp = Path(zip_path)
+    if not zp.is_file():
+        raise ModelError(f"The model package {zp} does not exist.")
+    try:
+        zf = zipfile.ZipFile(zp)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise ModelError(f"{zp.name} is not a valid zip file ({exc}).") from None
+    with zf:
+        infos = zf.infolist()
+    if len(infos) > MAX_ZIP_ENTRIES:
+        raise ModelError(f"{zp.name} holds {len(infos)} files, more than a model package can (limit "
+                         f"{MAX_ZIP_ENTRIES}); it was not installed.")
+    total = 0
+    files = []
+    for info in infos:
+        name = info.filename.replace("\\", "/")
+        parts = [p for p in name.split("/") if p not in ("", ".")]
+        if name.startswith("/") or re.match(r"^[A-Za-z]:", name) or ".." in parts:
+            raise ModelError(f"{zp.name} was refused: the entry '{info.filename}' would be written outside the "
+                             "model folder (path traversal).")
+        mode = (info.external_attr >> 16) & 0xFFFF
+        # Zips written without Unix file types (Windows, writestr) carry only permission bits: regular files.
+        ftype = stat.S_IFMT(mode)
+        if ftype and (stat.S_ISLNK(mode) or not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))):
+            kind = "a symbolic link" if stat.S_ISLNK(mode) else "a special file"
+            raise ModelError(f"{zp.name} was refused: the entry '{info.filename}' is {kind}, which a model "
+                             "package never needs.")
+        total += info.file_size
+        if total > max_bytes:
+            raise ModelError(f"{zp.name} unpacks to more than {max_bytes / 1024 ** 3:.1f} GB; it was not "
+                             "installed.")
+        if not info.is_dir():
+            files.append(info)
+    # Expected files: dataset.json, plans.json and a checkpoint under fold_* in the same folder.
+    dirs: dict[str, set[str]] = {}
+    for info in files:
+        d, _, base = info.filename.replace("\\", "/").rpartition("/")
+        dirs.setdefault(d, set()).add(base)
+    ok = False
+    for d, names in dirs.items():
+        if {"dataset.json", "plans.json"} <= names:
+            prefix = (d + "/") if d else ""
+            if any(re.match(re.escape(prefix) + r"fold_[^/]+/checkpoint_[^/]+\.pth$", i.filename) for i in files):
+                ok = True
+                break
+    if not ok:
+        raise ModelError(f"{zp.name} is not an nnU-Net model package: it needs dataset.json, plans.json and "
+                         "fold_N/checkpoint_final.pth in one folder.")
+    return files
+
+
+def install_model_zip(zip_path: Union[str, os.PathLike], overwrite: bool = False,
+                      dest_root: Optional[Union[str, os.PathLike]] = None, name: Optional[str] = None,
+                      max_bytes: int = MAX_ZIP_BYTES) -> ModelInfo:
+    """Validate and install a model zip into the user's models folder; returns the installed model.
+
+    The zip is extracted into a temporary folder beside the destination, every checkpoint is loaded
+    safely (refusing unsafe pickles) and the model is checked before it is moved into place. An already
+    installed model of the same name is replaced only when ``overwrite`` is True.
+    """
+    zp = Path(zip_path)
+    files = validate_model_zip(zp, max_bytes)
+    root = Path(dest_root) if dest_root is not None else user_models_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".installing-", dir=root))
+    try:
+        with zipfile.ZipFile(zp) as zf:
+            written = 0
+            for info in files:
+                target = tmp.joinpath(*[p for p in info.filename.replace("\\", "/").split("/") if p not in ("", ".")])
+                if not target.resolve().is_relative_to(tmp.resolve()):
+                    raise ModelError(f"{zp.name} was refused: '{info.filename}' escapes the model folder.")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with zf.open(info) as src, open(target, "wb") as dst:
+                    while True:
+                        chunk = src.read(1 << 20)
+                        if not chunk:
+                            break
+                        written += len(chunk)
+                        if written > max_bytes:  # the sizes in the zip directory can lie
+                            raise ModelError(f"{zp.name} unpacks to more than its stated size; it was not "
+                                             "installed.")
+                        dst.write(chunk)
+        info_tmp = load_model(tmp)
+        for ck in info_tmp.checkpoint_paths():
+            load_checkpoint(ck)
+        final_name = _safe_name(name or info_tmp.card.name if info_tmp.card.source == MODEL_CARD_FILE
+                                else name or zp.stem)
+        dest = root / final_name
+        if dest.exists():
+            if not overwrite:
+                raise ModelError(f"A model called '{final_name}' is already installed ({dest}); choose to replace "
+                                 "it (overwrite) or give the new one another name.")
+            backup = root / f".replaced-{final_name}-{os.getpid()}"
+            os.replace(dest, backup)
+            try:
+                os.replace(tmp, dest)
+            except OSError:
+                os.replace(backup, dest)
+                raise
+            shutil.rmtree(backup, ignore_errors=True)
+        else:
+            os.replace(tmp, dest)
+    except zipfile.BadZipFile as exc:
+        raise ModelError(f"{zp.name} is damaged ({exc}); it was not installed.") from None
+    except OSError as exc:
+        raise ModelError(f"The model could not be installed into {root}: {exc.strerror or exc}.") from None
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    log.info("installed model %s into %s", zp.name, dest)
+    return load_model(dest)
+
+
+def remove_model(model: ModelInfo) -> None:
+    """Delete an installed model (only from the user's models folder, never a bundled one)."""
+    base = user_models_dir(create=False).resolve()
+    try:
+        top = model.path.resolve().relative_to(base).parts[0]
+    except (ValueError, IndexError):
+        raise ModelError(f"{model.name} is not an installed user model and cannot be removed here.") from None
+    shutil.rmtree(base / top)

@@ -1,0 +1,88 @@
+"""`liverplan segment` and `liverplan models` end to end with a tiny model (CPU, fast mode)."""
+from __future__ import annotations
+
+import json
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
+from tiny_model import cached_tiny_model, small_phantom  # noqa: E402
+
+import main  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    return cached_tiny_model(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def cases(tmp_path_factory) -> Path:
+    from engine.io import write_image
+
+    d = tmp_path_factory.mktemp("cases")
+    for seed in (1, 2):
+        write_image(d / f"ct{seed}.nii.gz", small_phantom(seed=seed, shape=(24, 48, 48)))
+    return d
+
+
+def test_segment_one_file_writes_labels_measurements_and_provenance(tiny, cases, tmp_path, capsys):
+    import SimpleITK as sitk
+
+    out = tmp_path / "out"
+    rc = main.main(["segment", str(cases / "ct1.nii.gz"), "--model", str(tiny), "--out", str(out),
+                    "--device", "cpu", "--mode", "fast", "--threads", "1"])
+    assert rc == 0
+    seg = out / "ct1_seg.nii.gz"
+    assert seg.is_file()
+    a, b = sitk.ReadImage(str(seg)), sitk.ReadImage(str(cases / "ct1.nii.gz"))
+    assert a.GetSize() == b.GetSize() and a.GetSpacing() == pytest.approx(b.GetSpacing())
+    assert a.GetOrigin() == pytest.approx(b.GetOrigin(), abs=1e-3)
+    assert (out / "ct1_measurements.csv").read_text().startswith("key,name,value")
+    assert (out / "ct1_measurements.json").is_file()
+    prov = json.loads((out / "ct1_segmentation.json").read_text())["provenance"]
+    assert prov["mode"] == "fast" and prov["models"][0]["card"]["name"] == "TinyLiver"
+    captured = capsys.readouterr()
+    assert "ct1_seg.nii.gz" in captured.out
+    assert "predict" in captured.err          # the progress bar
+    # a second run refuses to overwrite, with a clear message and exit code 2
+    rc = main.main(["segment", str(cases / "ct1.nii.gz"), "--model", str(tiny), "--out", str(out),
+                    "--device", "cpu", "--no-progress"])
+    assert rc == 2
+    assert "--overwrite" in capsys.readouterr().err
+
+
+def test_segment_batch_folder(tiny, cases, tmp_path, capsys):
+    out = tmp_path / "batch"
+    rc = main.main(["segment", str(cases), "--model", str(tiny), "--out", str(out), "--device", "cpu",
+                    "--threads", "1", "--no-progress", "--format", ".nrrd"])
+    assert rc == 0
+    assert sorted(p.name for p in out.glob("*_seg.nrrd")) == ["ct1_seg.nrrd", "ct2_seg.nrrd"]
+
+
+def test_segment_with_a_broken_model_is_a_clear_error(cases, tmp_path, capsys):
+    rc = main.main(["segment", str(cases / "ct1.nii.gz"), "--model", str(tmp_path), "--out",
+                    str(tmp_path / "o"), "--no-progress"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "no nnU-Net v2 model" in err and "Traceback" not in err
+
+
+def test_models_install_list_show(tiny, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("LIVERPLAN_DATA_DIR", str(tmp_path / "data"))
+    z = tmp_path / "pkg.zip"
+    with zipfile.ZipFile(z, "w") as zf:
+        for f in tiny.rglob("*"):
+            if f.is_file():
+                zf.write(f, f"{tiny.parent.name}/{tiny.name}/{f.relative_to(tiny).as_posix()}")
+    assert main.main(["models", "install", str(z), "--name", "tiny"]) == 0
+    assert "installed" in capsys.readouterr().out
+    assert main.main(["models", "list"]) == 0
+    assert "TinyLiver" in capsys.readouterr().out
+    assert main.main(["models", "show", "tiny"]) == 0
+    assert "Portal vein" in capsys.readouterr().out
+    assert main.main(["models", "install", str(z), "--name", "tiny"]) == 2
+    assert "already installed" in capsys.readouterr().err

@@ -1,0 +1,70 @@
+"""Post-processing rules on analytic shapes."""
+from __future__ import annotations
+
+import numpy as np
+
+from engine.labels import Label
+from engine.postprocess import PostprocessOptions, postprocess
+
+SPACING = (2.0, 1.0, 1.0)
+
+
+def _ball(shape, centre, r, spacing=SPACING):
+    zz, yy, xx = np.indices(shape)
+    d = ((zz - centre[0]) * spacing[0]) ** 2 + ((yy - centre[1]) * spacing[1]) ** 2 + ((xx - centre[2]) * spacing[2]) ** 2
+    return d <= r * r
+
+
+def _scene():
+    shape = (30, 80, 80)
+    lab = np.zeros(shape, np.uint8)
+    lab[_ball(shape, (15, 40, 30), 20)] = Label.PARENCHYMA          # the liver
+    lab[_ball(shape, (15, 40, 70), 5)] = Label.PARENCHYMA           # a stray liver-like blob
+    lab[_ball(shape, (15, 40, 30), 5)] = Label.CRLM                 # lesion inside the liver
+    lab[_ball(shape, (15, 10, 70), 3)] = Label.CRLM                 # "lesion" far from the liver
+    lab[10:20, 40, 20:40] = Label.PORTAL_VEIN                       # a vessel through the liver (200 vox)
+    lab[2, 75, 2] = Label.HEPATIC_VEINS                             # a one-voxel speck outside
+    lab[15, 45, 25] = Label.IVC                                     # a speck inside the liver
+    return lab
+
+
+def test_rules_on_an_analytic_scene():
+    lab = _scene()
+    before = lab.copy()
+    out, rec = postprocess(lab, SPACING, PostprocessOptions(min_vessel_ml=0.05))
+    assert np.array_equal(lab, before), "input modified"
+    # largest liver kept, stray blob removed
+    assert not (out[_ball(lab.shape, (15, 40, 70), 5)] == Label.PARENCHYMA).any()
+    assert (out == Label.PARENCHYMA).sum() > 10000
+    # lesion inside kept, far one removed
+    inner = _ball(lab.shape, (15, 40, 30), 5) & (lab == Label.CRLM)
+    assert inner.sum() > 100 and (out[inner] == Label.CRLM).all()
+    assert not (out[_ball(lab.shape, (15, 10, 70), 3)] == Label.CRLM).any()
+    assert rec["changes"]["lesions_removed"] == 1
+    # the vessel survives, the specks do not
+    assert (out[10:20, 40, 20:40] == Label.PORTAL_VEIN).all()
+    assert out[2, 75, 2] == 0
+    assert out[15, 45, 25] == 0          # IVC speck: background (the IVC is not liver)
+    assert rec["options"]["lesion_margin_mm"] == 5.0
+
+
+def test_lesion_just_outside_the_liver_kept_within_margin():
+    shape = (20, 60, 60)
+    lab = np.zeros(shape, np.uint8)
+    lab[:, :, :30] = Label.PARENCHYMA
+    lab[8:12, 20:24, 33:36] = Label.CRLM            # 3 mm from the liver edge (x spacing 1 mm)
+    out, _ = postprocess(lab, SPACING, PostprocessOptions(lesion_margin_mm=5.0))
+    assert (out == Label.CRLM).sum() == (lab == Label.CRLM).sum()
+    out2, _ = postprocess(lab, SPACING, PostprocessOptions(lesion_margin_mm=2.0))
+    assert not (out2 == Label.CRLM).any()
+
+
+def test_empty_and_liverless_maps_are_left_alone():
+    empty = np.zeros((5, 6, 7), np.uint8)
+    out, _ = postprocess(empty, SPACING)
+    assert not out.any()
+    lesion_only = empty.copy()
+    lesion_only[2, 2:4, 2:4] = Label.CRLM
+    out, rec = postprocess(lesion_only, SPACING)
+    assert (out == Label.CRLM).sum() == 4
+    assert "no liver" in str(rec["changes"]["lesions_removed"])
