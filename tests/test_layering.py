@@ -2,7 +2,7 @@
 import subprocess
 import sys
 
-from conftest import REPO
+from realdata import REPO
 
 QT_MODULES = ("PySide6", "shiboken6", "pyqtgraph", "pyvistaqt", "qtpy", "PyQt5", "PyQt6")
 

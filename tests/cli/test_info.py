@@ -6,7 +6,7 @@ import shutil
 
 import pydicom
 import pytest
-from conftest import real_path
+from realdata import real_path
 
 from main import main
 

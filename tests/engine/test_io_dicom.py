@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from conftest import real_path
+from realdata import real_path
 
 from engine.errors import InputError
 from engine.io import SeriesChoiceNeeded, list_series, load_case

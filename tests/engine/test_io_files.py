@@ -6,7 +6,7 @@ import gzip
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import real_path
+from realdata import real_path
 
 from engine.errors import ExportError, InputError
 from engine.io import load_case, read_label_map, write_image, write_label_map

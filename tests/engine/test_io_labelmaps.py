@@ -5,7 +5,7 @@ import nrrd
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import real_path
+from realdata import real_path
 
 from engine.errors import GeometryMismatchError, InputError
 from engine.io import load_case, read_label_map, write_label_map

@@ -159,7 +159,7 @@ def test_same_phantom_whatever_the_thread_count():
     import subprocess
     import sys
 
-    from conftest import REPO
+    from realdata import REPO
 
     code = ("import hashlib, sys\nsys.path.insert(0, '.')\nfrom engine.phantom import make_phantom\n"
             "c = make_phantom(seed=5, shape=(48, 64, 64))\n"

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from conftest import real_path
+from realdata import real_path
 
 
 @pytest.fixture(scope="module")
