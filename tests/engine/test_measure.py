@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from conftest import real_path
+from realdata import real_path
 from engine.errors import GeometryMismatchError, InputError
 from engine.geometry import Geometry
 from engine.labels import TOTAL_LIVER_DEFINITION, Label
@@ -176,3 +176,75 @@ def test_ircadb_reference_masks_match_provenance():
     assert burden == pytest.approx(100 * (85.6 + 78.6) / 1860.6, abs=0.1)
     for les in rep.lesions:
         assert 50 < les.longest_diameter_mm < 100 and les.axial_diameter_mm <= les.longest_diameter_mm
+
+
+# ------------------------------------------------------------------------------------------------
+# Incremental measurement (the GUI's refresh after an edit) must equal a full measure() exactly.
+def _report_dict(rep):
+    d = rep.to_json_dict()
+    return json.dumps(d, sort_keys=True, default=str)
+
+
+def test_incremental_measure_equals_full_measure_after_random_edits():
+    from engine import edits
+    from engine.measure import IncrementalMeasurer
+    from engine.phantom import make_phantom
+
+    case = make_phantom(seed=3, shape=(40, 64, 64), n_lesions=5)
+    inc = IncrementalMeasurer(case)
+    assert _report_dict(inc.report) == _report_dict(measure(case))
+    hist = edits.EditHistory(case.labels)
+    rng = np.random.default_rng(1)
+    sp = case.geometry.spacing
+    liver = np.argwhere(case.labels == Label.PARENCHYMA)
+    les = np.argwhere(case.labels == Label.CRLM)
+    n_lesions_seen = set()
+    for step in range(24):
+        kind = step % 6
+        if kind in (0, 1):     # paint a lesion (often touching/merging existing ones) or a vessel
+            c = les[rng.integers(len(les))] if kind == 0 else liver[rng.integers(len(liver))]
+            lab = Label.CRLM if kind == 0 else int(rng.choice([Label.PORTAL_VEIN, Label.HEPATIC_VEINS]))
+            e = hist.commit("paint", edits.brush(case.labels, tuple(int(v) for v in c), float(rng.uniform(3, 12)),
+                                                 sp, lab, sphere=True))
+        elif kind == 2:        # erase through the liver (splits a lesion, cuts the outline)
+            c = liver[rng.integers(len(liver))]
+            e = hist.commit("erase", edits.brush(case.labels, tuple(int(v) for v in c), 8.0, sp,
+                                                 Label.PARENCHYMA, erase=True, sphere=True))
+        elif kind == 3:        # delete a whole component
+            nz = np.argwhere(case.labels == Label.CRLM)
+            if len(nz) == 0:
+                continue
+            e = hist.commit("delete", edits.delete_component(case.labels, tuple(int(v) for v in nz[0])))
+        elif kind == 4:
+            e = hist.undo()
+        else:
+            e = hist.redo() or hist.undo()
+        if e is None:
+            continue
+        if step == 5:
+            case.provenance.extra["edited"] = True       # as the GUI marks an edited case
+        box = e.box
+        rep = inc.update((box[0], box[1], box[2], box[3], box[4], box[5]))
+        full = measure(case)
+        n_lesions_seen.add(len(full.lesions))
+        assert _report_dict(rep) == _report_dict(full), f"step {step} ({kind})"
+    assert len(n_lesions_seen) > 1          # the edits really changed the lesion table
+    # A box larger than the change, and no box at all, give the same report.
+    assert _report_dict(inc.update(None)) == _report_dict(measure(case))
+
+
+def test_incremental_measure_from_an_empty_label_map():
+    """A case opened without labels, then painted (the measurer starts from nothing)."""
+    from engine.measure import IncrementalMeasurer
+
+    shape, sp = (12, 20, 20), (2.0, 1.0, 1.0)
+    g = Geometry(shape, sp)
+    img = (np.arange(np.prod(shape)) % 200 - 50).reshape(shape).astype(np.int16)
+    lab = np.zeros(shape, np.uint8)
+    inc = IncrementalMeasurer(img, lab, g)
+    assert _report_dict(inc.report) == _report_dict(measure(img, lab, g))
+    lab[3:8, 4:15, 4:15] = Label.PARENCHYMA
+    lab[5:7, 8:11, 8:11] = Label.CRLM
+    assert _report_dict(inc.update((3, 8, 4, 15, 4, 15))) == _report_dict(measure(img, lab, g))
+    lab[:] = 0
+    assert _report_dict(inc.update(None)) == _report_dict(measure(img, lab, g))

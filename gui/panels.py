@@ -1,0 +1,486 @@
+"""Side panels: structures, segmentation, measurements, correction tools, evaluation.
+
+Panels only show values and emit signals; the main window decides what happens.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QColor, QGuiApplication, QIcon, QPixmap
+from PySide6.QtWidgets import (QAbstractItemView, QButtonGroup, QCheckBox, QComboBox, QDoubleSpinBox,
+                               QFormLayout, QGroupBox, QHBoxLayout, QHeaderView, QLabel, QProgressBar,
+                               QPushButton, QRadioButton, QSlider, QSpinBox, QTableWidget,
+                               QTableWidgetItem, QTextBrowser, QVBoxLayout, QWidget)
+
+from engine.labels import STRUCTURES
+
+DEMO_WARNING = "demo — synthetic data — not for clinical use"
+
+
+def colour_icon(rgb: Sequence[int], size: int = 14) -> QIcon:
+    pm = QPixmap(size, size)
+    pm.fill(QColor(*rgb))
+    return QIcon(pm)
+
+
+def _item(text: str, tooltip: str = "", align_right: bool = False) -> QTableWidgetItem:
+    it = QTableWidgetItem(text)
+    it.setFlags(it.flags() & ~Qt.ItemIsEditable)
+    if tooltip:
+        it.setToolTip(tooltip)
+    if align_right:
+        it.setTextAlignment(Qt.AlignRight | Qt.AlignVCenter)
+    return it
+
+
+def table_to_text(table: QTableWidget) -> str:
+    """Tab-separated text of a table (headers first): pastes into a spreadsheet or a report."""
+    cols = table.columnCount()
+    lines = ["\t".join(table.horizontalHeaderItem(c).text() if table.horizontalHeaderItem(c) else ""
+                       for c in range(cols))]
+    for r in range(table.rowCount()):
+        row = []
+        for c in range(cols):
+            it = table.item(r, c)
+            row.append(it.text() if it is not None else "")
+        lines.append("\t".join(row))
+    return "\n".join(lines) + "\n"
+
+
+def copy_table(table: QTableWidget) -> str:
+    text = table_to_text(table)
+    QGuiApplication.clipboard().setText(text)
+    return text
+
+
+def _fmt(v, digits: int = 1) -> str:
+    if v is None or (isinstance(v, float) and not (v == v and abs(v) != float("inf"))):
+        return "—"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+# ------------------------------------------------------------------------------------------------
+class StructuresPanel(QWidget):
+    visible2d_changed = Signal(int, bool)
+    visible3d_changed = Signal(int, bool)
+    opacity3d_changed = Signal(int, float)
+    overlay_opacity_changed = Signal(float)
+
+    COLS = ("Structure", "2D", "3D", "3D opacity %", "Volume (ml)")
+
+    def __init__(self, parent: Optional[QWidget] = None) -> None:
+        super().__init__(parent)
+        lay = QVBoxLayout(self)
+        self.table = QTableWidget(len(STRUCTURES), len(self.COLS))
+        self.table.setObjectName("structures_table")
+        self.table.setHorizontalHeaderLabels(self.COLS)
+        self.table.verticalHeader().setVisible(False)
+        self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.Stretch)
+        self.table.setSelectionMode(QAbstractItemView.NoSelection)
+        self.check2d: dict[int, QCheckBox] = {}
+        self.check3d: dict[int, QCheckBox] = {}
+        self.opacity: dict[int, QSpinBox] = {}
+        for row, s in enumerate(STRUCTURES):
+            it = _item(s.name, s.description)
+            it.setIcon(colour_icon(s.color))
+            self.table.setItem(row, 0, it)
+            c2, c3 = QCheckBox(), QCheckBox()
+            c2.setChecked(True)
+            c3.setChecked(True)
+            c2.toggled.connect(lambda on, lab=s.label: self.visible2d_changed.emit(lab, on))
+            c3.toggled.connect(lambda on, lab=s.label: self.visible3d_changed.emit(lab, on))
+            sp = QSpinBox()
+            sp.setRange(0, 100)
+            sp.setValue(35 if s.label == 1 else 100)
+            sp.valueChanged.connect(lambda v, lab=s.label: self.opacity3d_changed.emit(lab, v / 100.0))
+            self.table.setCellWidget(row, 1, c2)
+            self.table.setCellWidget(row, 2, c3)
+            self.table.setCellWidget(row, 3, sp)
+            self.table.setItem(row, 4, _item("—", align_right=True))
+            self.check2d[s.label], self.check3d[s.label], self.opacity[s.label] = c2, c3, sp
+        self.table.resizeColumnsToContents()
+        self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.Stretch)
+        lay.addWidget(self.table)
+        row = QHBoxLayout()
+        row.addWidget(QLabel("Overlay opacity"))
+        self.overlay = QSlider(Qt.Horizontal)
+        self.overlay.setRange(0, 100)
+        self.overlay.setValue(45)
+        self.overlay.valueChanged.connect(lambda v: self.overlay_opacity_changed.emit(v / 100.0))
+        row.addWidget(self.overlay)
+        lay.addLayout(row)
+        self.total = QLabel("")
+        self.total.setWordWrap(True)
+        lay.addWidget(self.total)
+        lay.addStretch(1)
+
+    def set_volumes(self, volumes_ml: dict[int, float], total_text: str = "") -> None:
+        for row, s in enumerate(STRUCTURES):
+            v = volumes_ml.get(s.label)
+            self.table.item(row, 4).setText("—" if v is None else f"{v:.1f}")
+        self.total.setText(total_text)
+
+
+# ------------------------------------------------------------------------------------------------
+class SegmentPanel(QWidget):
+    run_requested = Signal()
+    cancel_requested = Signal()
+
+    def __init__(self, parent: Optional[QWidget] = None) -> None:
+        super().__init__(parent)
+        lay = QVBoxLayout(self)
+        form = QFormLayout()
+        self.model = QComboBox()
+        self.model.setObjectName("model_combo")
+        self.device = QComboBox()
+        self.mode = QComboBox()
+        self.mode.addItems(["fast", "accurate"])
+        self.mode.setToolTip("fast: no test-time mirroring; accurate: mirroring (several times slower)")
+        form.addRow("Model", self.model)
+        form.addRow("Device", self.device)
+        form.addRow("Mode", self.mode)
+        lay.addLayout(form)
+        self.card = QTextBrowser()
+        self.card.setObjectName("model_card")
+        self.card.setMaximumHeight(170)
+        lay.addWidget(self.card)
+        row = QHBoxLayout()
+        self.run = QPushButton("Run segmentation")
+        self.run.setObjectName("run_segmentation")
+        self.cancel = QPushButton("Cancel")
+        self.cancel.setObjectName("cancel_segmentation")
+        self.cancel.setEnabled(False)
+        row.addWidget(self.run)
+        row.addWidget(self.cancel)
+        lay.addLayout(row)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 100)
+        self.progress.setValue(0)
+        lay.addWidget(self.progress)
+        self.status = QLabel("")
+        self.status.setObjectName("segment_status")
+        self.status.setWordWrap(True)
+        lay.addWidget(self.status)
+        lay.addStretch(1)
+        self.run.clicked.connect(self.run_requested)
+        self.cancel.clicked.connect(self.cancel_requested)
+        self.model.currentIndexChanged.connect(self._show_card)
+        self._models: list = []
+
+    def set_models(self, models: list, preselect=None) -> None:
+        self._models = list(models)
+        self.model.blockSignals(True)
+        self.model.clear()
+        for m in self._models:
+            label = m.card.headline() if hasattr(m, "card") else str(m)
+            if getattr(m, "is_demo", False) and DEMO_WARNING not in label:
+                label += f" [{DEMO_WARNING}]"
+            self.model.addItem(label)
+        self.model.blockSignals(False)
+        idx = self._models.index(preselect) if preselect in self._models else 0
+        if self._models:
+            self.model.setCurrentIndex(idx)
+        self._show_card()
+        self.run.setEnabled(bool(self._models))
+        if not self._models:
+            self.card.setHtml("<p>No segmentation model is installed. Use <b>Models &gt; Install model "
+                              "package…</b> or train one with <code>liverplan train</code>.</p>")
+
+    def current_model(self):
+        i = self.model.currentIndex()
+        return self._models[i] if 0 <= i < len(self._models) else None
+
+    def _show_card(self) -> None:
+        m = self.current_model()
+        if m is None:
+            return
+        c = m.card
+        html = []
+        if m.is_demo or c.not_for_clinical_use:
+            html.append(f"<p style='color:#d04040'><b>{DEMO_WARNING if m.is_demo else 'not for clinical use'}"
+                        "</b></p>")
+        html.append(f"<p><b>{c.name}</b> {c.version}</p>")
+        if c.description:
+            html.append(f"<p>{c.description}</p>")
+        html.append(f"<p>Training data: {c.training_data or 'not stated'}</p>")
+        html.append("<p>Structures: " + ", ".join(m.structures()) + "</p>")
+        for w in m.warnings:
+            html.append(f"<p style='color:#c08000'>{w}</p>")
+        self.card.setHtml("".join(html))
+
+    def set_devices(self, devices: list[str]) -> None:
+        self.device.clear()
+        self.device.addItem("auto")
+        self.device.addItems([d for d in devices if d != "auto"])
+
+    def set_running(self, running: bool) -> None:
+        self.run.setEnabled(not running and bool(self._models))
+        self.cancel.setEnabled(running)
+        if running:
+            self.progress.setValue(0)
+
+    def set_progress(self, text: str, percent: int) -> None:
+        self.progress.setValue(int(percent))
+        self.status.setStyleSheet("")
+        self.status.setText(text)
+
+    def set_message(self, text: str, error: bool = False) -> None:
+        self.status.setStyleSheet("color: #d04040;" if error else "")
+        self.status.setText(text)
+
+
+# ------------------------------------------------------------------------------------------------
+class MeasurePanel(QWidget):
+    lesion_selected = Signal(int)  # row in the lesion table
+
+    LESION_COLS = ("Lesion", "Volume (ml)", "Longest ⌀ (mm)", "Axial ⌀ (mm)", "Slices", "Mean HU")
+    # The values a tumour board asks for first; the per-structure values follow.
+    FIRST = ("liver.total_volume_ml", "crlm.tumour_burden_pct", "crlm.count", "crlm.total_volume_ml",
+             "crlm.max_diameter_mm")
+
+    def __init__(self, parent: Optional[QWidget] = None) -> None:
+        super().__init__(parent)
+        lay = QVBoxLayout(self)
+        self.summary = QTableWidget(0, 3)
+        self.summary.setObjectName("measurements_table")
+        self.summary.setHorizontalHeaderLabels(["Measurement", "Value", "Units"])
+        self.summary.verticalHeader().setVisible(False)
+        self.summary.horizontalHeader().setSectionResizeMode(0, QHeaderView.Stretch)
+        lay.addWidget(QLabel("Measurements"))
+        lay.addWidget(self.summary, 2)
+        b1 = QPushButton("Copy measurements")
+        b1.clicked.connect(lambda: copy_table(self.summary))
+        lay.addWidget(b1)
+        lay.addWidget(QLabel("Lesions (click one to go to it)"))
+        self.lesions = QTableWidget(0, len(self.LESION_COLS))
+        self.lesions.setObjectName("lesion_table")
+        self.lesions.setHorizontalHeaderLabels(self.LESION_COLS)
+        self.lesions.verticalHeader().setVisible(False)
+        self.lesions.setSelectionBehavior(QAbstractItemView.SelectRows)
+        self.lesions.setSelectionMode(QAbstractItemView.SingleSelection)
+        self.lesions.itemSelectionChanged.connect(self._selected)
+        lay.addWidget(self.lesions, 3)
+        b2 = QPushButton("Copy lesion table")
+        b2.clicked.connect(lambda: copy_table(self.lesions))
+        lay.addWidget(b2)
+        self.note = QLabel("")
+        self.note.setWordWrap(True)
+        lay.addWidget(self.note)
+
+    def _selected(self) -> None:
+        rows = {i.row() for i in self.lesions.selectedItems()}
+        if rows:
+            self.lesion_selected.emit(min(rows))
+
+    def set_report(self, report) -> None:
+        self.summary.setRowCount(0)
+        rank = {k: i for i, k in enumerate(self.FIRST)}
+        ordered = sorted(report.measurements, key=lambda m: (rank.get(m.key, len(rank)),
+                                                             m.key.endswith(".mean_hu")))
+        for m in ordered:
+            if m.key.endswith((".voxels", ".sd_hu")):  # kept in exports, too detailed for the panel
+                continue
+            r = self.summary.rowCount()
+            self.summary.insertRow(r)
+            self.summary.setItem(r, 0, _item(m.name, m.description))
+            self.summary.setItem(r, 1, _item(_fmt(m.value, 2 if isinstance(m.value, float) else 0),
+                                             m.description, True))
+            self.summary.setItem(r, 2, _item(m.units or ""))
+        selected = {i.row() for i in self.lesions.selectedItems()}
+        self.lesions.blockSignals(True)
+        self.lesions.setRowCount(0)
+        for les in report.lesions:
+            r = self.lesions.rowCount()
+            self.lesions.insertRow(r)
+            sr = les.slice_range
+            vals = [str(les.id), _fmt(les.volume_ml, 2), _fmt(les.longest_diameter_mm),
+                    _fmt(les.axial_diameter_mm), f"{sr[0] + 1}–{sr[1] + 1}" if sr else "—",
+                    _fmt(les.mean_hu, 0)]
+            for c, v in enumerate(vals):
+                self.lesions.setItem(r, c, _item(v, align_right=c > 0))
+        if selected and min(selected) < self.lesions.rowCount():
+            self.lesions.selectRow(min(selected))
+        self.lesions.blockSignals(False)
+        self.lesions.resizeColumnsToContents()
+
+
+# ------------------------------------------------------------------------------------------------
+TOOLS = (("navigate", "Navigate", "N"), ("brush", "Brush", "B"), ("eraser", "Eraser", "E"),
+         ("fill", "Fill in slice", "F"), ("delete", "Delete component", "D"))
+RULES = (("all", "anything"), ("background", "background only"), ("liver", "inside liver only"))
+
+
+class ToolsPanel(QWidget):
+    tool_changed = Signal(str)
+    brush_changed = Signal()
+    keep_largest = Signal()
+    fill_holes = Signal()
+    undo = Signal()
+    redo = Signal()
+
+    def __init__(self, parent: Optional[QWidget] = None) -> None:
+        super().__init__(parent)
+        lay = QVBoxLayout(self)
+        box = QGroupBox("Tool")
+        bl = QVBoxLayout(box)
+        self.group = QButtonGroup(self)
+        self.buttons: dict[str, QRadioButton] = {}
+        for key, name, short in TOOLS:
+            b = QRadioButton(f"{name}  ({short})")
+            b.setObjectName(f"tool_{key}")
+            self.group.addButton(b)
+            self.buttons[key] = b
+            bl.addWidget(b)
+            b.toggled.connect(lambda on, k=key: on and self.tool_changed.emit(k))
+        self.buttons["navigate"].setChecked(True)
+        lay.addWidget(box)
+        form = QFormLayout()
+        self.structure = QComboBox()
+        self.structure.setObjectName("active_structure")
+        for s in STRUCTURES:
+            self.structure.addItem(colour_icon(s.color), s.name, s.label)
+        form.addRow("Structure", self.structure)
+        self.size = QDoubleSpinBox()
+        self.size.setRange(0.5, 100.0)
+        self.size.setValue(5.0)
+        self.size.setSuffix(" mm")
+        self.size.setToolTip("Brush radius in millimetres ([ and ] change it)")
+        form.addRow("Brush radius", self.size)
+        self.shape = QComboBox()
+        self.shape.addItems(["2D disc (this slice)", "3D sphere"])
+        form.addRow("Brush shape", self.shape)
+        self.rule = QComboBox()
+        for key, text in RULES:
+            self.rule.addItem(text, key)
+        form.addRow("Paint only over", self.rule)
+        hu = QHBoxLayout()
+        self.hu_on = QCheckBox("HU range")
+        self.hu_lo = QSpinBox()
+        self.hu_hi = QSpinBox()
+        for w, v in ((self.hu_lo, 100), (self.hu_hi, 400)):
+            w.setRange(-1024, 3071)
+            w.setValue(v)
+        hu.addWidget(self.hu_on)
+        hu.addWidget(self.hu_lo)
+        hu.addWidget(QLabel("to"))
+        hu.addWidget(self.hu_hi)
+        form.addRow("Limit", hu)
+        lay.addLayout(form)
+        for w in (self.size, ):
+            w.valueChanged.connect(self.brush_changed)
+        for w in (self.shape, self.rule, self.structure):
+            w.currentIndexChanged.connect(self.brush_changed)
+        self.hu_on.toggled.connect(self.brush_changed)
+        ops = QGroupBox("Whole structure")
+        ol = QVBoxLayout(ops)
+        b = QPushButton("Keep largest component")
+        b.clicked.connect(self.keep_largest)
+        ol.addWidget(b)
+        b = QPushButton("Fill holes")
+        b.clicked.connect(self.fill_holes)
+        ol.addWidget(b)
+        lay.addWidget(ops)
+        row = QHBoxLayout()
+        self.undo_btn = QPushButton("Undo")
+        self.redo_btn = QPushButton("Redo")
+        self.undo_btn.clicked.connect(self.undo)
+        self.redo_btn.clicked.connect(self.redo)
+        row.addWidget(self.undo_btn)
+        row.addWidget(self.redo_btn)
+        lay.addLayout(row)
+        self.history = QLabel("")
+        self.history.setWordWrap(True)
+        lay.addWidget(self.history)
+        lay.addStretch(1)
+
+    def tool(self) -> str:
+        for key, b in self.buttons.items():
+            if b.isChecked():
+                return key
+        return "navigate"
+
+    def set_tool(self, key: str) -> None:
+        self.buttons[key].setChecked(True)
+
+    def active_label(self) -> int:
+        return int(self.structure.currentData())
+
+    def set_active_label(self, lab: int) -> None:
+        self.structure.setCurrentIndex(self.structure.findData(lab))
+
+    def sphere(self) -> bool:
+        return self.shape.currentIndex() == 1
+
+    def paint_rule(self) -> str:
+        return str(self.rule.currentData())
+
+    def hu_range(self):
+        if not self.hu_on.isChecked():
+            return None
+        lo, hi = self.hu_lo.value(), self.hu_hi.value()
+        return (min(lo, hi), max(lo, hi))
+
+
+# ------------------------------------------------------------------------------------------------
+CONVENTIONS = (("liverplan", "LiverPlan labels (1–5)"), ("ircadb", "3D-IRCADb masks"),
+               ("totalsegmentator", "TotalSegmentator"), ("file", "Label mapping file…"))
+
+
+class EvaluatePanel(QWidget):
+    load_reference = Signal()
+    run_requested = Signal()
+    export_csv = Signal()
+
+    def __init__(self, parent: Optional[QWidget] = None) -> None:
+        super().__init__(parent)
+        lay = QVBoxLayout(self)
+        form = QFormLayout()
+        self.convention = QComboBox()
+        for key, text in CONVENTIONS:
+            self.convention.addItem(text, key)
+        form.addRow("Reference labels", self.convention)
+        lay.addLayout(form)
+        self.load = QPushButton("Load reference label map…")
+        self.load.clicked.connect(self.load_reference)
+        lay.addWidget(self.load)
+        self.reference = QLabel("No reference loaded.")
+        self.reference.setWordWrap(True)
+        lay.addWidget(self.reference)
+        self.run = QPushButton("Evaluate current labels against the reference")
+        self.run.setObjectName("run_evaluation")
+        self.run.setEnabled(False)
+        self.run.clicked.connect(self.run_requested)
+        lay.addWidget(self.run)
+        self.table = QTableWidget(0, 0)
+        self.table.setObjectName("evaluation_table")
+        self.table.verticalHeader().setVisible(True)
+        lay.addWidget(self.table, 1)
+        row = QHBoxLayout()
+        b = QPushButton("Copy table")
+        b.clicked.connect(lambda: copy_table(self.table))
+        row.addWidget(b)
+        self.export = QPushButton("Export CSV…")
+        self.export.clicked.connect(self.export_csv)
+        row.addWidget(self.export)
+        lay.addLayout(row)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        lay.addWidget(self.status)
+
+    def convention_key(self) -> str:
+        return str(self.convention.currentData())
+
+    def set_table(self, rows: list[str], cols: list[str], values: list[list[str]]) -> None:
+        self.table.clear()
+        self.table.setRowCount(len(rows))
+        self.table.setColumnCount(len(cols) + 1)
+        self.table.setHorizontalHeaderLabels(["Metric"] + list(cols))
+        self.table.verticalHeader().setVisible(False)
+        for r, name in enumerate(rows):
+            self.table.setItem(r, 0, _item(name))
+            for c, v in enumerate(values[r]):
+                self.table.setItem(r, c + 1, _item(v, align_right=True))
+        self.table.resizeColumnsToContents()

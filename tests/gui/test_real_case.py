@@ -1,0 +1,36 @@
+"""The window on a real CT: 3D-IRCADb-01 patient 17 with its expert masks (skips where absent)."""
+from __future__ import annotations
+
+import pytest
+
+from guitools import SCRATCH, close_window, wait_idle
+from realdata import real_path
+
+pytestmark = [pytest.mark.real, pytest.mark.timeout(300)]
+
+
+def test_ircadb_ct_with_expert_masks(qtbot, qapp):
+    from gui.main_window import MainWindow
+
+    ct = real_path("3dircadb1.17", "PATIENT_DICOM.nii.gz")
+    masks = real_path("3dircadb1.17", "masks")
+    w = MainWindow()
+    w.resize(1500, 950)
+    w.show()
+    try:
+        w.open_path(str(ct), labels=str(masks))
+        qtbot.waitUntil(lambda: w.case is not None and w.history.can_undo, timeout=120000)
+        wait_idle(qtbot, w, timeout=120000)
+        assert w.case.image.shape == (119, 512, 512)
+        liver_ml = w.report.value("liver.total_volume_ml")
+        assert 800 < liver_ml < 3000, liver_ml
+        assert len(w.report.lesions) >= 1
+        w.measure_panel.lesions.selectRow(0)
+        les = w.report.lesions[0]
+        assert w.pos == [int(round(v)) for v in les.centroid_zyx]
+        qtbot.waitUntil(lambda: len(w.view3d.meshes) >= 3, timeout=60000)
+        assert w.view3d.screenshot().std() > 10
+        if SCRATCH.is_dir():
+            w.grab().save(str(SCRATCH / "gui_ircadb_test.png"))
+    finally:
+        close_window(w)

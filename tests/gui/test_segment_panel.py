@@ -1,0 +1,100 @@
+"""The Segment panel: run a (tiny) nnU-Net model in the background, cancel it, and fail readably."""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from guitools import close_window, wait_idle
+
+pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture(scope="module")
+def win(qapp):
+    from engine.phantom import make_phantom
+    from gui.main_window import MainWindow
+
+    # On the tiny model's own spacing, so the sliding window has few tiles (seconds on a CPU).
+    case = make_phantom(seed=4, shape=(32, 64, 64), spacing=(2.5, 1.6, 1.6))
+    w = MainWindow(with_3d=False)
+    w.show()
+    w.set_case(case)
+    yield w
+    close_window(w)
+
+
+def test_model_list_and_devices(qtbot, win):
+    # Models and devices are found in the background (both need torch); the window is usable meanwhile.
+    qtbot.waitUntil(lambda: win.models_task is not None and win.models_task.finished, timeout=120000)
+    p = win.segment_panel
+    assert p.device.itemText(0) == "auto" and p.device.findText("cpu") >= 0
+    assert p.mode.currentText() == "fast"
+
+
+def test_run_model_is_one_undoable_step(qtbot, win, tiny_model):
+    wait_idle(qtbot, win)
+    before = win.case.labels.copy()
+    seen = []
+    win.segment_panel.progress.valueChanged.connect(seen.append)
+    win.segment_panel.device.setCurrentText("cpu")
+    win.run_segmentation(tiny_model)
+    assert win.segment_panel.cancel.isEnabled() and not win.segment_panel.run.isEnabled()
+    qtbot.waitUntil(lambda: not win.runner.running("segment"), timeout=180000)
+    text = win.segment_panel.status.text()
+    assert text.startswith("Segmented with"), text
+    assert win.case.provenance.label_source.startswith("model:")
+    assert win.history.undo_description.startswith("Segmentation (")
+    assert seen and max(seen) == 100
+    win.undo()
+    np.testing.assert_array_equal(win.case.labels, before)
+    wait_idle(qtbot, win)
+
+
+def test_cancel_leaves_the_case_unchanged(qtbot, win, tiny_model):
+    wait_idle(qtbot, win)
+    before = win.case.labels.copy()
+    n_steps = len(win.history._undo)
+    win.run_segmentation(tiny_model)
+    win.cancel_segmentation()
+    qtbot.waitUntil(lambda: not win.runner.running("segment"), timeout=60000)
+    assert "cancelled" in win.segment_panel.status.text().lower()
+    np.testing.assert_array_equal(win.case.labels, before)
+    assert len(win.history._undo) == n_steps
+    assert not win.segment_panel.cancel.isEnabled()
+
+
+def test_broken_model_gives_a_readable_message(qtbot, win, tiny_model, tmp_path):
+    from engine.models import load_model
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_model.path, broken)
+    model = load_model(broken)
+    # The checkpoint goes bad after the model was listed (a damaged disk, a half-copied folder).
+    for ck in broken.glob("fold_*/checkpoint_*.pth"):
+        ck.write_bytes(b"this is not a checkpoint")
+    before = win.case.labels.copy()
+    win.run_segmentation(model)
+    qtbot.waitUntil(lambda: not win.runner.running("segment"), timeout=60000)
+    msg = win.segment_panel.status.text()
+    assert "unchanged" in msg and "Traceback" not in msg
+    np.testing.assert_array_equal(win.case.labels, before)
+
+
+def test_install_model_package_lists_it(qtbot, win, tiny_model, tmp_path):
+    import zipfile
+
+    root = tiny_model.path.parents[1]  # the folder holding Dataset999_TinyLiver/
+    zp = tmp_path / "tiny_model.zip"
+    with zipfile.ZipFile(zp, "w") as z:
+        for f in tiny_model.path.rglob("*"):
+            if f.is_file():
+                z.write(f, f.relative_to(root))
+    qtbot.waitUntil(lambda: win.models_task is not None and win.models_task.finished, timeout=120000)
+    n = win.segment_panel.model.count()
+    task = win.install_model(zp)
+    qtbot.waitUntil(lambda: task.finished, timeout=60000)
+    assert "installed" in win.status_text.text(), win.last_error
+    qtbot.waitUntil(lambda: win.models_task is not None and win.models_task.finished, timeout=120000)
+    assert win.segment_panel.model.count() == n + 1
