@@ -1,0 +1,124 @@
+"""nnU-Net trainer for LiverPlan: short schedules, a wall-clock budget, progress callbacks.
+
+Differences from the stock ``nnUNetTrainer`` (everything else — loss, augmentation, optimiser, deep
+supervision — is nnU-Net's):
+
+* ``num_epochs`` / ``num_iterations_per_epoch`` / ``num_val_iterations_per_epoch`` /
+  ``oversample_foreground_percent`` / ``save_every`` / ``initial_lr`` come from ``LIVERPLAN_*``
+  environment variables (so nnU-Net's own ``nnUNetv2_train -tr LiverPlanTrainer`` honours them too) or
+  are set as attributes before :meth:`run_training`.
+* ``time_limit_s``: a training-time budget. The polynomial learning-rate decay follows whichever is
+  further along, epochs or the budget, and training stops (saving ``checkpoint_final.pth``) once the
+  budget is spent. The time counted is the sum of finished epochs, so it survives ``--continue``.
+* ``progress_callback(stage, done, total)`` is called after every iteration (engine.progress style);
+  ``cancel`` (engine.progress.CancelToken) stops at the next iteration after saving checkpoint_latest.
+* ``checkpoint_latest.pth`` is written every ``save_every`` epochs including the last one, so an
+  interrupted run always leaves a usable, resumable checkpoint.
+"""
+from __future__ import annotations
+
+import os
+import time
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+from batchgenerators.utilities.file_and_folder_operations import join
+
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+
+def _env(name: str, default, cast):
+    v = os.environ.get(name)
+    return cast(v) if v not in (None, "") else default
+
+
+class LiverPlanTrainer(nnUNetTrainer):
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.num_epochs = _env("LIVERPLAN_NUM_EPOCHS", 100, int)
+        self.num_iterations_per_epoch = _env("LIVERPLAN_ITERS_PER_EPOCH", 50, int)
+        self.num_val_iterations_per_epoch = _env("LIVERPLAN_VAL_ITERS", 5, int)
+        self.oversample_foreground_percent = _env("LIVERPLAN_OVERSAMPLE", 0.5, float)
+        self.save_every = _env("LIVERPLAN_SAVE_EVERY", 1, int)
+        self.initial_lr = _env("LIVERPLAN_INITIAL_LR", 1e-2, float)
+        self.time_limit_s: Optional[float] = _env("LIVERPLAN_TIME_LIMIT_S", None, float)
+        self.progress_callback: Optional[Callable[[str, int, int], None]] = None
+        self.cancel = None
+        self.stopped_by = "epochs"
+
+    # --- time accounting ------------------------------------------------------------------------
+    def trained_seconds(self) -> float:
+        """Seconds spent in finished epochs (from nnU-Net's logger, which checkpoints carry)."""
+        starts = self.logger.get_value("epoch_start_timestamps", None) or []
+        ends = self.logger.get_value("epoch_end_timestamps", None) or []
+        return float(sum(max(0.0, e - s) for s, e in zip(starts, ends)))
+
+    def _schedule_fraction(self) -> float:
+        frac = self.current_epoch / max(1, self.num_epochs)
+        if self.time_limit_s:
+            frac = max(frac, self.trained_seconds() / self.time_limit_s)
+        return min(frac, 0.999)
+
+    def on_train_epoch_start(self):
+        self.network.train()
+        # Polynomial decay (nnU-Net's exponent 0.9) over epochs or the time budget, whichever is later.
+        lr = self.initial_lr * (1 - self._schedule_fraction()) ** 0.9
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr
+        self.print_to_log_file("")
+        self.print_to_log_file(f"Epoch {self.current_epoch}")
+        self.print_to_log_file(f"Current learning rate: {np.round(lr, decimals=5)}")
+        self.logger.log("lrs", lr, self.current_epoch)
+
+    def on_epoch_end(self):
+        super().on_epoch_end()
+        # nnU-Net skips checkpoint_latest on its last epoch and every non-multiple of save_every; we
+        # want the newest weights on disk after every epoch of a short run.
+        done = self.current_epoch  # already incremented
+        if done % max(1, self.save_every) != 0 or done == self.num_epochs:
+            self.current_epoch -= 1
+            self.save_checkpoint(join(self.output_folder, "checkpoint_latest.pth"))
+            self.current_epoch += 1
+
+    def _out_of_time(self) -> bool:
+        return bool(self.time_limit_s) and self.trained_seconds() >= self.time_limit_s
+
+    def run_training(self):
+        self.on_train_start()
+        total_iters = self.num_epochs * self.num_iterations_per_epoch
+        while self.current_epoch < self.num_epochs:
+            if self._out_of_time():
+                self.stopped_by = "time limit"
+                self.print_to_log_file(f"Training-time budget of {self.time_limit_s:.0f} s spent; stopping.")
+                break
+            self.on_epoch_start()
+            self.on_train_epoch_start()
+            train_outputs = []
+            for it in range(self.num_iterations_per_epoch):
+                if self.cancel is not None and self.cancel.cancelled:
+                    break
+                train_outputs.append(self.train_step(next(self.dataloader_train)))
+                if self.progress_callback is not None:
+                    self.progress_callback("Training", self.current_epoch * self.num_iterations_per_epoch + it + 1,
+                                           total_iters)
+            if self.cancel is not None and self.cancel.cancelled:
+                self.stopped_by = "cancel"
+                break
+            self.on_train_epoch_end(train_outputs)
+            with torch.no_grad():
+                self.on_validation_epoch_start()
+                val_outputs = [self.validation_step(next(self.dataloader_val))
+                               for _ in range(self.num_val_iterations_per_epoch)]
+                self.on_validation_epoch_end(val_outputs)
+            self.on_epoch_end()
+        if self.stopped_by == "cancel":
+            self._shutdown_dataloaders()
+            return
+        self.on_train_end()
+
+    def _shutdown_dataloaders(self):
+        for dl in (self.dataloader_train, self.dataloader_val):
+            if dl is not None and hasattr(dl, "_finish"):
+                dl._finish()

@@ -1,0 +1,247 @@
+"""The study's method end to end: cohort -> nnU-Net dataset -> plan -> train -> export -> tables.
+
+:func:`run_pipeline` is what ``python main.py train`` runs. Every stage can be resumed: with
+``continue_training`` an existing dataset, plans and checkpoint in the work folder are reused.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+from ..errors import InputError
+from ..progress import CancelToken, ProgressCallback, check, no_progress
+from .plans import SMALL_CONFIGURATION, SmallNetSpec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainOptions:
+    """Everything one training run needs; the CLI flags of ``main.py train`` map onto these fields."""
+
+    work_dir: Path
+    # --- cohort ---
+    cohort: Optional[str] = None            # CSV / JSON / folder (engine.training.cohort)
+    label_map: Optional[str] = None         # LabelMapping JSON or preset name
+    external: Optional[str] = None          # a second cohort description: all its cases are external
+    external_label_map: Optional[str] = None
+    phantoms: int = 0                       # synthetic cohort instead of (or besides) files
+    phantom_first_seed: int = 1000
+    phantom_shape: tuple[int, int, int] = (96, 128, 128)
+    phantom_spacing: Optional[tuple[float, float, float]] = (2.5, 2.5, 2.5)
+    external_phantoms: int = 0
+    # --- dataset / split ---
+    dataset_id: int = 501
+    dataset_name: str = "LiverPlan"
+    test_fraction: float = 0.2
+    split_seed: int = 0
+    cv_folds: int = 1                        # 1: fold 0 = the 80/20 split; k: k-fold CV inside the 80 %
+    # --- plans ---
+    configuration: str = SMALL_CONFIGURATION   # or nnU-Net's own "3d_fullres" (GPU)
+    patch_size: tuple[int, int, int] = (64, 64, 64)
+    features: tuple[int, ...] = (8, 16, 32, 64)
+    batch_size: int = 2
+    target_spacing: Optional[tuple[float, float, float]] = None
+    # --- training ---
+    fold: int = 0
+    device: str = "auto"
+    epochs: int = 100
+    iterations_per_epoch: int = 50
+    val_iterations: int = 5
+    time_limit_min: Optional[float] = None
+    oversample_foreground: float = 0.5
+    initial_lr: float = 1e-2
+    continue_training: bool = False
+    threads: Optional[int] = None
+    n_proc: int = 1
+    da_processes: Optional[int] = None      # nnU-Net data-augmentation workers (None: nnU-Net's choice)
+    # --- export / evaluation ---
+    export_dir: Optional[Path] = None
+    zip_path: Optional[Path] = None
+    model_name: str = "LiverPlan model"
+    model_version: str = "1.0"
+    demo: bool = False
+    training_data: str = ""
+    evaluate: bool = True
+    eval_mode: str = "fast"
+    command: str = ""
+    card_note: str = ""                     # limitations stated in the model card
+    check_only: bool = False
+    skip_training: bool = False             # export/evaluate an existing checkpoint only
+
+    def spec(self) -> SmallNetSpec:
+        return SmallNetSpec(tuple(self.patch_size), tuple(self.features), int(self.batch_size))
+
+
+@dataclass
+class PipelineResult:
+    work_dir: Path
+    dataset_dir: Optional[Path] = None
+    model_dir: Optional[Path] = None
+    zip_path: Optional[Path] = None
+    tables: dict[str, dict[str, Path]] = field(default_factory=dict)   # set -> {"csv","md","cases"}
+    markdown: dict[str, str] = field(default_factory=dict)
+    train: Optional[object] = None
+    cohort_report: Optional[str] = None
+
+
+def resolve_training_device(device: str) -> str:
+    """'auto' -> 'cuda' when a CUDA GPU is there, else 'cpu' (nnU-Net trains on cuda, cpu or mps)."""
+    if device != "auto":
+        return device
+    import torch
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _sources(opts: TrainOptions, say: Callable[[str], None], progress, cancel):
+    """(train sources, external sources, provenance, cohort report text)."""
+    from .cohort import check_cohort, entry_loader, load_cohort
+    from .phantoms import phantom_cohort
+
+    train, external, prov, reports = [], [], {}, []
+    for desc, lm, forced_set in ((opts.cohort, opts.label_map, None),
+                                 (opts.external, opts.external_label_map, "external")):
+        if not desc:
+            continue
+        cohort = load_cohort(desc, label_map=lm)
+        if forced_set:
+            for e in cohort.entries:
+                e.set = forced_set
+        report = check_cohort(cohort, min_train=0 if forced_set else 2, progress=progress, cancel=cancel)
+        reports.append(report.text())
+        say(report.text())
+        if not report.ok:
+            raise InputError("The cohort has problems; nothing was written. Fix them and run again:\n"
+                             + report.text())
+        for e in cohort.entries:
+            (external if e.set == "external" else train).append((e.case_id, entry_loader(e, cohort.label_map)))
+        prov[forced_set or "cohort"] = {"description": str(desc),
+                                        "label_map": getattr(cohort.label_map, "name", None)}
+    if opts.phantoms:
+        train += phantom_cohort(opts.phantoms, opts.phantom_first_seed, opts.phantom_shape, opts.phantom_spacing)
+        prov["phantoms"] = {"n": opts.phantoms, "first_seed": opts.phantom_first_seed,
+                            "shape_zyx": list(opts.phantom_shape),
+                            "spacing_zyx_mm": list(opts.phantom_spacing) if opts.phantom_spacing else None}
+    if opts.external_phantoms:
+        first = opts.phantom_first_seed + max(opts.phantoms, 0) + 10000
+        external += phantom_cohort(opts.external_phantoms, first, opts.phantom_shape, opts.phantom_spacing,
+                                   prefix="external")
+        prov["external_phantoms"] = {"n": opts.external_phantoms, "first_seed": first}
+    if not train:
+        raise InputError("No training cases: give a cohort description (--cohort) or --phantoms N.")
+    return train, external, prov, "\n".join(reports)
+
+
+def run_pipeline(opts: TrainOptions, progress: ProgressCallback = no_progress,
+                 cancel: Optional[CancelToken] = None, say: Callable[[str], None] = log.info) -> PipelineResult:
+    """Run the stages; ``say`` receives one-line status messages (the CLI prints them)."""
+    from .env import configure_nnunet_environment
+
+    dirs = configure_nnunet_environment(opts.work_dir, n_proc=opts.n_proc, threads=opts.threads)
+    res = PipelineResult(work_dir=dirs.root)
+    from .dataset import dataset_folder_name, read_split, write_nnunet_dataset
+    folder = dataset_folder_name(opts.dataset_id, opts.dataset_name)
+    raw_dir = dirs.raw / folder
+    reuse = opts.continue_training or opts.skip_training
+    if reuse and (raw_dir / "liverplan_split.json").is_file():
+        say(f"Reusing the dataset in {raw_dir}.")
+        split = read_split(raw_dir)
+    else:
+        train_src, ext_src, prov, report = _sources(opts, say, progress, cancel)
+        res.cohort_report = report
+        if opts.check_only:
+            say("Cohort check only: nothing written.")
+            return res
+        say(f"Writing the nnU-Net dataset {folder} ({len(train_src)} cases + {len(ext_src)} external).")
+        info = write_nnunet_dataset(dirs.raw, dirs.preprocessed, opts.dataset_id, opts.dataset_name, train_src,
+                                    ext_src, test_fraction=opts.test_fraction, seed=opts.split_seed,
+                                    provenance=prov, overwrite=True, progress=progress, cancel=cancel,
+                                    cv_folds=opts.cv_folds,
+                                    description=opts.training_data)
+        split = info.split
+    res.dataset_dir = raw_dir
+    say(f"Split (seed {split.seed}): {len(split.train)} train, {len(split.test)} held-out test, "
+        f"{len(split.external)} external.")
+
+    # --- plan + preprocess ---
+    plans_path = dirs.preprocessed / folder / "nnUNetPlans.json"
+    spec = opts.spec() if opts.configuration == SMALL_CONFIGURATION else None
+    have_plans = plans_path.is_file() and opts.configuration in json.loads(plans_path.read_text()).get(
+        "configurations", {}) and any((dirs.preprocessed / folder / "nnUNetPlans_3d_fullres").glob("*"))
+    if not (reuse and have_plans):
+        check(cancel)
+        say("Planning and preprocessing with nnU-Net (3d_fullres data"
+            + (f", small configuration {opts.configuration}: patch {tuple(opts.patch_size)}, features "
+               f"{tuple(opts.features)}, batch {opts.batch_size}" if spec else "") + ").")
+        from .runner import plan_and_preprocess
+        plan_and_preprocess(opts.dataset_id, spec, target_spacing=opts.target_spacing, progress=progress)
+        from .dataset import write_splits_final
+        write_splits_final(dirs.preprocessed / folder, split, opts.cv_folds)  # planning may recreate the folder
+
+    # --- train ---
+    splits_file = dirs.preprocessed / folder / "splits_final.json"
+    n_folds = len(json.loads(splits_file.read_text())) if splits_file.is_file() else 0
+    if not 0 <= opts.fold < n_folds:
+        # nnU-Net would silently invent a random 80:20 split for a missing fold, mixing test cases into
+        # training; refuse instead.
+        raise InputError(f"Fold {opts.fold} does not exist: {splits_file.name} has {n_folds} fold(s) "
+                         f"(use --cv-folds K when writing the dataset for K cross-validation folds).")
+    device = resolve_training_device(opts.device)
+    from .runner import PLANS, TRAINER, train
+    results_folder = dirs.results / folder / f"{TRAINER}__{PLANS}__{opts.configuration}"
+    if not opts.skip_training:
+        check(cancel)
+        if opts.da_processes is not None:
+            # Set only now: nnU-Net's planning crashes with nnUNet_n_proc_DA=0, training is fine with it.
+            os.environ["nnUNet_n_proc_DA"] = str(int(opts.da_processes))
+        say(f"Training {opts.configuration} fold {opts.fold} on {device}: {opts.epochs} epochs x "
+            f"{opts.iterations_per_epoch} iterations"
+            + (f", at most {opts.time_limit_min:g} min" if opts.time_limit_min else "")
+            + (" (continuing)" if opts.continue_training else "") + ".")
+        res.train = train(opts.dataset_id, opts.configuration, opts.fold, device, opts.epochs,
+                          opts.iterations_per_epoch, opts.val_iterations,
+                          opts.time_limit_min * 60 if opts.time_limit_min else None, opts.continue_training,
+                          opts.oversample_foreground, opts.initial_lr, opts.threads, progress, cancel)
+        say(f"Training finished after {res.train.epochs_done} epochs ({res.train.stopped_by}, "
+            f"{res.train.seconds / 60:.1f} min).")
+
+    # --- export ---
+    from .export import export_model, model_card
+    model_dir = Path(opts.export_dir) if opts.export_dir else dirs.root / "model"
+    dataset_json = json.loads((results_folder / "dataset.json").read_text()) if (
+        results_folder / "dataset.json").is_file() else {}
+    card = model_card(opts.model_name, opts.model_version, dataset_json,
+                      opts.training_data or f"{len(split.train)} training cases of {folder}", opts.command,
+                      demo=opts.demo, configuration=opts.configuration, folds=(opts.fold,),
+                      extra={**({"limitations": opts.card_note} if opts.card_note else {}), "split": {"train": len(split.train), "test": len(split.test),
+                                       "external": len(split.external), "seed": split.seed}})
+    export_model(results_folder, model_dir, card, folds=(opts.fold,), zip_path=opts.zip_path, overwrite=True)
+    res.model_dir, res.zip_path = model_dir, opts.zip_path
+    say(f"Model package written to {model_dir}" + (f" and {opts.zip_path}" if opts.zip_path else "") + ".")
+
+    # --- evaluate ---
+    if opts.evaluate:
+        from .evaluate import evaluate_split
+        out = dirs.root / "evaluation"
+        for set_name, ids in (("test", split.test), ("external", split.external)):
+            if not ids:
+                continue
+            check(cancel)
+            say(f"Evaluating the {set_name} set ({len(ids)} cases) with the study's metrics.")
+            paths, md, summary = evaluate_split(model_dir, raw_dir, set_name, ids, out, device=device, mode=opts.eval_mode,
+                                       progress=progress, cancel=cancel)
+            res.tables[set_name], res.markdown[set_name] = paths, md
+            card.setdefault("evaluation", {})[set_name] = {
+                "what": ("held-out test split" if set_name == "test" else "external validation set")
+                + f" of {folder}, mean over cases, inference mode '{opts.eval_mode}'", **summary}
+        if res.tables:
+            from ..io.atomic import write_text_atomic
+            from .export import CARD_NAME
+            write_text_atomic(model_dir / CARD_NAME, json.dumps(card, indent=2), overwrite=True)
+            (model_dir / CARD_NAME).chmod(0o644)
+    return res

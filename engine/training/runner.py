@@ -1,0 +1,183 @@
+"""Run nnU-Net's planning, preprocessing and training in-process, and package the result.
+
+Call :func:`engine.training.env.configure_nnunet_environment` first (it sets the folders and worker
+counts nnU-Net reads, some of them at import time). torch and nnunetv2 are imported inside functions.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+from ..errors import InputError, ModelError
+from ..io.atomic import atomic_path
+from ..progress import CancelToken, ProgressCallback, no_progress
+from .plans import SMALL_CONFIGURATION, SmallNetSpec, add_small_configuration, fit_patch_to
+
+log = logging.getLogger(__name__)
+
+PLANS = "nnUNetPlans"
+TRAINER = "LiverPlanTrainer"
+
+
+def _n_proc() -> int:
+    return max(1, int(os.environ.get("nnUNet_def_n_proc", "1")))
+
+
+def plan_and_preprocess(dataset_id: int, spec: Optional[SmallNetSpec] = SmallNetSpec(),
+                        target_spacing: Optional[Sequence[float]] = None, verify: bool = True,
+                        progress: ProgressCallback = no_progress) -> dict:
+    """nnU-Net fingerprint + plan + 3d_fullres preprocessing, then the small configuration.
+
+    target_spacing: (z, y, x) mm to resample to instead of nnU-Net's choice (the cohort median).
+    spec: the small configuration to add (its patch is clipped to the median preprocessed image size);
+        None adds none. Returns the final plans dict.
+    """
+    from nnunetv2.experiment_planning.plan_and_preprocess_api import (
+        extract_fingerprint_dataset, plan_experiment_dataset, preprocess_dataset)
+    from nnunetv2.experiment_planning.experiment_planners.default_experiment_planner import ExperimentPlanner
+    from nnunetv2.utilities.dataset_name_id_conversion import convert_id_to_dataset_name
+
+    n = _n_proc()
+    name = convert_id_to_dataset_name(dataset_id)
+    progress("Planning (fingerprint)", 0, 3)
+    extract_fingerprint_dataset(dataset_id, num_processes=n, check_dataset_integrity=verify, clean=True,
+                                verbose=False, show_progress_bar=False)
+    progress("Planning (experiment)", 1, 3)
+    # nnU-Net's target spacing is in its own transposed axis order; the cohorts LiverPlan writes are
+    # canonical (z, y, x) arrays whose NIfTI axes nnU-Net reads back as (z, y, x), so no transpose here.
+    plan_experiment_dataset(dataset_id, ExperimentPlanner,
+                            overwrite_target_spacing=tuple(target_spacing) if target_spacing else None)
+    progress("Preprocessing", 2, 3)
+    preprocess_dataset(dataset_id, PLANS, ("3d_fullres",), (n,), verbose=False, show_progress_bar=False)
+    plans_path = Path(os.environ["nnUNet_preprocessed"]) / name / f"{PLANS}.json"
+    plans = json.loads(plans_path.read_text())
+    if spec is not None:
+        median = plans["configurations"]["3d_fullres"].get("median_image_size_in_voxels")
+        if median:
+            spec = fit_patch_to(median, spec)
+        plans = add_small_configuration(plans_path, spec)
+    progress("Preprocessing", 3, 3)
+    return plans
+
+
+@dataclass
+class TrainResult:
+    output_folder: Path          # .../Trainer__Plans__config (the model folder)
+    fold: int
+    configuration: str
+    epochs_done: int
+    stopped_by: str
+    seconds: float
+    checkpoint: Path
+    last_pseudo_dice: list = field(default_factory=list)
+
+
+def train(dataset_id: int, configuration: str = SMALL_CONFIGURATION, fold: int = 0, device: str = "cpu",
+          epochs: int = 100, iterations_per_epoch: int = 50, val_iterations: int = 5,
+          time_limit_s: Optional[float] = None, continue_training: bool = False,
+          oversample_foreground: float = 0.5, initial_lr: float = 1e-2, threads: Optional[int] = None,
+          progress: ProgressCallback = no_progress, cancel: Optional[CancelToken] = None) -> TrainResult:
+    """Train one fold with :class:`LiverPlanTrainer`; resumable with ``continue_training``.
+
+    device: "cuda", "cpu" or "mps". nnU-Net's final validation (minutes on the CPU) is not run; the
+    held-out evaluation of :mod:`engine.training.evaluate` replaces it.
+    """
+    import torch
+    from batchgenerators.utilities.file_and_folder_operations import load_json
+    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+
+    from .nnunet_ext.liverplan_trainer import LiverPlanTrainer
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InputError("Training on 'cuda' was asked for but no CUDA GPU is available; use --device cpu.")
+    if threads:
+        torch.set_num_threads(int(threads))
+    name = maybe_convert_to_dataset_name(dataset_id)
+    pre = Path(os.environ["nnUNet_preprocessed"]) / name
+    plans_file = pre / f"{PLANS}.json"
+    if not plans_file.is_file():
+        raise InputError(f"{name} has not been planned/preprocessed yet (no {plans_file}).")
+    plans = load_json(str(plans_file))
+    if configuration not in plans["configurations"]:
+        raise InputError(f"The plans of {name} have no configuration '{configuration}'; available: "
+                         f"{', '.join(plans['configurations'])}.")
+    plans["continue_training"] = continue_training
+    dataset_json = load_json(str(pre / "dataset.json"))
+    trainer = LiverPlanTrainer(plans=plans, configuration=configuration, fold=fold, dataset_json=dataset_json,
+                               device=torch.device(device))
+    trainer.num_epochs = int(epochs)
+    trainer.num_iterations_per_epoch = int(iterations_per_epoch)
+    trainer.num_val_iterations_per_epoch = int(val_iterations)
+    trainer.oversample_foreground_percent = float(oversample_foreground)
+    trainer.initial_lr = float(initial_lr)
+    trainer.time_limit_s = time_limit_s
+    trainer.progress_callback = progress
+    trainer.cancel = cancel
+    out = Path(trainer.output_folder)
+    if continue_training:
+        for ck in ("checkpoint_final.pth", "checkpoint_latest.pth"):
+            if (out / ck).is_file():
+                trainer.load_checkpoint(str(out / ck))
+                log.info("continuing from %s (epoch %d)", out / ck, trainer.current_epoch)
+                break
+        else:
+            log.warning("no checkpoint in %s to continue from; starting fresh", out)
+    t0 = time.monotonic()
+    trainer.run_training()
+    ckpt = out / "checkpoint_final.pth"
+    if trainer.stopped_by == "cancel":
+        from ..progress import Cancelled
+        raise Cancelled("Training was cancelled; checkpoint_latest.pth keeps the last finished epoch "
+                        "(resume with --continue).")
+    dice = trainer.logger.get_value("dice_per_class_or_region", None) or [[]]
+    return TrainResult(Path(trainer.output_folder_base), fold, configuration, trainer.current_epoch,
+                       trainer.stopped_by, time.monotonic() - t0, ckpt, list(dice[-1]))
+
+
+def latest_checkpoint(fold_dir: Path) -> Path:
+    """checkpoint_final.pth, else checkpoint_latest.pth, else checkpoint_best.pth of a fold folder."""
+    for ck in ("checkpoint_final.pth", "checkpoint_latest.pth", "checkpoint_best.pth"):
+        if (fold_dir / ck).is_file():
+            return fold_dir / ck
+    raise ModelError(f"{fold_dir} holds no nnU-Net checkpoint (checkpoint_final/latest/best.pth).")
+
+
+def slim_checkpoint(src: Path, dst: Path) -> Path:
+    """A checkpoint for inference only: weights (float32), no optimiser, naming the stock nnUNetTrainer.
+
+    nnU-Net's predictor instantiates the trainer class named in the checkpoint to rebuild the network;
+    naming the stock class makes the model usable without LiverPlan's trainer on the path. Only plain
+    Python types are stored so it loads with ``torch.load(weights_only=True)``.
+    """
+    import torch
+
+    ck = torch.load(str(src), map_location="cpu", weights_only=False)
+    init = ck.get("init_args", {})
+    slim = {
+        # Keep the tensors themselves: nnU-Net's state dict names shared parameters several times
+        # (conv.weight / all_modules.0.weight, decoder.encoder.*), and torch.save stores a shared storage
+        # once; copying each entry would triple the file.
+        "network_weights": {k: (v if v.dtype == torch.float32 else v.float())
+                            for k, v in ck["network_weights"].items()},
+        "trainer_name": "nnUNetTrainer",
+        "init_args": {"plans": init.get("plans"), "configuration": init.get("configuration"),
+                      "fold": init.get("fold"), "dataset_json": init.get("dataset_json"), "device": "cpu"},
+        "inference_allowed_mirroring_axes": list(ck.get("inference_allowed_mirroring_axes") or []) or None,
+        "current_epoch": int(ck.get("current_epoch", 0)),
+    }
+    mirror = ck.get("inference_allowed_mirroring_axes")
+    slim["inference_allowed_mirroring_axes"] = tuple(int(a) for a in mirror) if mirror is not None else None
+    with atomic_path(dst, overwrite=True) as tmp:
+        torch.save(slim, str(tmp))
+    return dst
+
+
+def copy_into(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, dst)

@@ -1,0 +1,228 @@
+"""Training pipeline pieces that need no network: split, dataset writer, plans, cohort checks, card."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine.case import Case, Provenance
+from engine.errors import InputError
+from engine.geometry import Geometry
+from engine.training.cohort import check_cohort, load_cohort
+from engine.training.dataset import NNUNET_LABELS, seeded_split, write_nnunet_dataset
+from engine.training.plans import SmallNetSpec, add_small_configuration, fit_patch_to, small_configuration
+
+
+def _case(shape=(8, 12, 12), labels=(1, 2, 3, 4, 5), spacing=(2.0, 1.5, 1.5)) -> Case:
+    lab = np.zeros(shape, np.uint8)
+    for i, v in enumerate(labels):
+        lab[1 + i % (shape[0] - 2), 2:6, 2 + i:3 + i] = v
+    img = (lab.astype(np.int16) * 40 - 20).astype(np.int16)
+    return Case(image=img, geometry=Geometry(shape=shape, spacing=spacing), labels=lab,
+                provenance=Provenance(source_format="test"))
+
+
+def _write_pair(folder: Path, cid: str, img_shape=(8, 12, 12), lab_shape=None, values=(1, 2, 3, 4, 5)):
+    import SimpleITK as sitk
+
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    (folder / "references").mkdir(parents=True, exist_ok=True)
+    ct = np.random.default_rng(0).normal(40, 30, img_shape).astype(np.int16)
+    ct[:, :, :2] = -1000   # air beside soft tissue: looks like a CT, not a label map
+    img = sitk.GetImageFromArray(ct)
+    img.SetSpacing((1.5, 1.5, 2.0))
+    sitk.WriteImage(img, str(folder / "images" / f"{cid}.nii.gz"))
+    lab = np.zeros(lab_shape or img_shape, np.uint8)
+    for i, v in enumerate(values):
+        lab[1, 1 + i, 1] = v
+    limg = sitk.GetImageFromArray(lab)
+    limg.SetSpacing((1.5, 1.5, 2.0))
+    sitk.WriteImage(limg, str(folder / "references" / f"{cid}.nii.gz"))
+
+
+# --- split --------------------------------------------------------------------------------------
+def test_seeded_split_is_80_20_reproducible_and_disjoint():
+    ids = [f"c{i:02d}" for i in range(70)]
+    tr, te = seeded_split(ids, 0.2, seed=3)
+    assert (len(tr), len(te)) == (56, 14)
+    assert set(tr).isdisjoint(te) and set(tr) | set(te) == set(ids)
+    assert seeded_split(list(reversed(ids)), 0.2, seed=3) == (tr, te)   # order of input does not matter
+    assert seeded_split(ids, 0.2, seed=4) != (tr, te)
+
+
+def test_cross_validation_folds_never_touch_the_test_cases():
+    from engine.training.dataset import DatasetSplit, nnunet_folds
+
+    tr, te = seeded_split([f"c{i:02d}" for i in range(20)], 0.2, seed=0)
+    folds = nnunet_folds(DatasetSplit(tr, te, seed=0), 5)
+    assert len(folds) == 5
+    assert sorted(c for f in folds for c in f["val"]) == tr            # every train case validated once
+    for f in folds:
+        assert set(f["train"]).isdisjoint(f["val"]) and set(f["train"] + f["val"]) == set(tr)
+        assert set(te).isdisjoint(f["train"] + f["val"])
+    assert nnunet_folds(DatasetSplit(tr, te), 1) == [{"train": tr, "val": te}]
+
+
+def test_split_needs_two_cases():
+    with pytest.raises(InputError, match="at least 2"):
+        seeded_split(["a"], 0.2)
+
+
+# --- dataset writer ----------------------------------------------------------------------------
+def test_dataset_writer_layout(tmp_path):
+    cases = [(f"p{i}", _case()) for i in range(5)]
+    info = write_nnunet_dataset(tmp_path / "raw", tmp_path / "pre", 7, "Unit", cases,
+                                external=[("x0", lambda: _case())], seed=1)
+    raw = tmp_path / "raw" / "Dataset007_Unit"
+    assert info.raw_dir == raw
+    ds = json.loads((raw / "dataset.json").read_text())
+    assert ds["labels"] == NNUNET_LABELS and ds["channel_names"] == {"0": "CT"} and ds["numTraining"] == 5
+    assert sorted(p.name for p in (raw / "imagesTr").iterdir()) == [f"p{i}_0000.nii.gz" for i in range(5)]
+    assert (raw / "imagesTs" / "x0_0000.nii.gz").is_file() and (raw / "labelsTs" / "x0.nii.gz").is_file()
+    splits = json.loads((tmp_path / "pre" / "Dataset007_Unit" / "splits_final.json").read_text())
+    assert len(splits) == 1 and len(splits[0]["val"]) == 1 and len(splits[0]["train"]) == 4
+    assert splits[0]["val"] == info.split.test
+    # labels survive the round trip on the same grid
+    import SimpleITK as sitk
+    lab = sitk.ReadImage(str(raw / "labelsTr" / "p0.nii.gz"))
+    assert sorted(np.unique(sitk.GetArrayFromImage(lab))) == [0, 1, 2, 3, 4, 5]
+    assert lab.GetSpacing() == pytest.approx((1.5, 1.5, 2.0))
+
+
+def test_dataset_writer_refuses_bad_ids_duplicates_and_unknown_labels(tmp_path):
+    with pytest.raises(InputError, match="more than once"):
+        write_nnunet_dataset(tmp_path / "r", tmp_path / "p", 8, "U", [("a", _case()), ("a", _case())])
+    with pytest.raises(InputError, match="file name"):
+        write_nnunet_dataset(tmp_path / "r", tmp_path / "p", 8, "U", [("a/b", _case()), ("c", _case())])
+    bad = _case(labels=(1, 2, 9))
+    with pytest.raises(InputError, match="none of LiverPlan's five"):
+        write_nnunet_dataset(tmp_path / "r2", tmp_path / "p2", 8, "U", [("a", bad), ("c", _case())])
+
+
+def test_dataset_writer_does_not_overwrite_unless_asked(tmp_path):
+    write_nnunet_dataset(tmp_path / "r", tmp_path / "p", 9, "U", [("a", _case()), ("b", _case())])
+    with pytest.raises(InputError, match="already exists"):
+        write_nnunet_dataset(tmp_path / "r", tmp_path / "p", 9, "U", [("a", _case()), ("b", _case())])
+    write_nnunet_dataset(tmp_path / "r", tmp_path / "p", 9, "U", [("a", _case()), ("b", _case())], overwrite=True)
+
+
+# --- plans ---------------------------------------------------------------------------------------
+def _parent_plans() -> dict:
+    return {"configurations": {"3d_fullres": {"patch_size": [96, 128, 128], "batch_size": 2, "architecture": {
+        "network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
+        "arch_kwargs": {"n_stages": 6, "features_per_stage": [32, 64, 128, 256, 320, 320],
+                        "conv_op": "torch.nn.modules.conv.Conv3d", "kernel_sizes": [[3, 3, 3]] * 6,
+                        "strides": [[1, 1, 1]] + [[2, 2, 2]] * 5, "n_conv_per_stage": [2] * 6,
+                        "n_conv_per_stage_decoder": [2] * 5, "conv_bias": True,
+                        "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d",
+                        "norm_op_kwargs": {"eps": 1e-05, "affine": True}, "dropout_op": None,
+                        "dropout_op_kwargs": None, "nonlin": "torch.nn.LeakyReLU",
+                        "nonlin_kwargs": {"inplace": True}},
+        "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"]}}}}
+
+
+def test_small_configuration_lists_every_network_setting(tmp_path):
+    p = tmp_path / "nnUNetPlans.json"
+    p.write_text(json.dumps(_parent_plans()))
+    plans = add_small_configuration(p, SmallNetSpec((48, 64, 64), (8, 16, 32, 64), 2))
+    cfg = json.loads(p.read_text())["configurations"]["3d_small"]
+    assert cfg == plans["configurations"]["3d_small"]
+    assert cfg["inherits_from"] == "3d_fullres" and cfg["patch_size"] == [48, 64, 64]
+    kw = cfg["architecture"]["arch_kwargs"]
+    assert kw["n_stages"] == 4 and kw["features_per_stage"] == [8, 16, 32, 64]
+    assert len(kw["strides"]) == len(kw["kernel_sizes"]) == len(kw["n_conv_per_stage"]) == 4
+    assert len(kw["n_conv_per_stage_decoder"]) == 3
+    for key in ("conv_op", "norm_op", "norm_op_kwargs", "nonlin", "nonlin_kwargs", "dropout_op", "conv_bias"):
+        assert key in kw
+    assert cfg["architecture"]["_kw_requires_import"]
+
+
+def test_small_configuration_rejects_patch_not_divisible_by_pooling():
+    with pytest.raises(InputError, match="divisible by 8"):
+        small_configuration(_parent_plans()["configurations"]["3d_fullres"],
+                            SmallNetSpec((50, 64, 64), (8, 16, 32, 64), 2))
+
+
+def test_patch_is_clipped_to_small_images():
+    spec = fit_patch_to([30, 40, 200], SmallNetSpec((64, 64, 64), (8, 16, 32, 64), 2))
+    assert spec.patch_size == (32, 40, 64)
+
+
+# --- cohort import and checks ----------------------------------------------------------------
+def test_good_folder_cohort_passes(tmp_path):
+    for cid in ("a", "b", "c"):
+        _write_pair(tmp_path, cid)
+    cohort = load_cohort(tmp_path)
+    assert [e.case_id for e in cohort.entries] == ["a", "b", "c"]
+    report = check_cohort(cohort)
+    assert report.ok, report.text()
+    assert report.checks[0].structures == ["liver", "portal_vein", "hepatic_veins", "ivc", "crlm"]
+
+
+def test_bad_cohort_lists_every_problem_without_crashing(tmp_path):
+    _write_pair(tmp_path, "good")
+    _write_pair(tmp_path, "grid", lab_shape=(8, 12, 10))          # reference on another grid
+    _write_pair(tmp_path, "nopv", values=(1, 0, 3, 4, 5))         # portal vein missing
+    _write_pair(tmp_path, "weird", values=(1, 2, 3, 4, 9))        # a label value that is no structure
+    _write_pair(tmp_path, "nolesion", values=(1, 2, 3, 4, 0))     # no lesions: only a warning
+    (tmp_path / "images" / "orphan.nii.gz").write_bytes((tmp_path / "images" / "good.nii.gz").read_bytes())
+    report = check_cohort(load_cohort(tmp_path))
+    assert not report.ok
+    by_id = {c.case_id: c for c in report.checks}
+    assert by_id["good"].ok and by_id["nolesion"].ok and by_id["nolesion"].warnings
+    assert "grid" in " ".join(by_id["grid"].problems).lower() or "voxels" in " ".join(by_id["grid"].problems)
+    assert any("portal vein" in p for p in by_id["nopv"].problems)
+    assert any("9" in p for p in by_id["weird"].problems)
+    assert any("does not exist" in p for p in by_id["orphan"].problems)
+    text = report.text()
+    assert "4 with problems" in text and "PROBLEM nopv" in text
+
+
+def test_unknown_label_name_in_label_map_is_a_clear_error(tmp_path):
+    _write_pair(tmp_path, "a")
+    (tmp_path / "label_map.json").write_text(json.dumps({"liver": [1], "spleen": [2]}))
+    with pytest.raises(InputError, match="spleen"):
+        load_cohort(tmp_path)
+
+
+def test_csv_and_json_cohorts_with_external_set_and_label_map(tmp_path):
+    for cid in ("a", "b", "x"):
+        _write_pair(tmp_path, cid, values=(10, 20, 30, 40, 50))
+    mapping = {"liver": [10], "portal_vein": [20], "hepatic_veins": [30], "ivc": [40], "crlm": [50]}
+    (tmp_path / "map.json").write_text(json.dumps(mapping))
+    (tmp_path / "cohort.csv").write_text(
+        "case_id,image,reference,set\n"
+        "a,images/a.nii.gz,references/a.nii.gz,train\n"
+        "b,images/b.nii.gz,references/b.nii.gz,\n"
+        "x,images/x.nii.gz,references/x.nii.gz,external\n")
+    cohort = load_cohort(tmp_path / "cohort.csv", label_map=str(tmp_path / "map.json"))
+    assert [e.set for e in cohort.entries] == ["train", "train", "external"]
+    assert check_cohort(cohort).ok
+    (tmp_path / "cohort.json").write_text(json.dumps({"label_map": "map.json", "cases": [
+        {"case_id": "a", "image": "images/a.nii.gz", "reference": "references/a.nii.gz"},
+        {"case_id": "b", "image": "images/b.nii.gz", "reference": "references/b.nii.gz"}]}))
+    assert check_cohort(load_cohort(tmp_path / "cohort.json")).ok
+    # without the map the foreign values are reported, not crashed on
+    report = check_cohort(load_cohort(tmp_path / "cohort.csv"))
+    assert not report.ok and all(not c.ok for c in report.checks)
+
+
+def test_merged_label_map_cannot_train_all_five(tmp_path):
+    for cid in ("a", "b"):
+        _write_pair(tmp_path, cid)
+    report = check_cohort(load_cohort(tmp_path, label_map="ircadb"))
+    assert not report.ok
+    assert any("no separate label" in p for p in report.problems)
+
+
+def test_bad_cohort_descriptions(tmp_path):
+    with pytest.raises(InputError, match="does not exist"):
+        load_cohort(tmp_path / "nope.csv")
+    (tmp_path / "c.csv").write_text("id,ct\n1,2\n")
+    with pytest.raises(InputError, match="case_id, image and reference"):
+        load_cohort(tmp_path / "c.csv")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="images/"):
+        load_cohort(tmp_path / "empty")
