@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 #: File endings read as label maps (compound first).
 LABEL_EXTENSIONS = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 #: Name endings stripped when matching case names (nnU-Net channel ids, common output suffixes).
-CASE_SUFFIXES = ("_0000", "_seg", "_segmentation", "_pred", "_prediction", "_labels", "_label", "_gt", "_ref",
+CASE_SUFFIXES = ("_0000", "_ct", "_image", "_seg", "_segmentation", "_pred", "_prediction", "_labels", "_label", "_gt", "_ref",
                  "_reference", "_mask", "_masks", "-label", "-seg", ".seg")
 
 
@@ -186,9 +186,25 @@ def _mask_folder(p: Path) -> Optional[Path]:
     return None
 
 
+#: Name endings of CT images written beside their label maps (LiverPlan's phantoms, nnU-Net's channel files).
+IMAGE_SUFFIXES = ("_ct", "_image", "_0000")
+
+
+def _looks_like_image_name(p: Path) -> bool:
+    low = p.name.lower()
+    for ext in LABEL_EXTENSIONS:
+        if low.endswith(ext):
+            low = low[: -len(ext)]
+            break
+    return low.endswith(IMAGE_SUFFIXES)
+
+
 def _entries(folder: Path, allow_folders: bool) -> dict[str, Path]:
     out: dict[str, Path] = {}
-    for p in sorted(folder.iterdir()):
+    # Label maps first, so that a CT image stored beside its labels (case_ct.nii.gz + case_labels.nii.gz)
+    # never stands in for the labels; a lone file named like an image is still taken.
+    files = sorted(folder.iterdir(), key=lambda f: (_looks_like_image_name(f), f.name))
+    for p in files:
         if p.name.startswith("."):
             continue
         if _is_label_file(p):

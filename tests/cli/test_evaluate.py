@@ -139,3 +139,21 @@ def test_totalsegmentator_reference_reports_missing_structures(cohort, tmp_path,
     rows = list(csv.DictReader(open(out / "per_case.csv")))
     crlm = [r for r in rows if r["structure"] == "crlm"][0]
     assert crlm["status"] == "not_in_reference" and crlm["dice"] == "nan"
+
+
+def test_phantom_folder_with_ct_beside_labels_pairs_the_labels(tmp_path, capsys):
+    """`main.py phantom` writes <case>_ct + <case>_labels side by side and `segment` writes <case>_ct_seg:
+    evaluating one against the other must score the labels, never the CT."""
+    assert main.main(["phantom", "--out", str(tmp_path / "ph"), "--n", "1", "--shape", *map(str, SHAPE)]) == 0
+    from engine.io import load_case, read_label_map, write_label_map
+    ct = next((tmp_path / "ph").glob("*_ct.nii.gz"))
+    case = load_case(ct)
+    case.set_labels(read_label_map(next((tmp_path / "ph").glob("*_labels.nii.gz")), case))
+    write_label_map(tmp_path / "pred" / ct.name.replace(".nii.gz", "_seg.nii.gz"), case)
+    capsys.readouterr()
+    rc = main.main(["evaluate", "--pred", str(tmp_path / "pred"), "--ref", str(tmp_path / "ph")])
+    text = capsys.readouterr().out
+    assert rc == 0
+    assert "Evaluated 1 of 1 paired case(s)." in text
+    dice_row = next(line for line in text.splitlines() if line.strip().startswith("Dice"))
+    assert "1.000" in dice_row
