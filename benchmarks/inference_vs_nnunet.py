@@ -137,6 +137,11 @@ def main() -> int:
     ap.add_argument("--ct", help="CT file (default: IRCADb 1.17 from ../shared, else a 512x512x100 phantom)")
     ap.add_argument("--work", help="work folder (default: a temporary folder; the model is cached there)")
     ap.add_argument("--train-steps", type=int, default=50)
+    ap.add_argument("--cancel-latency", action="store_true",
+                    help="instead: measure in-process cancel latency (press Cancel 0.2 s into each stage, time "
+                         "until Cancelled is raised) with LiverPlan's engine, fast mode, on the CT")
+    ap.add_argument("--variants", nargs="+", default=["default", "body-crop"], choices=["default", "body-crop"],
+                    help="which LiverPlan variants to run in fast mode (accurate mode runs 'default' only)")
     ap.add_argument("--model", help="use this nnU-Net model folder (e.g. resources/models/demo) instead of "
                                     "building the small benchmark model")
     args = ap.parse_args()
@@ -145,6 +150,8 @@ def main() -> int:
 
     from engine.labels import BY_LABEL
 
+    if args.cancel_latency:
+        return cancel_latency(args)
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="bench_inference_"))
     work.mkdir(parents=True, exist_ok=True)
     model = Path(args.model).resolve() if args.model else build_model(work, args.train_steps)
@@ -196,6 +203,8 @@ def main() -> int:
         theirs = run_measured(nn_cmd, env)
         b = sitk.GetArrayFromImage(sitk.ReadImage(str(nn_out / "case.nii.gz")))
         for variant, extra in (VARIANTS if mode == "fast" else VARIANTS[:1]):
+            if variant not in args.variants:
+                continue
             ours_out = work / f"ours_{mode}_{variant}"
             if ours_out.exists():
                 shutil.rmtree(ours_out)
@@ -220,6 +229,50 @@ def main() -> int:
 
 
 VARIANTS = [("default", []), ("body-crop", ["--body-crop"])]
+
+
+def cancel_latency(args) -> int:
+    """Seconds from CancelToken.cancel() to segment() raising Cancelled, pressing Cancel 0.2 s after each
+    stage's first progress report (as the GUI's Cancel button does, from another thread)."""
+    from engine.inference import segment
+    from engine.io import load_case
+    from engine.models import find_model
+    from engine.progress import CancelToken, Cancelled
+
+    ct = Path(args.ct) if args.ct else REPO.parent / "shared" / "data" / "real" / "3dircadb1.17" / "PATIENT_DICOM.nii.gz"
+    case = load_case(ct)
+    model = find_model(args.model or "demo")
+    segment(case, model, device="cpu", mode="fast", do_postprocess=False)     # warm: model cached, imports done
+    rows = []
+    for stage in ("preprocess", "predict", "resample"):
+        for preprocessing in (("torch", "nnunet") if stage == "preprocess" else ("torch",)):
+            token = CancelToken()
+            started = threading.Event()
+            pressed: dict = {}
+
+            def prog(st, done, total, stage=stage, started=started):
+                if st == stage:
+                    started.set()
+
+            def press(token=token, started=started, pressed=pressed):
+                if started.wait(600):
+                    time.sleep(0.2)
+                    pressed["t"] = time.perf_counter()
+                    token.cancel()
+
+            th = threading.Thread(target=press, daemon=True)
+            th.start()
+            try:
+                segment(case, model, device="cpu", mode="fast", progress=prog, cancel=token,
+                        preprocessing=preprocessing, do_postprocess=False)
+                latency = None       # the stage ended before the press
+            except Cancelled:
+                latency = time.perf_counter() - pressed["t"]
+            th.join(5)
+            rows.append({"stage": stage, "preprocessing": preprocessing,
+                         "latency_s": None if latency is None else round(latency, 3)})
+            print(json.dumps(rows[-1]), flush=True)
+    return 0
 
 
 def _row(mode, variant, ours, theirs, ours_out, b):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 from typing import Iterator, Optional
@@ -94,3 +95,23 @@ def empty_device_cache(device) -> None:
     elif device.type == "mps" and hasattr(torch, "mps"):
         with contextlib.suppress(Exception):
             torch.mps.empty_cache()
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_has_native_bf16() -> bool:
+    """True when this CPU computes bfloat16 natively (x86 AVX512-BF16 or AMX-BF16, read from
+    /proc/cpuinfo on Linux) and torch's oneDNN backend can use it. Elsewhere bfloat16 would be emulated
+    (slower than float32), so the CPU path stays in float32."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((ln for ln in f if ln.startswith("flags")), "").split()
+    except OSError:
+        return False
+    if "avx512_bf16" not in flags and "amx_bf16" not in flags:
+        return False
+    try:
+        import torch
+
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
