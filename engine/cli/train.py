@@ -9,6 +9,8 @@ Examples::
         --epochs 1000 --iterations 250 --export model_out --zip model.zip
     # resume after an interruption
     python main.py train --work-dir run1 --cohort cohort.csv --continue
+    # a second training phase from earlier weights (fresh learning-rate schedule over 30 more minutes)
+    python main.py train --work-dir run1 --cohort cohort.csv --init-weights phase1.pth --time-limit 30 --lr 0.01
 """
 from __future__ import annotations
 
@@ -79,6 +81,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="data-augmentation worker processes (nnUNet_n_proc_DA; 0 = in the training process)")
     t.add_argument("--continue", dest="continue_training", action="store_true",
                    help="resume: reuse the dataset, plans and the latest checkpoint in --work-dir")
+    t.add_argument("--init-weights", metavar="CHECKPOINT",
+                   help="start a new training phase from this checkpoint's network weights (same configuration): "
+                        "epoch 0, a fresh optimiser and learning-rate schedule (--lr decaying over --epochs or "
+                        "--time-limit); reuses the dataset and plans in --work-dir. Not with --continue")
     t.add_argument("--skip-training", action="store_true",
                    help="only export and evaluate the newest checkpoint in --work-dir")
     e = parser.add_argument_group("model package and evaluation")
@@ -112,7 +118,8 @@ def run(args: argparse.Namespace) -> int:
         target_spacing=tuple(args.target_spacing) if args.target_spacing else None, fold=args.fold,
         device=args.device, epochs=args.epochs, iterations_per_epoch=args.iterations,
         val_iterations=args.val_iterations, time_limit_min=args.time_limit, oversample_foreground=args.oversample,
-        initial_lr=args.lr, continue_training=args.continue_training, threads=args.threads, n_proc=args.processes, da_processes=args.da_processes,
+        initial_lr=args.lr, continue_training=args.continue_training,
+        init_weights=Path(args.init_weights) if args.init_weights else None, threads=args.threads, n_proc=args.processes, da_processes=args.da_processes,
         export_dir=Path(args.export) if args.export else None, zip_path=Path(args.zip) if args.zip else None,
         model_name=args.model_name, model_version=args.model_version, demo=args.demo,
         training_data=args.training_data, evaluate=not args.no_evaluate, eval_mode=args.eval_mode,

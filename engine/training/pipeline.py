@@ -1,7 +1,9 @@
 """The study's method end to end: cohort -> nnU-Net dataset -> plan -> train -> export -> tables.
 
 :func:`run_pipeline` is what ``python main.py train`` runs. Every stage can be resumed: with
-``continue_training`` an existing dataset, plans and checkpoint in the work folder are reused.
+``continue_training`` an existing dataset, plans and checkpoint in the work folder are reused. With
+``init_weights`` a further training phase starts from given weights (a warm restart: new learning-rate
+schedule and time budget), reusing the work folder's dataset and plans when they exist.
 """
 from __future__ import annotations
 
@@ -57,6 +59,7 @@ class TrainOptions:
     oversample_foreground: float = 0.5
     initial_lr: float = 1e-2
     continue_training: bool = False
+    init_weights: Optional[Path] = None     # new training phase from these weights (same configuration)
     threads: Optional[int] = None
     n_proc: int = 1
     da_processes: Optional[int] = None      # nnU-Net data-augmentation workers (None: nnU-Net's choice)
@@ -147,7 +150,7 @@ def run_pipeline(opts: TrainOptions, progress: ProgressCallback = no_progress,
     from .dataset import dataset_folder_name, read_split, write_nnunet_dataset
     folder = dataset_folder_name(opts.dataset_id, opts.dataset_name)
     raw_dir = dirs.raw / folder
-    reuse = opts.continue_training or opts.skip_training
+    reuse = opts.continue_training or opts.skip_training or opts.init_weights is not None
     if reuse and (raw_dir / "liverplan_split.json").is_file():
         say(f"Reusing the dataset in {raw_dir}.")
         split = read_split(raw_dir)
@@ -202,11 +205,14 @@ def run_pipeline(opts: TrainOptions, progress: ProgressCallback = no_progress,
         say(f"Training {opts.configuration} fold {opts.fold} on {device}: {opts.epochs} epochs x "
             f"{opts.iterations_per_epoch} iterations"
             + (f", at most {opts.time_limit_min:g} min" if opts.time_limit_min else "")
-            + (" (continuing)" if opts.continue_training else "") + ".")
+            + (" (continuing)" if opts.continue_training else "")
+            + (f" (new phase from {opts.init_weights}, learning rate restarted at {opts.initial_lr:g})"
+               if opts.init_weights is not None else "") + ".")
         res.train = train(opts.dataset_id, opts.configuration, opts.fold, device, opts.epochs,
                           opts.iterations_per_epoch, opts.val_iterations,
                           opts.time_limit_min * 60 if opts.time_limit_min else None, opts.continue_training,
-                          opts.oversample_foreground, opts.initial_lr, opts.threads, progress, cancel)
+                          opts.oversample_foreground, opts.initial_lr, opts.threads, progress, cancel,
+                          init_weights=opts.init_weights)
         say(f"Training finished after {res.train.epochs_done} epochs ({res.train.stopped_by}, "
             f"{res.train.seconds / 60:.1f} min).")
 

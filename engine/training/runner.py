@@ -82,11 +82,15 @@ def train(dataset_id: int, configuration: str = SMALL_CONFIGURATION, fold: int =
           epochs: int = 100, iterations_per_epoch: int = 50, val_iterations: int = 5,
           time_limit_s: Optional[float] = None, continue_training: bool = False,
           oversample_foreground: float = 0.5, initial_lr: float = 1e-2, threads: Optional[int] = None,
-          progress: ProgressCallback = no_progress, cancel: Optional[CancelToken] = None) -> TrainResult:
+          progress: ProgressCallback = no_progress, cancel: Optional[CancelToken] = None,
+          init_weights: Optional[Path] = None) -> TrainResult:
     """Train one fold with :class:`LiverPlanTrainer`; resumable with ``continue_training``.
 
     device: "cuda", "cpu" or "mps". nnU-Net's final validation (minutes on the CPU) is not run; the
     held-out evaluation of :mod:`engine.training.evaluate` replaces it.
+    init_weights: a checkpoint (nnU-Net's or a slim one) of the same configuration to start from: a new
+        training phase (warm restart) — epoch 0, a fresh optimiser, learning-rate schedule and time budget —
+        from those network weights. Not combinable with ``continue_training`` (which resumes the schedule).
     """
     import torch
     from batchgenerators.utilities.file_and_folder_operations import load_json
@@ -107,6 +111,10 @@ def train(dataset_id: int, configuration: str = SMALL_CONFIGURATION, fold: int =
     if configuration not in plans["configurations"]:
         raise InputError(f"The plans of {name} have no configuration '{configuration}'; available: "
                          f"{', '.join(plans['configurations'])}.")
+    if init_weights is not None and continue_training:
+        raise InputError("Starting from given weights (--init-weights) begins a new training phase; it cannot "
+                         "be combined with --continue, which resumes the interrupted phase.")
+    init_state = _read_network_weights(Path(init_weights)) if init_weights is not None else None
     plans["continue_training"] = continue_training
     dataset_json = load_json(str(pre / "dataset.json"))
     trainer = LiverPlanTrainer(plans=plans, configuration=configuration, fold=fold, dataset_json=dataset_json,
@@ -128,6 +136,12 @@ def train(dataset_id: int, configuration: str = SMALL_CONFIGURATION, fold: int =
                 break
         else:
             log.warning("no checkpoint in %s to continue from; starting fresh", out)
+    if init_state is not None:
+        # Read before training starts, so init_weights may be this folder's own checkpoint_final.pth
+        # (which the new phase overwrites).
+        trainer.initialize()
+        _load_network_weights(trainer.network, init_state, Path(init_weights))
+        log.info("new training phase from the weights in %s", init_weights)
     t0 = time.monotonic()
     trainer.run_training()
     ckpt = out / "checkpoint_final.pth"
@@ -138,6 +152,33 @@ def train(dataset_id: int, configuration: str = SMALL_CONFIGURATION, fold: int =
     dice = trainer.logger.get_value("dice_per_class_or_region", None) or [[]]
     return TrainResult(Path(trainer.output_folder_base), fold, configuration, trainer.current_epoch,
                        trainer.stopped_by, time.monotonic() - t0, ckpt, list(dice[-1]))
+
+
+def _read_network_weights(path: Path) -> dict:
+    """The ``network_weights`` state dict of an nnU-Net (or slim LiverPlan) checkpoint file."""
+    import torch
+
+    if not path.is_file():
+        raise InputError(f"The checkpoint to start from, {path}, does not exist.")
+    try:
+        ck = torch.load(str(path), map_location="cpu", weights_only=False)
+    except Exception as err:  # noqa: BLE001 - any unreadable file gets the same plain message
+        raise InputError(f"{path} could not be read as an nnU-Net checkpoint ({err}).") from err
+    weights = ck.get("network_weights") if isinstance(ck, dict) else None
+    if not isinstance(weights, dict):
+        raise InputError(f"{path} is not an nnU-Net checkpoint (it holds no network weights).")
+    # nnU-Net saves a DDP-wrapped network with 'module.' prefixes; the network here is unwrapped.
+    return {(k[7:] if k.startswith("module.") else k): v for k, v in weights.items()}
+
+
+def _load_network_weights(network, state: dict, path: Path) -> None:
+    """Load ``state`` into the (possibly torch.compile'd) network; a different architecture is refused."""
+    net = getattr(network, "_orig_mod", network)
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise InputError(f"The weights in {path} do not fit this configuration's network (another patch, "
+                         f"feature list or label set?): {str(err).splitlines()[0]}") from err
 
 
 def latest_checkpoint(fold_dir: Path) -> Path:

@@ -226,3 +226,31 @@ def test_bad_cohort_descriptions(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="images/"):
         load_cohort(tmp_path / "empty")
+
+
+def test_init_weights_reader_and_loader(tmp_path):
+    """The checkpoint reader strips DDP's 'module.' prefix; a missing file, a non-checkpoint and weights of
+    another network are refused with plain messages."""
+    import torch
+
+    from engine.training.runner import _load_network_weights, _read_network_weights
+
+    net = torch.nn.Sequential(torch.nn.Conv3d(1, 2, 3), torch.nn.InstanceNorm3d(2, affine=True))
+    src = torch.nn.Sequential(torch.nn.Conv3d(1, 2, 3), torch.nn.InstanceNorm3d(2, affine=True))
+    ck = tmp_path / "ck.pth"
+    torch.save({"network_weights": {"module." + k: v for k, v in src.state_dict().items()}}, ck)
+    _load_network_weights(net, _read_network_weights(ck), ck)
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), src.state_dict().values()))
+
+    with pytest.raises(InputError, match="does not exist"):
+        _read_network_weights(tmp_path / "missing.pth")
+    (tmp_path / "junk.pth").write_text("not a checkpoint")
+    with pytest.raises(InputError, match="could not be read"):
+        _read_network_weights(tmp_path / "junk.pth")
+    torch.save({"something": 1}, tmp_path / "other.pth")
+    with pytest.raises(InputError, match="holds no network weights"):
+        _read_network_weights(tmp_path / "other.pth")
+    other = torch.nn.Sequential(torch.nn.Conv3d(1, 4, 3))
+    torch.save({"network_weights": other.state_dict()}, tmp_path / "wide.pth")
+    with pytest.raises(InputError, match="do not fit"):
+        _load_network_weights(net, _read_network_weights(tmp_path / "wide.pth"), tmp_path / "wide.pth")

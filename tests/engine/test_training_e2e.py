@@ -124,3 +124,36 @@ def test_missing_fold_is_refused_not_invented(tiny_run):
     bad = TrainOptions(**{**opts.__dict__, "continue_training": True, "fold": 3, "evaluate": False, "zip_path": None})
     with pytest.raises(InputError, match="Fold 3 does not exist"):
         run_pipeline(bad, say=lambda m: None)
+
+
+def test_init_weights_starts_a_new_phase_from_given_weights(tiny_run, tmp_path):
+    """--init-weights: a new phase (epoch 0, fresh schedule) that really starts from the given weights —
+    with learning rate 0 the phase ends with exactly those weights."""
+    import shutil
+
+    import torch
+
+    opts, res, _ = tiny_run
+    fold = res.work_dir / "nnUNet_results" / res.dataset_dir.name / "LiverPlanTrainer__nnUNetPlans__3d_small" / "fold_0"
+    start = tmp_path / "phase1.pth"
+    shutil.copyfile(fold / "checkpoint_final.pth", start)
+    messages: list[str] = []
+    opts2 = TrainOptions(**{**opts.__dict__, "init_weights": start, "initial_lr": 0.0, "epochs": 1,
+                            "evaluate": False, "zip_path": None, "export_dir": tmp_path / "model2"})
+    res2 = run_pipeline(opts2, say=messages.append)
+    assert res2.train.epochs_done == 1      # a fresh schedule, not epoch 3 of the earlier runs
+    assert any("new phase from" in m for m in messages)
+    before = torch.load(start, map_location="cpu", weights_only=False)["network_weights"]
+    after = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)["network_weights"]
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_init_weights_with_continue_is_refused(tiny_run, tmp_path):
+    from engine.errors import InputError
+
+    opts, res, _ = tiny_run
+    bad = TrainOptions(**{**opts.__dict__, "continue_training": True, "init_weights": tmp_path / "x.pth",
+                          "evaluate": False, "zip_path": None})
+    with pytest.raises(InputError, match="cannot be combined with --continue"):
+        run_pipeline(bad, say=lambda m: None)
