@@ -90,8 +90,7 @@ def demo_model():
     from engine.models import bundled_demo_model
 
     m = bundled_demo_model()
-    if m is None:
-        pytest.skip("the bundled demo model (resources/models/demo) is not present")
+    assert m is not None, "the bundled demo model (resources/models/demo) is part of the repository"
     return m
 
 
