@@ -70,16 +70,7 @@ class Case:
     # ------------------------------------------------------------------------------------------
     def set_labels(self, labels: np.ndarray, label_source: Optional[str] = None) -> None:
         """Replace the label map (validated: same shape, uint8, known values)."""
-        labels = np.asarray(labels)
-        if tuple(labels.shape) != tuple(self.image.shape):
-            raise GeometryMismatchError(
-                f"The label map has {labels.shape[::-1]} voxels (x, y, z) but the CT has "
-                f"{self.image.shape[::-1]}; they do not belong to the same image.")
-        if labels.dtype != np.uint8:
-            if labels.size and (labels.min() < 0 or labels.max() > 255):
-                raise InputError("The label map has values outside 0-255; it is not a label map.")
-            labels = labels.astype(np.uint8)
-        self.labels = labels
+        self.labels = as_label_array(labels, self.image.shape)
         if label_source is not None:
             self.provenance.label_source = label_source
 
@@ -117,6 +108,23 @@ class Case:
 
 
 # --------------------------------------------------------------------------------------------
+def as_label_array(labels, ct_shape) -> np.ndarray:
+    """A label map validated against the CT's (z, y, x) shape and returned as uint8.
+
+    Raises GeometryMismatchError for another shape and InputError for values outside 0-255.
+    """
+    labels = np.asarray(labels)
+    if tuple(labels.shape) != tuple(ct_shape):
+        raise GeometryMismatchError(
+            f"The label map has {labels.shape[::-1]} voxels (x, y, z) but the CT has "
+            f"{tuple(ct_shape)[::-1]}; they do not belong to the same image.")
+    if labels.dtype != np.uint8:
+        if labels.size and (labels.min() < 0 or labels.max() > 255):
+            raise InputError("The label map has values outside 0-255; it is not a label map.")
+        labels = labels.astype(np.uint8)
+    return labels
+
+
 def to_canonical(image):
     """Reorient a SimpleITK image to LPS by axis permutation/flip only (no resampling)."""
     import SimpleITK as sitk

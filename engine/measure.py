@@ -25,7 +25,7 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
-from .case import Case
+from .case import Case, as_label_array
 from .errors import GeometryMismatchError, InputError
 from .geometry import Geometry
 from .labels import (BY_LABEL, LESION_CONNECTIVITY, STRUCTURES, TOTAL_LIVER_DEFINITION, Label)
@@ -260,14 +260,9 @@ def _as_arrays(case_or_image, labels, geometry):
             f"{tuple(geometry.shape)[::-1]}; they do not describe the same image.")
     if image is not None:
         image = np.asarray(image)
-        if image.shape != labels.shape:
-            raise GeometryMismatchError(
-                f"The CT has {image.shape[::-1]} voxels (x, y, z) but the label map has "
-                f"{labels.shape[::-1]}; they do not belong to the same image.")
-    if labels.dtype != np.uint8:
-        if labels.size and (labels.min() < 0 or labels.max() > 255):
-            raise InputError("The label map has values outside 0-255; it is not a label map.")
-        labels = labels.astype(np.uint8)
+        labels = as_label_array(labels, image.shape)
+    elif labels.dtype != np.uint8:
+        labels = as_label_array(labels, labels.shape)
     return image, labels, geometry, prov
 
 
