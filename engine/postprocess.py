@@ -23,7 +23,6 @@ from .labels import Label
 
 log = logging.getLogger(__name__)
 
-
 @dataclass(frozen=True)
 class PostprocessOptions:
     keep_largest_liver: bool = True
@@ -35,19 +34,62 @@ class PostprocessOptions:
     def to_dict(self) -> dict:
         return asdict(self)
 
-
 def _components(mask: np.ndarray):
     import cc3d
 
     return cc3d.connected_components(mask, connectivity=26, return_N=True)
 
+def _any_of(labels: np.ndarray, values: Sequence[int]) -> np.ndarray:
+    """``np.isin(labels, values)`` for a uint8 map through a lookup table (several times faster)."""
+    lut = np.zeros(256, dtype=bool)
+    lut[list(values)] = True
+    return lut[labels]
 
-def _crop_box(mask: np.ndarray, margin: Sequence[int]):
-    idx = [np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != ax))) for ax in range(3)]
-    if any(len(i) == 0 for i in idx):
-        return None
-    return tuple(slice(max(0, int(i[0]) - m), min(n, int(i[-1]) + 1 + m)) for i, m, n in zip(idx, margin, mask.shape))
+def _lesions_away_from(parenchyma: np.ndarray, lesions: np.ndarray, spacing_zyx: Sequence[float],
+                       margin_mm: float) -> np.ndarray:
+    """Voxels of the 26-connected lesion components none of whose voxels lies within ``margin_mm``
+    of a parenchyma voxel (the components rule 2 removes).
 
+    Exact, and local: a component with a parenchyma voxel among its voxels' 26 neighbours is kept at
+    once when a neighbour step is within the margin (the usual case: lesions sit in the liver); the
+    others are tested with a Euclidean distance map of their own bounding box grown by the margin, which
+    holds every parenchyma voxel that could be within the margin. (A distance map of the whole volume
+    took 30 s on a 512 x 512 x 300 map whose lesions were scattered everywhere.)
+    """
+    import cc3d
+    from scipy import ndimage
+
+    spacing = np.asarray(spacing_zyx, dtype=float)
+    cc, n = _components(lesions)
+    if n == 0:
+        return np.zeros_like(lesions)
+    keep = np.zeros(n + 1, dtype=bool)
+    if float(np.sqrt((spacing ** 2).sum())) <= margin_mm:
+        # Lesion components touching parenchyma (26-neighbourhood): one labelled map holding both, and
+        # cc3d's contact list between its labels.
+        both = cc.astype(np.uint32, copy=False)
+        both = np.where(parenchyma, np.uint32(n + 1), both)
+        for a, b in cc3d.contacts(both, connectivity=26):
+            if a == n + 1 and 0 < b <= n:
+                keep[b] = True
+            elif b == n + 1 and 0 < a <= n:
+                keep[a] = True
+    margin_vox = [int(np.ceil(margin_mm / s)) + 1 for s in spacing]
+    stats = cc3d.statistics(cc)
+    boxes = stats["bounding_boxes"]
+    for i in range(1, n + 1):
+        if keep[i]:
+            continue
+        bz, by, bx = boxes[i]
+        box = tuple(slice(max(0, int(b.start) - m), min(size, int(b.stop) + m))
+                    for b, m, size in zip((bz, by, bx), margin_vox, cc.shape))
+        sub_p = parenchyma[box]
+        if not sub_p.any():
+            continue
+        dist = ndimage.distance_transform_edt(~sub_p, sampling=spacing)
+        keep[i] = bool(((cc[box] == i) & (dist <= margin_mm)).any())
+    keep[0] = True
+    return ~keep[cc]
 
 def postprocess(labels: np.ndarray, spacing_zyx: Sequence[float],
                 options: Optional[PostprocessOptions] = None) -> tuple[np.ndarray, dict]:
@@ -64,7 +106,7 @@ def postprocess(labels: np.ndarray, spacing_zyx: Sequence[float],
     # 1. largest liver ------------------------------------------------------------------------
     liver = None
     if opts.keep_largest_liver and (out == Label.PARENCHYMA).any():
-        whole = np.isin(out, (Label.PARENCHYMA, Label.PORTAL_VEIN, Label.HEPATIC_VEINS, Label.CRLM))
+        whole = _any_of(out, (Label.PARENCHYMA, Label.PORTAL_VEIN, Label.HEPATIC_VEINS, Label.CRLM))
         cc, n = _components(whole)
         if n > 1:
             # the component holding the most parenchyma is the liver
@@ -77,9 +119,9 @@ def postprocess(labels: np.ndarray, spacing_zyx: Sequence[float],
             liver = cc == keep
         else:
             liver = whole
-        liver = liver & np.isin(out, (Label.PARENCHYMA, Label.CRLM))
+        liver = liver & _any_of(out, (Label.PARENCHYMA, Label.CRLM))
     elif (out == Label.PARENCHYMA).any():
-        liver = np.isin(out, (Label.PARENCHYMA, Label.CRLM))
+        liver = _any_of(out, (Label.PARENCHYMA, Label.CRLM))
 
     # 2. lesions inside the liver ---------------------------------------------------------------
     lesions = out == Label.CRLM
@@ -87,20 +129,9 @@ def postprocess(labels: np.ndarray, spacing_zyx: Sequence[float],
         if liver is None or not (out == Label.PARENCHYMA).any():
             changes["lesions_removed"] = "none (no liver segmented, lesions kept as predicted)"
         else:
-            parenchyma = out == Label.PARENCHYMA
-            margin_vox = [int(np.ceil(opts.lesion_margin_mm / s)) + 1 for s in spacing_zyx]
-            box = _crop_box(parenchyma | lesions, margin_vox)
-            sub_p, sub_l = parenchyma[box], lesions[box]
-            # distance (mm) of every voxel to the nearest parenchyma voxel, in the box only
-            dist = ndimage.distance_transform_edt(~sub_p, sampling=spacing_zyx)
-            cc, n = _components(sub_l)
-            near = np.zeros(n + 1, dtype=bool)
-            near[np.unique(cc[(dist <= opts.lesion_margin_mm) & sub_l])] = True
-            near[0] = False
-            drop = sub_l & ~near[cc]
-            n_drop = len(np.unique(cc[drop])) if drop.any() else 0
-            sub_out = out[box]
-            sub_out[drop] = 0
+            drop = _lesions_away_from(out == Label.PARENCHYMA, lesions, spacing_zyx, opts.lesion_margin_mm)
+            n_drop = len(np.unique(_components(drop)[0])) - 1 if drop.any() else 0
+            out[drop] = 0
             changes["lesions_removed"] = int(n_drop)
             changes["lesions_removed_ml"] = round(float(drop.sum()) * vox_ml, 3)
 

@@ -68,3 +68,40 @@ def test_empty_and_liverless_maps_are_left_alone():
     out, rec = postprocess(lesion_only, SPACING)
     assert (out == Label.CRLM).sum() == 4
     assert "no liver" in str(rec["changes"]["lesions_removed"])
+
+
+def test_touching_lesion_on_thick_slices_is_judged_by_distance_not_by_contact():
+    # 6 mm slices: a lesion touching the liver only diagonally across a slice is 6.0+ mm away, so a 5 mm
+    # margin removes it although it is a 26-neighbour; one in the same slice (0.7 mm away) stays.
+    sp = (6.0, 0.7, 0.7)
+    lab = np.zeros((6, 40, 40), np.uint8)
+    lab[0:3, :, :20] = Label.PARENCHYMA
+    lab[3, 10:14, 20:24] = Label.CRLM               # next slice, diagonal contact only
+    lab[1, 30:34, 20:24] = Label.CRLM               # same slice, touching
+    out, rec = postprocess(lab, sp, PostprocessOptions(lesion_margin_mm=5.0))
+    assert not (out[3, 10:14, 20:24] == Label.CRLM).any()
+    assert (out[1, 30:34, 20:24] == Label.CRLM).all()
+    assert rec["changes"]["lesions_removed"] == 1
+
+
+def test_many_scattered_lesions_match_a_whole_volume_distance_map():
+    # The fast rule (contacts + per-lesion boxes) against the definition: any voxel within the margin of
+    # the kept parenchyma, measured with one Euclidean distance map of the whole volume.
+    from scipy import ndimage
+
+    rng = np.random.default_rng(3)
+    coarse = rng.integers(0, 6, size=(9, 17, 17)).astype(np.uint8)
+    coarse[coarse == 1] = 0
+    lab = np.kron(coarse, np.ones((3, 3, 3), np.uint8))[:24, :48, :48].copy()
+    lab[6:18, 12:36, 12:36] = Label.PARENCHYMA
+    lab[rng.random(lab.shape) < 0.01] = Label.CRLM
+    opts = PostprocessOptions(keep_largest_liver=False, remove_small_vessel_fragments=False,
+                              lesion_margin_mm=3.0)
+    out, rec = postprocess(lab, SPACING, opts)
+    dist = ndimage.distance_transform_edt(lab != Label.PARENCHYMA, sampling=SPACING)
+    import cc3d
+    cc = cc3d.connected_components(lab == Label.CRLM, connectivity=26)
+    near = np.unique(cc[(dist <= 3.0) & (cc > 0)])
+    expected = (cc > 0) & ~np.isin(cc, near)
+    assert expected.any() and (~expected & (cc > 0)).any()       # both kinds occur
+    assert np.array_equal(out == Label.CRLM, (cc > 0) & ~expected)
