@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Train LiverPlan's demo model on a GPU with the project's own pipeline (`main.py train`), two candidates at
+# once on one GPU, each evaluated on the same 10 held-out phantoms with the study's table; pick the better.
+#
+#   A  "finetune": the CPU-trained demo model v0.2 (features 8-96, 1.1 M parameters, resources/models/demo)
+#      trained further (--init-weights) with patch 64^3, batch 8, foreground oversampling 0.66.
+#   B  "wide": features 16-32-64-128-160 (4.1 M parameters, 16.6 MB), patch 96^3, batch 4, from scratch,
+#      oversampling 0.66.
+#
+# Both use the same 50 phantoms (seeds 1000-1049, 96x128x128 at 2.5 mm) and the same seeded 80/20 split as
+# benchmarks/train_demo_model.sh, so their held-out tables compare with v0.2's. They stop on a time budget
+# (TIME_LIMIT minutes of training each; the learning rate decays over it).
+#
+#     DEVICE=cuda TIME_LIMIT=6 WORK=/tmp/demo_gpu bash benchmarks/train_demo_model_gpu.sh
+#
+# Outputs: $WORK/{A,B}/model (installable packages) and $WORK/{A,B}/evaluation/test/table.md.
+# nnU-Net's torch.compile is switched off (nnUNet_compile=f): on a short budget its compile time is lost.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+WORK=${WORK:-scratch/demo_gpu}
+DEVICE=${DEVICE:-cuda}
+TIME_LIMIT=${TIME_LIMIT:-6}
+DA=${DA:-7}
+ITERS=${ITERS:-100}
+VERSION=${VERSION:-0.3}
+INIT=${INIT:-resources/models/demo/fold_0/checkpoint_final.pth}
+export nnUNet_compile=${nnUNet_compile:-f}
+mkdir -p "$WORK"
+cp "$INIT" "$WORK/init_v0.2.pth"   # the finetune starts from the model as it was before this run
+
+COMMON=(--phantoms 50 --phantom-seed 1000 --phantom-shape 96 128 128 --phantom-spacing 2.5 2.5 2.5
+  --dataset-id 900 --dataset-name LiverPlanPhantoms --test-fraction 0.2 --split-seed 0
+  --configuration 3d_small --device "$DEVICE" --epochs 1000 --iterations "$ITERS" --val-iterations 10
+  --time-limit "$TIME_LIMIT" --oversample 0.66 --threads 2 --da-processes "$DA" --processes 6
+  --demo --model-name "LiverPlan demo (synthetic phantoms)" --model-version "$VERSION"
+  --training-data "40 synthetic LiverPlan phantoms (engine.phantom seeds 1000-1049 minus the 10 held out), 2.5 mm, 96x128x128; no patient data")
+
+"$PY" main.py train --work-dir "$WORK/A" "${COMMON[@]}" --patch 64 64 64 --features 8 16 32 64 96 --batch-size 8 \
+  --lr 0.01 --init-weights "$WORK/init_v0.2.pth" --export "$WORK/A/model" \
+  --card-command "DEVICE=cuda TIME_LIMIT=$TIME_LIMIT bash benchmarks/train_demo_model_gpu.sh (candidate A: v0.2 trained further on the GPU)" \
+  > "$WORK/A.log" 2>&1 &
+PID_A=$!
+"$PY" main.py train --work-dir "$WORK/B" "${COMMON[@]}" --patch 96 96 96 --features 16 32 64 128 160 --batch-size 4 \
+  --lr 0.01 --export "$WORK/B/model" \
+  --card-command "DEVICE=cuda TIME_LIMIT=$TIME_LIMIT bash benchmarks/train_demo_model_gpu.sh (candidate B: features 16-160, patch 96^3, from scratch)" \
+  > "$WORK/B.log" 2>&1 &
+PID_B=$!
+wait $PID_A; RC_A=$?
+wait $PID_B; RC_B=$?
+echo "candidate A exit $RC_A, candidate B exit $RC_B"
+for c in A B; do
+  echo "== candidate $c: held-out phantoms"
+  cat "$WORK/$c/evaluation/test/table.md" 2>/dev/null || tail -20 "$WORK/$c.log"
+done
+[ $RC_A -eq 0 ] || [ $RC_B -eq 0 ]
