@@ -157,3 +157,22 @@ def test_init_weights_with_continue_is_refused(tiny_run, tmp_path):
                           "evaluate": False, "zip_path": None})
     with pytest.raises(InputError, match="cannot be combined with --continue"):
         run_pipeline(bad, say=lambda m: None)
+
+
+def test_time_limited_training_reports_progress_in_seconds_of_its_budget(tiny_run, tmp_path):
+    # With --time-limit the run ends on its budget; the progress bar must count that budget (a bar over
+    # epochs x iterations showed "2,700,000 s left" for a 5-minute run). A new phase (--init-weights)
+    # starts its budget at zero, so at least one epoch runs however slow the machine.
+    import shutil
+
+    opts, res, _ = tiny_run
+    fold = res.work_dir / "nnUNet_results" / res.dataset_dir.name / "LiverPlanTrainer__nnUNetPlans__3d_small" / "fold_0"
+    start = tmp_path / "start.pth"
+    shutil.copyfile(fold / "checkpoint_final.pth", start)
+    seen: list[tuple[str, int, int]] = []
+    opts2 = TrainOptions(**{**opts.__dict__, "init_weights": start, "epochs": 50, "time_limit_min": 0.05,
+                            "evaluate": False, "zip_path": None, "export_dir": tmp_path / "model3"})
+    run_pipeline(opts2, progress=lambda s, d, t: seen.append((s, d, t)), say=lambda m: None)
+    budget = [(d, t) for s, d, t in seen if s.startswith("Training (seconds")]
+    assert budget, sorted({s for s, _, _ in seen})
+    assert all(t == 3 and 0 <= d <= 3 for d, t in budget)

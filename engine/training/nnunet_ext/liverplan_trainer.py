@@ -82,6 +82,15 @@ class LiverPlanTrainer(nnUNetTrainer):
             self.save_checkpoint(join(self.output_folder, "checkpoint_latest.pth"))
             self.current_epoch += 1
 
+    def _time_bound(self) -> bool:
+        """True when the time budget, not the epoch count, will end this run, judged from the pace of the
+        finished epochs (before the first one ends the pace is unknown and the budget is assumed)."""
+        done = self.current_epoch
+        if done == 0:
+            return True
+        per_epoch = self.trained_seconds() / done
+        return per_epoch * self.num_epochs > self.time_limit_s
+
     def _out_of_time(self) -> bool:
         return bool(self.time_limit_s) and self.trained_seconds() >= self.time_limit_s
 
@@ -93,6 +102,7 @@ class LiverPlanTrainer(nnUNetTrainer):
                 self.stopped_by = "time limit"
                 self.print_to_log_file(f"Training-time budget of {self.time_limit_s:.0f} s spent; stopping.")
                 break
+            epoch_t0 = time.time()
             self.on_epoch_start()
             self.on_train_epoch_start()
             train_outputs = []
@@ -101,8 +111,15 @@ class LiverPlanTrainer(nnUNetTrainer):
                     break
                 train_outputs.append(self.train_step(next(self.dataloader_train)))
                 if self.progress_callback is not None:
-                    self.progress_callback("Training", self.current_epoch * self.num_iterations_per_epoch + it + 1,
-                                           total_iters)
+                    if self.time_limit_s and self._time_bound():
+                        # A time-limited run ends on its budget, not after epochs x iterations: report
+                        # seconds of the budget, so the bar and its "time left" mean something.
+                        spent = self.trained_seconds() + (time.time() - epoch_t0)
+                        self.progress_callback("Training (seconds of the time budget)",
+                                               int(min(spent, self.time_limit_s)), int(self.time_limit_s))
+                    else:
+                        self.progress_callback("Training", self.current_epoch * self.num_iterations_per_epoch
+                                               + it + 1, total_iters)
             if self.cancel is not None and self.cancel.cancelled:
                 self.stopped_by = "cancel"
                 break
