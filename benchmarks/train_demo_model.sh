@@ -12,6 +12,8 @@
 #   phase 3: from phase 2's weights, lr 0.005 decayed to 0 over 5.5 min with oversampling 0.5 again (one of
 #            the two patches per batch random), which removes the false-positive "liver" that phase 2's
 #            all-foreground patches left far from the liver (held-out liver Dice 0.77 after phase 2).
+# Phase 4 (demo model v0.3): candidate A of benchmarks/train_demo_model_gpu.sh on a lent GPU: v0.2's weights
+# trained for 5.5 more minutes (4000 iterations at batch 8) on the current phantoms.
 # Both phases stop on their time budget, so a faster machine runs more iterations in the same time (set
 # TIME_LIMIT / TIME_LIMIT2 to taste; on a GPU use DEVICE=cuda and e.g. TIME_LIMIT=20 with more iterations).
 set -euo pipefail
