@@ -45,10 +45,11 @@ def _any_of(labels: np.ndarray, values: Sequence[int]) -> np.ndarray:
     lut[list(values)] = True
     return lut[labels]
 
+
 def _lesions_away_from(parenchyma: np.ndarray, lesions: np.ndarray, spacing_zyx: Sequence[float],
-                       margin_mm: float) -> np.ndarray:
+                       margin_mm: float) -> tuple[np.ndarray, int]:
     """Voxels of the 26-connected lesion components none of whose voxels lies within ``margin_mm``
-    of a parenchyma voxel (the components rule 2 removes).
+    of a parenchyma voxel (the components rule 2 removes), and how many components that is.
 
     Exact, and local: a component with a parenchyma voxel among its voxels' 26 neighbours is kept at
     once when a neighbour step is within the margin (the usual case: lesions sit in the liver); the
@@ -62,18 +63,22 @@ def _lesions_away_from(parenchyma: np.ndarray, lesions: np.ndarray, spacing_zyx:
     spacing = np.asarray(spacing_zyx, dtype=float)
     cc, n = _components(lesions)
     if n == 0:
-        return np.zeros_like(lesions)
+        return np.zeros_like(lesions), 0
     keep = np.zeros(n + 1, dtype=bool)
     if float(np.sqrt((spacing ** 2).sum())) <= margin_mm:
-        # Lesion components touching parenchyma (26-neighbourhood): one labelled map holding both, and
-        # cc3d's contact list between its labels.
-        both = cc.astype(np.uint32, copy=False)
-        both = np.where(parenchyma, np.uint32(n + 1), both)
-        for a, b in cc3d.contacts(both, connectivity=26):
-            if a == n + 1 and 0 < b <= n:
-                keep[b] = True
-            elif b == n + 1 and 0 < a <= n:
-                keep[a] = True
+        # Lesion components with a parenchyma voxel among their voxels' 26 neighbours: looked up at the
+        # lesion voxels only (a few % of the volume), not by a pass over the whole volume.
+        where = np.flatnonzero(cc)
+        if len(where) * len(_OFFSETS_26) < cc.size:
+            touching = _neighbour_of(parenchyma, where, _OFFSETS_26)
+            keep[cc.ravel()[where[touching]]] = True
+        else:
+            # Lesion voxels everywhere (an untrained or failing model): one pass over the volume is
+            # cheaper — cc3d's list of touching labels in a map holding both.
+            both = np.where(parenchyma, np.uint32(n + 1), cc.astype(np.uint32, copy=False))
+            for a, b in cc3d.contacts(both, connectivity=26):
+                if n + 1 in (a, b) and 0 < min(a, b) <= n:
+                    keep[min(a, b)] = True
     margin_vox = [int(np.ceil(margin_mm / s)) + 1 for s in spacing]
     stats = cc3d.statistics(cc)
     boxes = stats["bounding_boxes"]
@@ -89,15 +94,34 @@ def _lesions_away_from(parenchyma: np.ndarray, lesions: np.ndarray, spacing_zyx:
         dist = ndimage.distance_transform_edt(~sub_p, sampling=spacing)
         keep[i] = bool(((cc[box] == i) & (dist <= margin_mm)).any())
     keep[0] = True
-    return ~keep[cc]
+    return ~keep[cc], int((~keep).sum())
+
+
+_OFFSETS_26 = [(dz, dy, dx) for dz in (-1, 0, 1) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dz, dy, dx) != (0, 0, 0)]
+_OFFSETS_6 = [(-1, 0, 0), (1, 0, 0), (0, -1, 0), (0, 1, 0), (0, 0, -1), (0, 0, 1)]
+
+
+def _neighbour_of(mask: np.ndarray, flat_idx: np.ndarray, offsets) -> np.ndarray:
+    """For voxels given by flat indices into ``mask``'s shape: does any neighbour at ``offsets`` (inside
+    the volume) lie in ``mask``? Costs O(len(flat_idx) x len(offsets)), not O(volume)."""
+    zyx = np.unravel_index(flat_idx, mask.shape)
+    hit = np.zeros(len(flat_idx), dtype=bool)
+    for off in offsets:
+        nb = [c + o for c, o in zip(zyx, off)]
+        ok = np.ones(len(flat_idx), dtype=bool)
+        for c, n in zip(nb, mask.shape):
+            ok &= (c >= 0) & (c < n)
+        sel = np.flatnonzero(ok & ~hit)
+        if sel.size:
+            hit[sel] = mask[nb[0][sel], nb[1][sel], nb[2][sel]]
+    return hit
+
 
 def postprocess(labels: np.ndarray, spacing_zyx: Sequence[float],
                 options: Optional[PostprocessOptions] = None) -> tuple[np.ndarray, dict]:
     """Apply the rules above; returns (new uint8 label map, record for provenance). Input is not modified."""
-    from scipy import ndimage
-
     opts = options or PostprocessOptions()
-    out = np.array(labels, dtype=np.uint8, copy=True)
+    out = np.array(labels, dtype=np.uint8, copy=True, order="C")
     vox_ml = float(np.prod(spacing_zyx)) / 1000.0
     record: dict = {"options": opts.to_dict(), "rules": __doc__.split("Rules, in this order")[1].strip()
                     if __doc__ else "", "changes": {}}
@@ -129,8 +153,7 @@ def postprocess(labels: np.ndarray, spacing_zyx: Sequence[float],
         if liver is None or not (out == Label.PARENCHYMA).any():
             changes["lesions_removed"] = "none (no liver segmented, lesions kept as predicted)"
         else:
-            drop = _lesions_away_from(out == Label.PARENCHYMA, lesions, spacing_zyx, opts.lesion_margin_mm)
-            n_drop = len(np.unique(_components(drop)[0])) - 1 if drop.any() else 0
+            drop, n_drop = _lesions_away_from(out == Label.PARENCHYMA, lesions, spacing_zyx, opts.lesion_margin_mm)
             out[drop] = 0
             changes["lesions_removed"] = int(n_drop)
             changes["lesions_removed_ml"] = round(float(drop.sum()) * vox_ml, 3)
@@ -138,7 +161,7 @@ def postprocess(labels: np.ndarray, spacing_zyx: Sequence[float],
     # 3. small vessel fragments -------------------------------------------------------------------
     if opts.remove_small_vessel_fragments:
         min_vox = max(1, int(round(opts.min_vessel_ml / vox_ml)))
-        liver_filled = None
+        parenchyma0 = None       # parenchyma as it was before the first fragment was moved
         for lab in (Label.PORTAL_VEIN, Label.HEPATIC_VEINS, Label.IVC):
             m = out == lab
             if not m.any():
@@ -149,12 +172,16 @@ def postprocess(labels: np.ndarray, spacing_zyx: Sequence[float],
             small[0] = False
             if not small.any():
                 continue
-            drop = small[cc]
-            if liver_filled is None:
-                parenchyma = out == Label.PARENCHYMA
+            where = np.flatnonzero(small[cc])
+            if lab != Label.IVC:
+                if parenchyma0 is None:
+                    parenchyma0 = out == Label.PARENCHYMA
                 # inside the liver = a parenchyma voxel among the 6 neighbours
-                liver_filled = ndimage.binary_dilation(parenchyma) if parenchyma.any() else parenchyma
-            out[drop & liver_filled & (lab != Label.IVC)] = Label.PARENCHYMA
-            out[drop & ~(liver_filled & (lab != Label.IVC))] = 0
+                inside = _neighbour_of(parenchyma0, where, _OFFSETS_6)
+            else:
+                inside = np.zeros(len(where), dtype=bool)      # the IVC is not liver
+            flat = out.reshape(-1)                              # a view: ``out`` is C-contiguous
+            flat[where[inside]] = Label.PARENCHYMA
+            flat[where[~inside]] = 0
             changes[f"{Label(lab).name.lower()}_fragments_removed"] = int(small.sum())
     return out, record

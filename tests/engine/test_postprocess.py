@@ -105,3 +105,10 @@ def test_many_scattered_lesions_match_a_whole_volume_distance_map():
     expected = (cc > 0) & ~np.isin(cc, near)
     assert expected.any() and (~expected & (cc > 0)).any()       # both kinds occur
     assert np.array_equal(out == Label.CRLM, (cc > 0) & ~expected)
+
+
+def test_fortran_ordered_input_gives_the_same_result():
+    lab = _scene()
+    a, ra = postprocess(lab, SPACING, PostprocessOptions(min_vessel_ml=0.05))
+    b, rb = postprocess(np.asfortranarray(lab), SPACING, PostprocessOptions(min_vessel_ml=0.05))
+    assert np.array_equal(a, b) and ra["changes"] == rb["changes"]
