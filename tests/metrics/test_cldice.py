@@ -32,9 +32,14 @@ def test_equals_reference_implementation():
     assert 0 < r.cldice < 1 and r.reason == ""
 
 
-def test_component_wise_skeleton_equals_skimage():
+@pytest.mark.parametrize("use_numba", [True, False])
+def test_component_wise_skeleton_equals_skimage(use_numba, monkeypatch):
+    monkeypatch.setattr(C, "USE_NUMBA", use_numba)
     m = vessel_tree_with_loops() | ball((40, 48, 48), (8, 8, 40), 4) | ball((40, 48, 48), (34, 40, 8), 3)
+    m[20, 5:9, 5:12] = True         # a one-slice component: the fallback's per-component crop keeps the 3D loop
+    C.clear_cache()
     assert np.array_equal(C.skeleton(m), skeletonize(m))
+    C.clear_cache()
 
 
 def test_two_by_two_rod_is_undefined_not_zero_or_one():
@@ -54,7 +59,9 @@ def test_empty_masks():
 
 
 def test_worker_process_skeletons_equal_in_process(monkeypatch):
+    """The scikit-image fallback's worker processes (used when numba is unavailable)."""
     m = vessel_tree_with_loops()
+    monkeypatch.setattr(C, "USE_NUMBA", False)
     monkeypatch.setattr(C, "PROCESS_MIN_VOXELS", 0)
     C.clear_cache()
     try:
@@ -71,3 +78,24 @@ def test_cache_returns_equal_copies():
     a = C.skeleton(m)
     a[...] = False                      # a caller scribbling on its result must not corrupt the cache
     assert np.array_equal(C.skeleton(m), skeletonize(m))
+
+
+def test_without_numba_clDice_falls_back_to_scikit_image():
+    """A machine without numba still gets identical clDice values (scikit-image thinning)."""
+    import subprocess
+    import sys
+
+    from realdata import REPO
+    code = ("import sys; sys.modules['numba'] = None\n"
+            "import numpy as np\n"
+            "sys.path.insert(0, 'tests/metrics')\n"
+            "from shapes import vessel_tree_with_loops\n"
+            "from skimage.morphology import skeletonize\n"
+            "import metrics._lee as L\n"
+            "from metrics import centerline as C\n"
+            "m = vessel_tree_with_loops()\n"
+            "assert not L.HAVE_NUMBA and C.backend() == 'scikit-image'\n"
+            "assert np.array_equal(C.skeleton(m), skeletonize(m))\n"
+            "print('ok')\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
