@@ -215,19 +215,42 @@ def flood_fill_slice(labels: np.ndarray, seed_zyx: Sequence[int], plane_axis: in
     return Region(box, before)
 
 
-def _component_at(labels: np.ndarray, seed: Sequence[int], connectivity: int = 26
+def _component_at(labels: np.ndarray, seed: Sequence[int], connectivity: int = 26, start_half: int = 24
                   ) -> tuple[int, Optional[np.ndarray], Optional[Box]]:
-    """The seed's label and its connected component (mask over the component's box, and that box)."""
+    """The seed's label and its connected component (mask over the component's box, and that box).
+
+    Local: the component is labelled in a crop around the seed (``start_half`` voxels each way), and the
+    crop grows (doubling on each side the component reaches) until the component touches no face of the
+    crop other than the volume's own border. A path out of the crop must cross a face, so the component
+    found then is the whole component; the cost follows the component's size, not the volume's
+    (a false lesion in a 512 x 512 x 300 map: milliseconds instead of a whole-volume labelling).
+    """
     import cc3d
 
     v = int(labels[tuple(seed)])
     if v == 0:
         return 0, None, None
-    cc = cc3d.connected_components(labels == v, connectivity=connectivity)
-    cid = cc[tuple(seed)]
-    mask = cc == cid
-    box = box_of_mask(mask)
-    return v, mask[_slices(box)], box
+    shape = labels.shape
+    lo = [max(int(s) - start_half, 0) for s in seed]
+    hi = [min(int(s) + start_half + 1, n) for s, n in zip(seed, shape)]
+    while True:
+        sl = tuple(slice(a, b) for a, b in zip(lo, hi))
+        cc = cc3d.connected_components(labels[sl] == v, connectivity=connectivity)
+        mask = cc == cc[tuple(int(s) - a for s, a in zip(seed, lo))]
+        grown = False
+        for ax in range(3):
+            size = hi[ax] - lo[ax]
+            if lo[ax] > 0 and mask.take(0, axis=ax).any():
+                lo[ax] = max(lo[ax] - size, 0)
+                grown = True
+            if hi[ax] < shape[ax] and mask.take(-1, axis=ax).any():
+                hi[ax] = min(hi[ax] + size, shape[ax])
+                grown = True
+        if not grown:
+            break
+    box = box_of_mask(mask, offset=lo)
+    inner = tuple(slice(box[2 * a] - lo[a], box[2 * a + 1] - lo[a]) for a in range(3))
+    return v, mask[inner], box
 
 
 def delete_component(labels: np.ndarray, seed_zyx: Sequence[int], replace_with: Optional[int] = None,
@@ -252,7 +275,9 @@ def delete_component(labels: np.ndarray, seed_zyx: Sequence[int], replace_with: 
         gmask = np.zeros(labels[gsl].shape, dtype=bool)
         off = [box[2 * a] - gbox[2 * a] for a in range(3)]
         gmask[off[0]:off[0] + mask.shape[0], off[1]:off[1] + mask.shape[1], off[2]:off[2] + mask.shape[2]] = mask
-        shell = ndimage.binary_dilation(gmask, structure=np.ones((3, 3, 3), bool)) & ~gmask
+        # A 3 x 3 x 3 maximum filter is the 26-neighbour dilation, done as three 1D passes (several
+        # times faster than binary_dilation with a full cube on a liver-sized box).
+        shell = ndimage.maximum_filter(gmask.view(np.uint8), size=3, mode="constant").view(bool) & ~gmask
         around = labels[gsl][shell]
         around = around[around != v]
         replace_with = int(np.bincount(around, minlength=256).argmax()) if around.size else 0

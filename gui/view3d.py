@@ -104,7 +104,7 @@ class View3D(QWidget):
         if not self._camera_set and self.meshes:
             self._camera_set = True
             self.reset_camera(render=False)
-        self.plotter.render()
+        self.request_render()
 
     def clear(self) -> None:
         for lab in list(self.actors):
@@ -115,19 +115,19 @@ class View3D(QWidget):
         if self._plane_actor is not None:
             self.plotter.remove_actor(self._plane_actor, render=False)
             self._plane_actor = None
-        self.plotter.render()
+        self.request_render()
 
     def set_structure_visible(self, lab: int, on: bool) -> None:
         self.visible[lab] = bool(on)
         if lab in self.actors:
             self.actors[lab].SetVisibility(bool(on))
-            self.plotter.render()
+            self.request_render()
 
     def set_structure_opacity(self, lab: int, alpha: float) -> None:
         self.opacity[lab] = float(alpha)
         if lab in self.actors:
             self.actors[lab].GetProperty().SetOpacity(float(alpha))
-            self.plotter.render()
+            self.request_render()
 
     def _on_double_click(self, display_xy) -> None:
         from vtkmodules.vtkRenderingCore import vtkCellPicker
@@ -142,7 +142,7 @@ class View3D(QWidget):
         self.plotter.reset_camera(render=False)
         self.plotter.camera.zoom(1.3)  # VTK's fit leaves a wide margin around the liver
         if render:
-            self.plotter.render()
+            self.request_render()
 
     def set_view(self, name: str, render: bool = True) -> None:
         vec, up = STANDARD_VIEWS[name]
@@ -150,7 +150,7 @@ class View3D(QWidget):
         if self.meshes:
             self.reset_camera(render=False)
         if render:
-            self.plotter.render()
+            self.request_render()
 
     def focus(self, point_lps, radius_mm: float = 30.0) -> None:
         """Centre the view on a point (LPS mm): the camera slides, keeping its direction and distance."""
@@ -160,7 +160,7 @@ class View3D(QWidget):
         x, y, z = (float(v) for v in point_lps)
         cam.focal_point = (x, y, z)
         cam.position = (px + x - fx, py + y - fy, pz + z - fz)
-        self.plotter.render()
+        self.request_render()
 
     def set_marker(self, point_lps, radius_mm: float = 10.0) -> None:
         """Mark the selected lesion with a yellow wireframe sphere (None removes it)."""
@@ -171,7 +171,7 @@ class View3D(QWidget):
             sphere = pv.Sphere(radius=max(float(radius_mm), 2.0), center=tuple(float(v) for v in point_lps))
             self._marker = self.plotter.add_mesh(sphere, color="yellow", style="wireframe", line_width=1,
                                                  name="selected_lesion", render=False)
-        self.plotter.render()
+        self.request_render()
 
     # --- CT plane ---------------------------------------------------------------------------
     def set_plane(self, image: Optional[np.ndarray], geometry, z: int, level: float, width: float) -> None:
@@ -189,11 +189,28 @@ class View3D(QWidget):
             self._plane_actor = self.plotter.add_mesh(
                 grid, scalars="HU", cmap="gray", clim=(level - width / 2, level + width / 2),
                 show_scalar_bar=False, name="ct_plane", render=False, lighting=False)
-        self.plotter.render()
+        self.request_render()
 
     # --- output -----------------------------------------------------------------------------
+    def request_render(self) -> None:
+        """Have the pane drawn once, at the next paint.
+
+        pyvistaqt's widget re-renders the whole scene in every paint (paintGL), and a direct
+        ``plotter.render()`` schedules such a paint after its own render: every change drew the scene
+        twice (measured: 2-3 renders of ~85-170 ms per refresh on software OpenGL). Asking Qt for a
+        repaint draws it once, and several changes before that paint (surfaces, marker, camera) are
+        drawn together."""
+        if not self._closed:
+            self.plotter.interactor.update()
+
+    def render_now(self) -> None:
+        """Draw synchronously (for screenshots: the frame must be current before it is read)."""
+        if not self._closed:
+            self.plotter.render()
+
     def screenshot(self, path=None):
         """The rendered 3D pane as an RGB array (and written to ``path`` when given)."""
+        self.render_now()
         return self.plotter.screenshot(path, return_img=True)
 
     def close_plotter(self) -> None:

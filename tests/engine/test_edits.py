@@ -162,3 +162,51 @@ def test_voxel_delta_matches_the_change():
     after = np.bincount(lab.ravel(), minlength=6)
     assert e.delta() == {int(k): int(after[k] - counts[k]) for k in range(6) if after[k] != counts[k]}
     assert e.delta(undo=True)[5] == -e.delta()[5]
+
+
+def _whole_volume_component(lab, seed):
+    import cc3d
+    cc = cc3d.connected_components(lab == lab[seed], connectivity=26)
+    return cc == cc[seed]
+
+
+def test_delete_component_finds_the_whole_component_far_beyond_the_seed():
+    """The component is found locally from the clicked voxel; a shape that leaves the first search box,
+    winds back and touches the volume's border must still be removed whole, and nothing else."""
+    lab = np.zeros((30, 200, 200), np.uint8)
+    lab[:, :, :] = 1
+    # A long U-shaped "lesion": out 150 voxels, over, back again, reaching the volume's x border.
+    lab[10:13, 20:23, 20:170] = 5
+    lab[10:13, 20:120, 167:170] = 5
+    lab[10:13, 117:120, 0:170] = 5
+    lab[20:23, 20:23, 100:103] = 5           # joined only through a diagonal (26-connected) step below
+    lab[13:20, 21, 101] = 5
+    lab[25:28, 150:160, 150:160] = 5         # a separate lesion: must stay
+    seed = (11, 21, 21)
+    expect = _whole_volume_component(lab, seed)
+    assert expect.sum() > 3 * 150 * 3
+    before = lab.copy()
+    r = edits.delete_component(lab, seed)
+    assert r is not None
+    assert np.all(lab[expect] == 1), "every voxel of the clicked component became liver"
+    assert np.array_equal(lab[~expect], before[~expect]), "nothing else changed"
+    assert np.all(lab[25:28, 150:160, 150:160] == 5)
+    # The undo box covers the change exactly.
+    assert r.box == edits.box_of_mask(expect)
+
+
+def test_delete_component_matches_whole_volume_labelling_on_random_blobs():
+    rng = np.random.default_rng(5)
+    from scipy import ndimage
+    base = (ndimage.gaussian_filter(rng.random((40, 90, 90)), 2.0) > 0.52).astype(np.uint8) * 5
+    base[base == 0] = 1
+    for _ in range(6):
+        lab = base.copy()
+        seed = tuple(int(v) for v in rng.integers(0, lab.shape))
+        expect = _whole_volume_component(lab, seed)
+        v = int(lab[seed])
+        r = edits.delete_component(lab, seed, replace_with=0)
+        assert r is not None and r.box == edits.box_of_mask(expect)
+        assert np.all(lab[expect] == 0)
+        assert np.array_equal(lab[~expect], base[~expect])
+        assert v in (1, 5)

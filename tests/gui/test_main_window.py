@@ -92,6 +92,18 @@ def test_3d_pane_shows_surfaces(qtbot, win):
     # Structure colours are on screen: the liver's brown (177, 122, 101) has more red than blue.
     fg = img.reshape(-1, 3)[img.reshape(-1, 3).sum(axis=1) > 60]
     assert len(fg) > 0.02 * img.shape[0] * img.shape[1]
+    # The liver shown is the block-wise display surface (pooled on sub-millimetre grids: fewer
+    # triangles): closed (no holes at block seams) and on the exported surface within a voxel.
+    from engine.mesh import display_pool, update_label_surface
+    shown = win.view3d.meshes[1]
+    export = update_label_surface(win.case.labels, win.case.geometry, 1)
+    if display_pool(win.case.geometry, 1) == (1, 1, 1):
+        assert shown.n_cells == export.n_cells
+    else:
+        assert shown.n_cells < 0.6 * export.n_cells
+    assert shown.clean(tolerance=0.02, absolute=True).n_open_edges == 0
+    d = np.abs(shown.compute_implicit_distance(export).point_data["implicit_distance"])
+    assert np.percentile(d, 99) < 0.8
     if SCRATCH.is_dir():  # keep the pictures for a person to look at (the project's scratch folder)
         win.grab().save(str(SCRATCH / "gui_window_test.png"))
         win.export_screenshot("3d", SCRATCH / "gui_3d_test.png")
@@ -138,12 +150,21 @@ def test_delete_false_lesion_by_click_and_undo(qtbot, win):
     d = (zz - les.centroid_zyx[0]) ** 2 + (yy - les.centroid_zyx[1]) ** 2 + (xx - les.centroid_zyx[2]) ** 2
     k = int(np.argmin(d))
     seed = (int(zz[k]), int(yy[k]), int(xx[k]))
+    lesion_cells = win.view3d.meshes[5].n_cells
+    n5 = np.count_nonzero(win.case.labels == 5)
+    steps = len(win.history._undo)
     win.tools.set_tool("delete")
     win._on_mouse("click", seed, 0, Qt.NoModifier)
     assert win.case.labels[seed] != 5
+    # The whole lesion went (found from the clicked voxel) and it is one undo step.
+    removed = n5 - np.count_nonzero(win.case.labels == 5)
+    assert removed == round(les.volume_ml / win.case.geometry.voxel_volume_ml)
+    assert len(win.history._undo) == steps + 1
+    assert win.history.undo_description.startswith("Delete component")
     wait_idle(qtbot, win)
     assert len(win.report.lesions) == n - 1
     assert win.measure_panel.lesions.rowCount() == n - 1
+    assert win.view3d.meshes[5].n_cells < lesion_cells      # the 3D pane followed
     win.undo()
     wait_idle(qtbot, win)
     assert len(win.report.lesions) == n
