@@ -6,15 +6,21 @@ For each mode it runs, as separate processes, side by side:
   * ``nnUNetv2_predict -i IN -o OUT -d DATASET -c CONF -f 0 -device cpu`` with nnUNet_results pointing to
     a temporary copy of the model (``--disable_tta -step_size 0.75`` for "fast"; defaults for "accurate"),
 and prints per-structure Dice between the two label maps, the wall-clock ratio (process start to exit:
-loading and writing included) and peak memory (the sum of the resident memory of the process and all its
-children, sampled every 50 ms from /proc, plus getrusage's largest single process).
+loading and writing included), the ratio of CPU seconds (user + system of each process tree: steadier than
+wall time on a shared machine), peak memory (the sum of the resident memory of the process and all its
+children, sampled every 50 ms from /proc, plus getrusage's largest single process) and the load average.
 
-The model: a small nnU-Net (features 4-32, 4 stages, patch 48 x 96 x 96, spacing 2.5 x 1.5 x 1.5 mm so
-that resampling matters) trained for a few minutes on synthetic phantoms (``--train-steps``), built once and
-cached in the work folder. The CT: the IRCADb patient (512 x 512 x 119, 0.74 mm) when ../shared is present,
-else a 512 x 512 x 100 phantom.
+LiverPlan variants (``--variants``): default; body-crop (fast mode); whole-ct (accurate, --no-liver-crop);
+bf16 (accurate, --no-liver-crop --cpu-bf16); before (``--before-tree DIR``: an older copy of the code).
+``--repeat N`` interleaves N rounds of nnU-Net + the variants and prints the median of the per-round ratios.
 
-    .venv/bin/python benchmarks/inference_vs_nnunet.py [--modes fast accurate] [--ct PATH] [--work DIR]
+Without ``--model``: a small nnU-Net (features 4-32, 4 stages, patch 48 x 96 x 96, spacing 2.5 x 1.5 x 1.5 mm
+so that resampling matters) trained for a few minutes on synthetic phantoms (``--train-steps``), built once
+and cached in the work folder. The CT: the IRCADb patient (512 x 512 x 119, 0.74 mm) when ../shared is
+present, else a 512 x 512 x 100 phantom.
+
+    .venv/bin/python benchmarks/inference_vs_nnunet.py --modes fast accurate --variants default
+        --model COPY_OF_MODEL --ct CT --work DIR [--repeat 2] [--before-tree OLD_TREE]      (one line)
 
 Results go to stdout and to WORK/results.json (figures for scratch/note_inference.md).
 """
@@ -77,8 +83,9 @@ def run_measured(cmd: list[str], env: dict) -> dict:
     """Run ``cmd`` in a fresh wrapper process; wall time, peak tree RSS and getrusage max RSS."""
     wrapper = ("import resource, subprocess, sys, json\n"
                "r = subprocess.run(sys.argv[1:])\n"
-               "print(json.dumps({'rc': r.returncode, 'maxrss_kb': "
-               "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}), file=sys.stderr)\n")
+               "u = resource.getrusage(resource.RUSAGE_CHILDREN)\n"
+               "print(json.dumps({'rc': r.returncode, 'maxrss_kb': u.ru_maxrss, "
+               "'cpu_s': u.ru_utime + u.ru_stime}), file=sys.stderr)\n")
     t0 = time.perf_counter()
     p = subprocess.Popen([sys.executable, "-c", wrapper, *cmd], env=env, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
@@ -93,7 +100,7 @@ def run_measured(cmd: list[str], env: dict) -> dict:
     info = json.loads(last[-1]) if last else {"rc": p.returncode, "maxrss_kb": 0}
     if info["rc"] != 0:
         raise SystemExit(f"command failed ({info['rc']}): {' '.join(cmd)}\n{out[-2000:]}\n{err[-4000:]}")
-    return {"wall_s": wall, "peak_tree_rss_mb": res.get("peak_tree_rss", 0) / 2 ** 20,
+    return {"wall_s": wall, "cpu_s": info.get("cpu_s", 0.0), "peak_tree_rss_mb": res.get("peak_tree_rss", 0) / 2 ** 20,
             "max_single_rss_mb": info["maxrss_kb"] / 1024, "stdout": out[-1500:]}
 
 
@@ -140,8 +147,15 @@ def main() -> int:
     ap.add_argument("--cancel-latency", action="store_true",
                     help="instead: measure in-process cancel latency (press Cancel 0.2 s into each stage, time "
                          "until Cancelled is raised) with LiverPlan's engine, fast mode, on the CT")
-    ap.add_argument("--variants", nargs="+", default=["default", "body-crop"], choices=["default", "body-crop"],
-                    help="which LiverPlan variants to run in fast mode (accurate mode runs 'default' only)")
+    ap.add_argument("--variants", nargs="+", default=["default", "body-crop"], choices=[v for v, _, _ in VARIANTS],
+                    help="which LiverPlan variants to run (body-crop: fast mode only; whole-ct (--no-liver-crop) "
+                         "and bf16 (--cpu-bf16, with --no-liver-crop): accurate mode only)")
+    ap.add_argument("--extra-args", default="", help="more arguments for every LiverPlan run (one string)")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="run nnU-Net and the LiverPlan variants this many times, interleaved (the shared machines' "
+                         "load changes by minutes: the summary gives the median ratio of the pairs)")
+    ap.add_argument("--before-tree", help="also run variant 'before': main.py of this folder (an older copy of the "
+                                          "code), with its own default options")
     ap.add_argument("--model", help="use this nnU-Net model folder (e.g. resources/models/demo) instead of "
                                     "building the small benchmark model")
     args = ap.parse_args()
@@ -191,7 +205,11 @@ def main() -> int:
     plans = plans_name
 
     rows = []
-    for mode in args.modes:
+    variants = list(VARIANTS)
+    if args.before_tree:
+        variants.append(("before", [], ("fast", "accurate")))
+        args.variants = [*args.variants, "before"]
+    for mode, repeat in [(m, k) for m in args.modes for k in range(args.repeat)]:
         nn_out = work / f"nnunet_{mode}"
         if nn_out.exists():
             shutil.rmtree(nn_out)
@@ -202,33 +220,49 @@ def main() -> int:
         print(f"\n[{mode}] nnUNetv2_predict ...", flush=True)
         theirs = run_measured(nn_cmd, env)
         b = sitk.GetArrayFromImage(sitk.ReadImage(str(nn_out / "case.nii.gz")))
-        for variant, extra in (VARIANTS if mode == "fast" else VARIANTS[:1]):
-            if variant not in args.variants:
+        for variant, extra, modes in variants:
+            if variant not in args.variants or mode not in modes:
                 continue
+            extra = [*extra, *args.extra_args.split()] if variant != "before" else []
             ours_out = work / f"ours_{mode}_{variant}"
             if ours_out.exists():
                 shutil.rmtree(ours_out)
-            ours_cmd = [sys.executable, str(REPO / "main.py"), "segment", str(ct), "--model", str(model), "--out",
+            main_py = Path(args.before_tree).resolve() / "main.py" if variant == "before" else REPO / "main.py"
+            ours_cmd = [sys.executable, str(main_py), "segment", str(ct), "--model", str(model), "--out",
                         str(ours_out), "--device", "cpu", "--mode", mode, "--no-postprocess", "--no-progress",
                         *extra]
             print(f"[{mode}] LiverPlan engine ({variant}) ...", flush=True)
             ours = run_measured(ours_cmd, env)
             rows.append(_row(mode, variant, ours, theirs, ours_out, b))
+            rows[-1]["repeat"] = repeat
             print(json.dumps(rows[-1], indent=1), flush=True)
 
-    print("\nmode      variant      ours_s  nnunet_s  speedup  ours_MB  nnunet_MB  min_dice")
+    print("\nmode      variant     rep  ours_s  nnunet_s  speedup  cpu_ratio  ours_MB  nnunet_MB  min_dice  load1")
     for r in rows:
         dvals = [v for v in r["dice"].values() if v is not None]
-        print(f"{r['mode']:<9} {r['variant']:<11}{r['ours_wall_s']:>7.1f}{r['nnunet_wall_s']:>10.1f}"
-              f"{r['speedup']:>9.2f}{r['ours_peak_tree_rss_mb']:>9}{r['nnunet_peak_tree_rss_mb']:>11}"
-              f"{(min(dvals) if dvals else float('nan')):>10.4f}")
+        print(f"{r['mode']:<9} {r['variant']:<11}{r['repeat']:>4}{r['ours_wall_s']:>8.1f}{r['nnunet_wall_s']:>10.1f}"
+              f"{r['speedup']:>9.2f}{r['cpu_time_ratio']:>11.2f}{r['ours_peak_tree_rss_mb']:>9}"
+              f"{r['nnunet_peak_tree_rss_mb']:>11}{(min(dvals) if dvals else float('nan')):>10.4f}"
+              f"{r['load_average_at_end'][0]:>7.1f}")
+    if args.repeat > 1:
+        print("\nmedian over repeats (speed-up = median of the per-pair ratios; Dice = the worst run):")
+        for key in dict.fromkeys((r["mode"], r["variant"]) for r in rows):
+            sel = [r for r in rows if (r["mode"], r["variant"]) == key]
+            worst = {k: min((r["dice"][k] for r in sel if r["dice"][k] is not None), default=None)
+                     for k in sel[0]["dice"]}
+            print(f"{key[0]:<9} {key[1]:<11} speed-up {float(np.median([r['speedup'] for r in sel])):.2f}x  "
+                  f"CPU-time ratio {float(np.median([r['cpu_time_ratio'] for r in sel])):.2f}x  "
+                  f"ours {float(np.median([r['ours_wall_s'] for r in sel])):.1f} s  "
+                  f"nnU-Net {float(np.median([r['nnunet_wall_s'] for r in sel])):.1f} s  worst Dice {worst}")
     (work / "results.json").write_text(json.dumps({"ct": str(ct), "model": str(model), "rows": rows,
                                                    "cpu_count": os.cpu_count()}, indent=2))
     print(f"\nresults: {work / 'results.json'}")
     return 0
 
 
-VARIANTS = [("default", []), ("body-crop", ["--body-crop"])]
+VARIANTS = [("default", [], ("fast", "accurate")), ("body-crop", ["--body-crop"], ("fast",)),
+            ("whole-ct", ["--no-liver-crop"], ("accurate",)),
+            ("bf16", ["--no-liver-crop", "--cpu-bf16"], ("accurate",))]
 
 
 def cancel_latency(args) -> int:
@@ -285,6 +319,8 @@ def _row(mode, variant, ours, theirs, ours_out, b):
         dice = dice_per_label(a, b)
         row = {"mode": mode, "variant": variant, "ours_wall_s": round(ours["wall_s"], 2), "nnunet_wall_s": round(theirs["wall_s"], 2),
                "speedup": round(theirs["wall_s"] / ours["wall_s"], 2),
+               "ours_cpu_s": round(ours["cpu_s"], 1), "nnunet_cpu_s": round(theirs["cpu_s"], 1),
+               "cpu_time_ratio": round(theirs["cpu_s"] / max(ours["cpu_s"], 1e-9), 2),
                "ours_peak_tree_rss_mb": round(ours["peak_tree_rss_mb"]),
                "nnunet_peak_tree_rss_mb": round(theirs["peak_tree_rss_mb"]),
                "ours_max_single_rss_mb": round(ours["max_single_rss_mb"]),
@@ -296,6 +332,9 @@ def _row(mode, variant, ours, theirs, ours_out, b):
         prov = json.loads(next(ours_out.glob("*_segmentation.json")).read_text())["provenance"]
         row["ours_stage_timings_s"] = prov["timings_s"]
         row["ours_tiles"] = prov["runs"][0].get("tiles")
+        row["ours_liver_crop"] = prov["runs"][0].get("liver_crop")
+        row["ours_two_stage"] = prov["runs"][0].get("two_stage")
+        row["load_average_at_end"] = os.getloadavg()
     return row
 
 

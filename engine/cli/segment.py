@@ -28,8 +28,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="label map file format (default .nii.gz)")
     parser.add_argument("--series", help="DICOM series key when a folder holds several candidate series")
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: all cores)")
-    parser.add_argument("--liver-crop", action="store_true",
-                        help="two-stage: find the liver with a fast pass, then predict on the liver region only")
+    liver = parser.add_mutually_exclusive_group()
+    liver.add_argument("--liver-crop", dest="liver_crop", action="store_true", default=None,
+                       help="accurate mode in two stages: a fast pass over the whole CT finds the liver, then the "
+                            "accurate pass runs on the liver region (+ --liver-crop-margin) only; the fast pass's "
+                            "result is kept outside it (default in accurate mode)")
+    liver.add_argument("--no-liver-crop", dest="liver_crop", action="store_false",
+                       help="accurate mode over the whole CT in one pass (nnU-Net's own sweep)")
+    parser.add_argument("--liver-crop-margin", type=float, default=20.0, metavar="MM",
+                        help="margin around the liver region found by the first pass, in mm (default 20)")
+    parser.add_argument("--preprocessing", default="torch", choices=("torch", "nnunet"),
+                        help="torch (default): nnU-Net's CT preprocessing computed with torch (same numbers, "
+                             "faster, interruptible); nnunet: nnU-Net's own run_case_npy")
+    bf16 = parser.add_mutually_exclusive_group()
+    bf16.add_argument("--cpu-bf16", dest="cpu_bf16", action="store_true", default=None,
+                      help="on the CPU, run the network in bfloat16 (default: only where the CPU computes it "
+                           "natively, AVX512-BF16 / AMX)")
+    bf16.add_argument("--no-cpu-bf16", dest="cpu_bf16", action="store_false",
+                      help="on the CPU, always run the network in float32 (nnU-Net's precision)")
+    parser.add_argument("--all-tiles", action="store_true",
+                        help="predict every sliding-window tile, also those holding only air (default: skipped)")
     crop = parser.add_mutually_exclusive_group()
     crop.add_argument("--body-crop", dest="body_crop", action="store_true",
                       help="crop the CT to the body before nnU-Net's preprocessing (faster preprocessing; the "
@@ -37,6 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     crop.add_argument("--no-body-crop", dest="body_crop", action="store_false",
                       help="(default) nnU-Net's full tile grid, tiles holding no body skipped: every body voxel "
                            "gets exactly nnU-Net's prediction")
+    parser.set_defaults(body_crop=False)
     parser.add_argument("--no-postprocess", action="store_true", help="keep the model's raw output")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -93,8 +112,9 @@ def run(args: argparse.Namespace) -> int:
                     raise LiverPlanError(f"{existing[0]} already exists; use --overwrite to replace it.")
             result = segment(case, models if len(models) > 1 else models[0], device=args.device, mode=args.mode,
                              progress=bar, threads=args.threads, liver_crop=args.liver_crop,
-                             crop_to_body=args.body_crop,
-                             do_postprocess=not args.no_postprocess)
+                             liver_crop_margin_mm=args.liver_crop_margin, crop_to_body=args.body_crop,
+                             preprocessing=args.preprocessing, cpu_bf16=args.cpu_bf16,
+                             skip_empty_tiles=not args.all_tiles, do_postprocess=not args.no_postprocess)
             if bar is not None:
                 bar.close()
             seg_case = apply_result(case, result)

@@ -219,13 +219,14 @@ def test_two_models_combined(model, tmp_path_factory, phantom):
 
 
 def test_two_stage_liver_crop_is_recorded(model, phantom):
-    res = segment(phantom, model, device="cpu", threads=1, liver_crop=True)
+    res = segment(phantom, model, device="cpu", mode="accurate", threads=1, liver_crop=True)
     assert res.labels.shape == phantom.image.shape
     run = res.provenance["runs"][0]
     assert "liver_crop" in run and res.provenance["liver_crop"] is True
+    assert run["two_stage"]["accurate_tiles"] <= run["two_stage"]["accurate_tiles_whole_ct"]
     if "liver found" in run["liver_crop"]:
-        # the second pass was restricted to the liver region: its crop is no larger than the body crop
-        assert all(b - a <= n for (a, b), n in zip(run["crop_zyx"], phantom.image.shape))
+        # the accurate pass was restricted to the tiles reaching the liver region
+        assert len(run["two_stage"]["region_model_grid"]) == 3
 
 
 def test_skipping_air_tiles_keeps_nnunet_predictions_inside_the_body(model):
