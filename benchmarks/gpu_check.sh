@@ -75,11 +75,11 @@ def synthetic_ct(shape=(300, 512, 512), spacing=(2.5, 0.8, 0.8), seed=0):
     return Case(image=img, geometry=Geometry(shape, spacing))
 
 
-def run(case, model, mode, cancel=None, progress=None):
+def run(case, model, mode, cancel=None, progress=None, **kw):
     torch.cuda.reset_peak_memory_stats()
     torch.cuda.synchronize()
     t0 = time.perf_counter()
-    res = segment(case, model, device="cuda", mode=mode, progress=progress, cancel=cancel)
+    res = segment(case, model, device="cuda", mode=mode, progress=progress, cancel=cancel, **kw)
     torch.cuda.synchronize()
     return res, time.perf_counter() - t0, torch.cuda.max_memory_allocated() / 2**30
 
@@ -146,12 +146,13 @@ if time.perf_counter() - T_START > 0.75 * BUDGET:
     sys.exit(0)
 small = load_model(build_tiny_model(work / "small", patch=(64, 64, 64), features=(8, 16, 32, 64),
                                     spacing=(2.0, 1.0, 1.0)))
-ref, wall_ref, peak_ref = run(case, small, "fast")
+# Post-processing is skipped here: a random network's speckle makes it slow and it is not what this checks.
+ref, wall_ref, peak_ref = run(case, small, "fast", do_postprocess=False)
 clear_model_cache(); gc.collect(); torch.cuda.empty_cache()
 cap_gb = 0.45 * peak_ref
 torch.cuda.set_per_process_memory_fraction(cap_gb * 2**30 / props.total_memory, 0)
 try:
-    capped, wall_cap, peak_cap = run(case, small, "fast")
+    capped, wall_cap, peak_cap = run(case, small, "fast", do_postprocess=False)
     same = float((capped.labels == ref.labels).mean())
     report["oom_fallback"] = {"uncapped_peak_gb": round(peak_ref, 2), "cap_gb": round(cap_gb, 2),
                               "uncapped_wall_s": round(wall_ref, 2), "capped_wall_s": round(wall_cap, 2),
