@@ -128,32 +128,26 @@ def postprocess(labels: np.ndarray, spacing_zyx: Sequence[float],
     changes = record["changes"]
 
     # 1. largest liver ------------------------------------------------------------------------
-    liver = None
-    if opts.keep_largest_liver and (out == Label.PARENCHYMA).any():
+    parenchyma = out == Label.PARENCHYMA
+    if opts.keep_largest_liver and parenchyma.any():
         whole = _any_of(out, (Label.PARENCHYMA, Label.PORTAL_VEIN, Label.HEPATIC_VEINS, Label.CRLM))
         cc, n = _components(whole)
         if n > 1:
             # the component holding the most parenchyma is the liver
-            counts = np.bincount(cc[out == Label.PARENCHYMA].ravel(), minlength=n + 1)
+            counts = np.bincount(cc[parenchyma].ravel(), minlength=n + 1)
             counts[0] = 0
-            keep = int(np.argmax(counts))
-            drop = (out == Label.PARENCHYMA) & (cc != keep)
+            drop = parenchyma & (cc != int(np.argmax(counts)))
             changes["liver_fragments_removed_ml"] = round(float(drop.sum()) * vox_ml, 3)
             out[drop] = 0
-            liver = cc == keep
-        else:
-            liver = whole
-        liver = liver & _any_of(out, (Label.PARENCHYMA, Label.CRLM))
-    elif (out == Label.PARENCHYMA).any():
-        liver = _any_of(out, (Label.PARENCHYMA, Label.CRLM))
+            parenchyma &= ~drop
 
     # 2. lesions inside the liver ---------------------------------------------------------------
     lesions = out == Label.CRLM
     if opts.lesions_within_liver and lesions.any():
-        if liver is None or not (out == Label.PARENCHYMA).any():
+        if not parenchyma.any():
             changes["lesions_removed"] = "none (no liver segmented, lesions kept as predicted)"
         else:
-            drop, n_drop = _lesions_away_from(out == Label.PARENCHYMA, lesions, spacing_zyx, opts.lesion_margin_mm)
+            drop, n_drop = _lesions_away_from(parenchyma, lesions, spacing_zyx, opts.lesion_margin_mm)
             out[drop] = 0
             changes["lesions_removed"] = int(n_drop)
             changes["lesions_removed_ml"] = round(float(drop.sum()) * vox_ml, 3)
@@ -161,7 +155,6 @@ def postprocess(labels: np.ndarray, spacing_zyx: Sequence[float],
     # 3. small vessel fragments -------------------------------------------------------------------
     if opts.remove_small_vessel_fragments:
         min_vox = max(1, int(round(opts.min_vessel_ml / vox_ml)))
-        parenchyma0 = None       # parenchyma as it was before the first fragment was moved
         for lab in (Label.PORTAL_VEIN, Label.HEPATIC_VEINS, Label.IVC):
             m = out == lab
             if not m.any():
@@ -174,10 +167,8 @@ def postprocess(labels: np.ndarray, spacing_zyx: Sequence[float],
                 continue
             where = np.flatnonzero(small[cc])
             if lab != Label.IVC:
-                if parenchyma0 is None:
-                    parenchyma0 = out == Label.PARENCHYMA
-                # inside the liver = a parenchyma voxel among the 6 neighbours
-                inside = _neighbour_of(parenchyma0, where, _OFFSETS_6)
+                # inside the liver = a parenchyma voxel (before this step moved any) among the 6 neighbours
+                inside = _neighbour_of(parenchyma, where, _OFFSETS_6)
             else:
                 inside = np.zeros(len(where), dtype=bool)      # the IVC is not liver
             flat = out.reshape(-1)                              # a view: ``out`` is C-contiguous
