@@ -472,21 +472,6 @@ def _tile_filter(body: Optional[np.ndarray], patch):
     return keep
 
 
-def _grow_box(box, margin_vox: Sequence[int], min_size: Sequence[int], shape: Sequence[int]) -> tuple:
-    """``box`` ((lo, hi) per axis) grown by ``margin_vox`` and then, centred, to at least ``min_size``
-    (a whole patch), clipped to ``shape``; slices."""
-    out = []
-    for (lo, hi), m, p, n in zip(box, margin_vox, min_size, shape):
-        lo, hi = max(0, lo - int(m)), min(int(n), hi + int(m))
-        short = int(p) - (hi - lo)
-        if short > 0:
-            lo = max(0, lo - (short + 1) // 2)
-            hi = min(int(n), lo + int(p))
-            lo = max(0, hi - int(p))
-        out.append(slice(lo, hi))
-    return tuple(out)
-
-
 def _two_stage_logits(pred, data, body: Optional[np.ndarray], patch, cm, two_stage: dict,
                       progress: ProgressCallback, prov: dict):
     """Accurate-mode logits (c, *spatial) of the preprocessed ``data`` (1, *spatial) in two stages.
@@ -507,7 +492,7 @@ def _two_stage_logits(pred, data, body: Optional[np.ndarray], patch, cm, two_sta
     Returns (logits, tiles of the accurate sweep)."""
     import torch
 
-    from .crop import _bbox
+    from .crop import mask_bbox
 
     params = pred.list_of_parameters
     folds = len(params)
@@ -536,7 +521,7 @@ def _two_stage_logits(pred, data, body: Optional[np.ndarray], patch, cm, two_sta
     box = None
     if liver_found:
         margin = [int(np.ceil(float(two_stage["margin_mm"]) / float(s))) for s in cm.spacing]
-        box = _grow_box(_bbox(roi), margin, [1, 1, 1], spatial)
+        box = mask_bbox(roi, margin)
     del roi
     n2 = n_full
     if box is not None:
