@@ -2,8 +2,9 @@
 # Train LiverPlan's demo model on a GPU with the project's own pipeline (`main.py train`), two candidates at
 # once on one GPU, each evaluated on the same 10 held-out phantoms with the study's table; pick the better.
 #
-#   A  "finetune": the CPU-trained demo model v0.2 (features 8-96, 1.1 M parameters, resources/models/demo)
-#      trained further (--init-weights) with patch 64^3, batch 8, foreground oversampling 0.66.
+#   A  "finetune": the bundled demo model (features 8-96, 1.1 M parameters, resources/models/demo, or INIT=...)
+#      trained further (--init-weights) with patch 64^3, batch 8, foreground oversampling 0.66. v0.3 is this
+#      candidate run from v0.2 with TIME_LIMIT=5.5 on an H200.
 #   B  "wide": features 16-32-64-128-160 (4.1 M parameters, 16.6 MB), patch 96^3, batch 4, from scratch,
 #      oversampling 0.66.
 #
@@ -27,7 +28,7 @@ VERSION=${VERSION:-0.3}
 INIT=${INIT:-resources/models/demo/fold_0/checkpoint_final.pth}
 export nnUNet_compile=${nnUNet_compile:-f}
 mkdir -p "$WORK"
-cp "$INIT" "$WORK/init_v0.2.pth"   # the finetune starts from the model as it was before this run
+cp "$INIT" "$WORK/init.pth"   # the finetune starts from the model as it was before this run
 
 COMMON=(--phantoms 50 --phantom-seed 1000 --phantom-shape 96 128 128 --phantom-spacing 2.5 2.5 2.5
   --dataset-id 900 --dataset-name LiverPlanPhantoms --test-fraction 0.2 --split-seed 0
@@ -37,8 +38,8 @@ COMMON=(--phantoms 50 --phantom-seed 1000 --phantom-shape 96 128 128 --phantom-s
   --training-data "40 synthetic LiverPlan phantoms (engine.phantom seeds 1000-1049 minus the 10 held out), 2.5 mm, 96x128x128; no patient data")
 
 "$PY" main.py train --work-dir "$WORK/A" "${COMMON[@]}" --patch 64 64 64 --features 8 16 32 64 96 --batch-size 8 \
-  --lr 0.01 --init-weights "$WORK/init_v0.2.pth" --export "$WORK/A/model" \
-  --card-command "DEVICE=cuda TIME_LIMIT=$TIME_LIMIT bash benchmarks/train_demo_model_gpu.sh (candidate A: v0.2 trained further on the GPU)" \
+  --lr 0.01 --init-weights "$WORK/init.pth" --export "$WORK/A/model" \
+  --card-command "DEVICE=cuda TIME_LIMIT=$TIME_LIMIT bash benchmarks/train_demo_model_gpu.sh (candidate A: the previous demo model trained further on the GPU)" \
   > "$WORK/A.log" 2>&1 &
 PID_A=$!
 "$PY" main.py train --work-dir "$WORK/B" "${COMMON[@]}" --patch 96 96 96 --features 16 32 64 128 160 --batch-size 4 \
