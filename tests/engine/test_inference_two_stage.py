@@ -124,3 +124,106 @@ def test_region_box_margin_and_edges():
     m[:] = False
     m[0:5, 1, 1] = True
     assert mask_bbox(m, [3, 0, 0])[0] == slice(0, 8)          # clipped at the edge
+
+
+def test_defaults_accurate_uses_two_stages_fast_does_not(model):
+    ct = small_phantom(seed=5, shape=(24, 48, 48))
+    acc = segment(ct, model, device="cpu", mode="accurate", threads=1, do_postprocess=False)
+    assert acc.provenance["liver_crop"] is True
+    assert acc.provenance["liver_crop_requested"].startswith("default")
+    run = acc.provenance["runs"][0]
+    assert "liver_crop" in run and "two_stage" in run and run["two_stage"]["first_pass_tiles"] >= 1
+    assert acc.labels.shape == ct.image.shape
+    off = segment(ct, model, device="cpu", mode="accurate", threads=1, liver_crop=False, do_postprocess=False)
+    assert off.provenance["liver_crop"] is False and "two_stage" not in off.provenance["runs"][0]
+    fast = segment(ct, model, device="cpu", mode="fast", threads=1, liver_crop=True, do_postprocess=False)
+    assert fast.provenance["liver_crop"] is False and "two_stage" not in fast.provenance["runs"][0]
+    # the untrained tiny model's liver may or may not be found; either way the run says what it did
+    assert any(w in run["liver_crop"] for w in ("liver found", "no liver", "every tile"))
+
+
+def test_negative_margin_is_a_clear_error(model):
+    from engine.errors import ModelError
+
+    with pytest.raises(ModelError, match="margin"):
+        segment(small_phantom(seed=5, shape=(24, 48, 48)), model, device="cpu", mode="accurate",
+                liver_crop_margin_mm=-1)
+
+
+def test_channels_last_instance_norm_equals_torchs_instance_norm(predictor):
+    """The CPU network's instance norms (run as one-channel-per-group group norms in channels_last_3d)
+    give torch's InstanceNorm3d numbers, for the float32 path the pipeline uses by default."""
+    import torch
+
+    norms = [m for m in predictor.network.modules() if isinstance(m, torch.nn.InstanceNorm3d)]
+    assert norms and all("forward" in m.__dict__ for m in norms), "norms not patched on the CPU"
+    norm = norms[0]
+    torch.manual_seed(0)
+    c = norm.num_features
+    x = (torch.randn(2, c, 12, 10, 14) * 3 + 1.5).contiguous(memory_format=torch.channels_last_3d)
+    with torch.inference_mode():
+        got = norm(x)
+        ref = torch.nn.functional.instance_norm(x.contiguous(), weight=norm.weight, bias=norm.bias, eps=norm.eps)
+    assert got.is_contiguous(memory_format=torch.channels_last_3d)     # no layout round trip
+    torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-4)
+    # a contiguous input takes the module's own path
+    with torch.inference_mode():
+        torch.testing.assert_close(norm(x.contiguous()), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_two_stage_equals_the_whole_ct_sweep_inside_the_region(predictor, monkeypatch):
+    """With the real (tiny) network for the accurate sweep (the first pass is a stand-in that finds a small
+    "liver"): inside the region the two-stage logits are the whole-CT sweep's, bit for bit (the same tiles,
+    arithmetic and order), while fewer tiles ran."""
+    import torch
+
+    from engine.inference.pipeline import _two_stage_logits
+
+    gen = torch.Generator().manual_seed(1)
+    data = torch.nn.functional.avg_pool3d(torch.randn((1, 1, 32, 64, 112), generator=gen) * 3, 5, 1, 2)[0]
+    patch = list(predictor.configuration_manager.patch_size)
+    predictor.tile_filter = None
+    whole = predictor.predict_logits(data, 0)
+    real = predictor.predict_logits
+
+    def first_pass_stand_in(d, n_tiles):
+        if predictor.use_mirroring:
+            return real(d, n_tiles)
+        out = torch.zeros((6, *d.shape[1:]), dtype=torch.half)
+        out[0] = 1
+        out[1, 10:20, 5:15, 80:95] = 5
+        return out
+
+    monkeypatch.setattr(predictor, "predict_logits", first_pass_stand_in)
+    prov: dict = {}
+    two_stage = {"liver_values": [1], "roi_values": [1, 2, 3, 4, 5], "margin_mm": 0.0, "fast_fold": "0",
+                 "fast_fold_index": 0, "fast_step": 0.75}
+    logits, n = _two_stage_logits(predictor, data, None, patch, predictor.configuration_manager, two_stage,
+                                  no_progress, prov)
+    rec = prov["two_stage"]
+    assert rec["region_model_grid"] == [[10, 20], [5, 15], [80, 95]]
+    assert n < rec["accurate_tiles_whole_ct"]                         # the region saved tiles
+    box = (slice(None),) + tuple(slice(a, b) for a, b in rec["region_model_grid"])
+    assert torch.equal(logits[box], whole[box])
+    assert not torch.equal(logits, whole)                             # outside: the first pass
+
+
+def test_several_tiles_per_call_give_each_tiles_own_result(predictor):
+    """Tiles batched into one network call (with their mirrored passes) get the same result as tile by
+    tile (the fast mode's and the first pass's batching)."""
+    import torch
+
+    gen = torch.Generator().manual_seed(2)
+    patch = list(predictor.configuration_manager.patch_size)
+    x = torch.randn((3, 1, *patch), generator=gen)
+    old = (predictor.mirror_batch, predictor.use_mirroring)
+    try:
+        for mirroring in (True, False):
+            predictor.mirror_batch, predictor.use_mirroring = 8, mirroring
+            together = predictor._internal_maybe_mirror_and_predict(x)
+            alone = torch.cat([predictor._internal_maybe_mirror_and_predict(x[i:i + 1]) for i in range(3)])
+            torch.testing.assert_close(together, alone, rtol=1e-4, atol=1e-4)
+        predictor.use_mirroring = True
+        assert predictor.tiles_per_call() == 1            # 8 passes of one tile fill the batch
+    finally:
+        predictor.mirror_batch, predictor.use_mirroring = old
