@@ -170,9 +170,13 @@ def test_time_limited_training_reports_progress_in_seconds_of_its_budget(tiny_ru
     start = tmp_path / "start.pth"
     shutil.copyfile(fold / "checkpoint_final.pth", start)
     seen: list[tuple[str, int, int]] = []
-    opts2 = TrainOptions(**{**opts.__dict__, "init_weights": start, "epochs": 50, "time_limit_min": 0.05,
-                            "evaluate": False, "zip_path": None, "export_dir": tmp_path / "model3"})
+    # Epochs far longer than the budget: the run must stop inside its first epoch, not finish it (on a
+    # CPU one epoch of a real configuration takes many minutes; a 5-minute budget overshot by that much).
+    opts2 = TrainOptions(**{**opts.__dict__, "init_weights": start, "epochs": 50, "iterations_per_epoch": 100000,
+                            "time_limit_min": 0.05, "evaluate": False, "zip_path": None,
+                            "export_dir": tmp_path / "model3"})
     run_pipeline(opts2, progress=lambda s, d, t: seen.append((s, d, t)), say=lambda m: None)
     budget = [(d, t) for s, d, t in seen if s.startswith("Training (seconds")]
     assert budget, sorted({s for s, _, _ in seen})
     assert all(t == 3 and 0 <= d <= 3 for d, t in budget)
+    assert len(budget) < 100000   # one report per iteration: the epoch was cut short on the budget

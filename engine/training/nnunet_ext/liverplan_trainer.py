@@ -109,6 +109,11 @@ class LiverPlanTrainer(nnUNetTrainer):
             for it in range(self.num_iterations_per_epoch):
                 if self.cancel is not None and self.cancel.cancelled:
                     break
+                if it > 0 and self.time_limit_s and \
+                        self.trained_seconds() + (time.time() - epoch_t0) >= self.time_limit_s:
+                    # The budget ends inside an epoch (on a CPU one epoch can take many minutes): the epoch
+                    # closes with the iterations done so far, then validation and checkpoint as usual.
+                    break
                 train_outputs.append(self.train_step(next(self.dataloader_train)))
                 if self.progress_callback is not None:
                     if self.time_limit_s and self._time_bound():
