@@ -59,3 +59,60 @@ def test_batched_mirroring_equals_nnunets_one_by_one(tmp_path_factory):
     ours = pred._internal_maybe_mirror_and_predict(x)
     theirs = nnUNetPredictor._internal_maybe_mirror_and_predict(pred, x)
     assert torch.allclose(ours, theirs, atol=1e-4, rtol=1e-4)
+
+
+def test_a_replaced_model_is_freed_at_once_without_the_garbage_collector(tmp_path_factory):
+    """The cache keeps one predictor per model; the one a mode switch replaces must be freed when it is
+    dropped, not when Python's cycle collector next runs: on a GPU its weights otherwise stay allocated
+    (seen on an H100: each mode switch left a copy of a 31 M-parameter network behind after a cancel).
+    The cancel hooks and the CPU norm patch must not tie the network and the predictor into a cycle."""
+    import gc
+    import weakref
+
+    import torch
+
+    from engine.inference.pipeline import _load, clear_model_cache
+    from engine.models import load_model
+    from tiny_model import cached_tiny_model
+
+    model = load_model(cached_tiny_model(tmp_path_factory))
+    clear_model_cache()
+    gc.collect()
+    pred = _load(model, torch.device("cpu"), "fast", lambda *a: None).predictor
+    assert pred.install_cancel_hooks() == 0        # installed at load (a second call adds none)
+    refs = [weakref.ref(pred), weakref.ref(pred.network)]
+    refs += [weakref.ref(m) for m in pred.network.modules()
+             if isinstance(m, torch.nn.modules.instancenorm._InstanceNorm) and "forward" in m.__dict__]
+    assert len(refs) > 2                            # the CPU norm patch was installed
+    del pred
+    gc.disable()
+    try:
+        _load(model, torch.device("cpu"), "accurate", lambda *a: None)   # replaces the "fast" entry
+        alive = [r for r in refs if r() is not None]
+    finally:
+        gc.enable()
+    clear_model_cache()
+    assert not alive, f"{len(alive)} objects of the replaced model still alive (reference cycle)"
+
+
+def test_cancel_hooks_still_cancel_after_the_weak_reference_change(tmp_path_factory):
+    import torch
+
+    from engine.inference.pipeline import _load, clear_model_cache
+    from engine.models import load_model
+    from engine.progress import CancelToken
+    from tiny_model import cached_tiny_model
+
+    model = load_model(cached_tiny_model(tmp_path_factory))
+    pred = _load(model, torch.device("cpu"), "fast", lambda *a: None).predictor
+    token = CancelToken()
+    token.cancel()
+    pred.cancel_token = token
+    x = torch.zeros((1, 1, 32, 32, 32))
+    try:
+        import pytest
+        with pytest.raises(Cancelled):
+            pred.network(x)        # the first convolution's hook raises
+    finally:
+        pred.cancel_token = None
+        clear_model_cache()

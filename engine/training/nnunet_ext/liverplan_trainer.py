@@ -9,7 +9,11 @@ supervision — is nnU-Net's):
   are set as attributes before :meth:`run_training`.
 * ``time_limit_s``: a training-time budget. The polynomial learning-rate decay follows whichever is
   further along, epochs or the budget, and training stops (saving ``checkpoint_final.pth``) once the
-  budget is spent. The time counted is the sum of finished epochs, so it survives ``--continue``.
+  budget is spent, also inside an epoch. The time counted is wall-clock time of the finished epochs
+  plus the checkpointing between them (a pause longer than two minutes, as when a run is resumed later,
+  is not counted), taken from the epoch timestamps checkpoints carry, so it survives ``--continue``.
+* nnU-Net redraws ``progress.png`` after every epoch (~0.5 s of matplotlib; 10 % of a GPU epoch of the
+  demo network); here at most every ``PLOT_EVERY_S`` seconds and once at the end.
 * ``progress_callback(stage, done, total)`` is called after every iteration (engine.progress style);
   ``cancel`` (engine.progress.CancelToken) stops at the next iteration after saving checkpoint_latest.
 * ``checkpoint_latest.pth`` is written every ``save_every`` epochs including the last one, so an
@@ -26,6 +30,26 @@ import torch
 from batchgenerators.utilities.file_and_folder_operations import join
 
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+
+#: a gap between two epochs longer than this is a pause (a resumed run), not checkpointing time
+PAUSE_S = 120.0
+#: progress.png is redrawn at most this often
+PLOT_EVERY_S = 30.0
+
+
+def budget_seconds(starts, ends) -> float:
+    """Training time spent by the epochs logged with these start/end timestamps: each finished epoch's
+    duration plus the gap before the next epoch's start (checkpointing, plotting), unless that gap is a
+    pause of over ``PAUSE_S``. A started, unfinished epoch counts only its gap."""
+    total = 0.0
+    for i, (s, e) in enumerate(zip(starts, ends)):
+        total += max(0.0, e - s)
+        if i + 1 < len(starts):
+            gap = starts[i + 1] - e
+            if 0.0 < gap <= PAUSE_S:
+                total += gap
+    return float(total)
 
 
 def _env(name: str, default, cast):
@@ -47,13 +71,15 @@ class LiverPlanTrainer(nnUNetTrainer):
         self.progress_callback: Optional[Callable[[str, int, int], None]] = None
         self.cancel = None
         self.stopped_by = "epochs"
+        self._last_plot = 0.0
 
     # --- time accounting ------------------------------------------------------------------------
     def trained_seconds(self) -> float:
-        """Seconds spent in finished epochs (from nnU-Net's logger, which checkpoints carry)."""
+        """Seconds spent in finished epochs and the checkpointing between them (from nnU-Net's logger,
+        which checkpoints carry): see :func:`budget_seconds`."""
         starts = self.logger.get_value("epoch_start_timestamps", None) or []
         ends = self.logger.get_value("epoch_end_timestamps", None) or []
-        return float(sum(max(0.0, e - s) for s, e in zip(starts, ends)))
+        return budget_seconds(starts, ends)
 
     def _schedule_fraction(self) -> float:
         frac = self.current_epoch / max(1, self.num_epochs)
@@ -73,7 +99,16 @@ class LiverPlanTrainer(nnUNetTrainer):
         self.logger.log("lrs", lr, self.current_epoch)
 
     def on_epoch_end(self):
-        super().on_epoch_end()
+        now = time.time()
+        if now - self._last_plot < PLOT_EVERY_S:
+            # an instance attribute shadows MetaLogger.plot_progress_png for this one epoch
+            self.logger.plot_progress_png = lambda *_a, **_k: None
+        else:
+            self._last_plot = now
+        try:
+            super().on_epoch_end()
+        finally:
+            self.logger.__dict__.pop("plot_progress_png", None)
         # nnU-Net skips checkpoint_latest on its last epoch and every non-multiple of save_every; we
         # want the newest weights on disk after every epoch of a short run.
         done = self.current_epoch  # already incremented
@@ -138,6 +173,8 @@ class LiverPlanTrainer(nnUNetTrainer):
         if self.stopped_by == "cancel":
             self._shutdown_dataloaders()
             return
+        if self.local_rank == 0 and self._last_plot:
+            self.logger.plot_progress_png(self.output_folder)   # the epochs since the last throttled plot
         self.on_train_end()
 
     def _shutdown_dataloaders(self):
