@@ -15,6 +15,7 @@ import contextlib
 import datetime as _dt
 import io
 import logging
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -76,9 +77,13 @@ _CACHE_LOCK = threading.Lock()
 
 
 def clear_model_cache() -> None:
-    """Forget loaded models (frees their memory)."""
+    """Forget loaded models (frees their memory), and nnU-Net's cached Gaussian tile weights (its
+    compute_gaussian keeps the last two on the device they were made for)."""
     with _CACHE_LOCK:
         _CACHE.clear()
+    sw = sys.modules.get("nnunetv2.inference.sliding_window_prediction")   # never import torch just for this
+    if sw is not None and hasattr(getattr(sw, "compute_gaussian", None), "cache_clear"):
+        sw.compute_gaussian.cache_clear()
 
 
 def _mode_settings(model: ModelInfo, mode: str) -> dict:

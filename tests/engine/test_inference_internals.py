@@ -116,3 +116,16 @@ def test_cancel_hooks_still_cancel_after_the_weak_reference_change(tmp_path_fact
     finally:
         pred.cancel_token = None
         clear_model_cache()
+
+
+def test_clearing_the_model_cache_drops_nnunets_cached_gaussians(tmp_path_factory):
+    # nnU-Net's compute_gaussian is an lru_cache holding tile weights on the device they were made for
+    # (4 MB on a GPU for a 128^3 patch); "clear the cache" should leave none of ours behind.
+    import torch
+    from nnunetv2.inference.sliding_window_prediction import compute_gaussian
+
+    from engine.inference.pipeline import clear_model_cache
+    compute_gaussian((16, 16, 16), 1. / 8, 10, device=torch.device("cpu"))
+    assert compute_gaussian.cache_info().currsize > 0
+    clear_model_cache()
+    assert compute_gaussian.cache_info().currsize == 0
