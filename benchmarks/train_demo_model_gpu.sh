@@ -18,7 +18,10 @@
 #
 #     DEVICE=cuda TIME_LIMIT=6 WORK=/tmp/demo_gpu bash benchmarks/train_demo_model_gpu.sh
 #
-# Outputs: $WORK/{A,B}/model (installable packages) and $WORK/{A,B}/evaluation/test/table.md.
+# Outputs: $WORK/{A,B}/model (installable packages) and $WORK/{A,B}/evaluation/test/table.md. With PACK=DIR
+# (default: $OUT, the device tool's output folder, when set) each candidate is also packed there as
+# <c>.tgz (model + evaluation) and <c>.log.gz (its log without the progress-bar lines): a lent GPU machine
+# is bare and goes back after the command, so this is what comes home.
 # nnU-Net's torch.compile is switched off (nnUNet_compile=f): on a short budget its compile time is lost.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -69,4 +72,15 @@ for c in $CANDIDATES; do
   echo "== candidate $c: held-out phantoms"
   cat "$WORK/$c/evaluation/test/table.md" 2>/dev/null || tail -20 "$WORK/$c.log"
 done
+PACK=${PACK:-${OUT:-}}
+if [ -n "$PACK" ]; then
+  mkdir -p "$PACK"
+  for c in $CANDIDATES; do
+    parts=()
+    for d in model evaluation; do [ -e "$WORK/$c/$d" ] && parts+=("$c/$d"); done
+    [ ${#parts[@]} -gt 0 ] && tar -C "$WORK" -czf "$PACK/$c.tgz" "${parts[@]}"
+    [ -f "$WORK/$c.log" ] && tr '\r' '\n' < "$WORK/$c.log" | grep -v -E '\[[#-]{30}\]' | gzip > "$PACK/$c.log.gz"
+  done
+  echo "packed into $PACK: $(ls "$PACK" | tr '\n' ' ')"
+fi
 exit $OK
