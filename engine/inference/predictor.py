@@ -119,6 +119,7 @@ def predictor_class():
 
                 def forward(x, _original=original, _ref=weakref.ref(mod)):
                     # The module is held weakly (a bound method in its own __dict__ would be a cycle).
+                    # A deepcopy of the patched network would still point here: nothing in LiverPlan copies one.
                     # float32 only: under bfloat16 autocast torch's own instance norm measured as fast or faster
                     m = _ref()
                     if (x.device.type == "cpu" and x.dim() == 5 and x.shape[0] > 0 and x.dtype == torch.float32
