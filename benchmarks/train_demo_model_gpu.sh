@@ -20,7 +20,8 @@
 #
 # Outputs: $WORK/{A,B}/model (installable packages) and $WORK/{A,B}/evaluation/test/table.md. With PACK=DIR
 # (default: $OUT, the device tool's output folder, when set) each candidate is also packed there as
-# <c>.tgz (model + evaluation) and <c>.log.gz (its log without the progress-bar lines): a lent GPU machine
+# <c>.tgz (model + evaluation; a run stopped before export packs its newest checkpoint and plans instead)
+# and <c>.log.gz (its log without the progress-bar lines): a lent GPU machine
 # is bare and goes back after the command, so this is what comes home.
 # nnU-Net's torch.compile is switched off (nnUNet_compile=f): on a short budget its compile time is lost.
 set -uo pipefail
@@ -78,6 +79,10 @@ if [ -n "$PACK" ]; then
   for c in $CANDIDATES; do
     parts=()
     for d in model evaluation; do [ -e "$WORK/$c/$d" ] && parts+=("$c/$d"); done
+    if [ ! -e "$WORK/$c/model" ]; then   # stopped before export: keep the newest weights and the plans
+      while IFS= read -r f; do parts+=("${f#"$WORK/"}"); done < <(find "$WORK/$c/nnUNet_results" \
+        \( -name 'checkpoint_latest.pth' -o -name 'checkpoint_final.pth' -o -name 'plans.json' -o -name 'dataset.json' \) 2>/dev/null)
+    fi
     [ ${#parts[@]} -gt 0 ] && tar -C "$WORK" -czf "$PACK/$c.tgz" "${parts[@]}"
     [ -f "$WORK/$c.log" ] && tr '\r' '\n' < "$WORK/$c.log" | grep -v -E '\[[#-]{30}\]' | gzip > "$PACK/$c.log.gz"
   done
