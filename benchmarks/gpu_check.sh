@@ -4,7 +4,7 @@
 #
 #     bash benchmarks/gpu_check.sh            # writes to $OUT (the device tool's folder) or /tmp/gpu_check
 #
-# What it does (one Python process, ~5 min on an H100, each phase time-guarded):
+# What it does (one Python process, ~2 min on an idle H100 (94 s without the fast runs), each phase time-guarded):
 #   1. CUDA prediction of a synthetic 512 x 512 x 300 CT (0.8 x 0.8 x 2.5 mm) with an nnU-Net-default-sized
 #      network (features 32-320, 6 stages, patch 128^3, ~31 M parameters, random weights: timing only) at
 #      a 2 x 1 x 1 mm model spacing (so resampling matters): stage timings (load, crop, preprocess,
