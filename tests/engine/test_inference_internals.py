@@ -4,6 +4,8 @@ from __future__ import annotations
 import importlib.metadata
 import inspect
 
+import pytest
+
 from engine.inference.predictor import NNUNET_INTERNALS, PINNED_NNUNET, predictor_class
 from engine.progress import Cancelled
 
@@ -110,7 +112,6 @@ def test_cancel_hooks_still_cancel_after_the_weak_reference_change(tmp_path_fact
     pred.cancel_token = token
     x = torch.zeros((1, 1, 32, 32, 32))
     try:
-        import pytest
         with pytest.raises(Cancelled):
             pred.network(x)        # the first convolution's hook raises
     finally:
