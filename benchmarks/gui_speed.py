@@ -190,20 +190,17 @@ def refresh_benchmark(rounds: int, small: bool, shot: Optional[str]) -> dict:
     # Wrap the worker functions and the 3D update to time-stamp them (first start, last end per refresh).
     _meas, _surf = mw._measure_for, mw._surfaces_for
 
-    def measure_for(*a, **k):
-        stamp("measure_start")
-        try:
-            return _meas(*a, **k)
-        finally:
-            ev["measure_end"] = time.perf_counter()
+    def timed(fn, start, end):
+        def wrapper(*a, **k):
+            stamp(start)
+            try:
+                return fn(*a, **k)
+            finally:
+                ev[end] = time.perf_counter()
+        return wrapper
 
-    def surfaces_for(*a, **k):
-        stamp("mesh_start")
-        try:
-            return _surf(*a, **k)
-        finally:
-            ev["mesh_end"] = time.perf_counter()
-    mw._measure_for, mw._surfaces_for = measure_for, surfaces_for
+    mw._measure_for = timed(_meas, "measure_start", "measure_end")
+    mw._surfaces_for = timed(_surf, "mesh_start", "mesh_end")
 
     win = mw.MainWindow()
     win.resize(1500, 950)

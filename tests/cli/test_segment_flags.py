@@ -3,20 +3,13 @@ CPU bfloat16, all tiles. Checked through what the provenance JSON records (tiny 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
-from tiny_model import cached_tiny_model, small_phantom  # noqa: E402
+from tiny_model import small_phantom  # tests/engine, on sys.path through conftest.py
 
-import main  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    return cached_tiny_model(tmp_path_factory)
+import main
 
 
 @pytest.fixture(scope="module")
