@@ -50,22 +50,24 @@ class _VTKClasses:
 _vtk = _VTKClasses()
 
 
-def _vtk_image(labels: np.ndarray):
-    """A vtkImageData of ``labels`` (z, y, x) with unit spacing and zero origin (index space)."""
+def _vtk_image(values: np.ndarray, dtype=np.uint8):
+    """A vtkImageData of ``values`` (z, y, x) with unit spacing and zero origin (index space): uint8
+    labels, or a float32 field for :func:`_flying_edges_fraction`."""
     from vtkmodules.util.numpy_support import numpy_to_vtk
 
-    arr = np.ascontiguousarray(labels, dtype=np.uint8)
+    arr = np.ascontiguousarray(values, dtype=dtype)
     img = _vtk.vtkImageData()
     nz, ny, nx = arr.shape
     img.SetDimensions(nx, ny, nz)
-    scal = numpy_to_vtk(arr.ravel(), deep=True, array_type=_vtk.VTK_UNSIGNED_CHAR)
-    scal.SetName("labels")
+    vtk_type = _vtk.VTK_UNSIGNED_CHAR if arr.dtype == np.uint8 else _vtk.VTK_FLOAT
+    scal = numpy_to_vtk(arr.ravel(), deep=True, array_type=vtk_type)
+    scal.SetName("labels" if arr.dtype == np.uint8 else "values")
     img.GetPointData().SetScalars(scal)
     return img
 
 
 def _flying_edges(labels: np.ndarray, values: Sequence[int]):
-
+    """Surfaces of the given label values of a (z, y, x) label array with VTK's discrete flying edges."""
     fe = _vtk.vtkDiscreteFlyingEdges3D()
     fe.SetInputData(_vtk_image(labels))
     fe.SetNumberOfContours(len(values))
@@ -80,15 +82,8 @@ def _flying_edges(labels: np.ndarray, values: Sequence[int]):
 
 def _flying_edges_fraction(frac: np.ndarray, iso: float):
     """Contour a (z, y, x) float field (unit spacing, zero origin) at ``iso`` with VTK's flying edges."""
-    from vtkmodules.util.numpy_support import numpy_to_vtk
-
-    arr = np.ascontiguousarray(frac, dtype=np.float32)
-    img = _vtk.vtkImageData()
-    nz, ny, nx = arr.shape
-    img.SetDimensions(nx, ny, nz)
-    img.GetPointData().SetScalars(numpy_to_vtk(arr.ravel(), deep=True, array_type=_vtk.VTK_FLOAT))
     fe = _vtk.vtkFlyingEdges3D()
-    fe.SetInputData(img)
+    fe.SetInputData(_vtk_image(frac, np.float32))
     fe.SetValue(0, float(iso))
     fe.ComputeNormalsOff()
     fe.ComputeGradientsOff()
@@ -106,6 +101,9 @@ def _triangles_of(poly) -> tuple[np.ndarray, np.ndarray]:
     pts = vtk_to_numpy(poly.GetPoints().GetData()).astype(np.float64)
     polys = poly.GetPolys()
     conn = vtk_to_numpy(polys.GetConnectivityArray()).astype(np.int64)
+    offs = vtk_to_numpy(polys.GetOffsetsArray()).astype(np.int64)
+    if not np.all(np.diff(offs) == 3):
+        raise RuntimeError("flying edges returned non-triangle polygons")
     return pts, conn.reshape(-1, 3)
 
 
@@ -113,16 +111,10 @@ def _split_by_label(poly, values: Sequence[int]) -> dict[int, tuple[np.ndarray, 
     """Split flying-edges output into per-label (points index-space xyz, triangles) in numpy."""
     from vtkmodules.util.numpy_support import vtk_to_numpy
 
-    if poly is None or poly.GetNumberOfPoints() == 0 or poly.GetNumberOfPolys() == 0:
+    pts, tris = _triangles_of(poly)
+    if len(tris) == 0:
         return {}
-    pts = vtk_to_numpy(poly.GetPoints().GetData()).astype(np.float64)
     scal = vtk_to_numpy(poly.GetPointData().GetScalars()).astype(np.int64)
-    polys = poly.GetPolys()
-    conn = vtk_to_numpy(polys.GetConnectivityArray()).astype(np.int64)
-    offs = vtk_to_numpy(polys.GetOffsetsArray()).astype(np.int64)
-    if not np.all(np.diff(offs) == 3):
-        raise RuntimeError("flying edges returned non-triangle polygons")
-    tris = conn.reshape(-1, 3)
     tri_label = scal[tris[:, 0]]
     out = {}
     for v in values:

@@ -288,8 +288,9 @@ def _predict_crop(sub: np.ndarray, spacing_src, model: ModelInfo, att: dict, mod
                   cpu_bf16: Optional[bool] = None, two_stage: Optional[dict] = None) -> np.ndarray:
     """Model output values (uint8, source orientation) for the cropped source array ``sub``.
 
-    two_stage: None, or {"values": model values that count as the region of interest (the liver and the
-    other structures), "margin_mm": margin around them}: see :func:`_two_stage_logits`."""
+    two_stage: None, or the two-stage settings :func:`segment` builds ("liver_values", "roi_values": model
+    values of the liver / of every structure, "margin_mm", and the fast pass's "fast_fold",
+    "fast_fold_index", "fast_step"): see :func:`_two_stage_logits`."""
     import torch
 
     from .device import cpu_has_native_bf16, empty_device_cache, is_out_of_memory

@@ -174,10 +174,10 @@ def predictor_class():
             ``tile_batch`` tiles without mirroring; one tile with all 8 passes); 1 on a GPU."""
             if self.device.type != "cpu":
                 return 1
-            mirroring = self.use_mirroring and self.allowed_mirroring_axes is not None
-            if not mirroring:
+            passes = self.mirror_combinations()
+            if passes == 1:
                 return max(1, self.tile_batch)
-            return max(1, self.mirror_batch // self.mirror_combinations())
+            return max(1, self.mirror_batch // passes)
 
         @torch.inference_mode()
         def _internal_predict_sliding_window_return_logits(self, data: torch.Tensor, slicers,
