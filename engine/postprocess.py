@@ -7,9 +7,16 @@ Rules, in this order (labels as in engine.labels; arrays (z, y, x); spacing (z, 
    not delete half a liver. Other parenchyma components become background.
 2. Lesions (label 5) only within the liver: a 26-connected lesion component is kept when any of its
    voxels lies within ``lesion_margin_mm`` of the kept liver; others become background.
-3. Vessels (labels 2, 3, 4): 26-connected components smaller than ``min_vessel_ml`` are removed (they
-   become parenchyma where they touch the liver's inside, else background), so stray specks do not
-   show up in the 3D view or the vessel volumes.
+3. Lesions smaller than a sphere of ``min_lesion_diameter_mm`` (default 3 mm, 0.014 mL) are removed (a
+   component touching the parenchyma becomes parenchyma, whole; others background): below what CT shows as a lesion, and in
+   practice slivers left where a model's coarse output is resampled to the CT's fine grid; they would
+   otherwise be counted in the lesion table.
+4. Vessels (labels 2, 3, 4): 26-connected components smaller than ``min_vessel_ml`` are removed (portal
+   and hepatic vein ones touching the parenchyma become parenchyma, whole; others background), so stray specks do not
+   show up in the 3D view or the vessel volumes. Of the larger ones, a component that is not its
+   structure's largest and lies wholly farther than ``vessel_margin_mm`` from the kept liver becomes
+   background: the portal vein, hepatic veins and IVC all run along or through the liver, so such a
+   piece is a false find elsewhere in the abdomen (the largest one is kept however far it reaches).
 """
 from __future__ import annotations
 
@@ -28,8 +35,12 @@ class PostprocessOptions:
     keep_largest_liver: bool = True
     lesions_within_liver: bool = True
     lesion_margin_mm: float = 5.0
+    remove_tiny_lesions: bool = True
+    min_lesion_diameter_mm: float = 3.0
     remove_small_vessel_fragments: bool = True
     min_vessel_ml: float = 0.1
+    remove_vessels_away_from_liver: bool = True
+    vessel_margin_mm: float = 10.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -46,10 +57,11 @@ def _any_of(labels: np.ndarray, values: Sequence[int]) -> np.ndarray:
     return lut[labels]
 
 
-def _lesions_away_from(parenchyma: np.ndarray, lesions: np.ndarray, spacing_zyx: Sequence[float],
-                       margin_mm: float) -> tuple[np.ndarray, int]:
-    """Voxels of the 26-connected lesion components none of whose voxels lies within ``margin_mm``
-    of a parenchyma voxel (the components rule 2 removes), and how many components that is.
+def _components_away_from(parenchyma: np.ndarray, lesions: np.ndarray, spacing_zyx: Sequence[float],
+                          margin_mm: float) -> tuple[np.ndarray, int]:
+    """Voxels of the 26-connected components of ``lesions`` (any mask) none of whose voxels lies within
+    ``margin_mm`` of a parenchyma voxel (the components rules 2 and 4 remove), and how many components
+    that is.
 
     Exact, and local: a component with a parenchyma voxel among its voxels' 26 neighbours is kept at
     once when a neighbour step is within the margin (the usual case: lesions sit in the liver); the
@@ -65,13 +77,14 @@ def _lesions_away_from(parenchyma: np.ndarray, lesions: np.ndarray, spacing_zyx:
     if n == 0:
         return np.zeros_like(lesions), 0
     keep = np.zeros(n + 1, dtype=bool)
+    where = np.flatnonzero(lesions)
+    comp = cc.reshape(-1)[where]
     if float(np.sqrt((spacing ** 2).sum())) <= margin_mm:
         # Lesion components with a parenchyma voxel among their voxels' 26 neighbours: looked up at the
         # lesion voxels only (a few % of the volume), not by a pass over the whole volume.
-        where = np.flatnonzero(cc)
         if len(where) * len(_OFFSETS_26) < cc.size:
             touching = _neighbour_of(parenchyma, where, _OFFSETS_26)
-            keep[cc.ravel()[where[touching]]] = True
+            keep[comp[touching]] = True
         else:
             # Lesion voxels everywhere (an untrained or failing model): one pass over the volume is
             # cheaper — cc3d's list of touching labels in a map holding both.
@@ -80,8 +93,7 @@ def _lesions_away_from(parenchyma: np.ndarray, lesions: np.ndarray, spacing_zyx:
                 if n + 1 in (a, b) and 0 < min(a, b) <= n:
                     keep[min(a, b)] = True
     margin_vox = [int(np.ceil(margin_mm / s)) + 1 for s in spacing]
-    stats = cc3d.statistics(cc)
-    boxes = stats["bounding_boxes"]
+    boxes = cc3d.statistics(cc)["bounding_boxes"] if not keep[1:].all() else []
     for i in range(1, n + 1):
         if keep[i]:
             continue
@@ -94,7 +106,9 @@ def _lesions_away_from(parenchyma: np.ndarray, lesions: np.ndarray, spacing_zyx:
         dist = ndimage.distance_transform_edt(~sub_p, sampling=spacing)
         keep[i] = bool(((cc[box] == i) & (dist <= margin_mm)).any())
     keep[0] = True
-    return ~keep[cc], int((~keep).sum())
+    drop = np.zeros(lesions.shape, dtype=bool)
+    drop.reshape(-1)[where[~keep[comp]]] = True
+    return drop, int((~keep).sum())
 
 
 _OFFSETS_26 = [(dz, dy, dx) for dz in (-1, 0, 1) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dz, dy, dx) != (0, 0, 0)]
@@ -147,32 +161,85 @@ def postprocess(labels: np.ndarray, spacing_zyx: Sequence[float],
         if not parenchyma.any():
             changes["lesions_removed"] = "none (no liver segmented, lesions kept as predicted)"
         else:
-            drop, n_drop = _lesions_away_from(parenchyma, lesions, spacing_zyx, opts.lesion_margin_mm)
+            drop, n_drop = _components_away_from(parenchyma, lesions, spacing_zyx, opts.lesion_margin_mm)
             out[drop] = 0
+            lesions &= ~drop
             changes["lesions_removed"] = int(n_drop)
             changes["lesions_removed_ml"] = round(float(drop.sum()) * vox_ml, 3)
 
-    # 3. small vessel fragments -------------------------------------------------------------------
-    if opts.remove_small_vessel_fragments:
-        min_vox = max(1, int(round(opts.min_vessel_ml / vox_ml)))
-        for lab in (Label.PORTAL_VEIN, Label.HEPATIC_VEINS, Label.IVC):
-            m = out == lab
-            if not m.any():
-                continue
-            cc, n = _components(m)
-            sizes = np.bincount(cc.ravel(), minlength=n + 1)
-            small = sizes < min_vox
-            small[0] = False
-            if not small.any():
-                continue
-            where = np.flatnonzero(small[cc])
-            if lab != Label.IVC:
-                # inside the liver = a parenchyma voxel (before this step moved any) among the 6 neighbours
-                inside = _neighbour_of(parenchyma, where, _OFFSETS_6)
-            else:
-                inside = np.zeros(len(where), dtype=bool)      # the IVC is not liver
-            flat = out.reshape(-1)                              # a view: ``out`` is C-contiguous
-            flat[where[inside]] = Label.PARENCHYMA
-            flat[where[~inside]] = 0
-            changes[f"{Label(lab).name.lower()}_fragments_removed"] = int(small.sum())
+    # 3. lesions too small to be one --------------------------------------------------------------
+    if opts.remove_tiny_lesions and lesions.any():
+        min_mm3 = np.pi / 6.0 * opts.min_lesion_diameter_mm ** 3
+        comps = _Components(lesions)
+        n_small = comps.small_to_parenchyma(out, parenchyma, int(np.ceil(min_mm3 / (vox_ml * 1000.0))))
+        if n_small:
+            changes["tiny_lesions_removed"] = n_small
+
+    # 4. vessel fragments: small ones, and pieces away from the liver ----------------------------
+    for lab in (Label.PORTAL_VEIN, Label.HEPATIC_VEINS, Label.IVC):
+        if not (opts.remove_small_vessel_fragments or opts.remove_vessels_away_from_liver):
+            break
+        m = out == lab
+        if not m.any():
+            continue
+        name = Label(lab).name.lower()
+        comps = _Components(m)
+        if opts.remove_small_vessel_fragments:
+            # inside the liver = a parenchyma voxel (before this step moved any) among the 6 neighbours; the
+            # IVC is not liver, so its specks always become background
+            n_small = comps.small_to_parenchyma(out, parenchyma if lab != Label.IVC else None,
+                                                max(1, int(round(opts.min_vessel_ml / vox_ml))))
+            if n_small:
+                changes[f"{name}_fragments_removed"] = n_small
+        if opts.remove_vessels_away_from_liver and parenchyma.any():
+            others = comps.mask_of(comps.alive & (np.arange(comps.n + 1) != comps.largest()))
+            if others is not None:
+                drop, n_drop = _components_away_from(parenchyma, others, spacing_zyx, opts.vessel_margin_mm)
+                if n_drop:
+                    out[drop] = 0
+                    changes[f"{name}_pieces_away_from_liver_removed"] = int(n_drop)
+                    changes[f"{name}_pieces_away_from_liver_removed_ml"] = round(float(drop.sum()) * vox_ml, 3)
     return out, record
+
+
+class _Components:
+    """The 26-connected components of a sparse mask, looked up at its voxels only (flat indices), so
+    that the rules above cost O(structure voxels) after the labelling, not O(volume) per step."""
+
+    def __init__(self, mask: np.ndarray):
+        self.shape = mask.shape
+        self.idx = np.flatnonzero(mask)
+        cc, self.n = _components(mask)
+        self.comp = cc.reshape(-1)[self.idx]
+        self.sizes = np.bincount(self.comp, minlength=self.n + 1)
+        self.alive = np.ones(self.n + 1, dtype=bool)     # components not yet removed
+        self.alive[0] = False
+
+    def largest(self) -> int:
+        return int(np.argmax(np.where(self.alive, self.sizes, -1)))
+
+    def mask_of(self, which: np.ndarray) -> Optional[np.ndarray]:
+        """Boolean volume of the components flagged in ``which`` (n + 1 flags); None when there are none."""
+        if not which.any():
+            return None
+        m = np.zeros(self.shape, dtype=bool)
+        m.reshape(-1)[self.idx[which[self.comp]]] = True
+        return m
+
+    def small_to_parenchyma(self, out: np.ndarray, parenchyma: Optional[np.ndarray], min_vox: int) -> int:
+        """In place: the components with fewer than ``min_vox`` voxels become parenchyma, whole, when a
+        voxel of ``parenchyma`` is among their voxels' 6 neighbours (no hole is left in the liver), else
+        background (always background when ``parenchyma`` is None). ``out`` must be C-contiguous.
+        Returns how many components."""
+        small = self.alive & (self.sizes < min_vox)
+        if not small.any():
+            return 0
+        sel = small[self.comp]
+        where, comp = self.idx[sel], self.comp[sel]
+        inside = np.zeros(self.n + 1, dtype=bool)        # per component: does it touch the parenchyma?
+        if parenchyma is not None:
+            inside[comp[_neighbour_of(parenchyma, where, _OFFSETS_6)]] = True
+        flat = out.reshape(-1)                           # a view: ``out`` is C-contiguous
+        flat[where] = np.where(inside[comp], np.uint8(Label.PARENCHYMA), np.uint8(0))
+        self.alive &= ~small
+        return int(small.sum())
