@@ -35,6 +35,10 @@ log = logging.getLogger(__name__)
 #: In-plane closing radius (mm) used to build the liver's filled outline (see the module docstring).
 OUTLINE_CLOSING_MM = 7.0
 
+#: Mean CT values (HU) a labelled structure can have on a CT (fatty liver, enhancing vessels, calcified
+#: lesions included); outside it the label mostly covers air, fat, bone or metal and a warning is given.
+HU_PLAUSIBLE = (-150, 400)
+
 DEFINITIONS: dict[str, str] = {
     "volume": "Structure volume = number of voxels x voxel volume (product of the three voxel spacings), in millilitres.",
     "total_liver_volume": TOTAL_LIVER_DEFINITION + (
@@ -128,7 +132,8 @@ class MeasurementReport:
                 "longest_diameter_mm": l.longest_diameter_mm, "axial_diameter_mm": l.axial_diameter_mm,
                 "centroid_x_lps_mm": x, "centroid_y_lps_mm": y, "centroid_z_lps_mm": z,
                 "centroid_z_index": cz, "centroid_y_index": cy, "centroid_x_index": cx,
-                "first_slice": l.slice_range[0], "last_slice": l.slice_range[1],
+                "first_slice_index": l.slice_range[0], "last_slice_index": l.slice_range[1],
+                "first_slice_number": l.slice_range[0] + 1, "last_slice_number": l.slice_range[1] + 1,
                 "mean_hu": l.mean_hu})
         return rows
 
@@ -316,6 +321,7 @@ def _build_report(counts: np.ndarray, sums: Optional[np.ndarray], sq: Optional[n
         warnings.append(f"Label values {unknown} are not LiverPlan structures and were not measured.")
 
     ms: list[Measurement] = []
+    implausible = []
     for s in STRUCTURES:
         n = int(counts[s.label])
         ms.append(Measurement(f"{s.name} voxels", n, "voxels", f"Number of voxels labelled {s.name}.",
@@ -329,6 +335,12 @@ def _build_report(counts: np.ndarray, sums: Optional[np.ndarray], sq: Optional[n
                                   f"Mean CT value of {s.name}.", f"{s.key}.mean_hu"))
             ms.append(Measurement(f"{s.name} HU SD", _r(sd, 1) if n else float("nan"), "HU",
                                   f"Standard deviation of the CT values of {s.name}.", f"{s.key}.sd_hu"))
+            if n and not HU_PLAUSIBLE[0] <= mean <= HU_PLAUSIBLE[1]:
+                implausible.append(f"{s.name} {mean:.0f} HU")
+    if implausible:
+        warnings.append(f"Mean CT value far from soft tissue ({', '.join(implausible)}; expected "
+                        f"{HU_PLAUSIBLE[0]} to {HU_PLAUSIBLE[1]} HU): this label covers air, fat, bone or "
+                        "metal, or the image is not a CT in Hounsfield units; check it before using its numbers.")
 
     n_total = int(counts[Label.PARENCHYMA] + counts[Label.CRLM]) + int(n_vessel_inside)
     total_ml = n_total * vox_ml
@@ -341,6 +353,11 @@ def _build_report(counts: np.ndarray, sums: Optional[np.ndarray], sq: Optional[n
 
     # --- lesions ---
     lesions = _lesions_from_raw(raw, geometry)
+    at_edge = [l.id for l in lesions if l.slice_range[0] == 0 or l.slice_range[1] == geometry.shape[0] - 1]
+    if at_edge and geometry.shape[0] > 1:
+        warnings.append(f"Lesion{'s' if len(at_edge) > 1 else ''} {', '.join(map(str, at_edge))} reach"
+                        f"{'' if len(at_edge) > 1 else 'es'} the first or last slice of the scan and may extend "
+                        "beyond it: volume and diameters are lower bounds.")
     ms.append(Measurement("Lesion count", len(lesions), "lesions", DEFINITIONS["lesion"], "crlm.count"))
     ms.append(Measurement("Total lesion volume", _r(lesion_ml), "mL",
                           "Sum of the volumes of all CRLM lesions.", "crlm.total_volume_ml"))
@@ -444,7 +461,7 @@ def format_tables(report: MeasurementReport) -> str:
             c = "(" + ", ".join(f"{v:.1f}" for v in l.centroid_lps_mm) + ")"
             hu = "n/a" if l.mean_hu is None else f"{l.mean_hu:.1f}"
             lines.append(f"{l.id:>3} {l.volume_ml:>10.3f} {l.longest_diameter_mm:>10.1f} "
-                         f"{l.axial_diameter_mm:>9.1f} {c:>28} {l.slice_range[0]:>4}-{l.slice_range[1]:<4} "
+                         f"{l.axial_diameter_mm:>9.1f} {c:>28} {l.slice_range[0] + 1:>4}-{l.slice_range[1] + 1:<4} "
                          f"{hu:>8}")
     for wmsg in report.warnings:
         lines.append(f"Warning: {wmsg}")

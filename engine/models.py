@@ -480,9 +480,12 @@ def load_checkpoint(path: Union[str, os.PathLike]) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------
-def discover_models(extra_dirs: Optional[list[Union[str, os.PathLike]]] = None) -> list[ModelInfo]:
+def discover_models(extra_dirs: Optional[list[Union[str, os.PathLike]]] = None,
+                    skipped: Optional[list[tuple[Path, str]]] = None) -> list[ModelInfo]:
     """The models LiverPlan can use: bundled (``resources/models/*``), the user's installed models
-    (``<user data>/models/*``) and any ``extra_dirs``. Broken folders are skipped with a logged reason."""
+    (``<user data>/models/*``) and any ``extra_dirs``. Broken folders (or ones whose labels name none of
+    LiverPlan's structures) are skipped with a logged reason, also appended to ``skipped`` as
+    (folder, reason) when a list is given, so that a user can be told why a model is not offered."""
     roots: list[Path] = []
     for base in [bundled_models_dir(), user_models_dir(create=False)] + [Path(p) for p in (extra_dirs or [])]:
         if base.is_dir():
@@ -498,6 +501,8 @@ def discover_models(extra_dirs: Optional[list[Union[str, os.PathLike]]] = None) 
                 out.append(load_model(folder))
             except ModelError as err:
                 log.warning("skipping model %s: %s", folder, err)
+                if skipped is not None:
+                    skipped.append((folder, str(err)))
     return out
 
 

@@ -64,7 +64,8 @@ def write_measurements_csv(path: PathLike, report: MeasurementReport, overwrite:
     main = _csv_text(["key", "name", "value", "units", "description"], report.to_rows())
     les_header = ["lesion", "volume_ml", "voxels", "longest_diameter_mm", "axial_diameter_mm",
                   "centroid_x_lps_mm", "centroid_y_lps_mm", "centroid_z_lps_mm", "centroid_z_index",
-                  "centroid_y_index", "centroid_x_index", "first_slice", "last_slice", "mean_hu"]
+                  "centroid_y_index", "centroid_x_index", "first_slice_index", "last_slice_index",
+                  "first_slice_number", "last_slice_number", "mean_hu"]
     les = _csv_text(les_header, report.lesion_rows())
     write_text_atomic(path, main, overwrite=overwrite)
     write_text_atomic(les_path, les, overwrite=overwrite)

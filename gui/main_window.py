@@ -25,7 +25,7 @@ from engine.io.atomic import atomic_path
 from engine.labels import BY_KEY, BY_LABEL, STRUCTURES
 from engine.session import AutosaveStore, EtaEstimator, RecentCases
 
-from .panels import (EvaluatePanel, MeasurePanel, SegmentPanel, StructuresPanel, ToolsPanel, _item)
+from .panels import (EvaluatePanel, MeasurePanel, SegmentPanel, StructuresPanel, ToolsPanel, _fmt, _item)
 from .slice_view import SliceView
 from .workers import TaskRunner
 
@@ -54,11 +54,13 @@ def label_lut(visible: dict[int, bool]) -> np.ndarray:
 
 
 def _find_models_and_devices():
-    """(models, the one to preselect — the bundled demo model when present —, devices)."""
+    """(models, the one to preselect — the bundled demo model when present —, devices, the model folders
+    that were skipped as [(folder, reason)])."""
     from engine.models import bundled_demo_model, discover_models
 
+    skipped: list = []
     try:
-        models = discover_models()
+        models = discover_models(skipped=skipped)
         demo = bundled_demo_model()
     except Exception as exc:  # a broken models folder must not stop the app
         log.warning("model discovery failed: %s", exc)
@@ -75,7 +77,7 @@ def _find_models_and_devices():
     except Exception as exc:
         log.warning("device discovery failed: %s", exc)
         devices = ["cpu"]
-    return models, pre, devices
+    return models, pre, devices, skipped
 
 
 def _surfaces_for(case, surfaces: dict, jobs: dict) -> tuple[dict, dict]:
@@ -204,6 +206,7 @@ class MainWindow(QMainWindow):
         self.segment_task = None
         self.models_task = None
         self.last_error = ""
+        self.label_notes: list[str] = []     # what the last opened label map merges or leaves out
 
         # --- panes ------------------------------------------------------------------------
         self.views = [SliceView(a) for a in range(3)]
@@ -542,6 +545,11 @@ class MainWindow(QMainWindow):
             return
         QMessageBox.warning(self, title, msg)
 
+    def _show_info(self, title: str, msg: str) -> None:
+        if os.environ.get("LIVERPLAN_NO_DIALOGS"):
+            return
+        QMessageBox.information(self, title, msg)
+
     def _open_dialog(self) -> None:
         p, _ = QFileDialog.getOpenFileName(self, "Open CT image", "", IMAGE_FILTER)
         if p:
@@ -566,7 +574,8 @@ class MainWindow(QMainWindow):
         from engine.io import read_label_map
 
         case = self.case
-        task = self.runner.start("labels", read_label_map, str(path), case, progress=False)
+        notes: list[str] = []
+        task = self.runner.start("labels", read_label_map, str(path), case, notes=notes, progress=False)
         self._task_progress(task, "Opening label map")
 
         def ok(labels):
@@ -574,7 +583,12 @@ class MainWindow(QMainWindow):
                 return
             self.apply_edit(f"Open label map {Path(path).name}", edits.replace_all, np.asarray(labels, np.uint8))
             self.case.provenance.label_source = f"file: {path}"
-            self._message(f"Label map {Path(path).name} opened.")
+            self.label_notes = list(notes)
+            self._message(f"Label map {Path(path).name} opened." + (" " + " ".join(notes) if notes else ""))
+            if notes:
+                # what the file merges or leaves out (IRCADb: hepatic veins + IVC in one mask) changes how
+                # its volumes read: said once in a box, kept in the status bar
+                self._show_info(f"Label map {Path(path).name}", "\n\n".join(notes))
 
         def failed(msg, exc):
             self._message(msg, error=True)
@@ -623,8 +637,10 @@ class MainWindow(QMainWindow):
         self._mesh_boxes = {lab: None for lab in BY_LABEL}
         self.selected_lesion = None
         self.evaluation = None
+        self.label_notes = []
         self.evaluate_panel.table.setRowCount(0)
         self.evaluate_panel.status.setText("")
+        self.segment_panel.set_progress("", 0)      # the last case's result message is not this case's
         self.pos = [n // 2 for n in case.image.shape]
         for v in self.views:
             v.set_volume(case.image, case.labels, case.geometry, self.pos)
@@ -640,6 +656,7 @@ class MainWindow(QMainWindow):
             self.evaluate_panel.reference.setText("No reference loaded.")
         self._autosaved_state = self.history.state_id
         self._after_change(set(BY_LABEL))
+        self.set_position(self.pos)                 # the status bar's voxel readout, for this case
         self._update_title()
         warn = " ".join(case.provenance.warnings)
         self._message(f"{case.name}: {case.geometry.describe()}." + (f" Warning: {warn}" if warn else ""))
@@ -859,7 +876,9 @@ class MainWindow(QMainWindow):
             return
         self.report = report
         self.measure_panel.set_report(report)
-        notes = list(report.warnings) + [f"Lesions are {report.connectivity}-connected components of label 5."]
+        # what the scan itself limits (a thin slab, not CT-like values) stays beside the numbers it limits
+        notes = [f"About this scan: {w}" for w in case.provenance.warnings] + list(report.warnings) \
+            + [f"Lesions are {report.connectivity}-connected components of label 5."]
         self.measure_panel.note.setText(" ".join(notes) if not self._pending_measure else "Updating the measurements…")
         self._counts = {}
         for st in STRUCTURES:
@@ -873,7 +892,8 @@ class MainWindow(QMainWindow):
                 m = report.get(key)
             except KeyError:
                 continue
-            total.append(f"{m.name}: {m.value:g} {m.units}")
+            # as the Measure tab shows it: 2 decimals, and a dash where there is no value (no liver: no burden)
+            total.append(f"{m.name}: {_fmt(m.value, 2 if isinstance(m.value, float) else 0)} {m.units}")
         self._totals_text = "\n".join(total)
         self._show_volumes()
         if self.selected_lesion is not None and self.selected_lesion >= len(report.lesions):
@@ -954,9 +974,15 @@ class MainWindow(QMainWindow):
         return task
 
     def _on_models(self, found) -> None:
-        models, pre, devices = found
+        models, pre, devices, skipped = found
         self.segment_panel.set_models(models, preselect=pre)
         self.segment_panel.set_devices(devices)
+        if skipped:
+            # a model the user installed by copying a folder and that is not offered: say why
+            lines = [f"{folder}: {reason}" for folder, reason in skipped]
+            self.segment_panel.set_message(
+                f"{len(skipped)} model folder{'s' if len(skipped) > 1 else ''} could not be used: "
+                + " ".join(lines), error=True)
 
     def run_segmentation(self, model=None) -> None:
         if self.case is None or self.runner.running("segment"):
@@ -965,7 +991,7 @@ class MainWindow(QMainWindow):
         if model is None:
             self.segment_panel.set_message("Choose a model first.", error=True)
             return
-        from engine.inference import segment
+        from engine.inference import keep_unsegmented_structures, segment
 
         device = self.segment_panel.device.currentText() or "auto"
         mode = self.segment_panel.mode.currentText()
@@ -985,8 +1011,9 @@ class MainWindow(QMainWindow):
             self.segment_panel.set_running(False)
             if case is not self.case:
                 return
-            e = self.apply_edit(f"Segmentation ({model.name})", edits.replace_all,
-                                np.asarray(result.labels, dtype=np.uint8))
+            # a model that does not segment every structure leaves the others as they were
+            labels, kept = keep_unsegmented_structures(result.labels, self.case.labels, model)
+            e = self.apply_edit(f"Segmentation ({model.name})", edits.replace_all, labels)
             self.case.provenance.label_source = f"model: {model.name}"
             self.case.provenance.model_card = model.to_provenance() if hasattr(model, "to_provenance") else None
             secs = (getattr(result, "timings", None) or {}).get("total", 0.0)
@@ -994,6 +1021,10 @@ class MainWindow(QMainWindow):
             msg += f" in {secs:.1f} s." if secs else "."
             if e is None:
                 msg += " The result equals the current labels."
+            if kept:
+                names = ", ".join(BY_LABEL[lab].name for lab in kept)
+                msg += (f" This model does not segment {names}: the labels you had for "
+                        f"{'it' if len(kept) == 1 else 'them'} were kept (Undo restores the state before).")
             warns = list(getattr(result, "warnings", []) or [])
             if warns:
                 msg += " " + " ".join(warns)

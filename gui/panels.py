@@ -176,7 +176,7 @@ class SegmentPanel(QWidget):
         self.model.clear()
         for m in self._models:
             label = m.card.headline() if hasattr(m, "card") else str(m)
-            if getattr(m, "is_demo", False) and DEMO_WARNING not in label:
+            if getattr(m, "is_demo", False) and "not for clinical use" not in label:   # said once
                 label += f" [{DEMO_WARNING}]"
             self.model.addItem(label)
         self.model.blockSignals(False)

@@ -21,12 +21,15 @@ def run(args: argparse.Namespace) -> int:
     from engine.paths import user_models_dir
 
     if args.models_command == "list":
-        models = discover_models()
+        skipped: list = []
+        models = discover_models(skipped=skipped)
         if not models:
             print(f"No models found (install one with 'liverplan models install ZIP'; they go to "
                   f"{user_models_dir(create=False)}).")
         for m in models:
             print(f"{m.card.headline()}\n  {m.path}\n  structures: {', '.join(m.structures())}")
+        for folder, reason in skipped:
+            print(f"not usable: {folder}\n  {reason}")
         return 0
     if args.models_command == "install":
         m = install_model_zip(args.zip, overwrite=args.overwrite, name=args.name)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from .device import available_devices, resolve_device
 from .pipeline import (MODES, PRECEDENCE_RULE, STAGES, SegmentationResult, apply_result, clear_model_cache,
-                       combine_label_maps, segment)
+                       combine_label_maps, keep_unsegmented_structures, segment)
 
 __all__ = ["segment", "available_devices", "resolve_device", "SegmentationResult", "apply_result",
-           "combine_label_maps", "clear_model_cache", "PRECEDENCE_RULE", "STAGES", "MODES"]
+           "combine_label_maps", "keep_unsegmented_structures", "clear_model_cache", "PRECEDENCE_RULE", "STAGES", "MODES"]

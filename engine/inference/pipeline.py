@@ -726,6 +726,28 @@ def _provenance(models, per_model, mode, device_used, n_threads, pp_record, warn
     }
 
 
+def keep_unsegmented_structures(new_labels: np.ndarray, current_labels: np.ndarray,
+                                models: Union[ModelInfo, Sequence[ModelInfo]]) -> tuple[np.ndarray, list[int]]:
+    """``new_labels`` (a model's result) with the current labels of the structures that none of ``models``
+    segments kept, combined by :data:`PRECEDENCE_RULE` (a lesion the model found still wins over a kept
+    vessel; background never overwrites): a liver-and-tumour model run on a case whose vessels were
+    segmented or drawn before leaves those vessels in place. Returns (labels, the kept structures' labels
+    that had voxels); the inputs are not modified."""
+    models = [models] if isinstance(models, ModelInfo) else list(models)
+    produced = {int(lab) for m in models for lab in m.label_to_structure.values()}
+    missing = [int(lab) for lab in Label if lab != Label.BACKGROUND and int(lab) not in produced]
+    if not missing:
+        return new_labels, []
+    lut = np.zeros(256, dtype=np.uint8)
+    lut[missing] = missing
+    old = lut[np.asarray(current_labels, dtype=np.uint8)]
+    counts = np.bincount(old.reshape(-1), minlength=256)
+    kept = [lab for lab in missing if counts[lab]]
+    if not kept:
+        return new_labels, []
+    return combine_label_maps([np.asarray(new_labels, dtype=np.uint8), old]), kept
+
+
 def apply_result(case: Case, result: SegmentationResult) -> Case:
     """A copy of ``case`` holding the result's labels, with the model card(s) in its provenance."""
     out = case.copy()

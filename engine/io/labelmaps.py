@@ -85,7 +85,7 @@ def _as_integer_labels(arr: np.ndarray, what: str) -> np.ndarray:
 
 
 def read_label_map(path, geometry_or_case: Union[Geometry, Case],
-                   mapping: Optional[LabelMapping] = None) -> np.ndarray:
+                   mapping: Optional[LabelMapping] = None, notes: Optional[list[str]] = None) -> np.ndarray:
     """A LiverPlan uint8 label map (z, y, x) on the case's canonical grid, read from ``path``.
 
     path: a NIfTI/NRRD/MHA label file, a 3D Slicer .seg.nrrd (segments mapped by name), a DICOM SEG
@@ -93,17 +93,20 @@ def read_label_map(path, geometry_or_case: Union[Geometry, Case],
         binary masks named after structures (IRCADb style: liver, portalvein, venoussystem, livertumor1 ...).
     mapping: how foreign labels map to the five structures. Default: by name where names exist
         (segments, mask files; IRCADb folders get the "ircadb" preset), LiverPlan's own values 0-5 otherwise.
+    notes: when a list is given, plain-language remarks a user should see are appended to it: structures the
+        source merges (IRCADb's 'venoussystem' = hepatic veins + IVC) and masks or segments that were not used.
     Raises GeometryMismatchError when the grid differs from the CT's, InputError for unreadable input.
     """
+    notes = notes if notes is not None else []
     p = Path(path).expanduser()
     target = _target_geometry(geometry_or_case)
     if not p.exists():
         raise InputError(f"The label map {p} does not exist.")
     if p.is_dir():
-        return _read_mask_folder(p, target, mapping)
+        return _read_mask_folder(p, target, mapping, notes)
     fmt = file_format(p)
     if fmt == "seg.nrrd" or (fmt == "nrrd" and _nrrd_has_segments(p)):
-        return _read_seg_nrrd(p, target, mapping)
+        return _read_seg_nrrd(p, target, mapping, notes)
     if fmt == "dicom" or (fmt == "" and is_dicom_file(p)):
         from .dicomseg import read_dicom_seg
         return read_dicom_seg(p, target, mapping)
@@ -153,7 +156,7 @@ def _nrrd_has_segments(p: Path) -> bool:
         return False
 
 
-def _read_seg_nrrd(p: Path, target: Geometry, mapping: Optional[LabelMapping]) -> np.ndarray:
+def _read_seg_nrrd(p: Path, target: Geometry, mapping: Optional[LabelMapping], notes: list[str]) -> np.ndarray:
     from .segnrrd import read_seg_nrrd
 
     layers, segments, _ = read_seg_nrrd(p)
@@ -179,6 +182,9 @@ def _read_seg_nrrd(p: Path, target: Geometry, mapping: Optional[LabelMapping]) -
         by_label.setdefault(lab, []).append(arrays[seg.layer] == seg.label_value)
     if ignored:
         log.info("%s: segments not mapped to a LiverPlan structure: %s", p.name, ", ".join(ignored))
+        notes.append(f"Segments that are none of the five structures were not used: {', '.join(ignored)}.")
+    if mapping is not None:
+        notes.extend(n for n in mapping.notes if n not in notes)
     if not by_label:
         raise InputError(f"None of the segments in {p.name} ({', '.join(s.name for s in segments)}) is one of "
                          "LiverPlan's structures (liver, portal vein, hepatic veins, IVC, lesions). Rename the "
@@ -197,7 +203,8 @@ def _value_lookup(mapping: LabelMapping, value: int) -> Optional[int]:
     return None
 
 
-def _read_mask_folder(folder: Path, target: Geometry, mapping: Optional[LabelMapping]) -> np.ndarray:
+def _read_mask_folder(folder: Path, target: Geometry, mapping: Optional[LabelMapping],
+                      notes: list[str]) -> np.ndarray:
     files = sorted(f for f in folder.iterdir()
                    if f.is_file() and not f.name.startswith(".") and f.name.lower().endswith(_MASK_EXTS))
     if not files:
@@ -227,6 +234,10 @@ def _read_mask_folder(folder: Path, target: Geometry, mapping: Optional[LabelMap
     skipped = sorted(set(names) - set(masks))
     if skipped:
         log.info("%s: masks that are none of the five structures were skipped: %s", folder, ", ".join(skipped))
+    # what the source merges (IRCADb: hepatic veins + IVC in one mask), then what was left out
+    notes.extend(n for n in mapping.notes if n not in notes)
+    if skipped:
+        notes.append(f"Masks that are none of the five structures were not used: {', '.join(skipped)}.")
     return out
 
 

@@ -9,7 +9,8 @@ import pytest
 from engine.case import Case
 from engine.errors import ModelError
 from engine.geometry import Geometry
-from engine.inference import PRECEDENCE_RULE, STAGES, apply_result, available_devices, combine_label_maps, segment
+from engine.inference import (PRECEDENCE_RULE, STAGES, apply_result, available_devices, combine_label_maps,
+                              keep_unsegmented_structures, segment)
 from engine.labels import Label
 from engine.models import load_model
 from engine.progress import CancelToken, Cancelled
@@ -216,6 +217,25 @@ def test_two_models_combined(model, tmp_path_factory, phantom):
     assert res.provenance["combination_rule"] == PRECEDENCE_RULE
     assert len(res.provenance["models"]) == 2
     assert res.labels.shape == phantom.image.shape
+
+
+def test_a_partial_model_keeps_the_structures_it_does_not_segment(model, tmp_path_factory):
+    lesion_model = load_model(cached_tiny_model(tmp_path_factory, "lesion", labels={"background": 0, "tumor": 1},
+                                                seed=7))
+    current = np.array([0, 1, 2, 3, 4, 5, 1, 2, 0], dtype=np.uint8)
+    new = np.array([0, 0, 0, 5, 0, 0, 5, 0, 5], dtype=np.uint8)     # the lesion model's result
+    before = current.copy()
+    out, kept = keep_unsegmented_structures(new, current, lesion_model)
+    # the old lesion (not found again) goes; everything else stays; the new lesions win over a kept vein
+    assert out.tolist() == [0, 1, 2, 5, 4, 0, 5, 2, 5]
+    assert kept == [Label.PARENCHYMA, Label.PORTAL_VEIN, Label.HEPATIC_VEINS, Label.IVC]
+    assert np.array_equal(current, before)
+    # a model segmenting all five structures: its result as it is
+    same, kept = keep_unsegmented_structures(new, current, model)
+    assert same is new and kept == []
+    # nothing of the missing structures in the current labels: nothing kept
+    out, kept = keep_unsegmented_structures(new, np.array([0, 0, 0, 5, 0, 5, 0, 0, 0], np.uint8), lesion_model)
+    assert out.tolist() == new.tolist() and kept == []
 
 
 def test_two_stage_liver_crop_is_recorded(model, phantom):

@@ -51,6 +51,11 @@ def test_ircadb_mask_folder_with_precedence(ircadb_case):
     m = LabelMapping.preset("ircadb")
     assert np.array_equal(read_label_map(folder, ircadb_case, m), lab)
     assert "ivc" in m.missing_structures()
+    # ... and so do the notes a reader gets: the merge, and the masks left out
+    notes: list = []
+    read_label_map(folder, ircadb_case, notes=notes)
+    assert any("venoussystem" in n and "inferior vena cava" in n for n in notes), notes
+    assert notes[-1] == "Masks that are none of the five structures were not used: artery, bone, skin."
 
 
 def test_single_binary_mask_named_after_a_structure(ircadb_case):
@@ -181,9 +186,11 @@ def test_multi_layer_seg_nrrd_maps_names_with_precedence(tmp_path):
     layers[1, 2, 4:6, 4:6] = 1           # "Tumor" in a second layer, overlapping the liver
     p = tmp_path / "multi.seg.nrrd"
     _write_seg(p, layers, [("Liver", 0, 1), ("Portal Vein", 0, 2), ("Spleen", 0, 3), ("Tumor", 1, 1)])
-    lab = read_label_map(p, c)
+    notes: list = []
+    lab = read_label_map(p, c, notes=notes)
     assert lab[2, 4, 4] == 5 and lab[1, 2, 2] == 2 and lab[0, 5, 5] == 1 and lab[0, 9, 5] == 0
     assert np.count_nonzero(lab == 5) == 4
+    assert notes == ["Segments that are none of the five structures were not used: Spleen."]
 
 
 def test_seg_nrrd_in_ras_space_and_cropped_extent(tmp_path):

@@ -248,3 +248,35 @@ def test_incremental_measure_from_an_empty_label_map():
     assert _report_dict(inc.update((3, 8, 4, 15, 4, 15))) == _report_dict(measure(img, lab, g))
     lab[:] = 0
     assert _report_dict(inc.update(None)) == _report_dict(measure(img, lab, g))
+
+
+def test_lesion_rows_give_slice_indices_and_the_slice_numbers_the_viewer_shows():
+    lab = np.zeros((60, 40, 40), np.uint8)
+    lab[5:55, 5:35, 5:35] = 1
+    lab[10:50, 15:25, 15:25] = 5
+    rep = measure(None, lab, Geometry(lab.shape, (1.0, 1.0, 1.0)))
+    row = rep.lesion_rows()[0]
+    assert (row["first_slice_index"], row["last_slice_index"]) == (10, 49)
+    assert (row["first_slice_number"], row["last_slice_number"]) == (11, 50)     # "Axial 11/60" .. "50/60"
+    from engine.measure import format_tables
+    assert " 11-50 " in format_tables(rep)
+
+
+def test_labels_on_air_and_lesions_cut_by_the_scan_edge_are_flagged():
+    img = np.full((30, 40, 40), -1000, np.int16)
+    img[:, 5:35, 5:35] = 100                            # the "liver", soft tissue
+    lab = np.zeros(img.shape, np.uint8)
+    lab[:, 5:35, 5:35] = 1
+    lab[0:6, 10:16, 10:16] = 5                          # a lesion starting on the first slice
+    lab[12:16, 20:24, 20:24] = 5                        # one well inside
+    g = Geometry(img.shape, (2.0, 1.0, 1.0))
+    rep = measure(img, lab, g)
+    edge = [l.id for l in rep.lesions if l.slice_range[0] == 0]
+    assert len(edge) == 1
+    assert any(w.startswith(f"Lesion {edge[0]} reaches the first or last slice") for w in rep.warnings), rep.warnings
+    assert not any("far from soft tissue" in w for w in rep.warnings)
+    lab[10:20, 36:40, 36:40] = 3                        # "hepatic veins" drawn on air outside the body
+    rep = measure(img, lab, g)
+    assert any("far from soft tissue (Hepatic veins -1000 HU" in w for w in rep.warnings), rep.warnings
+    # without an image there is nothing to judge
+    assert not any("soft tissue" in w for w in measure(None, lab, g).warnings)

@@ -121,6 +121,19 @@ def test_model_with_other_labels_needs_a_map(tiny, tmp_path):
         load_model(folder, label_map={"kidney": [1]})
 
 
+def test_a_copied_in_model_that_cannot_be_used_is_reported_with_its_reason(tiny, data_dir):
+    good = _copy(tiny, data_dir / "models" / "good")
+    other = _copy(tiny, data_dir / "models" / "abdomen")
+    ds = json.loads((other / "dataset.json").read_text())
+    ds["labels"] = {"background": 0, "spleen": 1, "kidney_left": 2, "stomach": 3, "pancreas": 4, "gallbladder": 5}
+    (other / "dataset.json").write_text(json.dumps(ds))
+    skipped: list = []
+    found = [m.path for m in discover_models(skipped=skipped)]
+    assert good in found and other not in found
+    assert len(skipped) == 1 and skipped[0][0] == other
+    assert "spleen" in skipped[0][1] and LABEL_MAP_FILE in skipped[0][1]
+
+
 def test_missing_files_are_clear_errors(tiny, tmp_path):
     folder = _copy(tiny, tmp_path / "a")
     (folder / "plans.json").unlink()

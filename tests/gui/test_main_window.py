@@ -73,6 +73,27 @@ def test_measurements_and_lesion_table_match_the_engine(qtbot, win):
     assert text.splitlines()[0].startswith("Lesion\tVolume (ml)") and len(text.splitlines()) == len(rep.lesions) + 1
 
 
+def test_structure_totals_read_like_the_measure_tab_and_show_no_nan(qtbot, win):
+    _ready(qtbot, win)
+    burden = win.report.get("crlm.tumour_burden_pct").value
+    assert f"Tumour burden: {burden:.2f} %" in win.structures.total.text()
+    old = win.case
+    empty = old.copy()
+    empty.labels[:] = 0                                   # a CT without labels: no liver, no burden
+    win.set_case(empty)
+    _ready(qtbot, win)
+    text = win.structures.total.text()
+    assert "Tumour burden: — %" in text and "nan" not in text.lower(), text
+    # a limit of the scan itself stays beside the measurements (the status bar moves on)
+    slab = old.copy()
+    slab.provenance.warnings.append("The series covers only 40 mm, so this is only a thin slab.")
+    win.set_case(slab)
+    _ready(qtbot, win)
+    assert "About this scan: The series covers only 40 mm" in win.measure_panel.note.text()
+    win.set_case(old)
+    _ready(qtbot, win)
+
+
 def test_click_on_lesion_centres_all_panes(qtbot, win):
     _ready(qtbot, win)
     les = win.report.lesions[-1]

@@ -22,6 +22,10 @@ def test_ircadb_ct_with_expert_masks(qtbot, qapp):
         qtbot.waitUntil(lambda: w.case is not None and w.history.can_undo, timeout=120000)
         wait_idle(qtbot, w, timeout=120000)
         assert w.case.image.shape == (119, 512, 512)
+        # the user is told that IRCADb's venous mask is hepatic veins + IVC, and which masks were not used
+        shown = w.status_text.text()
+        assert "venoussystem" in shown and "IVC" in shown and "artery, bone, skin" in shown, shown
+        assert any("venoussystem" in n for n in w.label_notes)
         liver_ml = w.report.value("liver.total_volume_ml")
         assert 800 < liver_ml < 3000, liver_ml
         assert len(w.report.lesions) >= 1

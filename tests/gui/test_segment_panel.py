@@ -33,6 +33,29 @@ def test_model_list_and_devices(qtbot, win):
     assert p.mode.currentText() == "fast"
 
 
+def test_a_model_folder_that_cannot_be_used_is_named_with_its_reason(qtbot, win, tiny_model, _gui_env):
+    import json
+
+    folder = _gui_env / "models" / "abdomen" / tiny_model.path.parent.name / tiny_model.path.name
+    shutil.copytree(tiny_model.path, folder)
+    ds = json.loads((folder / "dataset.json").read_text())
+    ds["labels"] = {"background": 0, "spleen": 1, "kidney_left": 2, "stomach": 3, "pancreas": 4, "gallbladder": 5}
+    (folder / "dataset.json").write_text(json.dumps(ds))
+    try:
+        qtbot.waitUntil(lambda: win.models_task is not None and win.models_task.finished, timeout=120000)
+        n = win.segment_panel.model.count()
+        win.refresh_models()
+        qtbot.waitUntil(lambda: win.models_task is not None and win.models_task.finished, timeout=120000)
+        text = win.segment_panel.status.text()
+        assert "1 model folder could not be used" in text and "spleen" in text and str(folder) in text, text
+        assert win.segment_panel.model.count() == n          # not offered
+    finally:
+        shutil.rmtree(_gui_env / "models" / "abdomen")
+    win.refresh_models()
+    qtbot.waitUntil(lambda: win.models_task is not None and win.models_task.finished, timeout=120000)
+    win.segment_panel.set_progress("", 0)
+
+
 def test_run_model_is_one_undoable_step(qtbot, win, tiny_model):
     wait_idle(qtbot, win)
     before = win.case.labels.copy()
@@ -49,6 +72,48 @@ def test_run_model_is_one_undoable_step(qtbot, win, tiny_model):
     assert seen and max(seen) == 100
     win.undo()
     np.testing.assert_array_equal(win.case.labels, before)
+    wait_idle(qtbot, win)
+
+
+def test_a_lesion_only_model_keeps_the_other_structures(qtbot, win, tiny_model, tmp_path_factory):
+    # A model that segments only lesions replaces the lesions and leaves the liver and vessels the case had.
+    from engine.labels import Label
+    from engine.models import load_model
+    from tiny_model import cached_tiny_model
+
+    wait_idle(qtbot, win)
+    lesion_model = load_model(cached_tiny_model(tmp_path_factory, "lesion", labels={"background": 0, "tumor": 1},
+                                                seed=7))
+    before = win.case.labels.copy()
+    assert all((before == lab).any() for lab in (Label.PARENCHYMA, Label.PORTAL_VEIN, Label.IVC))
+    win.segment_panel.device.setCurrentText("cpu")
+    win.run_segmentation(lesion_model)
+    qtbot.waitUntil(lambda: not win.runner.running("segment"), timeout=180000)
+    text = win.segment_panel.status.text()
+    assert text.startswith("Segmented with") and "does not segment" in text, text
+    assert "Portal vein" in text and "were kept" in text
+    after = win.case.labels
+    not_lesion = after != Label.CRLM
+    # every voxel the model did not call a lesion is as before, except old lesion voxels (now the model's)
+    np.testing.assert_array_equal(after[not_lesion & (before != Label.CRLM)], before[not_lesion & (before != Label.CRLM)])
+    for lab in (Label.PARENCHYMA, Label.PORTAL_VEIN, Label.HEPATIC_VEINS, Label.IVC):
+        assert (after == lab).any()
+    win.undo()
+    np.testing.assert_array_equal(win.case.labels, before)
+    wait_idle(qtbot, win)
+
+
+def test_opening_another_case_clears_the_last_result_message(qtbot, win):
+    from engine.phantom import make_phantom
+
+    wait_idle(qtbot, win)
+    win.segment_panel.set_progress("Segmented with some model on cpu in 1.0 s.", 100)
+    old = win.case
+    win.set_case(make_phantom(seed=5, shape=(24, 48, 48), spacing=(2.5, 1.6, 1.6)))
+    assert win.segment_panel.status.text() == "" and win.segment_panel.progress.value() == 0
+    z, y, x = win.pos
+    assert f"z {z}" in win.cursor_text.text()                # the readout is this case's voxel
+    win.set_case(old)
     wait_idle(qtbot, win)
 
 
