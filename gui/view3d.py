@@ -63,7 +63,8 @@ class View3D(QWidget):
         self.show_plane = False
         self._closed = False
         self._camera_set = False
-        self.plotter.add_axes(xlabel="L", ylabel="P", zlabel="S")
+        # white letters: the default label colour follows the theme (black), invisible on the black background
+        self.plotter.add_axes(xlabel="L", ylabel="P", zlabel="S", color="white")
         # Double click on a surface moves the linked crosshair there (single clicks rotate the view).
         self.plotter.track_click_position(self._on_double_click, side="left", double=True)
         self.set_view("anterior", render=False)

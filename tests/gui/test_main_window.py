@@ -110,6 +110,11 @@ def test_3d_pane_shows_surfaces(qtbot, win):
     qtbot.waitUntil(lambda: len(win.view3d.meshes) >= 4, timeout=30000)
     img = win.view3d.screenshot()
     assert img.ndim == 3 and img.std() > 10, "3D pane is blank"
+    # the orientation marker's letters (L, P, S) are drawn white on the black background: near-white
+    # pixels in the pane's lower-left corner (the axes themselves are coloured)
+    h, w = img.shape[:2]
+    corner = img[-h // 4:, : w // 5, :3]
+    assert (corner.min(axis=2) > 180).sum() > 5, "orientation letters not visible"
     # Structure colours are on screen: the liver's brown (177, 122, 101) has more red than blue.
     fg = img.reshape(-1, 3)[img.reshape(-1, 3).sum(axis=1) > 60]
     assert len(fg) > 0.02 * img.shape[0] * img.shape[1]
