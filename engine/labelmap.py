@@ -56,6 +56,7 @@ class LabelMapping:
     merged_groups: dict[int, tuple[int, ...]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     name: str = "custom"
+    ignore: list[Source] = field(default_factory=list)   # foreign labels deliberately read as background
 
     def __post_init__(self) -> None:
         for key in self.sources:
@@ -94,8 +95,10 @@ class LabelMapping:
     def load(cls, path: Union[str, Path]) -> "LabelMapping":
         """Read a JSON mapping: {"liver": [1], "portal_vein": [64], "ivc": ["inferior_vena_cava"], ...}.
 
-        Optional keys: "merged_groups": {"3": [3, 4]}, "notes": ["..."]. A preset name
-        ("ircadb", "totalsegmentator", "identity") is accepted in place of a path.
+        Optional keys: "merged_groups": {"3": [3, 4]}, "notes": ["..."], "ignore": [7, "gallbladder"]
+        (labels the references hold that are none of the five structures and are read as background on
+        purpose; other unmapped values are reported). A preset name ("ircadb", "totalsegmentator",
+        "identity") is accepted in place of a path.
         """
         p = Path(path)
         if not p.exists() and str(path).lower() in PRESETS:
@@ -112,6 +115,8 @@ class LabelMapping:
                              '{"liver": [1], "portal_vein": [2]}.')
         merged = {int(k): tuple(int(x) for x in v) for k, v in dict(data.pop("merged_groups", {})).items()}
         notes = [str(n) for n in data.pop("notes", [])]
+        ignore = data.pop("ignore", [])
+        ignore = list(ignore) if isinstance(ignore, list) else [ignore]
         sources: dict[str, list[Source]] = {}
         for key, vals in data.items():
             s = BY_KEY.get(key) or structure_for_name(key)
@@ -124,7 +129,7 @@ class LabelMapping:
                 if isinstance(v, bool) or not isinstance(v, (int, str)):
                     raise InputError(f"In {p}, '{key}' must list label numbers or names, not {v!r}.")
             sources.setdefault(s.key, []).extend(vals)
-        return cls(sources, merged, notes, name=p.name)
+        return cls(sources, merged, notes, name=p.name, ignore=ignore)
 
     def to_json_dict(self) -> dict:
         d: dict = {k: list(v) for k, v in self.sources.items()}
@@ -132,6 +137,8 @@ class LabelMapping:
             d["merged_groups"] = {str(k): list(v) for k, v in self.merged_groups.items()}
         if self.notes:
             d["notes"] = list(self.notes)
+        if self.ignore:
+            d["ignore"] = list(self.ignore)
         return d
 
     @classmethod
@@ -186,11 +193,14 @@ class LabelMapping:
         return None
 
     # --- application --------------------------------------------------------------------------
-    def apply(self, array: np.ndarray, names: Optional[Mapping[int, str]] = None) -> np.ndarray:
+    def apply(self, array: np.ndarray, names: Optional[Mapping[int, str]] = None,
+              unmapped: Optional[list[int]] = None) -> np.ndarray:
         """Convert a foreign label array (any integer dtype, (z, y, x)) to a LiverPlan uint8 label map.
 
         ``names`` ({foreign value: name}) lets name-based sources match label values.
         Overlaps cannot occur in a single array; painting still follows :data:`PAINT_ORDER`.
+        ``unmapped``: when a list is given, the non-zero values present that neither map to a structure nor
+        are listed in ``ignore`` are appended to it (they become background).
         """
         arr = np.asarray(array)
         values_for: dict[int, set[int]] = {lab: set() for lab in LABEL_VALUES}
@@ -203,6 +213,12 @@ class LabelMapping:
                     values_for[lab].add(int(value))
         out = np.zeros(arr.shape, dtype=np.uint8)
         present = set(int(v) for v in np.unique(arr))
+        if unmapped is not None:
+            known = set().union(*values_for.values()) | {int(v) for v in self.ignore if isinstance(v, int)}
+            if names:
+                known |= {int(v) for v, nm in names.items()
+                          if normalise_name(nm) in {normalise_name(i) for i in self.ignore if isinstance(i, str)}}
+            unmapped.extend(sorted(present - known - {0}))
         for lab in PAINT_ORDER:
             vals = sorted(values_for[lab] & present)
             if not vals:

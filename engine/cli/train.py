@@ -46,6 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--external-phantoms", type=int, default=0, metavar="N",
                    help="N more phantoms (other seeds) as external validation set")
     g.add_argument("--check-only", action="store_true", help="check the cohort and stop (nothing is written)")
+    g.add_argument("--allow-non-hu", action="store_true",
+                   help="accept images whose values do not look like CT Hounsfield units (e.g. CTs cropped so "
+                        "tightly that they hold no air); refused otherwise")
     d = parser.add_argument_group("dataset and split")
     d.add_argument("--dataset-id", type=int, default=501, help="nnU-Net dataset id (default 501)")
     d.add_argument("--dataset-name", default="LiverPlan", help="nnU-Net dataset name (default LiverPlan)")
@@ -87,6 +90,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "--time-limit); reuses the dataset and plans in --work-dir. Not with --continue")
     t.add_argument("--skip-training", action="store_true",
                    help="only export and evaluate the newest checkpoint in --work-dir")
+    t.add_argument("--overwrite", action="store_true",
+                   help="replace a training already in --work-dir (refused without this flag: its checkpoints "
+                        "would be lost)")
     e = parser.add_argument_group("model package and evaluation")
     e.add_argument("--export", metavar="DIR", help="model package folder (default WORK_DIR/model)")
     e.add_argument("--zip", metavar="FILE", help="also write the package as a zip (install with 'models install')")
@@ -123,7 +129,8 @@ def run(args: argparse.Namespace) -> int:
         export_dir=Path(args.export) if args.export else None, zip_path=Path(args.zip) if args.zip else None,
         model_name=args.model_name, model_version=args.model_version, demo=args.demo,
         training_data=args.training_data, evaluate=not args.no_evaluate, eval_mode=args.eval_mode,
-        card_note=args.card_note or "", command=args.card_command or command, check_only=args.check_only, skip_training=args.skip_training)
+        card_note=args.card_note or "", command=args.card_command or command, check_only=args.check_only,
+        skip_training=args.skip_training, overwrite=args.overwrite, allow_non_hu=args.allow_non_hu)
     bar = TextProgress()
 
     def say(msg: str) -> None:
@@ -131,10 +138,18 @@ def run(args: argparse.Namespace) -> int:
         bar._stage = None
         print(msg, flush=True)
 
+    import signal
+
+    def _terminate(signum, frame):
+        # `kill PID` (SIGTERM) ends the run like Ctrl+C, so nnU-Net's augmentation workers are shut down too
+        raise KeyboardInterrupt
+
+    old_handler = signal.signal(signal.SIGTERM, _terminate)
     try:
         res = run_pipeline(opts, progress=bar, say=say)
     finally:
         bar.close()
+        signal.signal(signal.SIGTERM, old_handler)
     if opts.check_only:
         return 0
     for set_name, md in res.markdown.items():

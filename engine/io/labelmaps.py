@@ -121,12 +121,21 @@ def read_label_map(path, geometry_or_case: Union[Geometry, Case],
                          f"{info.GetNumberOfComponents()} value(s) per voxel).")
     img = read_image_file(p)
     arr = _as_integer_labels(_onto_grid(img, target, p.name), f"The label map {p.name}")
-    return _map_values(arr, p, mapping)
+    return _map_values(arr, p, mapping, notes)
 
 
-def _map_values(arr: np.ndarray, p: Path, mapping: Optional[LabelMapping]) -> np.ndarray:
+#: Start of the note :func:`read_label_map` gives for label values the mapping does not cover.
+UNMAPPED_NOTE = "Label values not in the label map"
+
+
+def _map_values(arr: np.ndarray, p: Path, mapping: Optional[LabelMapping], notes: list[str]) -> np.ndarray:
     if mapping is not None:
-        return mapping.apply(arr)
+        unmapped: list[int] = []
+        out = mapping.apply(arr, unmapped=unmapped)
+        if unmapped:
+            notes.append(f"{UNMAPPED_NOTE} ({mapping.name}) were read as background: {_short_list(unmapped)} "
+                         "(map them to a structure, or list them under \"ignore\" in the label map).")
+        return out
     values = [int(v) for v in np.unique(arr) if v != 0]
     if len(values) == 1:
         s = structure_for_name(_stem(p))
@@ -164,7 +173,7 @@ def _read_seg_nrrd(p: Path, target: Geometry, mapping: Optional[LabelMapping], n
               for img in layers]
     if not segments:
         # A plain NRRD label volume that merely has a Slicer header: treat its values directly.
-        return _map_values(arrays[0], p, mapping)
+        return _map_values(arrays[0], p, mapping, notes)
     by_label: dict[int, list[np.ndarray]] = {}
     ignored = []
     for seg in segments:
@@ -216,11 +225,16 @@ def _read_mask_folder(folder: Path, target: Geometry, mapping: Optional[LabelMap
                          "sub-folders of DICOM masks; a mask folder has one file per structure, e.g. "
                          "liver.nii.gz, portalvein.nii.gz.")
     names = [f.name if f.is_dir() else _stem(f) for f in files]
+    explicit = mapping is not None
     if mapping is None:
         mapping = LabelMapping.preset("ircadb") if looks_like_ircadb(names) else \
             LabelMapping({s.key: [n] for n in names for s in [structure_for_name(n)] if s is not None},
                          name="file names")
     wanted = [(f, n) for f, n in zip(files, names) if mapping.structure_for_foreign_name(n) is not None]
+    if not wanted and explicit:
+        raise InputError(f"The label map {mapping.name} names none of the mask files in {folder} "
+                         f"({', '.join(names)}); a label map replaces matching by file name, so for a folder of "
+                         'masks it must list their names, e.g. {"liver": ["liver"], "portal_vein": ["portalvein"]}.')
     if not wanted:
         raise InputError(f"None of the mask files in {folder} ({', '.join(names)}) is named after a LiverPlan "
                          "structure (liver, portal vein, hepatic veins, IVC, lesions).")

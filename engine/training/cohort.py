@@ -145,6 +145,8 @@ def _load_mapping(spec, base: Path):
     path = _resolve(base, s)
     if path.is_file():
         return LabelMapping.load(path)
+    if s.lower().endswith(".json") or "/" in s or "\\" in s:
+        raise InputError(f"The label map file {path} does not exist.")
     return LabelMapping.preset(s)
 
 
@@ -230,20 +232,27 @@ def load_cohort(path: str | Path, label_map: Optional[str] = None) -> Cohort:
     return Cohort(entries, mapping, str(p))
 
 
-def load_entry(entry: CohortEntry, mapping=None) -> Case:
-    """The CT of ``entry`` with its reference mapped to LiverPlan's labels (canonical grid)."""
+def load_entry(entry: CohortEntry, mapping=None, notes: Optional[list[str]] = None) -> Case:
+    """The CT of ``entry`` with its reference mapped to LiverPlan's labels (canonical grid); remarks of
+    the reference reader (engine.io.read_label_map) go to ``notes`` when a list is given."""
     from ..io import load_case, read_label_map
 
     case = load_case(entry.image, series=entry.series)
-    labels = read_label_map(entry.reference, case, mapping)
+    labels = read_label_map(entry.reference, case, mapping, notes=notes)
     case.set_labels(labels, label_source=f"reference: {entry.reference}")
     case.name = entry.case_id
     return case
 
 
 def check_cohort(cohort: Cohort, require: tuple[int, ...] = LABEL_VALUES, min_train: int = 2,
-                 progress: ProgressCallback = no_progress, cancel: Optional[CancelToken] = None) -> CohortReport:
+                 progress: ProgressCallback = no_progress, cancel: Optional[CancelToken] = None,
+                 allow_non_hu: bool = False) -> CohortReport:
     """Read every pair and list the problems (nothing is written).
+
+    An image whose values do not look like CT Hounsfield units (an MR, a normalised or processed image)
+    is a problem — nnU-Net's CT normalisation would train a model on the wrong scale — unless
+    ``allow_non_hu`` (e.g. CTs cropped so tightly that they hold no air), which makes it a warning.
+    Reference values the label map does not cover (and does not list under "ignore") are a problem.
 
     require: labels every reference must contain. CRLM (5) may be absent from a case (a patient whose
     lesions were all treated); that is a warning, the other structures are problems. Structures the
@@ -277,8 +286,9 @@ def check_cohort(cohort: Cohort, require: tuple[int, ...] = LABEL_VALUES, min_tr
             cc.problems.append(f"the reference {e.reference} does not exist")
         if cc.problems:
             continue
+        notes: list[str] = []
         try:
-            case = load_entry(e, cohort.label_map)
+            case = load_entry(e, cohort.label_map, notes)
         except LiverPlanError as err:
             cc.problems.append(str(err))
             continue
@@ -293,7 +303,18 @@ def check_cohort(cohort: Cohort, require: tuple[int, ...] = LABEL_VALUES, min_tr
             if lab not in present:
                 msg = f"the reference has no {BY_LABEL[lab].name.lower()} (label {lab}) voxels"
                 (cc.warnings if lab == 5 else cc.problems).append(msg)
-        cc.warnings.extend(case.provenance.warnings)
+        from ..io.images import modality_guess
+        from ..io.labelmaps import UNMAPPED_NOTE
+        cc.problems.extend(n for n in notes if n.startswith(UNMAPPED_NOTE))
+        guess = modality_guess(case.image)
+        hu_warnings = [w for w in case.provenance.warnings if "Hounsfield" in w]
+        if guess.startswith("not CT-like") and not allow_non_hu:
+            cc.problems.append(f"the image does not look like a CT in Hounsfield units ({guess}); a CT model "
+                               "cannot be trained on it (if it is a CT cropped so tightly that it holds no air, "
+                               "use --allow-non-hu)")
+            cc.warnings.extend(w for w in case.provenance.warnings if w not in hu_warnings)
+        else:
+            cc.warnings.extend(case.provenance.warnings)
         del case
     progress("Checking cohort", len(cohort.entries), len(cohort.entries))
     return CohortReport(checks, problems)

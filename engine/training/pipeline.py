@@ -76,9 +76,59 @@ class TrainOptions:
     card_note: str = ""                     # limitations stated in the model card
     check_only: bool = False
     skip_training: bool = False             # export/evaluate an existing checkpoint only
+    overwrite: bool = False                 # replace a finished training in work_dir (else refused)
+    allow_non_hu: bool = False              # images not in CT Hounsfield units: a warning, not a problem
 
     def spec(self) -> SmallNetSpec:
         return SmallNetSpec(tuple(self.patch_size), tuple(self.features), int(self.batch_size))
+
+    def validate(self) -> None:
+        """Refuse settings that cannot work, in words, before anything is read or written (nnU-Net would
+        otherwise fail minutes later with a ZeroDivisionError, an IndexError or a hang)."""
+        bad: list[str] = []
+
+        def need(ok: bool, msg: str) -> None:
+            if not ok:
+                bad.append(msg)
+
+        need(self.epochs >= 1, f"--epochs must be at least 1 (got {self.epochs})")
+        need(self.iterations_per_epoch >= 1, f"--iterations must be at least 1 (got {self.iterations_per_epoch})")
+        need(self.val_iterations >= 1, f"--val-iterations must be at least 1 (got {self.val_iterations})")
+        need(self.initial_lr >= 0, f"--lr must be 0 or more (got {self.initial_lr:g})")
+        need(0.0 <= self.oversample_foreground <= 1.0,
+             f"--oversample is a fraction of the batch, 0 to 1 (got {self.oversample_foreground:g})")
+        need(self.time_limit_min is None or self.time_limit_min > 0,
+             f"--time-limit must be above 0 minutes (got {self.time_limit_min})")
+        need(0.0 < self.test_fraction < 1.0, f"--test-fraction must lie between 0 and 1 (got {self.test_fraction:g})")
+        need(self.cv_folds >= 1, f"--cv-folds must be at least 1 (got {self.cv_folds})")
+        need(self.fold >= 0, f"--fold must be 0 or more (got {self.fold})")
+        need(self.threads is None or self.threads >= 1, f"--threads must be at least 1 (got {self.threads})")
+        need(self.n_proc >= 1, f"--processes must be at least 1 (got {self.n_proc})")
+        need(self.da_processes is None or self.da_processes >= 0,
+             f"--da-processes must be 0 (augment in the training process) or more (got {self.da_processes})")
+        need(self.phantoms >= 0 and self.external_phantoms >= 0, "phantom counts must be 0 or more")
+        if self.phantoms or self.external_phantoms:
+            need(all(n >= 16 for n in self.phantom_shape),
+                 f"--phantom-shape must be at least 16 voxels per axis (got {tuple(self.phantom_shape)})")
+            need(self.phantom_spacing is None or all(v > 0 for v in self.phantom_spacing),
+                 "--phantom-spacing must be above 0 mm")
+        need(self.target_spacing is None or all(v > 0 for v in self.target_spacing),
+             "--target-spacing must be above 0 mm")
+        if self.configuration == SMALL_CONFIGURATION:
+            feats = tuple(self.features)
+            need(len(feats) >= 2 and all(f >= 1 for f in feats),
+                 f"--features needs at least 2 stages of 1 or more feature maps (got {feats})")
+            need(all(p >= 1 for p in self.patch_size), f"--patch sizes must be positive (got {tuple(self.patch_size)})")
+            need(self.batch_size >= 1, f"--batch-size must be at least 1 (got {self.batch_size})")
+            if len(feats) >= 2 and all(p >= 1 for p in self.patch_size):
+                div = 2 ** (len(feats) - 1)
+                # instance norm needs more than one voxel at the deepest stage
+                need(all(p % div == 0 and p // div >= 2 for p in self.patch_size),
+                     f"each --patch size must be a multiple of {div} and at least {2 * div} for a "
+                     f"{len(feats)}-stage network (got {tuple(self.patch_size)}); use fewer --features stages "
+                     "or a larger patch")
+        if bad:
+            raise InputError("These training settings cannot work:\n  " + "\n  ".join(bad))
 
 
 @dataclass
@@ -94,11 +144,19 @@ class PipelineResult:
 
 
 def resolve_training_device(device: str) -> str:
-    """'auto' -> 'cuda' when a CUDA GPU is there, else 'cpu' (nnU-Net trains on cuda, cpu or mps)."""
-    if device != "auto":
-        return device
+    """'auto' -> 'cuda' when a CUDA GPU is there, else 'cpu' (nnU-Net trains on cuda, cpu or mps).
+    Raises InputError for a device this machine does not have, so that it is said before any work."""
     import torch
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InputError("Training on 'cuda' was asked for but this machine has no usable CUDA GPU; "
+                         "use --device cpu (slow) or run on a GPU workstation.")
+    if device == "mps" and not (getattr(torch.backends, "mps", None) is not None
+                                and torch.backends.mps.is_available()):
+        raise InputError("Training on 'mps' (Apple GPU) was asked for but this machine has none; "
+                         "use --device cpu or cuda.")
+    return device
 
 
 def _sources(opts: TrainOptions, say: Callable[[str], None], progress, cancel):
@@ -115,7 +173,8 @@ def _sources(opts: TrainOptions, say: Callable[[str], None], progress, cancel):
         if forced_set:
             for e in cohort.entries:
                 e.set = forced_set
-        report = check_cohort(cohort, min_train=0 if forced_set else 2, progress=progress, cancel=cancel)
+        report = check_cohort(cohort, min_train=0 if forced_set else 2, progress=progress, cancel=cancel,
+                              allow_non_hu=opts.allow_non_hu)
         reports.append(report.text())
         say(report.text())
         if not report.ok:
@@ -145,21 +204,39 @@ def run_pipeline(opts: TrainOptions, progress: ProgressCallback = no_progress,
     """Run the stages; ``say`` receives one-line status messages (the CLI prints them)."""
     from .env import configure_nnunet_environment
 
-    dirs = configure_nnunet_environment(opts.work_dir, n_proc=opts.n_proc, threads=opts.threads)
-    res = PipelineResult(work_dir=dirs.root)
+    opts.validate()
+    device = None if opts.check_only or opts.skip_training and not opts.evaluate \
+        else resolve_training_device(opts.device)
     from .dataset import dataset_folder_name, read_split, write_nnunet_dataset
     folder = dataset_folder_name(opts.dataset_id, opts.dataset_name)
-    raw_dir = dirs.raw / folder
     reuse = opts.continue_training or opts.skip_training or opts.init_weights is not None
+    if not (reuse or opts.check_only or opts.overwrite):
+        from .runner import PLANS, TRAINER
+        done = sorted((Path(opts.work_dir) / "nnUNet_results" / folder).glob(
+            f"{TRAINER}__{PLANS}__*/fold_*/checkpoint_*.pth"))
+        if done:
+            raise InputError(f"{opts.work_dir} already holds a training of {folder} ({done[-1].parent.parent.name}, "
+                             f"{done[-1].parent.name}). Use --continue to resume it, --skip-training to export and "
+                             "evaluate it again, --init-weights to train a further phase from it, another "
+                             "--work-dir, or --overwrite to replace it (its dataset and checkpoints are deleted).")
+    if opts.check_only:
+        # nothing is written: not even nnU-Net's (empty) folders
+        train_src, ext_src, prov, report = _sources(opts, say, progress, cancel)
+        say("Cohort check only: nothing written.")
+        return PipelineResult(work_dir=Path(opts.work_dir).resolve(), cohort_report=report)
+    dirs = configure_nnunet_environment(opts.work_dir, n_proc=opts.n_proc, threads=opts.threads)
+    res = PipelineResult(work_dir=dirs.root)
+    raw_dir = dirs.raw / folder
+    if opts.overwrite and not reuse and (dirs.results / folder).is_dir():
+        import shutil
+        say(f"--overwrite: deleting the earlier training in {dirs.results / folder}.")
+        shutil.rmtree(dirs.results / folder)
     if reuse and (raw_dir / "liverplan_split.json").is_file():
         say(f"Reusing the dataset in {raw_dir}.")
         split = read_split(raw_dir)
     else:
         train_src, ext_src, prov, report = _sources(opts, say, progress, cancel)
         res.cohort_report = report
-        if opts.check_only:
-            say("Cohort check only: nothing written.")
-            return res
         say(f"Writing the nnU-Net dataset {folder} ({len(train_src)} cases + {len(ext_src)} external).")
         info = write_nnunet_dataset(dirs.raw, dirs.preprocessed, opts.dataset_id, opts.dataset_name, train_src,
                                     ext_src, test_fraction=opts.test_fraction, seed=opts.split_seed,
@@ -194,7 +271,7 @@ def run_pipeline(opts: TrainOptions, progress: ProgressCallback = no_progress,
         # training; refuse instead.
         raise InputError(f"Fold {opts.fold} does not exist: {splits_file.name} has {n_folds} fold(s) "
                          f"(use --cv-folds K when writing the dataset for K cross-validation folds).")
-    device = resolve_training_device(opts.device)
+    device = device or resolve_training_device(opts.device)
     from .runner import PLANS, TRAINER, train
     results_folder = dirs.results / folder / f"{TRAINER}__{PLANS}__{opts.configuration}"
     if not opts.skip_training:
@@ -226,9 +303,9 @@ def run_pipeline(opts: TrainOptions, progress: ProgressCallback = no_progress,
                       demo=opts.demo, configuration=opts.configuration, folds=(opts.fold,),
                       extra={**({"limitations": opts.card_note} if opts.card_note else {}), "split": {"train": len(split.train), "test": len(split.test),
                                        "external": len(split.external), "seed": split.seed}})
-    export_model(results_folder, model_dir, card, folds=(opts.fold,), zip_path=opts.zip_path, overwrite=True)
-    res.model_dir, res.zip_path = model_dir, opts.zip_path
-    say(f"Model package written to {model_dir}" + (f" and {opts.zip_path}" if opts.zip_path else "") + ".")
+    export_model(results_folder, model_dir, card, folds=(opts.fold,), overwrite=True)
+    res.model_dir = model_dir
+    say(f"Model package written to {model_dir}.")
 
     # --- evaluate ---
     if opts.evaluate:
@@ -250,4 +327,10 @@ def run_pipeline(opts: TrainOptions, progress: ProgressCallback = no_progress,
             from .export import CARD_NAME
             write_text_atomic(model_dir / CARD_NAME, json.dumps(card, indent=2), overwrite=True)
             (model_dir / CARD_NAME).chmod(0o644)
+    if opts.zip_path is not None:
+        # last, so that the zip's model card holds the evaluation too
+        from .export import zip_folder
+        zip_folder(model_dir, Path(opts.zip_path), overwrite=True)
+        res.zip_path = Path(opts.zip_path)
+        say(f"Model package zipped to {opts.zip_path} (install with 'python main.py models install').")
     return res

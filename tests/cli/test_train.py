@@ -38,7 +38,7 @@ def test_check_only_good_cohort_writes_nothing(tmp_path, capsys):
     assert main(["train", "--work-dir", str(work), "--cohort", str(tmp_path / "cohort"), "--check-only"]) == 0
     out = capsys.readouterr().out
     assert "2 usable, 0 with problems" in out
-    assert not any((work / "nnUNet_raw").iterdir())
+    assert not work.exists()                       # not even nnU-Net's empty folders
 
 
 def test_bad_cohort_is_reported_not_crashed(tmp_path, capsys):
@@ -67,3 +67,34 @@ def test_unknown_structure_name_in_label_map(tmp_path, capsys):
 def test_no_training_data_is_a_clear_error(tmp_path, capsys):
     assert main(["train", "--work-dir", str(tmp_path / "w")]) == 2
     assert "--phantoms" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags, says", [
+    (["--epochs", "0"], "--epochs must be at least 1"),
+    (["--iterations", "0", "--val-iterations", "0"], "--val-iterations must be at least 1"),
+    (["--patch", "0", "48", "48"], "--patch sizes must be positive"),
+    (["--lr", "-0.1"], "--lr must be 0 or more"),
+    (["--da-processes", "-1"], "--da-processes must be 0"),
+    (["--features", "8", "16", "32", "64", "128", "256", "512"], "multiple of 64 and at least 128"),
+    (["--phantom-shape", "8", "8", "8"], "--phantom-shape must be at least 16"),
+    (["--oversample", "1.5"], "--oversample is a fraction"),
+    (["--time-limit", "-1"], "--time-limit must be above 0"),
+])
+def test_impossible_training_settings_are_refused_in_words_before_any_work(tmp_path, capsys, flags, says):
+    work = tmp_path / "work"
+    rc = main(["train", "--work-dir", str(work), "--phantoms", "3"] + flags)
+    err = capsys.readouterr().err
+    assert rc == 2 and says in err and "Traceback" not in err, err
+    assert not work.exists()
+
+
+def test_a_gpu_that_is_not_there_is_said_before_any_work(tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    work = tmp_path / "work"
+    rc = main(["train", "--work-dir", str(work), "--phantoms", "3", "--device", "cuda"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "no usable CUDA GPU" in err and "Traceback" not in err
+    assert not work.exists()

@@ -209,6 +209,58 @@ def test_csv_and_json_cohorts_with_external_set_and_label_map(tmp_path):
     assert not report.ok and all(not c.ok for c in report.checks)
 
 
+def test_reference_values_the_label_map_does_not_cover_are_a_problem_unless_ignored(tmp_path):
+    for cid in ("a", "b"):
+        _write_pair(tmp_path, cid, values=(10, 20, 30, 40, 50, 70))       # 70: e.g. the gallbladder
+    mapping = {"liver": [10], "portal_vein": [20], "hepatic_veins": [30], "ivc": [40], "crlm": [50]}
+    (tmp_path / "map.json").write_text(json.dumps(mapping))
+    report = check_cohort(load_cohort(tmp_path, label_map=str(tmp_path / "map.json")))
+    assert not report.ok
+    assert all(any("not in the label map" in p and "70" in p for p in c.problems) for c in report.checks)
+    (tmp_path / "map.json").write_text(json.dumps({**mapping, "ignore": [70]}))
+    assert check_cohort(load_cohort(tmp_path, label_map=str(tmp_path / "map.json"))).ok
+
+
+def test_an_image_that_is_not_ct_is_a_problem_unless_allowed(tmp_path):
+    import SimpleITK as sitk
+
+    for cid in ("a", "b"):
+        _write_pair(tmp_path, cid)
+    mr = np.random.default_rng(2).uniform(0, 1, (8, 12, 12)).astype(np.float32)    # a normalised image
+    img = sitk.GetImageFromArray(mr)
+    img.SetSpacing((1.5, 1.5, 2.0))
+    sitk.WriteImage(img, str(tmp_path / "images" / "b.nii.gz"))
+    report = check_cohort(load_cohort(tmp_path))
+    by_id = {c.case_id: c for c in report.checks}
+    assert by_id["a"].ok and not by_id["b"].ok
+    assert any("does not look like a CT in Hounsfield units" in p for p in by_id["b"].problems)
+    allowed = check_cohort(load_cohort(tmp_path), allow_non_hu=True)
+    assert allowed.ok and any("Hounsfield" in w for w in {c.case_id: c for c in allowed.checks}["b"].warnings)
+
+
+def test_a_missing_label_map_file_is_named_as_missing(tmp_path):
+    _write_pair(tmp_path, "a")
+    with pytest.raises(InputError, match="label map file .*nofile.json does not exist"):
+        load_cohort(tmp_path, label_map=str(tmp_path / "nofile.json"))
+
+
+def test_a_label_map_that_names_none_of_the_masks_says_why(tmp_path):
+    import SimpleITK as sitk
+
+    from engine.io import read_label_map
+    from engine.labelmap import LabelMapping
+
+    case = _case()
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    for name in ("liver", "portalvein"):
+        m = sitk.GetImageFromArray((case.labels > 0).astype(np.uint8))
+        m.SetSpacing((1.5, 1.5, 2.0))
+        sitk.WriteImage(m, str(masks / f"{name}.nii.gz"))
+    with pytest.raises(InputError, match="names none of the mask files.*replaces matching by file name"):
+        read_label_map(masks, case, LabelMapping({"liver": [1], "portal_vein": [2]}, name="values.json"))
+
+
 def test_merged_label_map_cannot_train_all_five(tmp_path):
     for cid in ("a", "b"):
         _write_pair(tmp_path, cid)

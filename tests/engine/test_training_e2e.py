@@ -75,6 +75,20 @@ def test_model_package_has_card_and_slim_checkpoint(tiny_run):
     assert ck["init_args"]["configuration"] == "3d_small"
     names = zipfile.ZipFile(res.zip_path).namelist()
     assert "fold_0/checkpoint_final.pth" in names and "liverplan_model.json" in names
+    # the zip is written last: its card holds the held-out evaluation like the folder's
+    zcard = json.loads(zipfile.ZipFile(res.zip_path).read("liverplan_model.json"))
+    assert zcard == card and "test" in zcard["evaluation"]
+
+
+def test_running_again_without_continue_does_not_wipe_the_finished_training(tiny_run):
+    from engine.errors import InputError
+
+    opts, res, _ = tiny_run
+    fold = res.work_dir / "nnUNet_results" / res.dataset_dir.name / "LiverPlanTrainer__nnUNetPlans__3d_small" / "fold_0"
+    before = (fold / "checkpoint_final.pth").stat().st_mtime_ns
+    with pytest.raises(InputError, match="already holds a training.*--continue.*--overwrite"):
+        run_pipeline(opts, say=lambda m: None)
+    assert (fold / "checkpoint_final.pth").stat().st_mtime_ns == before
 
 
 def test_package_installs_and_segments(tiny_run, tmp_path, monkeypatch):
