@@ -113,6 +113,13 @@ class LabelMapping:
         if not isinstance(data, dict):
             raise InputError(f"The label mapping file {p} must hold a JSON object such as "
                              '{"liver": [1], "portal_vein": [2]}.')
+        return cls.from_json_dict(data, p.name, where=str(p))
+
+    @classmethod
+    def from_json_dict(cls, data: dict, name: str = "custom", where: str = "The label mapping") -> "LabelMapping":
+        """The mapping a JSON object describes (the format of :meth:`load`; :meth:`to_json_dict` writes it)."""
+        data = dict(data)
+        p = where
         merged = {int(k): tuple(int(x) for x in v) for k, v in dict(data.pop("merged_groups", {})).items()}
         notes = [str(n) for n in data.pop("notes", [])]
         ignore = data.pop("ignore", [])
@@ -129,7 +136,7 @@ class LabelMapping:
                 if isinstance(v, bool) or not isinstance(v, (int, str)):
                     raise InputError(f"In {p}, '{key}' must list label numbers or names, not {v!r}.")
             sources.setdefault(s.key, []).extend(vals)
-        return cls(sources, merged, notes, name=p.name, ignore=ignore)
+        return cls(sources, merged, notes, name=name, ignore=ignore)
 
     def to_json_dict(self) -> dict:
         d: dict = {k: list(v) for k, v in self.sources.items()}

@@ -246,13 +246,16 @@ def load_entry(entry: CohortEntry, mapping=None, notes: Optional[list[str]] = No
 
 def check_cohort(cohort: Cohort, require: tuple[int, ...] = LABEL_VALUES, min_train: int = 2,
                  progress: ProgressCallback = no_progress, cancel: Optional[CancelToken] = None,
-                 allow_non_hu: bool = False) -> CohortReport:
+                 allow_non_hu: bool = False, for_training: bool = True) -> CohortReport:
     """Read every pair and list the problems (nothing is written).
 
     An image whose values do not look like CT Hounsfield units (an MR, a normalised or processed image)
     is a problem — nnU-Net's CT normalisation would train a model on the wrong scale — unless
     ``allow_non_hu`` (e.g. CTs cropped so tightly that they hold no air), which makes it a warning.
     Reference values the label map does not cover (and does not list under "ignore") are a problem.
+    for_training=False (an external validation set, only evaluated): structures the label map merges or
+    lacks are fine — the evaluation scores merged groups together and skips absent ones — so only the
+    structures the map provides are required.
 
     require: labels every reference must contain. CRLM (5) may be absent from a case (a patient whose
     lesions were all treated); that is a warning, the other structures are problems. Structures the
@@ -269,9 +272,14 @@ def check_cohort(cohort: Cohort, require: tuple[int, ...] = LABEL_VALUES, min_tr
         problems.append(f"case id(s) used more than once: {', '.join(dup)}")
     if isinstance(cohort.label_map, LabelMapping):
         missing = cohort.label_map.missing_structures()
-        if missing:
+        if missing and for_training:
             problems.append("the label map gives no separate label for: " + ", ".join(missing) +
                             " (a model must learn all five structures from the references)")
+        elif missing:
+            from ..labels import BY_KEY
+            merged = {g for grp in cohort.label_map.merged_groups.values() for g in grp}
+            absent = {BY_KEY[k].label for k in missing} | (merged - set(cohort.label_map.merged_groups))
+            require = tuple(v for v in require if v not in absent)
     n_train = len(cohort.of_set("train"))
     if n_train < min_train:
         problems.append(f"only {n_train} training case(s); at least {min_train} are needed for a train/test split")

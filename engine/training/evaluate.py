@@ -50,7 +50,7 @@ def evaluate_split(model_dir: Path, raw_dir: Path, set_name: str, case_ids: Sequ
         t0 = time.perf_counter()
         try:
             case = load_case(img)
-            ref = read_label_map(lab, case, ref_mapping)
+            ref = read_label_map(lab, case)     # written by LiverPlan: its own labels (ref_mapping: merges)
             seg = segment(case, model, device=device, mode=mode, cancel=cancel)
             rec.result = evaluate_case_arrays(seg.labels, ref, case.geometry, ref_mapping)
             rec.spacing = tuple(case.geometry.spacing)

@@ -174,7 +174,7 @@ def _sources(opts: TrainOptions, say: Callable[[str], None], progress, cancel):
             for e in cohort.entries:
                 e.set = forced_set
         report = check_cohort(cohort, min_train=0 if forced_set else 2, progress=progress, cancel=cancel,
-                              allow_non_hu=opts.allow_non_hu)
+                              allow_non_hu=opts.allow_non_hu, for_training=not forced_set)
         reports.append(report.text())
         say(report.text())
         if not report.ok:
@@ -184,6 +184,9 @@ def _sources(opts: TrainOptions, say: Callable[[str], None], progress, cancel):
             (external if e.set == "external" else train).append((e.case_id, entry_loader(e, cohort.label_map)))
         prov[forced_set or "cohort"] = {"description": str(desc),
                                         "label_map": getattr(cohort.label_map, "name", None)}
+        if forced_set and cohort.label_map is not None:
+            # the evaluation needs what the external references merge or lack (e.g. IRCADb: HV + IVC)
+            prov[forced_set]["label_map_json"] = cohort.label_map.to_json_dict()
     if opts.phantoms:
         train += phantom_cohort(opts.phantoms, opts.phantom_first_seed, opts.phantom_shape, opts.phantom_spacing)
         prov["phantoms"] = {"n": opts.phantoms, "first_seed": opts.phantom_first_seed,
@@ -197,6 +200,20 @@ def _sources(opts: TrainOptions, say: Callable[[str], None], progress, cancel):
     if not train:
         raise InputError("No training cases: give a cohort description (--cohort) or --phantoms N.")
     return train, external, prov, "\n".join(reports)
+
+
+def _reference_mapping(raw_dir: Path, set_name: str):
+    """The label mapping an external set's references were read with, when it merges or lacks structures
+    (stored in the dataset's provenance); None: LiverPlan's five labels."""
+    from ..labelmap import LabelMapping
+
+    try:
+        prov = json.loads((raw_dir / "dataset.json").read_text())["liverplan"]["provenance"]
+        d = prov[set_name]["label_map_json"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    m = LabelMapping.from_json_dict(d, name=str(prov[set_name].get("label_map") or "external"))
+    return m if (m.missing_structures() or m.merged_groups) else None
 
 
 def run_pipeline(opts: TrainOptions, progress: ProgressCallback = no_progress,
@@ -316,8 +333,9 @@ def run_pipeline(opts: TrainOptions, progress: ProgressCallback = no_progress,
                 continue
             check(cancel)
             say(f"Evaluating the {set_name} set ({len(ids)} cases) with the study's metrics.")
-            paths, md, summary = evaluate_split(model_dir, raw_dir, set_name, ids, out, device=device, mode=opts.eval_mode,
-                                       progress=progress, cancel=cancel)
+            paths, md, summary = evaluate_split(model_dir, raw_dir, set_name, ids, out, device=device,
+                                                mode=opts.eval_mode, ref_mapping=_reference_mapping(raw_dir, set_name),
+                                                progress=progress, cancel=cancel)
             res.tables[set_name], res.markdown[set_name] = paths, md
             card.setdefault("evaluation", {})[set_name] = {
                 "what": ("held-out test split" if set_name == "test" else "external validation set")

@@ -261,6 +261,36 @@ def test_a_label_map_that_names_none_of_the_masks_says_why(tmp_path):
         read_label_map(masks, case, LabelMapping({"liver": [1], "portal_vein": [2]}, name="values.json"))
 
 
+def test_an_external_set_may_merge_structures_it_is_only_evaluated(tmp_path):
+    # IRCADb-style masks (hepatic veins + IVC in one 'venoussystem' mask): not for training, fine as the
+    # external set; the merge is kept for the evaluation.
+    import SimpleITK as sitk
+
+    from engine.training.pipeline import _reference_mapping
+
+    _write_pair(tmp_path / "ext", "x")
+    masks = tmp_path / "ext" / "masks_x"
+    masks.mkdir()
+    for i, name in enumerate(("liver", "portalvein", "venoussystem", "livertumor1")):
+        m = np.zeros((8, 12, 12), np.uint8)
+        m[1 + i, 2:6, 2:6] = 1
+        img = sitk.GetImageFromArray(m)
+        img.SetSpacing((1.5, 1.5, 2.0))
+        sitk.WriteImage(img, str(masks / f"{name}.nii.gz"))
+    (tmp_path / "ext.csv").write_text("case_id,image,reference\nx,ext/images/x.nii.gz,ext/masks_x\n")
+    cohort = load_cohort(tmp_path / "ext.csv", label_map="ircadb")
+    assert not check_cohort(cohort, min_train=0).ok                       # for training: IVC missing
+    report = check_cohort(cohort, min_train=0, for_training=False)
+    assert report.ok, report.text()
+    raw = tmp_path / "Dataset1_X"
+    raw.mkdir()
+    (raw / "dataset.json").write_text(json.dumps({"liverplan": {"provenance": {"external": {
+        "label_map": "ircadb", "label_map_json": cohort.label_map.to_json_dict()}}}}))
+    m = _reference_mapping(raw, "external")
+    assert m is not None and m.merged_groups == {3: (3, 4)} and "ivc" in m.missing_structures()
+    assert _reference_mapping(raw, "test") is None
+
+
 def test_merged_label_map_cannot_train_all_five(tmp_path):
     for cid in ("a", "b"):
         _write_pair(tmp_path, cid)
