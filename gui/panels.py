@@ -37,8 +37,9 @@ def _item(text: str, tooltip: str = "", align_right: bool = False) -> QTableWidg
 def table_to_text(table: QTableWidget) -> str:
     """Tab-separated text of a table (headers first): pastes into a spreadsheet or a report."""
     cols = table.columnCount()
-    lines = ["\t".join(table.horizontalHeaderItem(c).text() if table.horizontalHeaderItem(c) else ""
-                       for c in range(cols))]
+    # a header drawn on two lines (narrow columns) is one line in the text
+    lines = ["\t".join(table.horizontalHeaderItem(c).text().replace("\n", " ") if table.horizontalHeaderItem(c)
+                       else "" for c in range(cols))]
     for r in range(table.rowCount()):
         row = []
         for c in range(cols):
@@ -257,7 +258,9 @@ class MeasurePanel(QWidget):
         lay.addWidget(QLabel("Lesions (click one to go to it)"))
         self.lesions = QTableWidget(0, len(self.LESION_COLS))
         self.lesions.setObjectName("lesion_table")
-        self.lesions.setHorizontalHeaderLabels(self.LESION_COLS)
+        # two-line headers keep the columns narrow enough for the dock (Mean HU was cut off)
+        self.lesions.setHorizontalHeaderLabels([c.replace(" (", "\n(").replace("Mean HU", "Mean\nHU")
+                                                for c in self.LESION_COLS])
         self.lesions.verticalHeader().setVisible(False)
         self.lesions.setSelectionBehavior(QAbstractItemView.SelectRows)
         self.lesions.setSelectionMode(QAbstractItemView.SingleSelection)

@@ -71,6 +71,14 @@ def test_measurements_and_lesion_table_match_the_engine(qtbot, win):
     text = copy_table(win.measure_panel.lesions)
     assert QGuiApplication.clipboard().text() == text
     assert text.splitlines()[0].startswith("Lesion\tVolume (ml)") and len(text.splitlines()) == len(rep.lesions) + 1
+    assert text.splitlines()[0].endswith("\tMean HU")
+    # every lesion column fits in the dock (the last one, Mean HU, was cut off)
+    win.tabs.setCurrentWidget(win.measure_panel)
+    qtbot.wait(50)
+    table = win.measure_panel.lesions
+    assert table.horizontalHeader().length() <= table.viewport().width(), \
+        (table.horizontalHeader().length(), table.viewport().width())
+    win.tabs.setCurrentIndex(0)
 
 
 def test_structure_totals_read_like_the_measure_tab_and_show_no_nan(qtbot, win):
