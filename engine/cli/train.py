@@ -145,6 +145,8 @@ def run(args: argparse.Namespace) -> int:
         raise KeyboardInterrupt
 
     old_handler = signal.signal(signal.SIGTERM, _terminate)
+    from engine.training.runner import children_die_with_parent
+    children_die_with_parent()      # and `kill -9` takes nnU-Net's worker processes with it
     try:
         res = run_pipeline(opts, progress=bar, say=say)
     finally:

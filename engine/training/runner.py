@@ -25,6 +25,39 @@ PLANS = "nnUNetPlans"
 TRAINER = "LiverPlanTrainer"
 
 
+_CHILDREN_DIE_WITH_PARENT = False
+
+
+def children_die_with_parent() -> bool:
+    """From now on, every process this one forks (nnU-Net's augmentation and preprocessing workers) is
+    killed by the kernel when this process dies — also by ``kill -9``, which leaves no chance to stop
+    them in Python (they were left running, re-parented to PID 1). Linux only (prctl PR_SET_PDEATHSIG);
+    returns whether it is in effect."""
+    global _CHILDREN_DIE_WITH_PARENT
+    import sys
+    if not sys.platform.startswith("linux"):
+        return False
+    if not _CHILDREN_DIE_WITH_PARENT:
+        import ctypes
+        import signal
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            prctl = libc.prctl
+        except (OSError, AttributeError):
+            return False
+        parent = os.getpid()
+
+        def _in_child() -> None:
+            if _CHILDREN_DIE_WITH_PARENT and os.getppid() == parent:
+                prctl(1, int(signal.SIGKILL))          # 1 = PR_SET_PDEATHSIG
+                if os.getppid() != parent:             # the parent died before the call
+                    os._exit(1)
+
+        os.register_at_fork(after_in_child=_in_child)
+        _CHILDREN_DIE_WITH_PARENT = True
+    return True
+
+
 def _n_proc() -> int:
     return max(1, int(os.environ.get("nnUNet_def_n_proc", "1")))
 

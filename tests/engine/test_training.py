@@ -352,3 +352,47 @@ def test_the_time_budget_counts_checkpointing_between_epochs_but_not_a_pause():
     resumed = [0.0, 5.8, 5.8 + 4.3 + PAUSE_S + 3600]
     assert budget_seconds(resumed, [4.3, 10.1, resumed[2] + 4.3]) == pytest.approx(4.3 + 1.5 + 4.3 + 4.3)
     assert budget_seconds([], []) == 0.0
+
+
+def test_worker_processes_die_with_a_killed_parent(tmp_path):
+    # `kill -9` of a training left nnU-Net's augmentation workers running; with the parent-death signal
+    # the kernel ends a forked worker when its parent dies.
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("Linux only")
+    script = tmp_path / "parent.py"
+    script.write_text(
+        "import multiprocessing as mp, sys, time\n"
+        f"sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})\n"
+        "from engine.training.runner import children_die_with_parent\n"
+        "def work():\n    time.sleep(60)\n"
+        "if __name__ == '__main__':\n"
+        "    assert children_die_with_parent()\n"
+        "    p = mp.get_context('fork').Process(target=work, daemon=True)\n"
+        "    p.start()\n"
+        "    print(p.pid, flush=True)\n"
+        "    time.sleep(60)\n")
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        child = int(parent.stdout.readline())
+        os.kill(child, 0)                                   # the worker runs
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(10)
+        deadline = time.time() + 10
+        gone = False
+        while time.time() < deadline and not gone:
+            try:
+                os.kill(child, 0)
+                with open(f"/proc/{child}/stat") as f:      # a zombie waiting for PID 1 counts as gone
+                    gone = f.read().split(")")[1].split()[0] == "Z"
+            except (ProcessLookupError, FileNotFoundError):
+                gone = True
+            time.sleep(0.1)
+        assert gone, "the worker outlived its killed parent"
+    finally:
+        parent.kill()
