@@ -154,7 +154,7 @@ def case_name(path: Union[str, Path]) -> str:
     """Case id from a file or folder name: extension and common suffixes (_0000, _seg, _pred ...) removed."""
     name = Path(path).name
     low = name.lower()
-    for ext in LABEL_EXTENSIONS:
+    for ext in LABEL_EXTENSIONS + (".dcm",):
         if low.endswith(ext):
             name = name[: -len(ext)]
             break
@@ -169,8 +169,16 @@ def case_name(path: Union[str, Path]) -> str:
 
 
 def _is_label_file(p: Path) -> bool:
-    return p.is_file() and not p.name.startswith(".") and p.name.lower().endswith(LABEL_EXTENSIONS) \
-        and not p.name.lower().endswith(".raw")
+    if p.name.startswith(".") or not p.is_file():
+        return False
+    low = p.name.lower()
+    if low.endswith(LABEL_EXTENSIONS):
+        return not low.endswith(".raw")
+    if low.endswith(".dcm") or "." not in low:
+        # a DICOM SEG (not a CT slice: those are images, never label maps)
+        from .io.dicomseg import is_dicom_seg_file
+        return is_dicom_seg_file(p)
+    return False
 
 
 def _mask_folder(p: Path) -> Optional[Path]:
@@ -229,7 +237,8 @@ def pair_cases(pred: Union[str, Path], ref: Union[str, Path]) -> Pairing:
     """Match predictions to references by case name (file name minus extension and suffixes such as _0000).
 
     pred: a label file or a folder of label files. ref: a label file / mask folder (one case) or a folder
-    of them (NIfTI, NRRD, .seg.nrrd, MHA; a reference case may be a folder of binary masks, IRCADb style).
+    of them (NIfTI, NRRD, .seg.nrrd, MHA, DICOM SEG; a reference case may be a folder of binary masks,
+    IRCADb style).
     """
     pp, rp = Path(pred).expanduser(), Path(ref).expanduser()
     if not pp.exists():
@@ -275,6 +284,10 @@ def _geometry_of(path: Path) -> Geometry:
         if not files:
             raise InputError(f"The folder {p} holds no mask files.")
         p = files[0]
+    from .io.dicomseg import is_dicom_seg_file
+    if is_dicom_seg_file(p):
+        raise InputError(f"{p.name} is a DICOM SEG: it can be the reference, but a prediction must be a label "
+                         "map file (NIfTI, NRRD, .seg.nrrd, MHA) whose grid the SEG is placed on.")
     if p.name.lower().endswith(".seg.nrrd"):
         from .io.segnrrd import read_seg_nrrd
         layers, _, _ = read_seg_nrrd(p)

@@ -21,6 +21,21 @@ from ..labels import BY_KEY, structure_for_name
 log = logging.getLogger(__name__)
 
 
+def is_dicom_seg_file(path: Path) -> bool:
+    """Is ``path`` a DICOM file whose Modality is SEG (reads the header only)?"""
+    from .images import is_dicom_file
+
+    p = Path(path)
+    if not p.is_file() or not is_dicom_file(p):
+        return False
+    import pydicom
+    try:
+        ds = pydicom.dcmread(str(p), stop_before_pixels=True, specific_tags=["Modality"])
+    except Exception:  # a damaged header: not usable as a SEG here; reading it reports the damage
+        return False
+    return str(ds.get("Modality", "")).upper() == "SEG"
+
+
 def _seq_item(ds, *names):
     for name in names:
         seq = ds.get(name)

@@ -157,3 +157,37 @@ def test_phantom_folder_with_ct_beside_labels_pairs_the_labels(tmp_path, capsys)
     assert "Evaluated 1 of 1 paired case(s)." in text
     dice_row = next(line for line in text.splitlines() if line.strip().startswith("Dice"))
     assert "1.000" in dice_row
+
+
+@pytest.mark.real
+def test_a_folder_of_dicom_seg_references_pairs_with_label_map_predictions(tmp_path, capsys):
+    # dcmqi's DICOM SEG of the liver on its three-slice CT, as the reference of a cohort folder; a CT slice
+    # (.dcm, not a SEG) beside it is not taken for a label map.
+    import shutil
+
+    from realdata import real_path
+
+    from engine.io import load_case, read_label_map, write_label_map
+
+    seg, ct = real_path("dcmqi", "liver.dcm"), real_path("dcmqi", "ct-3slice")
+    case = load_case(ct)
+    case.set_labels(read_label_map(seg, case))
+    (tmp_path / "preds").mkdir()
+    (tmp_path / "refs").mkdir()
+    write_label_map(tmp_path / "preds" / "case1.nii.gz", case)
+    shutil.copyfile(seg, tmp_path / "refs" / "case1.dcm")
+    shutil.copyfile(next(ct.glob("*.dcm")), tmp_path / "refs" / "case2.dcm")     # a CT slice
+    rc = main.main(["evaluate", "--pred", str(tmp_path / "preds"), "--ref", str(tmp_path / "refs"),
+                    "--out", str(tmp_path / "out"), "--format", "markdown"])
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    assert "Evaluated 1 of 1" in out.out + out.err
+    rows = list(csv.DictReader(open(tmp_path / "out" / "per_case.csv")))
+    liver = next(r for r in rows if r["structure"] == "liver")
+    assert liver["case"] == "case1" and float(liver["dice"]) == pytest.approx(1.0)
+    assert {r["case"] for r in rows} == {"case1"}
+    # a SEG as the prediction is refused in words (its grid is the CT's, which is not given)
+    rc = main.main(["evaluate", "--pred", str(tmp_path / "refs" / "case1.dcm"), "--ref",
+                    str(tmp_path / "preds" / "case1.nii.gz")])
+    out = capsys.readouterr()
+    assert rc != 0 and "is a DICOM SEG: it can be the reference" in out.out + out.err
