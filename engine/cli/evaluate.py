@@ -8,8 +8,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pred", required=True, metavar="PATH",
                         help="prediction label map, or a folder of them (NIfTI, NRRD, .seg.nrrd, MHA)")
     parser.add_argument("--ref", required=True, metavar="PATH",
-                        help="reference label map / mask folder, or a folder of them (matched by case name; "
-                             "extensions and suffixes such as _0000, _seg, _pred are ignored)")
+                        help="reference label map / mask folder / DICOM SEG, or a folder of them (matched by case "
+                             "name; extensions and suffixes such as _0000, _seg, _pred are ignored)")
     parser.add_argument("--labels", metavar="MAP",
                         help="label mapping (JSON file or preset: ircadb, totalsegmentator, identity) for both "
                              "prediction and reference")
