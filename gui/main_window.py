@@ -40,7 +40,7 @@ PANES = ("axial", "coronal", "sagittal", "3d")
 _COUNT_METRICS = frozenset({"betti0_error", "betti1_error", "betti2_error", "euler_error", "b0_pred", "b0_ref",
                             "b1_pred", "b1_ref", "b2_pred", "b2_ref", "euler_pred", "euler_ref",
                             "lesion_detected", "lesion_missed", "lesion_false"})
-LABEL_FILTER = ("Label maps (*.nii.gz *.nii *.nrrd *.seg.nrrd *.mha *.mhd);;All files (*)")
+LABEL_FILTER = ("Label maps (*.nii.gz *.nii *.nrrd *.seg.nrrd *.mha *.mhd);;DICOM SEG (*.dcm);;All files (*)")
 IMAGE_FILTER = ("CT images (*.nii.gz *.nii *.nrrd *.mha *.mhd *.dcm);;All files (*)")
 
 
