@@ -36,7 +36,7 @@ COMMON=(--work-dir "$WORK"
   --training-data "40 synthetic LiverPlan phantoms (engine.phantom seeds 1000-1049 minus the 10 held out), 2.5 mm, 96x128x128; no patient data")
 
 # phase 1 (dataset, split, plans, training); its package and tables go to $WORK/phase1
-"$PY" main.py train "${COMMON[@]}" --time-limit "$TIME_LIMIT" --oversample 0.5 --export "$WORK/phase1/model"
+"$PY" main.py train "${COMMON[@]}" --time-limit "$TIME_LIMIT" --oversample 0.5 --export "$WORK/phase1/model" --overwrite
 PHASE1="$WORK/phase1/checkpoint_final.pth"
 cp "$WORK/nnUNet_results/Dataset900_LiverPlanPhantoms/LiverPlanTrainer__nnUNetPlans__3d_small/fold_0/checkpoint_final.pth" "$PHASE1"
 rm -rf "$WORK/phase1/evaluation" && cp -r "$WORK/evaluation" "$WORK/phase1/evaluation"

@@ -53,7 +53,7 @@ run_a() {
     > "$WORK/A.log" 2>&1
 }
 run_b() {
-  "$PY" main.py train --work-dir "$WORK/B" "${COMMON[@]}" --patch 96 96 96 --features 16 32 64 128 160 --batch-size 4 \
+  "$PY" main.py train --work-dir "$WORK/B" "${COMMON[@]}" --patch 96 96 96 --features 16 32 64 128 160 --batch-size 4 --overwrite \
     --lr 0.01 --export "$WORK/B/model" \
     --card-command "DEVICE=cuda TIME_LIMIT=$TIME_LIMIT CANDIDATES=B bash benchmarks/train_demo_model_gpu.sh (candidate B: features 16-160, patch 96^3, from scratch)" \
     > "$WORK/B.log" 2>&1
