@@ -1295,10 +1295,12 @@ class MainWindow(QMainWindow):
                                  QMessageBox.Yes | QMessageBox.No, QMessageBox.Yes)
         return r == QMessageBox.Yes
 
-    def _ask_unsaved(self) -> str:
+    def _ask_unsaved(self, closing: str = "closing this case") -> str:
         """'save', 'discard' or 'cancel'."""
+        name = self.case.name if self.case is not None else "this case"
         r = QMessageBox.question(self, "Unsaved changes",
-                                 "The label map has changes that are not saved. Save them before closing?",
+                                 f"The labels of {name} have changes that are not saved. Save them before "
+                                 f"{closing}?",
                                  QMessageBox.Save | QMessageBox.Discard | QMessageBox.Cancel, QMessageBox.Save)
         return {QMessageBox.Save: "save", QMessageBox.Discard: "discard"}.get(r, "cancel")
 
@@ -1306,7 +1308,7 @@ class MainWindow(QMainWindow):
         """Before replacing the open case: ask about unsaved edits (they stay in the autosave)."""
         if self.case is None or self.history is None or not self.history.is_modified:
             return True
-        choice = self._ask_unsaved()
+        choice = self._ask_unsaved("opening another case")
         if choice == "cancel":
             return False
         if choice == "save":

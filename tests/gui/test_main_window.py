@@ -272,7 +272,7 @@ def test_unsaved_edits_ask_before_closing_and_autosave_restores(qtbot, qapp, sma
     assert w.history.is_modified
     task = w.autosave()
     qtbot.waitUntil(lambda: task.finished, timeout=10000)
-    monkeypatch.setattr(w, "_ask_unsaved", lambda: "cancel")
+    monkeypatch.setattr(w, "_ask_unsaved", lambda *when: "cancel")
     w.close()
     assert w.isVisible(), "closing with unsaved edits must ask (and Cancel keeps the window)"
     # "Crash": the next window opening the same case offers the autosave back.
@@ -281,7 +281,7 @@ def test_unsaved_edits_ask_before_closing_and_autosave_restores(qtbot, qapp, sma
     w2.set_case(small_case.copy())
     np.testing.assert_array_equal(w2.case.labels, edited)
     assert w2.history.is_modified and w2.history.undo_description == "Restore autosaved edits"
-    monkeypatch.setattr(w, "_ask_unsaved", lambda: "discard")
+    monkeypatch.setattr(w, "_ask_unsaved", lambda *when: "discard")
     w.close()
     assert not w.isVisible()
     assert w.autosave_store.find(w._source_key(), edited.shape) is None
