@@ -94,13 +94,21 @@ def _component_bytes(reader) -> int:
 
 
 def looks_like_label_map(arr: np.ndarray) -> bool:
-    """Integer data with at most 32 distinct non-negative values up to 255: a label map, not a CT."""
+    """A label map, not a CT: integer data with non-negative values up to 255 and either at most 32
+    distinct values, or at most 160 with background (0) the most common value — a many-structure map
+    such as TotalSegmentator's 117 labels. (A CT in HU has negative values; an 8-bit windowed export of
+    one uses nearly all 256 values.)"""
     if not np.issubdtype(arr.dtype, np.integer) or arr.size == 0:
         return False
     lo, hi = int(arr.min()), int(arr.max())
     if lo < 0 or hi > 255:
         return False
-    return len(np.unique(arr[:: max(1, arr.size // 2_000_000)])) <= 32
+    sample = np.ravel(arr)[:: max(1, arr.size // 2_000_000)]
+    counts = np.bincount(sample.astype(np.int64, copy=False), minlength=1)
+    n_values = int(np.count_nonzero(counts))
+    if n_values <= 32:
+        return True
+    return n_values <= 160 and int(np.argmax(counts)) == 0
 
 
 def modality_guess(arr: np.ndarray) -> str:

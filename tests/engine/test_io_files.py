@@ -182,3 +182,28 @@ def test_oblique_permuted_image_round_trips_exactly(tmp_path):
     assert back.GetDirection() == pytest.approx(ref.GetDirection(), abs=1e-6)
     assert back.GetOrigin() == pytest.approx(ref.GetOrigin(), abs=1e-5)
     assert np.array_equal(sitk.GetArrayFromImage(back), (arr > 1000).astype(np.uint8))
+
+
+def test_a_many_structure_label_map_is_recognised_as_labels_not_a_ct():
+    # TotalSegmentator's 117-label map opened as a CT: "looks like a label map", not "MR or processed?";
+    # an 8-bit windowed CT export (nearly every value used) is not taken for one.
+    from engine.io.images import looks_like_label_map
+
+    rng = np.random.default_rng(0)
+    ts = np.zeros((40, 64, 64), np.uint8)
+    ts[5:35, 8:56, 8:56] = rng.integers(1, 118, size=(30, 48, 48))
+    assert looks_like_label_map(ts)
+    windowed = rng.integers(0, 256, size=(40, 64, 64)).astype(np.uint8)
+    assert not looks_like_label_map(windowed)
+    assert not looks_like_label_map(rng.normal(0, 300, (10, 10, 10)).astype(np.int16))
+
+
+@pytest.mark.real
+def test_totalsegmentator_label_map_opened_as_a_ct_is_refused_as_a_label_map():
+    from realdata import real_path
+
+    from engine.errors import InputError
+    from engine.io import load_case
+
+    with pytest.raises(InputError, match="looks like a label map"):
+        load_case(real_path("totalsegmentator", "example_seg.nii.gz"))
