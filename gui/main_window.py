@@ -1276,7 +1276,13 @@ class MainWindow(QMainWindow):
         entry = self.autosave_store.find(self._source_key(), self.case.labels.shape)
         if entry is None:
             return
-        if self._ask_restore(entry):
+        choice = self._ask_restore(entry)
+        if choice is None:
+            # no one to ask (LIVERPLAN_NO_DIALOGS): neither restored nor thrown away
+            self._message(f"Unsaved edits of {entry.case_name} from {entry.when()} were found and kept; open "
+                          "the case in the window to restore them.")
+            return
+        if choice:
             try:
                 labels = self.autosave_store.load(entry)
             except (OSError, ValueError) as exc:
@@ -1288,7 +1294,10 @@ class MainWindow(QMainWindow):
         else:
             self.autosave_store.discard(self._source_key(), self.case.labels.shape)
 
-    def _ask_restore(self, entry) -> bool:
+    def _ask_restore(self, entry) -> Optional[bool]:
+        """True: restore, False: discard, None: no dialogs allowed (LIVERPLAN_NO_DIALOGS), keep them."""
+        if os.environ.get("LIVERPLAN_NO_DIALOGS"):
+            return None
         r = QMessageBox.question(self, "Restore unsaved edits?",
                                  f"LiverPlan found edits of {entry.case_name} that were not saved "
                                  f"(autosaved {entry.when()}). Restore them?",

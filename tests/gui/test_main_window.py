@@ -276,6 +276,13 @@ def test_unsaved_edits_ask_before_closing_and_autosave_restores(qtbot, qapp, sma
     w.close()
     assert w.isVisible(), "closing with unsaved edits must ask (and Cancel keeps the window)"
     # "Crash": the next window opening the same case offers the autosave back.
+    # with no one to ask (LIVERPLAN_NO_DIALOGS, as in these tests) the edits are kept for later, not lost
+    # and not waited on
+    w3 = MainWindow(with_3d=False)
+    w3.set_case(small_case.copy())
+    assert not w3.history.is_modified and "were found and kept" in w3.status_text.text()
+    assert w3.autosave_store.find(w3._source_key(), edited.shape) is not None
+    close_window(w3)
     w2 = MainWindow(with_3d=False)
     monkeypatch.setattr(w2, "_ask_restore", lambda entry: True)
     w2.set_case(small_case.copy())
