@@ -8,15 +8,15 @@ Rules, in this order (labels as in engine.labels; arrays (z, y, x); spacing (z, 
 2. Lesions (label 5) only within the liver: a 26-connected lesion component is kept when any of its
    voxels lies within ``lesion_margin_mm`` of the kept liver; others become background.
 3. Lesions smaller than a sphere of ``min_lesion_diameter_mm`` (default 3 mm, 0.014 mL) are removed (a
-   component touching the parenchyma becomes parenchyma, whole; others background): below what CT shows as a lesion, and in
-   practice slivers left where a model's coarse output is resampled to the CT's fine grid; they would
-   otherwise be counted in the lesion table.
+   component touching the parenchyma becomes parenchyma, whole; others background): below what CT shows
+   as a lesion, and in practice slivers left where a model's coarse output is resampled to the CT's fine
+   grid; they would otherwise be counted in the lesion table.
 4. Vessels (labels 2, 3, 4): 26-connected components smaller than ``min_vessel_ml`` are removed (portal
-   and hepatic vein ones touching the parenchyma become parenchyma, whole; others background), so stray specks do not
-   show up in the 3D view or the vessel volumes. Of the larger ones, a component that is not its
-   structure's largest and lies wholly farther than ``vessel_margin_mm`` from the kept liver becomes
-   background: the portal vein, hepatic veins and IVC all run along or through the liver, so such a
-   piece is a false find elsewhere in the abdomen (the largest one is kept however far it reaches).
+   and hepatic vein ones touching the parenchyma become parenchyma, whole; others background), so stray
+   specks do not show up in the 3D view or the vessel volumes. Of the larger ones, a component that is
+   not its structure's largest and lies wholly farther than ``vessel_margin_mm`` from the kept liver
+   becomes background: the portal vein, hepatic veins and IVC all run along or through the liver, so
+   such a piece is a false find elsewhere in the abdomen (the largest is kept however far it reaches).
 """
 from __future__ import annotations
 
