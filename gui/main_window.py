@@ -1279,8 +1279,8 @@ class MainWindow(QMainWindow):
         choice = self._ask_restore(entry)
         if choice is None:
             # no one to ask (LIVERPLAN_NO_DIALOGS): neither restored nor thrown away
-            self._message(f"Unsaved edits of {entry.case_name} from {entry.when()} were found and kept; open "
-                          "the case in the window to restore them.")
+            self._message(f"Unsaved edits of {entry.case_name} from {entry.when()} were found and kept, not "
+                          "restored (questions are switched off: LIVERPLAN_NO_DIALOGS).")
             return
         if choice:
             try:
