@@ -314,14 +314,21 @@ def write_mesh(path: Union[str, Path], mesh, space: str = "LPS", name: str = "su
     space = space.upper()
     if space not in ("LPS", "RAS"):
         raise ExportError(f"The mesh coordinate system must be LPS or RAS, not {space}.")
-    with atomic_path(path, overwrite=overwrite) as tmp:
+    # VTK's XML writer crashes the process on a full disk instead of raising: check the space first
+    n_pts, n_cells = int(getattr(mesh, "n_points", 0)), int(getattr(mesh, "n_cells", 0))
+    needs = 4096 + {"stl": 50 * n_cells, "obj": 40 * n_pts + 30 * n_cells, "vtp": 24 * n_pts + 40 * n_cells}[fmt]
+    with atomic_path(path, overwrite=overwrite, needs_bytes=needs) as tmp:
         _WRITERS[fmt](tmp, mesh, space, name)
     return path
 
 
 def write_meshes(surfaces: dict, out_dir: Union[str, Path], formats: Sequence[str] = ("stl",),
-                 space: str = "LPS", prefix: str = "", overwrite: bool = False) -> list[Path]:
-    """Write every surface of :func:`label_surfaces` as ``<prefix><structure>_<SPACE>.<fmt>``."""
+                 space: str = "LPS", prefix: str = "", overwrite: bool = False,
+                 written: Optional[list] = None) -> list[Path]:
+    """Write every surface of :func:`label_surfaces` as ``<prefix><structure>_<SPACE>.<fmt>``.
+
+    written: a list each file is appended to as soon as it is complete (so that a caller can say which
+    files exist when a later one fails); returned too."""
     fmts = [f.lower().lstrip(".") for f in formats]
     bad = [f for f in fmts if f not in _WRITERS]
     if bad:
@@ -333,7 +340,7 @@ def write_meshes(surfaces: dict, out_dir: Union[str, Path], formats: Sequence[st
         clash = [str(p) for _, p in targets if p.exists()]
         if clash:
             raise ExportError(f"{clash[0]} already exists; choose another folder or allow overwriting.")
-    written = []
+    written = [] if written is None else written
     for lab, p in targets:
         s = BY_LABEL.get(lab)
         written.append(write_mesh(p, surfaces[lab], space=space, name=s.name if s else f"label {lab}",

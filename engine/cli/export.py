@@ -72,12 +72,42 @@ def run(args: argparse.Namespace) -> int:
         targets += [out / f"{name}_measurements.csv", lesion_table_path(out / f"{name}_measurements.csv")]
     if "json" in meas:
         targets.append(out / f"{name}_measurements.json")
+    # Source data is only ever read: no output may replace an input file or land in an input folder.
+    inputs = [Path(p).expanduser() for p in (args.ct, args.labels) if p]
+    for src in inputs:
+        if src.is_dir() and out.resolve() == src.resolve():
+            raise ExportError(f"--out {out} is an input folder ({src.name}); source data is only ever read. "
+                              "Choose another --out; nothing was written.")
+        for t in targets:
+            if src.is_file() and t.exists() and t.resolve() == src.resolve():
+                raise ExportError(f"{t} is an input of this export; source data is only ever read, even with "
+                                  "--overwrite. Choose another --out or --name; nothing was written.")
     if not args.overwrite:
         for t in targets:
             if t.exists():
                 raise ExportError(f"{t} already exists; nothing was written. Use --overwrite or another --out.")
 
     written: list[Path] = []
+    try:
+        _write_all(args, case, out, name, masks, meshes, meas, written)
+    except (ExportError, KeyboardInterrupt) as exc:
+        if written:
+            # the files before the failure are whole (each write is atomic); say which they are
+            done = ", ".join(p.name for p in written)
+            if isinstance(exc, KeyboardInterrupt):
+                print(f"Cancelled after {len(written)} of {len(targets)} file(s): {done}.")
+                raise
+            raise ExportError(f"{exc} {len(written)} of {len(targets)} file(s) had been written before: "
+                              f"{done}.") from None
+        raise
+    for p in written:
+        print(p)
+    print(f"Exported {len(written)} file(s) to {out}")
+    return 0
+
+
+def _write_all(args, case, out, name, masks, meshes, meas, written: list) -> None:
+    """Write the requested files, appending each to ``written`` as soon as it is complete."""
     if masks:
         from engine.io import write_label_map
 
@@ -87,8 +117,8 @@ def run(args: argparse.Namespace) -> int:
         from engine.mesh import label_surfaces, write_meshes
 
         surfaces = label_surfaces(case.labels, case.geometry, smooth=not args.no_smooth)
-        written += write_meshes(surfaces, out, meshes, space=args.space, prefix=f"{name}_",
-                                overwrite=args.overwrite)
+        write_meshes(surfaces, out, meshes, space=args.space, prefix=f"{name}_", overwrite=args.overwrite,
+                     written=written)
     if meas:
         from engine.measure import measure
         from engine.report import write_measurements_csv, write_measurements_json
@@ -99,7 +129,3 @@ def run(args: argparse.Namespace) -> int:
         if "json" in meas:
             written.append(write_measurements_json(out / f"{name}_measurements.json", report,
                                                    overwrite=args.overwrite))
-    for p in written:
-        print(p)
-    print(f"Exported {len(written)} file(s) to {out}")
-    return 0

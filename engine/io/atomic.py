@@ -10,7 +10,7 @@ import errno
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator, Optional
 
 from ..errors import ExportError
 
@@ -24,10 +24,17 @@ def _compound_suffix(path: Path) -> str:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, overwrite: bool = False,
+                verify: Optional[Callable[[Path], Optional[str]]] = None,
+                needs_bytes: int = 0) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success it is renamed onto ``path``.
 
     The temporary name keeps the file's extension (writers such as SimpleITK pick the format from it).
+    verify: called with the written temporary file; a returned text (why it is incomplete) fails the
+        write. Needed where a writer does not report a failed write (ITK's NIfTI writer only prints
+        "wrote only N of M bytes" on a full disk and leaves a cut-off file).
+    needs_bytes: an estimate of the file's size; refused at once ("disk is full") when the folder has
+        less free space (for writers that crash on a full disk instead of raising, e.g. VTK's).
     Raises ExportError, in words a user understands, when the target exists (and ``overwrite`` is
     False), the folder is not writable, or the disk is full.
     """
@@ -38,14 +45,31 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pa
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ExportError(f"Cannot create the folder {target.parent}: {exc.strerror or exc}.") from exc
+    if needs_bytes > 0:
+        import shutil
+        with contextlib.suppress(OSError):
+            free = shutil.disk_usage(target.parent).free
+            if free < needs_bytes:
+                raise ExportError(f"The disk is full: {target.name} needs about {_mb(needs_bytes)} and "
+                                  f"{target.parent} has {_mb(free)} free; it was not written.")
     suffix = _compound_suffix(target)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".part{suffix}", dir=target.parent)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".part{suffix}", dir=target.parent)
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise ExportError(f"The disk is full: {target.name} was not written.") from None
+        raise ExportError(f"Cannot write in the folder {target.parent}: {exc.strerror or exc} "
+                          "(a read-only or protected folder?); nothing was written.") from None
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         yield tmp
         if not tmp.exists() or tmp.stat().st_size == 0:
-            raise ExportError(f"Writing {target.name} produced no data.")
+            raise ExportError(f"Writing {target.name} produced no data (is the disk full?); nothing was changed.")
+        problem = verify(tmp) if verify is not None else None
+        if problem:
+            raise ExportError(f"{target.name} could not be written completely ({problem}); the disk may be "
+                              "full. Nothing was changed.")
         # mkstemp creates the file owner-only (0600); exports must be readable like any other file
         # (a shared folder, a PACS import), so apply the process umask as a normal open() would.
         umask = os.umask(0)
@@ -60,6 +84,10 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pa
     except BaseException:
         _unlink_quietly(tmp)
         raise
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{max(n, 0) / 1e3:.0f} kB"
 
 
 def _unlink_quietly(p: Path) -> None:

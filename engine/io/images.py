@@ -69,8 +69,13 @@ def read_image_file(path: Path, information_only: bool = False):
     except RuntimeError as exc:
         raise _read_error(path, exc) from None
     # SimpleITK fills a cut-off compressed file with zeros without complaint: check it is complete first.
-    from .integrity import check_complete
+    from .integrity import check_complete, nifti_data_bytes
     expected = int(np.prod(reader.GetSize())) * reader.GetNumberOfComponents() * _component_bytes(reader)
+    if path.name.lower().endswith((".nii", ".nii.gz")):
+        # the size on disk follows the header's own type: a scaled int16 CT is read back as float32
+        on_disk = nifti_data_bytes(path)
+        if on_disk is not None:
+            expected = min(expected, on_disk)
     problem = check_complete(path, expected)
     if problem:
         raise InputError(f"{path.name} could not be read: the file is damaged or incomplete ({problem}); "

@@ -30,6 +30,39 @@ def _stream_length(path: Path, offset: int, wbits: int) -> tuple[int, bool]:
     return n, d.eof
 
 
+def nifti_data_bytes(path: Path) -> Optional[int]:
+    """Bytes of voxel data a NIfTI-1/-2 header (.nii or .nii.gz) promises, from its own dimensions and
+    bits per voxel — not from the type a reader hands back (a file with a scale slope is stored as int16
+    but read as float32). None when the header cannot be parsed."""
+    import gzip
+    import struct
+
+    try:
+        opener = gzip.open if str(path).lower().endswith(".gz") else open
+        with opener(path, "rb") as f:
+            head = f.read(540)
+    except (OSError, EOFError, zlib.error):
+        return None
+    for endian in ("<", ">"):
+        if len(head) >= 348 and struct.unpack(endian + "i", head[:4])[0] == 348:          # NIfTI-1
+            dims = struct.unpack(endian + "8h", head[40:56])
+            bitpix = struct.unpack(endian + "h", head[72:74])[0]
+            break
+        if len(head) >= 540 and struct.unpack(endian + "i", head[:4])[0] == 540:          # NIfTI-2
+            dims = struct.unpack(endian + "8q", head[16:80])
+            bitpix = struct.unpack(endian + "h", head[14:16])[0]
+            break
+    else:
+        return None
+    n = int(dims[0])
+    if not 1 <= n <= 7 or bitpix <= 0:
+        return None
+    count = 1
+    for d in dims[1:n + 1]:
+        count *= max(int(d), 1)
+    return count * int(bitpix) // 8
+
+
 def _header_text(path: Path, limit: int = 65536) -> bytes:
     with open(path, "rb") as f:
         return f.read(limit)

@@ -302,6 +302,17 @@ def _source_label_image(case: Case, labels: Optional[np.ndarray]):
     return to_geometry(img, case.source_geometry or case.geometry)
 
 
+def _complete_check(img, ext: str):
+    """A check that a file SimpleITK wrote holds all of ``img``'s voxels (SimpleITK does not report a
+    write cut off by a full disk); None for formats written by Python code, which raises by itself."""
+    if ext in (".seg.nrrd", ".dcm"):
+        return None
+    from .integrity import check_complete
+
+    expected = int(np.prod(img.GetSize())) * img.GetNumberOfComponentsPerPixel() * img.GetSizeOfPixelComponent()
+    return lambda tmp: check_complete(tmp, expected)
+
+
 def write_label_map(path, case: Case, labels: Optional[np.ndarray] = None, overwrite: bool = False) -> Path:
     """Write a label map (default: ``case.labels``) in the CT's SOURCE geometry; returns the path.
 
@@ -314,7 +325,7 @@ def write_label_map(path, case: Case, labels: Optional[np.ndarray] = None, overw
     p = Path(path).expanduser()
     ext = _label_format(p)
     img = _source_label_image(case, labels)
-    with atomic_path(p, overwrite) as tmp:
+    with atomic_path(p, overwrite, verify=_complete_check(img, ext)) as tmp:
         if ext == ".seg.nrrd":
             from .segnrrd import write_seg_nrrd
             write_seg_nrrd(tmp, img)
@@ -340,7 +351,7 @@ def write_image(path, case: Case, overwrite: bool = False) -> Path:
     if ext in (".seg.nrrd", ".dcm"):
         raise ExportError(f"LiverPlan writes the CT as .nii.gz, .nii, .nrrd or .mha, not as {ext}.")
     img = case.image_sitk(canonical=False)
-    with atomic_path(p, overwrite) as tmp:
+    with atomic_path(p, overwrite, verify=_complete_check(img, ext)) as tmp:
         try:
             sitk.WriteImage(img, str(tmp), useCompression=ext in (".nii.gz", ".nrrd", ".mha"))
         except RuntimeError as exc:

@@ -75,6 +75,45 @@ def test_export_masks_meshes_measurements(phantoms, tmp_path):
     cli("export", ct, lab, "--out", out, "--mesh", "stl", "--name", "case", "--overwrite")
 
 
+def test_export_never_replaces_or_writes_into_its_own_inputs(phantoms, tmp_path):
+    import hashlib
+    import shutil
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for f in ("phantom_005_ct.nii.gz", "phantom_005_labels.nii.gz"):
+        shutil.copyfile(phantoms / f, src / f)
+    ct, lab = src / "phantom_005_ct.nii.gz", src / "phantom_005_labels.nii.gz"
+    before = hashlib.md5(lab.read_bytes()).hexdigest()
+    # --name phantom_005 makes the mask target phantom_005_labels.nii.gz: the input itself
+    p = cli("export", ct, lab, "--out", src, "--mask", "nii.gz", "--name", "phantom_005", "--overwrite",
+            check=False)
+    assert p.returncode == 2 and "is an input of this export" in p.stderr and "Traceback" not in p.stderr
+    assert hashlib.md5(lab.read_bytes()).hexdigest() == before
+    assert sorted(f.name for f in src.iterdir()) == ["phantom_005_ct.nii.gz", "phantom_005_labels.nii.gz"]
+
+
+def test_a_failed_export_names_the_files_written_before_it(phantoms, tmp_path):
+    # a full disk at the meshes: the label map written before is whole, and the message says it exists
+    # (it used to say "nothing was changed")
+    ct, lab = phantoms / "phantom_006_ct.nii.gz", phantoms / "phantom_006_labels.nii.gz"
+    script = tmp_path / "run.py"
+    script.write_text(
+        "import shutil, sys\n"
+        "from collections import namedtuple\n"
+        f"sys.path.insert(0, {str(REPO)!r})\n"
+        "U = namedtuple('U', 'total used free')\n"
+        "shutil.disk_usage = lambda p: U(10**9, 10**9 - 3000, 3000)\n"
+        "from main import main\n"
+        "sys.exit(main(sys.argv[1:]))\n")
+    p = subprocess.run([sys.executable, str(script), "export", str(ct), str(lab), "--out", str(tmp_path / "o"),
+                        "--mask", "nii.gz", "--mesh", "vtp", "--name", "c"], capture_output=True, text=True,
+                       cwd=REPO, timeout=300)
+    assert p.returncode == 2 and "The disk is full" in p.stderr, p.stderr
+    assert "1 of" in p.stderr and "c_labels.nii.gz" in p.stderr and "Traceback" not in p.stderr
+    assert sorted(f.name for f in (tmp_path / "o").iterdir()) == ["c_labels.nii.gz"]
+
+
 def test_demo_measurements_printed(capsys):
     from engine.cli.demo import print_demo_measurements
 

@@ -35,3 +35,90 @@ def test_failure_mid_write_leaves_nothing(tmp_path):
             tmp.write_bytes(b"partial")
             raise ValueError("boom")
     assert list(tmp_path.iterdir()) == []
+
+
+def _case():
+    import numpy as np
+
+    from engine.case import Case
+    from engine.geometry import Geometry
+    lab = np.zeros((40, 64, 64), np.uint8)
+    lab[5:35, 10:50, 10:50] = 1
+    return Case(image=np.zeros(lab.shape, np.int16), geometry=Geometry(lab.shape, (2.0, 1.0, 1.0)), labels=lab)
+
+
+@pytest.mark.parametrize("ext", [".nii.gz", ".nii", ".nrrd", ".mha"])
+def test_a_label_map_cut_off_by_a_full_disk_is_an_error_and_leaves_nothing(tmp_path, monkeypatch, ext):
+    # ITK's writer only prints "wrote only N of M bytes" on a full disk and leaves a cut-off file, which it
+    # later reads back zero-filled: the written file is checked before it takes the target's name.
+    import SimpleITK as sitk
+
+    from engine.io import write_label_map
+
+    real = sitk.WriteImage
+
+    def cut_off(img, name, *a, **k):
+        real(img, name, *a, **k)
+        size = os.path.getsize(name)
+        with open(name, "r+b") as f:
+            f.truncate(size // 2)
+
+    monkeypatch.setattr(sitk, "WriteImage", cut_off)
+    with pytest.raises(ExportError, match="could not be written completely.*disk may be full"):
+        write_label_map(tmp_path / f"labels{ext}", _case())
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(sitk, "WriteImage", real)
+    write_label_map(tmp_path / f"labels{ext}", _case())           # a whole write passes the check
+    assert [p.name for p in tmp_path.iterdir()] == [f"labels{ext}"]
+
+
+def test_a_mesh_larger_than_the_free_space_is_refused_before_the_writer_runs(tmp_path, monkeypatch):
+    # VTK's XML writer crashed the process (segfault) on a full disk.
+    import shutil
+    from collections import namedtuple
+
+    import pyvista as pv
+
+    from engine.mesh import write_mesh
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**9, 10**9 - 2000, 2000))
+    with pytest.raises(ExportError, match="The disk is full: liver.vtp needs about"):
+        write_mesh(tmp_path / "liver.vtp", pv.Sphere())
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_folder_that_cannot_be_written_is_said_in_words(tmp_path, monkeypatch):
+    import errno
+    import tempfile
+
+    def read_only(*a, **k):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    with pytest.raises(ExportError, match="Cannot write in the folder .*Read-only file system"):
+        write_text_atomic(tmp_path / "m.csv", "a")
+
+
+def test_on_a_real_full_disk_no_cut_off_nifti_is_left(tmp_path):
+    # A real 1 MB tmpfs (needs root and mount rights; skipped elsewhere).
+    import subprocess
+
+    from engine.io import write_label_map
+
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        pytest.skip("needs root to mount a small tmpfs")
+    small = tmp_path / "small"
+    small.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(small)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        with pytest.raises(ExportError, match="disk"):
+            write_label_map(small / "labels.nii", _case())          # 160 kB of voxels + the temp file's
+            write_label_map(small / "labels2.nii", _case())         # the second cannot fit
+        assert not any(p.name.startswith(".") for p in small.iterdir())
+        for p in small.iterdir():                                    # what is there is whole
+            assert p.stat().st_size >= 348 + 40 * 64 * 64
+    finally:
+        subprocess.run(["umount", str(small)], capture_output=True)

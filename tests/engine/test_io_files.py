@@ -207,3 +207,24 @@ def test_totalsegmentator_label_map_opened_as_a_ct_is_refused_as_a_label_map():
 
     with pytest.raises(InputError, match="looks like a label map"):
         load_case(real_path("totalsegmentator", "example_seg.nii.gz"))
+
+
+@pytest.mark.parametrize("ext", [".nii.gz", ".nii"])
+def test_a_nifti_ct_stored_with_a_scale_and_offset_opens(tmp_path, ext):
+    # Common for CT: int16 on disk with scl_slope/scl_inter (HU = 0.5 * stored - 1024). It was refused as
+    # "damaged" because its size was compared with the float32 image the reader returns.
+    nib = pytest.importorskip("nibabel")
+    stored = np.random.default_rng(0).integers(0, 3000, size=(40, 30, 20)).astype(np.int16)
+    img = nib.Nifti1Image(stored, np.diag([0.8, 0.8, 2.5, 1.0]))
+    img.header.set_slope_inter(0.5, -1024.0)
+    p = tmp_path / f"ct{ext}"
+    nib.save(img, str(p))
+    case = load_case(p)
+    assert float(case.image.min()) == pytest.approx(0.5 * stored.min() - 1024, abs=0.5)
+    assert float(case.image.max()) == pytest.approx(0.5 * stored.max() - 1024, abs=0.5)
+    # ... and a cut-off copy is still refused
+    cut = tmp_path / f"cut{ext}"
+    data = p.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match="damaged or incomplete|could not be read"):
+        load_case(cut)
