@@ -245,8 +245,20 @@ def parse_label_map(spec: Mapping[str, Any], model_labels: dict[str, int]) -> di
     """Turn an explicit map ``{structure_key: [model value or model label name, ...]}`` into
     ``{model value: LiverPlan label}``; raises ModelError naming anything it cannot understand."""
     by_name = {normalise_name(k): v for k, v in model_labels.items()}
+    values_of_model = set(model_labels.values())
     out: dict[int, int] = {}
     problems = []
+
+    def put(value: int, key: str, shown) -> None:
+        if value not in values_of_model:
+            listed = ", ".join(f"{v} '{nm}'" for nm, v in sorted(model_labels.items(), key=lambda kv: kv[1]))
+            problems.append(f"{shown} (for '{key}') is not a label of this model (its labels: {listed})")
+        elif value in out and out[value] != BY_KEY[_structure_key(key)].label:
+            problems.append(f"label {value} is given to two structures ({BY_LABEL[out[value]].key} and {key}); "
+                            "a model label can be only one")
+        else:
+            out[value] = BY_KEY[_structure_key(key)].label
+
     for key, values in spec.items():
         if str(key).startswith("_"):        # comments such as "_comment"
             continue
@@ -258,9 +270,9 @@ def parse_label_map(spec: Mapping[str, Any], model_labels: dict[str, int]) -> di
             if isinstance(v, bool):
                 problems.append(f"{v!r} for '{key}' is not a label value or name")
             elif isinstance(v, int) or (isinstance(v, str) and v.strip().isdigit()):
-                out[int(v)] = BY_KEY[skey].label
+                put(int(v), str(key), int(v))
             elif isinstance(v, str) and normalise_name(v) in by_name and isinstance(by_name[normalise_name(v)], int):
-                out[int(by_name[normalise_name(v)])] = BY_KEY[skey].label
+                put(int(by_name[normalise_name(v)]), str(key), repr(v))
             else:
                 problems.append(f"'{v}' (for '{key}') is not a label of this model")
     if problems:
@@ -274,9 +286,15 @@ def _load_label_map_spec(spec: LabelMapSpec) -> Optional[tuple[dict, str]]:
     if isinstance(spec, Mapping):
         return dict(spec), "label map passed in"
     p = Path(spec)
-    data = _read_json(p, "label map") if p.is_file() else None
-    if data is None:
+    if not p.is_file():
         raise ModelError(f"The label map file {p} does not exist.")
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"The label map file {p} cannot be read as JSON ({exc}).") from None
+    if not isinstance(data, dict):
+        raise ModelError(f"The label map file {p} must hold a JSON object such as "
+                         '{"liver": [1], "portal_vein": [2]}.')
     return data, f"label map {p}"
 
 

@@ -61,6 +61,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def _check_writable(out) -> None:
+    """Refuse, before any model runs, an output folder that cannot be created or written."""
+    import tempfile
+
+    from engine.errors import ExportError
+
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"--out {out} is a file; it must be a folder.")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as exc:
+        raise ExportError(f"Cannot write in the output folder {out}: {exc.strerror or exc} (a read-only or "
+                          "protected folder, or a full disk?); nothing was run.") from None
+
+
 def _inputs(path):
     from pathlib import Path
 
@@ -93,21 +110,49 @@ def run(args: argparse.Namespace) -> int:
     from engine.models import find_model
     from engine.report import write_measurements_csv, write_measurements_json
 
+    import math
+
+    from engine.errors import ExportError, InputError
+    from engine.report import lesion_table_path
+
+    if args.threads is not None and args.threads < 1:
+        raise InputError(f"--threads must be 1 or more (got {args.threads}); leave it out to use every core.")
+    if not math.isfinite(args.liver_crop_margin) or args.liver_crop_margin < 0:
+        raise InputError(f"--liver-crop-margin must be a number of millimetres, 0 or more (got "
+                         f"{args.liver_crop_margin}).")
     models = [find_model(args.model, label_map=args.label_map)] + [find_model(m) for m in args.extra_model]
     for m in models:
         print(f"model: {m.card.headline()}", file=sys.stderr)
     out = Path(args.out).expanduser()
+    src = Path(args.input).expanduser()
+    if src.is_dir() and out.exists() and out.resolve() == src.resolve():
+        raise InputError(f"--out {out} is the input folder; source data is only ever read. Choose another "
+                         "--out.")
+    _check_writable(out)                     # before any model runs, not after
     inputs = _inputs(args.input)
     failures = 0
+    used_names: dict[str, Path] = {}
     for path in inputs:
         bar = None if args.no_progress else TextProgress()
+        written: list = []
         try:
             case = load_case(path, series=args.series, progress=bar)
             name = _case_name(path, case)
+            if name in used_names:
+                # two inputs of one batch with the same name (a.nii.gz and a.nrrd, DICOM series with one
+                # description): never let the second replace the first's results
+                k = 2
+                while f"{name}_{k}" in used_names:
+                    k += 1
+                print(f"{path.name}: its name '{name}' is taken by {used_names[name].name} in this batch; "
+                      f"writing it as '{name}_{k}'.", file=sys.stderr)
+                name = f"{name}_{k}"
+            used_names[name] = path
             targets = {"seg": out / f"{name}_seg{args.format}", "csv": out / f"{name}_measurements.csv",
                        "json": out / f"{name}_measurements.json", "prov": out / f"{name}_segmentation.json"}
+            checked = list(targets.values()) + [lesion_table_path(targets["csv"])]
             if not args.overwrite:
-                existing = [str(p) for p in targets.values() if p.exists()]
+                existing = [str(p) for p in checked if p.exists()]
                 if existing:
                     raise LiverPlanError(f"{existing[0]} already exists; use --overwrite to replace it.")
             result = segment(case, models if len(models) > 1 else models[0], device=args.device, mode=args.mode,
@@ -118,22 +163,32 @@ def run(args: argparse.Namespace) -> int:
             if bar is not None:
                 bar.close()
             seg_case = apply_result(case, result)
-            write_label_map(targets["seg"], seg_case, overwrite=args.overwrite)
             report = measure(seg_case)
-            write_measurements_csv(targets["csv"], report, overwrite=args.overwrite)
-            write_measurements_json(targets["json"], report, overwrite=args.overwrite)
-            write_text_atomic(targets["prov"], json.dumps(
-                {"case": str(path), "provenance": result.provenance}, indent=2, default=str) + "\n",
-                overwrite=args.overwrite)
+            # every warning that bears on the result: the scan's own (not CT-like values, a thin slab), the
+            # model's, and the measurements' (a label on air, a lesion cut by the scan's edge)
+            warnings: list[str] = []
+            for w in list(case.provenance.warnings) + list(result.warnings) + list(report.warnings):
+                if w not in warnings:
+                    warnings.append(w)
+            written.append(write_label_map(targets["seg"], seg_case, overwrite=args.overwrite))
+            written += write_measurements_csv(targets["csv"], report, overwrite=args.overwrite)
+            written.append(write_measurements_json(targets["json"], report, overwrite=args.overwrite))
+            written.append(write_text_atomic(targets["prov"], json.dumps(
+                {"case": str(path), "warnings": warnings, "provenance": result.provenance}, indent=2,
+                default=str) + "\n", overwrite=args.overwrite))
             t = result.timings
             print(f"{path.name}: {targets['seg']} ({result.device_used}, {result.mode}, {t.get('total', 0):.1f} s)")
-            for w in result.warnings:
+            for w in warnings:
                 print(f"  warning: {w}")
         except LiverPlanError as err:
             if bar is not None:
                 bar.close()
+            if written:
+                # each file is whole (atomic writes); say which of the set exist
+                err = ExportError(f"{err} {len(written)} of the case's 5 files had been written before: "
+                                  f"{', '.join(Path(p).name for p in written)}.")
             if len(inputs) == 1:
-                raise
+                raise err from None
             failures += 1
             print(f"{path.name}: {err}", file=sys.stderr)
     if failures:

@@ -79,3 +79,65 @@ def test_models_install_list_show(tiny, tmp_path, monkeypatch, capsys):
     assert "Portal vein" in capsys.readouterr().out
     assert main.main(["models", "install", str(z), "--name", "tiny"]) == 2
     assert "already installed" in capsys.readouterr().err
+
+
+def test_segment_prints_and_records_the_scan_warnings(tiny, tmp_path, capsys):
+    # an image whose values are not CT Hounsfield units: the result stands, and the user is told so on the
+    # console and in the record (it was only inside _measurements.json)
+    import SimpleITK as sitk
+
+    from engine.io import write_image
+
+    ph = small_phantom(seed=3, shape=(24, 48, 48))
+    ct = tmp_path / "ct.nii.gz"
+    write_image(ct, ph)
+    img = sitk.ReadImage(str(ct), sitk.sitkFloat32)
+    mr = sitk.RescaleIntensity(img, 0.0, 1000.0)
+    sitk.WriteImage(mr, str(tmp_path / "mrlike.nii.gz"))
+    out = tmp_path / "out"
+    rc = main.main(["segment", str(tmp_path / "mrlike.nii.gz"), "--model", str(tiny), "--out", str(out),
+                    "--device", "cpu", "--threads", "1", "--no-progress"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "warning: The intensities of mrlike.nii.gz do not look like CT Hounsfield units" in printed
+    rec = json.loads((out / "mrlike_segmentation.json").read_text())
+    assert any("Hounsfield" in w for w in rec["warnings"])
+
+
+def test_segment_refuses_bad_settings_and_unwritable_output_before_running(tiny, cases, tmp_path, capsys):
+    base = ["segment", str(cases / "ct1.nii.gz"), "--model", str(tiny), "--device", "cpu", "--no-progress"]
+    assert main.main(base + ["--out", str(tmp_path / "o"), "--threads", "0"]) == 2
+    assert "--threads must be 1 or more" in capsys.readouterr().err
+    assert main.main(base + ["--out", str(tmp_path / "o"), "--liver-crop-margin", "nan"]) == 2
+    assert "--liver-crop-margin must be a number" in capsys.readouterr().err
+    (tmp_path / "afile").write_text("x")
+    assert main.main(base + ["--out", str(tmp_path / "afile")]) == 2
+    assert "is a file; it must be a folder" in capsys.readouterr().err
+    # the input folder itself as --out: refused (it used to write into, then choke on, its own outputs)
+    assert main.main(["segment", str(cases), "--model", str(tiny), "--out", str(cases), "--device", "cpu"]) == 2
+    assert "is the input folder" in capsys.readouterr().err
+    # an existing lesion table alone is found before the model runs
+    out = tmp_path / "o2"
+    out.mkdir()
+    (out / "ct1_measurements_lesions.csv").write_text("x")
+    assert main.main(base + ["--out", str(out)]) == 2
+    assert "ct1_measurements_lesions.csv already exists" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["ct1_measurements_lesions.csv"]
+
+
+def test_two_inputs_with_one_name_do_not_overwrite_each_other(tiny, cases, tmp_path, capsys):
+    import shutil
+
+    from engine.io import load_case, write_image
+
+    batch = tmp_path / "batch"
+    batch.mkdir()
+    shutil.copyfile(cases / "ct1.nii.gz", batch / "a.nii.gz")
+    write_image(batch / "a.nrrd", load_case(cases / "ct2.nii.gz"))
+    out = tmp_path / "out"
+    rc = main.main(["segment", str(batch), "--model", str(tiny), "--out", str(out), "--device", "cpu",
+                    "--threads", "1", "--no-progress", "--overwrite"])
+    assert rc == 0
+    names = sorted(p.name for p in out.glob("*_seg.nii.gz"))
+    assert names == ["a_2_seg.nii.gz", "a_seg.nii.gz"], names
+    assert "is taken by" in capsys.readouterr().err

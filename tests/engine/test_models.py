@@ -121,6 +121,21 @@ def test_model_with_other_labels_needs_a_map(tiny, tmp_path):
         load_model(folder, label_map={"kidney": [1]})
 
 
+def test_label_maps_that_cannot_be_right_are_refused_in_words(tiny, tmp_path):
+    folder = _copy(tiny, tmp_path)
+    with pytest.raises(ModelError, match=r"9 \(for 'liver'\) is not a label of this model \(its labels: 1 'liver'"):
+        load_model(folder, label_map={"liver": [9]})
+    with pytest.raises(ModelError, match="label 1 is given to two structures"):
+        load_model(folder, label_map={"liver": [1], "ivc": [1]})
+    bad = tmp_path / "lm_badjson.json"
+    bad.write_text("{liver: [1]")
+    with pytest.raises(ModelError, match="label map file .*lm_badjson.json cannot be read as JSON"):
+        load_model(folder, label_map=str(bad))
+    bad.write_text("[1, 2]")
+    with pytest.raises(ModelError, match="lm_badjson.json must hold a JSON object"):
+        load_model(folder, label_map=str(bad))
+
+
 def test_a_copied_in_model_that_cannot_be_used_is_reported_with_its_reason(tiny, data_dir):
     good = _copy(tiny, data_dir / "models" / "good")
     other = _copy(tiny, data_dir / "models" / "abdomen")
