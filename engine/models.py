@@ -462,6 +462,11 @@ def _checkpoint_safe_globals() -> list:
     return allowed
 
 
+def _damaged_checkpoint(path: Path) -> str:
+    return (f"The checkpoint {path.name} in {path.parent} is damaged or incomplete (it may have been cut off "
+            "while copying), or it is not a PyTorch checkpoint; copy or install the model again.")
+
+
 def load_checkpoint(path: Union[str, os.PathLike]) -> dict:
     """Load an nnU-Net checkpoint on the CPU without running pickled code.
 
@@ -488,10 +493,13 @@ def load_checkpoint(path: Union[str, os.PathLike]) -> dict:
                 f"The checkpoint {path.name} in {path.parent} was refused: it contains Python objects that are "
                 f"not model weights ({', '.join(unsafe[:6])}) and loading it could run code from the file. "
                 "Use a model from a trusted source saved by nnU-Net.") from None
-        raise ModelError(f"The checkpoint {path} cannot be read safely ({str(exc).splitlines()[0][:200]}).") from None
+        # no foreign objects named in it: not a checkpoint at all, or a damaged one (torch's own text
+        # suggests loading it unsafely, which is never the answer here)
+        log.warning("checkpoint %s: %s", path, str(exc).splitlines()[0][:300])
+        raise ModelError(_damaged_checkpoint(path)) from None
     except (RuntimeError, OSError, EOFError, ValueError) as exc:
-        raise ModelError(f"The checkpoint {path} is damaged or not a PyTorch file "
-                         f"({str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}).") from None
+        log.warning("checkpoint %s: %s", path, str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__)
+        raise ModelError(_damaged_checkpoint(path)) from None
     if not isinstance(ckpt, dict) or "network_weights" not in ckpt:
         raise ModelError(f"The checkpoint {path} is not an nnU-Net checkpoint (no network weights in it).")
     return ckpt

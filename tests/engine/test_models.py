@@ -230,11 +230,18 @@ def test_malicious_checkpoint_is_refused_and_its_code_never_runs(tiny, tmp_path)
     assert [p.name for p in root.iterdir()] == []
 
 
-def test_damaged_checkpoint(tmp_path):
+def test_damaged_checkpoint(tiny, tmp_path):
+    # random bytes, and a real checkpoint cut in half: "damaged", never torch's advice to load unsafely
     p = tmp_path / "broken.pth"
     p.write_bytes(b"not a checkpoint at all")
-    with pytest.raises(ModelError, match="damaged|cannot be read"):
+    with pytest.raises(ModelError, match="broken.pth .* is damaged or incomplete") as err:
         load_checkpoint(p)
+    assert "weights_only" not in str(err.value) and "safely" not in str(err.value)
+    data = (tiny / "fold_0" / "checkpoint_final.pth").read_bytes()
+    cut = tmp_path / "cut.pth"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelError, match="cut.pth .* is damaged or incomplete.*copy or install the model again"):
+        load_checkpoint(cut)
 
 
 # --- zips -------------------------------------------------------------------------------------------
