@@ -103,6 +103,8 @@ def run(args: argparse.Namespace) -> int:
     for p in written:
         print(p)
     print(f"Exported {len(written)} file(s) to {out}")
+    for w in case.provenance.warnings:          # the scan's and the labels' (merges, values left out)
+        print(f"warning: {w}")
     return 0
 
 
@@ -120,10 +122,10 @@ def _write_all(args, case, out, name, masks, meshes, meas, written: list) -> Non
         write_meshes(surfaces, out, meshes, space=args.space, prefix=f"{name}_", overwrite=args.overwrite,
                      written=written)
     if meas:
-        from engine.measure import measure
+        from engine.cli.measure import measure_with_warnings
         from engine.report import write_measurements_csv, write_measurements_json
 
-        report = measure(case)
+        report = measure_with_warnings(case)
         if "csv" in meas:
             written += write_measurements_csv(out / f"{name}_measurements.csv", report, overwrite=args.overwrite)
         if "json" in meas:

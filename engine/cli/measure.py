@@ -30,20 +30,44 @@ def load_mapping(spec):
 
 
 def load_case_with_labels(ct: str, labels: str, mapping_spec=None, series=None):
+    """The CT with its labels; what the label file merges or leaves out (IRCADb's venous mask, values the
+    mapping does not cover) joins the scan's own warnings in the case's provenance."""
     from engine.io import load_case, read_label_map
 
     case = load_case(ct, series=series)
-    lab = read_label_map(labels, case, load_mapping(mapping_spec))
+    notes: list[str] = []
+    lab = read_label_map(labels, case, load_mapping(mapping_spec), notes=notes)
     case.set_labels(lab, label_source=f"file: {labels}")
+    case.provenance.warnings.extend(n for n in notes if n not in case.provenance.warnings)
     return case
 
 
-def run(args: argparse.Namespace) -> int:
-    from engine.measure import format_tables, measure
-    from engine.report import write_measurements_csv, write_measurements_json
+def measure_with_warnings(case):
+    """``engine.measure.measure(case)`` with the case's warnings (the scan's and its labels') first among
+    the report's, so that the printed tables and the CSV/JSON carry them."""
+    from engine.measure import measure
 
-    case = load_case_with_labels(args.ct, args.labels, args.labels_mapping, args.series)
     report = measure(case)
+    report.warnings[:0] = [w for w in case.provenance.warnings if w not in report.warnings]
+    return report
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from engine.errors import ExportError
+    from engine.measure import format_tables
+    from engine.report import lesion_table_path, write_measurements_csv, write_measurements_json
+
+    if not args.overwrite:
+        # all targets first, so that a refused run writes none of them
+        wanted = ([Path(args.csv), lesion_table_path(Path(args.csv))] if args.csv else []) \
+            + ([Path(args.json)] if args.json else [])
+        for t in wanted:
+            if t.expanduser().exists():
+                raise ExportError(f"{t} already exists; nothing was written. Use --overwrite or another name.")
+    case = load_case_with_labels(args.ct, args.labels, args.labels_mapping, args.series)
+    report = measure_with_warnings(case)
     print(f"{case.name}: {case.geometry.describe()}")
     print(format_tables(report))
     print("")

@@ -49,6 +49,26 @@ def test_measure_prints_tables_and_writes_files(phantoms, tmp_path):
     assert d["provenance"]["source"].endswith("phantom_005_ct.nii.gz")
 
 
+def test_measure_says_what_the_label_file_leaves_out_and_refuses_before_writing(phantoms, tmp_path):
+    import numpy as np
+    import SimpleITK as sitk
+
+    ct, lab = phantoms / "phantom_005_ct.nii.gz", phantoms / "phantom_005_labels.nii.gz"
+    img = sitk.ReadImage(str(lab))
+    arr = sitk.GetArrayFromImage(img)
+    arr[0, :4, :4] = 9                                   # a value the identity mapping does not cover
+    out = sitk.GetImageFromArray(arr.astype(np.uint8))
+    out.CopyInformation(img)
+    sitk.WriteImage(out, str(tmp_path / "lab9.nii.gz"))
+    p = cli("measure", ct, tmp_path / "lab9.nii.gz", "--labels-mapping", "identity", "--json", tmp_path / "m.json")
+    assert "Warning: Label values not in the label map (identity) were read as background: 9" in p.stdout
+    assert any("not in the label map" in w for w in json.loads((tmp_path / "m.json").read_text())["warnings"])
+    # an existing JSON refuses the run before the CSVs are written
+    again = cli("measure", ct, lab, "--csv", tmp_path / "n.csv", "--json", tmp_path / "m.json", check=False)
+    assert again.returncode == 2 and "m.json already exists" in again.stderr
+    assert not (tmp_path / "n.csv").exists() and not (tmp_path / "n_lesions.csv").exists()
+
+
 def test_measure_bad_input_is_a_sentence(tmp_path):
     p = cli("measure", tmp_path / "nope.nii.gz", tmp_path / "nope_labels.nii.gz", check=False)
     assert p.returncode == 2 and "does not exist" in p.stderr and "Traceback" not in p.stderr
