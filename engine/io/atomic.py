@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import os
 import tempfile
 from pathlib import Path
@@ -53,6 +54,7 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = False,
                 raise ExportError(f"The disk is full: {target.name} needs about {_mb(needs_bytes)} and "
                                   f"{target.parent} has {_mb(free)} free; it was not written.")
     suffix = _compound_suffix(target)
+    _remove_stale_parts(target, suffix)
     try:
         fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".part{suffix}", dir=target.parent)
     except OSError as exc:
@@ -84,6 +86,23 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = False,
     except BaseException:
         _unlink_quietly(tmp)
         raise
+
+
+#: A temporary file of this age (no write for this long) is left over from a killed process.
+STALE_PART_SECONDS = 600
+
+
+def _remove_stale_parts(target: Path, suffix: str) -> None:
+    """Delete temporary files of ``target`` that a killed write left behind (``kill -9``, a power cut: no
+    chance to clean up); a live write keeps its file's modification time fresh."""
+    import time
+
+    now = time.time()
+    with contextlib.suppress(OSError):
+        for p in target.parent.glob(f".{glob.escape(target.name)}.*.part{glob.escape(suffix)}"):
+            with contextlib.suppress(OSError):
+                if now - p.stat().st_mtime > STALE_PART_SECONDS:
+                    p.unlink()
 
 
 def _mb(n: int) -> str:

@@ -122,3 +122,21 @@ def test_on_a_real_full_disk_no_cut_off_nifti_is_left(tmp_path):
             assert p.stat().st_size >= 348 + 40 * 64 * 64
     finally:
         subprocess.run(["umount", str(small)], capture_output=True)
+
+
+def test_a_temporary_file_left_by_a_killed_write_is_removed_by_the_next_write(tmp_path):
+    import time
+
+    stale = tmp_path / ".labels.nii.gz.abc123.part.nii.gz"
+    stale.write_bytes(b"half")
+    old = time.time() - 3600
+    os.utime(stale, (old, old))
+    live = tmp_path / ".labels.nii.gz.def456.part.nii.gz"      # another process writing right now
+    live.write_bytes(b"in progress")
+    other = tmp_path / ".other.csv.x.part.csv"
+    other.write_bytes(b"x")
+    os.utime(other, (old, old))
+    with atomic_path(tmp_path / "labels.nii.gz") as tmp:
+        tmp.write_bytes(b"whole")
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == [".labels.nii.gz.def456.part.nii.gz", ".other.csv.x.part.csv", "labels.nii.gz"]
