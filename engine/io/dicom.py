@@ -588,8 +588,10 @@ def _check_volume(info: SeriesInfo, hs: list[_Header]) -> Optional[str]:
     rel = np.abs(steps - step) / step
     if len(steps) and float(rel.max()) > 0.1:
         i = int(np.argmax(rel))
-        if steps[i] > step:
-            missing = int(round(steps[i] / step)) - 1
+        ratio = steps[i] / step
+        # "missing" only for a jump of about two or more steps (2.5 mm among 2.0 mm steps is uneven spacing)
+        if ratio >= 1.75 and abs(ratio - round(ratio)) < 0.25:
+            missing = int(round(ratio)) - 1
             return (f"Slices are missing: the slice positions jump by {steps[i]:.2f} mm between "
                     f"{proj[i]:.2f} and {proj[i + 1]:.2f} mm where the spacing is {step:.2f} mm "
                     f"(about {max(missing, 1)} slice(s) missing). Copy the complete series again.")

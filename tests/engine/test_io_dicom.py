@@ -241,6 +241,20 @@ def test_non_uniform_spacing_is_an_error(ts_src, tmp_path):
         load_case(tmp_path / "nonuni")
 
 
+def test_one_longer_step_is_uneven_spacing_not_a_missing_slice(ts_src, tmp_path):
+    # one 2.5 mm step among 2.0 mm steps: no slice fits in the gap, so nothing is "missing"
+    files = _sorted_copy(ts_src, tmp_path / "gap25")
+    z0 = float(pydicom.dcmread(files[0], stop_before_pixels=True).ImagePositionPatient[2])
+
+    def fn(ds, i):
+        ds.ImagePositionPatient = [ds.ImagePositionPatient[0], ds.ImagePositionPatient[1],
+                                   z0 + 2.0 * i + (0.5 if i > 10 else 0.0)]
+    _edit(files, fn)
+    with pytest.raises(InputError) as e:
+        load_case(tmp_path / "gap25")
+    assert "not uniform" in str(e.value) and "missing" not in str(e.value)
+
+
 def test_missing_positions_are_an_error(ts_src, tmp_path):
     files = _sorted_copy(ts_src, tmp_path / "nopos")
     _edit([files[3]], lambda ds, i: delattr(ds, "ImagePositionPatient"))
