@@ -78,6 +78,12 @@ def main(argv: list[str] | None = None) -> int:
     except (Cancelled, KeyboardInterrupt):
         print(f"liverplan {args.command}: cancelled.", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the output went into a pipe that closed early (`liverplan models show demo | head`): not a failure;
+        # point stdout at nothing so that the interpreter's final flush does not fail again
+        import os
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from typing import Any, Optional, Sequence, Union
 import numpy as np
 
 from ..case import Case
-from ..errors import ModelError
+from ..errors import InputError, ModelError
 from ..labels import Label
 from ..models import ModelInfo, load_checkpoint
 from ..postprocess import PostprocessOptions, postprocess
@@ -629,6 +629,9 @@ def segment(case: Case, model: Union[ModelInfo, Sequence[ModelInfo]], device: st
     from .device import resolve_device, torch_threads
 
     progress = progress or no_progress
+    if not isinstance(case, Case):
+        raise InputError(f"segment() takes a Case, not {type(case).__name__}: open the CT first with "
+                         "engine.io.load_case(path).")
     models = [model] if isinstance(model, ModelInfo) else list(model)
     if not models:
         raise ModelError("No model was given.")

@@ -125,3 +125,23 @@ def test_label_map_with_a_mapping(capsys):
     assert rows["1"].rstrip().endswith("-")
     rc, out, err = _info(capsys, real_path("totalsegmentator", "example_seg_dicom.nii.gz"), "--mapping", "x")
     assert rc == 2 and "built-in presets" in err
+
+
+def test_output_into_a_closed_pipe_is_not_a_traceback(tmp_path):
+    # `python main.py models show demo | head -1`: the reader goes away early
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    code = ("import sys, os\n"
+            f"sys.path.insert(0, {str(repo)!r})\n"
+            "r, w = os.pipe(); os.close(r)\n"            # a pipe nobody reads
+            "os.dup2(w, 1)\n"
+            "from main import main\n"
+            "rc = main(['models', 'show', 'demo'])\n"
+            "sys.stderr.write(f'rc={rc}\\n')\n"
+            "os._exit(rc)\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=False, stderr=subprocess.PIPE, text=True,
+                       cwd=repo, timeout=120)
+    assert "Traceback" not in p.stderr and "rc=0" in p.stderr, p.stderr

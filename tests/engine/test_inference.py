@@ -192,6 +192,13 @@ def test_oom_falls_back_to_smaller_footprint_then_cpu(model, phantom, monkeypatc
     assert any("ran out of memory" in w and "CPU" in w for w in res.warnings)
 
 
+def test_a_path_instead_of_a_case_is_a_clear_error(model, tmp_path):
+    from engine.errors import InputError
+
+    with pytest.raises(InputError, match="takes a Case.*load_case"):
+        segment(str(tmp_path / "ct.nii.gz"), model)
+
+
 def test_unknown_mode_and_device_are_clear_errors(model, phantom):
     with pytest.raises(ModelError, match="mode"):
         segment(phantom, model, mode="turbo")
