@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-MASK_FORMATS = ("nii.gz", "nii", "nrrd", "seg.nrrd", "mha")
+MASK_FORMATS = ("nii.gz", "nii", "nrrd", "seg.nrrd", "mha", "dcm")
 MESH_FORMATS = ("stl", "obj", "vtp")
 MEASUREMENT_FORMATS = ("csv", "json")
 

@@ -24,8 +24,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--extra-model", action="append", default=[],
                         help="another model whose labels are combined with the first (lesions > vessels > "
                              "parenchyma; later model wins ties); may be repeated")
-    parser.add_argument("--format", default=".nii.gz", choices=(".nii.gz", ".nii", ".nrrd", ".seg.nrrd", ".mha"),
-                        help="label map file format (default .nii.gz)")
+    parser.add_argument("--format", default=".nii.gz",
+                        choices=(".nii.gz", ".nii", ".nrrd", ".seg.nrrd", ".mha", ".dcm"),
+                        help="label map file format (default .nii.gz; .dcm: a DICOM SEG referencing the CT's "
+                             "own DICOM images, for a CT read from DICOM)")
     parser.add_argument("--series", help="DICOM series key when a folder holds several candidate series")
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: all cores)")
     liver = parser.add_mutually_exclusive_group()

@@ -191,3 +191,16 @@ def test_a_folder_of_dicom_seg_references_pairs_with_label_map_predictions(tmp_p
                     str(tmp_path / "preds" / "case1.nii.gz")])
     out = capsys.readouterr()
     assert rc != 0 and "is a DICOM SEG: it can be the reference" in out.out + out.err
+
+
+@pytest.mark.real
+def test_export_writes_a_dicom_seg_that_reads_back(tmp_path, capsys):
+    from realdata import real_path
+
+    from engine.io import load_case, read_label_map
+
+    ct, seg = real_path("dcmqi", "ct-3slice"), real_path("dcmqi", "liver.dcm")
+    assert main.main(["export", str(ct), str(seg), "--out", str(tmp_path), "--mask", "dcm", "--name", "c"]) == 0
+    case = load_case(ct)
+    assert (read_label_map(tmp_path / "c_labels.dcm", case) == read_label_map(seg, case)).all()
+    assert "thin slab" in capsys.readouterr().out            # the scan's warning is printed with the export
