@@ -680,8 +680,9 @@ def install_model_zip(zip_path: Union[str, os.PathLike], overwrite: bool = False
         dest = root / final_name
         if dest.exists():
             if not overwrite:
-                raise ModelError(f"A model called '{final_name}' is already installed ({dest}); choose to replace "
-                                 "it (overwrite) or give the new one another name.")
+                raise ModelError(f"A model called '{final_name}' is already installed ({dest}); replace it "
+                                 "(`models install --overwrite` on the command line) or give the new one another "
+                                 "name (`--name`).")
             backup = root / f".replaced-{final_name}-{os.getpid()}"
             os.replace(dest, backup)
             try:

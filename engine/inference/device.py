@@ -5,6 +5,7 @@ import contextlib
 import functools
 import logging
 import os
+import re
 from typing import Iterator, Optional
 
 from ..errors import ModelError
@@ -45,6 +46,9 @@ def resolve_device(device: Optional[str] = "auto"):
     if choice == "cuda":
         choice = "cuda:0"
     if choice not in avail:
+        if not re.fullmatch(r"cpu|mps|cuda:\d+", choice):
+            raise ModelError(f"'{device}' is not a device name: choose auto, cpu, gpu, cuda, cuda:N or mps "
+                             f"(here: {', '.join(avail)}).")
         raise ModelError(f"The device '{device}' is not available here (available: {', '.join(avail)}).")
     return torch.device(choice)
 

@@ -202,8 +202,10 @@ def test_a_path_instead_of_a_case_is_a_clear_error(model, tmp_path):
 def test_unknown_mode_and_device_are_clear_errors(model, phantom):
     with pytest.raises(ModelError, match="mode"):
         segment(phantom, model, mode="turbo")
-    with pytest.raises(ModelError, match="not available"):
+    with pytest.raises(ModelError, match="'tpu' is not a device name: choose auto, cpu"):
         segment(phantom, model, device="tpu")
+    with pytest.raises(ModelError, match="not available here"):
+        segment(phantom, model, device="cuda:7")
 
 
 def test_combine_precedence_rule():
