@@ -559,15 +559,16 @@ def find_model(spec: Union[str, os.PathLike, ModelInfo], label_map: LabelMapSpec
         return load_model(demo.path, label_map=label_map) if label_map is not None else demo
     models = discover_models()
     for m in models:
-        installed_name = _installed_folder_name(m.path)
-        if name in (m.card.name, installed_name):
+        if name in (m.card.name, installed_name(m.path)):
             return load_model(m.path, label_map=label_map) if label_map is not None else m
-    known = ", ".join(sorted({m.card.name for m in models})) or "none installed"
-    raise ModelError(f"There is no model called '{name}' (available: {known}); give a model folder or install "
-                     "a model zip first.")
+    known = ", ".join(sorted({installed_name(m.path) for m in models})) or "none installed"
+    raise ModelError(f"There is no model called '{name}' (installed: {known}; 'demo' is the bundled demo model); "
+                     "give a model folder, or install a model zip first.")
 
 
-def _installed_folder_name(path: Path) -> str:
+def installed_name(path: Path) -> str:
+    """The name ``--model`` takes for a model in the user's or the bundled models folder (its top folder
+    there), else the folder's own name."""
     for base in (user_models_dir(create=False), bundled_models_dir()):
         try:
             return path.resolve().relative_to(base.resolve()).parts[0]

@@ -26,8 +26,10 @@ def run(args: argparse.Namespace) -> int:
         if not models:
             print(f"No models found (install one with 'liverplan models install ZIP'; they go to "
                   f"{user_models_dir(create=False)}).")
+        from engine.models import installed_name
         for m in models:
-            print(f"{m.card.headline()}\n  {m.path}\n  structures: {', '.join(m.structures())}")
+            print(f"{m.card.headline()}\n  --model {installed_name(m.path)}\n  {m.path}\n"
+                  f"  structures: {', '.join(m.structures())}")
         for folder, reason in skipped:
             print(f"not usable: {folder}\n  {reason}")
         return 0
