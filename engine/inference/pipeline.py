@@ -354,10 +354,12 @@ def _predict_crop(sub: np.ndarray, spacing_src, model: ModelInfo, att: dict, mod
     check(cancel)
     timings["preprocess"] = timings.get("preprocess", 0.0) + time.perf_counter() - t0
     patch = list(cm.patch_size)
-    if any(s < p for s, p in zip(data.shape[1:], patch)):
-        msg = (f"The CT region ({' x '.join(map(str, data.shape[:0:-1]))} voxels at the model's spacing) is smaller "
-               f"than the model's patch ({' x '.join(map(str, patch[::-1]))}); it was padded, so results near its "
-               "edges may be less reliable.")
+    short = [(name, int(s), int(p)) for name, s, p in zip(("head-foot", "front-back", "left-right"),
+                                                             data.shape[1:], patch) if s < p]
+    if short:
+        what = "; ".join(f"{name} {s} voxels, the patch {p}" for name, s, p in short)
+        msg = (f"The CT region is shorter than the model's patch along {', '.join(n for n, _, _ in short)} "
+               f"({what}, at the model's spacing); it was padded, so results near its edges may be less reliable.")
         if msg not in warnings:
             warnings.append(msg)
 
