@@ -165,6 +165,16 @@ def case_from_sitk(image, provenance: Provenance, name: str = "case") -> Case:
     canon = to_canonical(image)
     arr = sitk.GetArrayFromImage(canon)
     if np.issubdtype(arr.dtype, np.floating):
+        bad = ~np.isfinite(arr)
+        n_bad = int(bad.sum())
+        if n_bad == arr.size:
+            raise InputError("This image holds no values (every voxel is NaN or infinite); it is not a usable CT.")
+        if n_bad:
+            # no value is no tissue: treated as air, and said (measurements of the structures there are off)
+            arr = np.where(bad, np.float32(-1024.0), arr)
+            provenance.warnings.append(
+                f"{n_bad} voxels ({100.0 * n_bad / arr.size:.2g} %) hold no value (NaN or infinite); they are "
+                "treated as air (-1024 HU).")
         if np.all(np.isfinite(arr)) and np.allclose(arr, np.round(arr)) and arr.min() >= -32768 \
                 and arr.max() <= 32767:
             arr = arr.astype(np.int16)

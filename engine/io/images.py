@@ -157,6 +157,8 @@ def load_image_file(path: Path, progress: Optional[ProgressCallback] = None,
     if looks_like_label_map(arr):
         raise InputError(f"{path.name} looks like a label map (only {len(np.unique(arr))} distinct values, "
                          "no Hounsfield units), not a CT. Open the CT first, then load this file as labels.")
+    if fmt == "nifti" and img.GetPixelID() in (sitk.sitkFloat32, sitk.sitkFloat64):
+        img = _nifti_nan_kept(path, img)
     prov = Provenance(source=str(path), source_format=fmt or "image", modality="CT",
                       series_description=path.name)
     guess = modality_guess(np.asarray(arr))
@@ -167,6 +169,29 @@ def load_image_file(path: Path, progress: Optional[ProgressCallback] = None,
     if progress:
         progress("Reading image", 1, 1)
     return case
+
+
+def _nifti_nan_kept(path: Path, img):
+    """ITK's NIfTI reader turns NaN voxels into 0 (soft-tissue-like HU); put NaN back where the file has
+    it (read with nibabel, float files only), so that the case treats those voxels as having no value."""
+    import SimpleITK as sitk
+    try:
+        import nibabel as nib
+        data = np.asanyarray(nib.load(str(path)).dataobj)
+    except Exception:  # noqa: BLE001 - no nibabel or an odd file: keep ITK's reading
+        return img
+    if data.ndim != 3:
+        return img
+    bad = ~np.isfinite(np.transpose(data, (2, 1, 0)))           # nibabel (x, y, z) -> ITK array (z, y, x)
+    if not bad.any():
+        return img
+    arr = sitk.GetArrayFromImage(img)
+    if arr.shape != bad.shape:
+        return img
+    arr[bad] = np.nan
+    out = sitk.GetImageFromArray(arr)
+    out.CopyInformation(img)
+    return out
 
 
 def _stem(path: Path) -> str:

@@ -228,3 +228,17 @@ def test_a_nifti_ct_stored_with_a_scale_and_offset_opens(tmp_path, ext):
     cut.write_bytes(data[: len(data) // 2])
     with pytest.raises(InputError, match="damaged or incomplete|could not be read"):
         load_case(cut)
+
+
+def test_voxels_without_a_value_are_air_with_a_warning_and_an_all_nan_image_is_refused(tmp_path):
+    arr = np.full((20, 30, 30), 50.0, np.float32)
+    arr[:, :, :5] = -1000.0
+    arr[2:4, 10:12, 10:12] = np.nan
+    img = sitk.GetImageFromArray(arr)
+    sitk.WriteImage(img, str(tmp_path / "nan.nii.gz"))
+    case = load_case(tmp_path / "nan.nii.gz")
+    assert np.isfinite(case.image).all() and case.image.min() == -1024
+    assert any("hold no value (NaN or infinite)" in w for w in case.provenance.warnings)
+    sitk.WriteImage(sitk.GetImageFromArray(np.full((20, 30, 30), np.nan, np.float32)), str(tmp_path / "all.nii.gz"))
+    with pytest.raises(InputError, match="holds no values"):
+        load_case(tmp_path / "all.nii.gz")
