@@ -299,14 +299,25 @@ def _geometry_of(path: Path) -> Geometry:
 
 
 def reference_mapping_for(ref_path: Path, mapping: Optional[LabelMapping]) -> Optional[LabelMapping]:
-    """The mapping that will read ``ref_path``: the given one, or the IRCADb preset for an IRCADb folder."""
-    if mapping is not None:
-        return mapping
+    """The mapping that will read ``ref_path``: the given one, or the IRCADb preset for an IRCADb folder.
+
+    For a folder of masks, a structure the mapping names but for which the folder holds no mask file
+    (e.g. an IRCADb case without ``portalvein.nii.gz``) is dropped from the mapping, so that it is reported
+    "not in reference" instead of scored against an empty reference (and said in the notes)."""
     if ref_path.is_dir():
         names = [case_name(f) for f in ref_path.iterdir() if _is_label_file(f)]
-        if looks_like_ircadb(names):
-            return LabelMapping.preset("ircadb")
-    return None
+        if mapping is None and looks_like_ircadb(names):
+            mapping = LabelMapping.preset("ircadb")
+        if mapping is not None and names:
+            absent = [k for k in mapping.sources
+                      if not any(mapping.structure_for_foreign_name(n) == BY_KEY[k].label for n in names)]
+            if absent and len(absent) < len(mapping.sources):
+                merged = {w: g for w, g in mapping.merged_groups.items() if BY_LABEL[w].key not in absent}
+                mapping = LabelMapping({k: v for k, v in mapping.sources.items() if k not in absent}, merged,
+                                       list(mapping.notes), name=mapping.name, ignore=list(mapping.ignore))
+                mapping.notes.append("The reference folder has no mask for: "
+                                     + ", ".join(BY_KEY[k].name for k in absent) + " (not evaluated).")
+    return mapping
 
 
 def evaluate_files(pred_path: Union[str, Path], ref_path: Union[str, Path],

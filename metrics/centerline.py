@@ -146,12 +146,13 @@ class ClDiceResult:
 class _Job:
     """One mask to thin: its bounding box, the crop, scikit-image's one-slice flag, the cache key."""
 
-    def __init__(self, mask: np.ndarray, use_cache: bool = True):
+    def __init__(self, mask: np.ndarray, use_cache: bool = True, planar: Optional[bool] = None):
         self.shape = mask.shape
         self.box = _grid.bbox(mask)
         # scikit-image runs its four-direction (2D) loop when the WHOLE image has one z slice; a crop must
-        # not switch a multi-slice image to it
-        self.planar = mask.shape[0] == 1
+        # not switch a multi-slice image to it (``planar``: the caller's mask is itself a crop of an image
+        # whose slice count it gives)
+        self.planar = mask.shape[0] == 1 if planar is None else bool(planar)
         self.crop = mask[self.box] if self.box is not None else None
         self.key = _key(self.crop, self.planar) if (use_cache and self.crop is not None) else None
         self.skel: Optional[np.ndarray] = None        # the skeleton inside box (read-only when cached)
@@ -304,12 +305,15 @@ def _thin_crop(crop: np.ndarray, planar: bool) -> np.ndarray:
 
 
 def cldice(pred: np.ndarray, ref: np.ndarray, skel_pred: np.ndarray | None = None,
-           skel_ref: np.ndarray | None = None, processes: bool = False) -> ClDiceResult:
+           skel_ref: np.ndarray | None = None, processes: bool = False,
+           planar: Optional[bool] = None) -> ClDiceResult:
     """clDice of two boolean (z, y, x) masks of one shape (module docstring for formula and policy).
 
     ``skel_pred`` / ``skel_ref``: precomputed skeletons to avoid re-thinning. ``processes``: with the
     scikit-image fallback, thin large masks in worker processes (see :func:`skeletons`; the numba
-    thinning uses threads instead).
+    thinning uses threads instead). ``planar``: whether the WHOLE image has one z slice, for masks that
+    are crops of it (default: the masks' own slice count), so that a crop one slice thick of a volume is
+    thinned as the volume would be.
     """
     p = np.asarray(pred, dtype=bool)
     r = np.asarray(ref, dtype=bool)
@@ -323,7 +327,7 @@ def cldice(pred: np.ndarray, ref: np.ndarray, skel_pred: np.ndarray | None = Non
         return ClDiceResult(0.0, 0.0, 0.0, "one mask is empty: its skeleton covers nothing of the other")
     if skel_pred is None and skel_ref is None:
         # work inside each mask's own box: no full-size skeleton is materialised
-        jp, jr = _Job(p), _Job(r)
+        jp, jr = _Job(p, planar=planar), _Job(r, planar=planar)
         _run_jobs([jp, jr], processes)
         n_sp, n_sr = int(np.count_nonzero(jp.skel)), int(np.count_nonzero(jr.skel))
         hit_p = int(np.count_nonzero(jp.skel & r[jp.box])) if n_sp else 0

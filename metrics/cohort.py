@@ -99,6 +99,20 @@ def _num(x: float) -> str:
     return policy._json_num(x) if x == x and abs(x) != float("inf") else str(policy._json_num(x))
 
 
+def _cohort_value(r, s: str, m: str) -> float:
+    """A case's value as it enters a cohort cell. seg-metrics scores a distance to an empty mask 0 (its
+    convention, kept in the per-case tables); averaged in, that would read as a perfect score, so in a
+    cohort cell it counts like HD95's: inf for one empty mask, undefined for both."""
+    v = r[s][m]
+    if m == "hd95_segmetrics":
+        st = getattr(r, "status", {}).get(s, policy.OK)
+        if st in (policy.PRED_EMPTY, policy.REF_EMPTY):
+            return float("inf")
+        if st == policy.BOTH_EMPTY:
+            return policy.NAN
+    return v
+
+
 def cohort_table(results: Iterable[Mapping], metrics: Optional[Sequence[str]] = None,
                  structures: Optional[Sequence[str]] = None, inf_penalty: Optional[float] = None,
                  notes: Sequence[str] = ()) -> Table:
@@ -136,13 +150,14 @@ def cohort_table(results: Iterable[Mapping], metrics: Optional[Sequence[str]] = 
             counts[(st, s)] = counts.get((st, s), 0) + 1
         counts[("cases", s)] = len(evaluated)
         for m in metrics:
-            vals = [r[s][m] for r in evaluated if m in r[s]]
+            vals = [_cohort_value(r, s, m) for r in evaluated if m in r[s]]
             cells[(m, s)] = policy.summarize(vals, inf_penalty)
             if not vals and evaluated:
                 na.add((m, s))
     all_notes = list(notes)
-    all_notes.append("Cells: mean ± SD over cases with a finite value; 'k inf' = distances to a missing surface "
-                     "(prediction or reference empty), 'k undef' = undefined values (e.g. both empty, empty "
+    all_notes.append("Cells: mean ± SD (sample SD, n − 1) over cases with a finite value; 'k inf' = distances "
+                     "to a missing surface (prediction or reference empty), 'k undef' = undefined values (e.g. both "
+                     "empty, empty "
                      "skeleton); neither enters the mean" + (f" unless inf is replaced by {inf_penalty}"
                                                             if inf_penalty is not None else "") + ".")
     if any(counts.get(("pred_empty", s), 0) for s in structures):

@@ -27,8 +27,8 @@ Variants of HD95 (``variant=``):
 
 Also: ``hausdorff`` (HD, the maximum of both directed maxima on the 6-connected borders, = MONAI with
 percentile None) and ``assd`` (average symmetric surface distance: mean over the pooled distances of both
-directions = MONAI ``compute_average_surface_distance(symmetric=True)``; MedPy's ``assd`` averages the two
-directed means instead and differs when the borders differ in size).
+directions = MONAI ``compute_average_surface_distance(symmetric=True)``, and MedPy 0.5.2's ``assd``, which
+pools them too — checked on borders of very different sizes).
 
 Empty masks (see :mod:`metrics.policy`): one mask empty -> inf (there is no surface to measure to);
 both empty -> NaN. ``seg_metrics`` -> 0 in both cases, as that package does.

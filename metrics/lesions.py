@@ -7,9 +7,13 @@ when neither lesion is matched yet and its IoU >= ``min_iou`` (default 0.1, so a
 does not count as finding it). Unmatched reference lesions are MISSED, unmatched predicted lesions FALSE.
 
 * lesion recall    = detected / reference lesions        (NaN when the reference has none)
-* lesion precision = matched predicted / predicted lesions (NaN when the prediction has none)
+* lesion precision = matched predicted / predicted lesions (when the prediction has none: 0 if the
+                     reference has lesions — nothing found is no precision — and NaN if it has none either)
 * lesion F1        = 2 · precision · recall / (precision + recall)  (0 if both are 0)
-* per-lesion Dice  = Dice of each matched pair (unitless); their mean is reported.
+* per-lesion Dice  = Dice of each matched pair (unitless); the mean over the matched pairs is reported
+                     (missed lesions show in the recall, not here), except that a case whose reference
+                     lesions were all missed scores 0 (not undefined, so it still counts in a cohort's
+                     mean), and a case without reference lesions NaN.
 
 Size: each reference lesion's diameter in mm is its longest extent, the largest distance between two of
 its voxel centres (mm, anisotropic spacing, exact: computed over the convex hull of its border voxels);

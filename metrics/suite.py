@@ -198,7 +198,8 @@ def _evaluate_structure(s: Structure, pred: np.ndarray, ref: np.ndarray, bp: dic
 
     t0 = time.perf_counter()
     if "cldice" in metrics:
-        cl = _cldice(p, r, processes=processes)
+        # p and r are crops of the union box: whether the image is one slice thick decides the thinning
+        cl = _cldice(p, r, processes=processes, planar=pred.shape[0] == 1)
         out["cldice"] = cl.cldice
         if cl.reason and math.isnan(cl.cldice) and status == policy.OK:
             notes.append("clDice undefined: " + cl.reason + ".")

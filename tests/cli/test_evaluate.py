@@ -107,6 +107,17 @@ def test_ircadb_style_mask_folder_with_merged_venous_system(cohort, tmp_path, ca
     cols = [c.strip() for c in header.strip("|").split("|")]
     assert cols == ["Metric", "liver", "portal_vein", "hepatic_veins+ivc", "crlm"]
     assert "union of the predicted" in text
+    # a case folder without portalvein.nii.gz: the portal vein is "not in reference", not an empty reference
+    # scored 0 / inf
+    (folder / "portalvein.nii.gz").unlink()
+    rc = main.main(["evaluate", "--pred", str(root / "pred" / "phantom0_0000.nii.gz"), "--ref",
+                    str(tmp_path / "ref"), "--ref-labels", "ircadb", "--format", "markdown"])
+    text = capsys.readouterr().out
+    assert rc == 0
+    header = next(line for line in text.splitlines() if line.startswith("| Metric"))
+    cols = [c.strip() for c in header.strip("|").split("|")]
+    assert "portal_vein" not in cols and "hepatic_veins+ivc" in cols, cols
+    assert "has no mask for: Portal vein (not evaluated)" in text
 
 
 def test_missing_folder_is_a_clear_error(tmp_path, capsys):

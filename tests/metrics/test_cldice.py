@@ -32,6 +32,22 @@ def test_equals_reference_implementation():
     assert 0 < r.cldice < 1 and r.reason == ""
 
 
+def test_a_structure_in_one_slice_of_a_volume_matches_the_reference_in_the_suite():
+    # The suite crops to the structures' box; a box one slice thick must still be thinned as part of a
+    # volume (skimage's 3D loop), not as a 2D image — lesions lying in one 5 mm slice are common.
+    from metrics.suite import evaluate_case
+
+    p = np.zeros((9, 30, 40), np.uint8)
+    r = np.zeros_like(p)
+    p[4, 10:15, 5:25] = 1
+    p[4, 10:25, 5:10] = 1                 # an L
+    r[4, 10:15, 6:26] = 1
+    expected = reference_cldice(p.astype(bool), r.astype(bool))
+    assert C.cldice(p.astype(bool), r.astype(bool)).cldice == pytest.approx(expected, rel=1e-12)
+    got = evaluate_case(p, r, (5.0, 0.7, 0.7), labels={"s": 1}, metrics=["cldice"])["s"]["cldice"]
+    assert got == pytest.approx(expected, rel=1e-12), (got, expected)
+
+
 @pytest.mark.parametrize("use_numba", [True, False])
 def test_component_wise_skeleton_equals_skimage(use_numba, monkeypatch):
     monkeypatch.setattr(C, "USE_NUMBA", use_numba)

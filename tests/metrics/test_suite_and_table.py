@@ -82,6 +82,24 @@ def test_summary_counts_never_drop_a_miss():
     assert hp.mean == pytest.approx(106 / 3)
 
 
+def test_seg_metrics_zero_for_an_empty_mask_is_not_averaged_as_a_perfect_score():
+    # seg-metrics scores HD95 0 when a mask is empty; per case that stays (flagged), but a cohort cell
+    # counts it like HD95 does: inf for one empty mask, undefined for both
+    ok_p, ok_r = np.zeros((10, 20, 20), np.uint8), np.zeros((10, 20, 20), np.uint8)
+    ok_p[2:8, 5:15, 5:15] = 1
+    ok_r[2:8, 5:15, 6:16] = 1
+    empty_pred = np.zeros_like(ok_p)
+    res = [metrics.evaluate_case(ok_p, ok_r, (1.0, 1.0, 1.0), labels={"s": 1}, metrics=["hd95", "hd95_segmetrics"]),
+           metrics.evaluate_case(empty_pred, ok_r, (1.0, 1.0, 1.0), labels={"s": 1}, metrics=["hd95", "hd95_segmetrics"]),
+           metrics.evaluate_case(empty_pred, empty_pred, (1.0, 1.0, 1.0), labels={"s": 1},
+                                 metrics=["hd95", "hd95_segmetrics"])]
+    assert res[1]["s"]["hd95_segmetrics"] == 0.0                       # seg-metrics' own convention, per case
+    t = metrics.cohort_table(res, metrics=["hd95", "hd95_segmetrics"])
+    seg, hd = t.cells[("hd95_segmetrics", "s")], t.cells[("hd95", "s")]
+    assert (seg.n_finite, seg.n_inf, seg.n_nan) == (hd.n_finite, hd.n_inf, hd.n_nan) == (1, 1, 1)
+    assert seg.mean == pytest.approx(res[0]["s"]["hd95_segmetrics"])
+
+
 def test_cohort_table_layout(label_pair):
     pred, ref = label_pair
     res = [metrics.evaluate_case(pred, ref, SP), metrics.evaluate_case(ref, ref, SP)]
