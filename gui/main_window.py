@@ -453,6 +453,7 @@ class MainWindow(QMainWindow):
     def _message(self, text: str, error: bool = False) -> None:
         self.status_text.setStyleSheet("color: #d04040;" if error else "")
         self.status_text.setText(text)
+        self.status_text.setToolTip(text)       # a long message is cut at the window's edge: whole on hover
         if error:
             self.last_error = text
             log.warning("%s", text)
@@ -877,7 +878,8 @@ class MainWindow(QMainWindow):
         self.report = report
         self.measure_panel.set_report(report)
         # what the scan itself limits (a thin slab, not CT-like values) stays beside the numbers it limits
-        notes = [f"About this scan: {w}" for w in case.provenance.warnings] + list(report.warnings) \
+        notes = [f"About this scan: {w}" for w in case.provenance.warnings] \
+            + [f"About these labels: {n}" for n in self.label_notes] + list(report.warnings) \
             + [f"Lesions are {report.connectivity}-connected components of label 5."]
         self.measure_panel.note.setText(" ".join(notes) if not self._pending_measure else "Updating the measurements…")
         self._counts = {}
@@ -1013,6 +1015,7 @@ class MainWindow(QMainWindow):
                 return
             # a model that does not segment every structure leaves the others as they were
             labels, kept = keep_unsegmented_structures(result.labels, self.case.labels, model)
+            self.label_notes = []           # what an opened label file merged no longer describes these labels
             e = self.apply_edit(f"Segmentation ({model.name})", edits.replace_all, labels)
             self.case.provenance.label_source = f"model: {model.name}"
             self.case.provenance.model_card = model.to_provenance() if hasattr(model, "to_provenance") else None

@@ -26,6 +26,9 @@ def test_ircadb_ct_with_expert_masks(qtbot, qapp):
         shown = w.status_text.text()
         assert "venoussystem" in shown and "IVC" in shown and "artery, bone, skin" in shown, shown
         assert any("venoussystem" in n for n in w.label_notes)
+        assert w.status_text.toolTip() == shown                   # the whole text, where the bar cuts it
+        wait_idle(qtbot, w, timeout=120000)
+        assert "About these labels: 3D-IRCADb's 'venoussystem' mask" in w.measure_panel.note.text()
         liver_ml = w.report.value("liver.total_volume_ml")
         assert 800 < liver_ml < 3000, liver_ml
         assert len(w.report.lesions) >= 1
