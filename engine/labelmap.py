@@ -110,9 +110,11 @@ class LabelMapping:
                              f"{', '.join(sorted(PRESETS))}).") from None
         except (OSError, ValueError) as exc:
             raise InputError(f"The label mapping file {p} is not valid JSON ({exc}).") from None
+        if isinstance(data, str) and data.strip().lower() in PRESETS:
+            return cls.preset(data)                 # a file holding just "ircadb": the preset
         if not isinstance(data, dict):
             raise InputError(f"The label mapping file {p} must hold a JSON object such as "
-                             '{"liver": [1], "portal_vein": [2]}.')
+                             '{"liver": [1], "portal_vein": [2]}, or a preset name such as "ircadb".')
         return cls.from_json_dict(data, p.name, where=str(p))
 
     @classmethod

@@ -18,6 +18,7 @@ A cohort is described in one of three ways (paths may be relative to the descrip
        cohort/references/<id>.nii.gz | <id>.nrrd | <id>.seg.nrrd | <id>/ (a folder of binary masks)
        cohort/external/images/..., cohort/external/references/...   (optional external set)
        cohort/label_map.json                                          (optional)
+       cohort/external/label_map.json      (optional: the external set's own map, e.g. "ircadb")
 
    (``labels/`` is accepted for ``references/``.)
 
@@ -169,6 +170,13 @@ def _folder_entries(root: Path, set_name: str) -> list[CohortEntry]:
     return entries
 
 
+def external_has_own_label_map(folder: str | Path) -> bool:
+    """A cohort folder whose ``external/`` holds its own ``label_map.json`` (an external centre labelling
+    differently, e.g. IRCADb masks): that subfolder is read as a separate cohort with its own map, as if
+    given with --external."""
+    return (Path(folder) / "external" / "label_map.json").is_file()
+
+
 def load_cohort(path: str | Path, label_map: Optional[str] = None) -> Cohort:
     """Read a cohort description (CSV, JSON or folder; see the module docstring).
 
@@ -182,7 +190,10 @@ def load_cohort(path: str | Path, label_map: Optional[str] = None) -> Cohort:
     entries: list[CohortEntry] = []
     if p.is_dir():
         base = p
-        entries = _folder_entries(p, "train") + _folder_entries(p / "external", "external")
+        entries = _folder_entries(p, "train")
+        if not external_has_own_label_map(p):
+            # (an external/ with its own label_map.json is a cohort of its own: see external_has_own_label_map)
+            entries += _folder_entries(p / "external", "external")
         if not entries:
             raise InputError(f"{p} is not a cohort folder: it needs images/ and references/ (or labels/) "
                              "subfolders with matching case names.")

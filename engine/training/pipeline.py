@@ -161,12 +161,14 @@ def resolve_training_device(device: str) -> str:
 
 def _sources(opts: TrainOptions, say: Callable[[str], None], progress, cancel):
     """(train sources, external sources, provenance, cohort report text)."""
-    from .cohort import check_cohort, entry_loader, load_cohort
+    from .cohort import check_cohort, entry_loader, external_has_own_label_map, load_cohort
     from .phantoms import phantom_cohort
 
     train, external, prov, reports = [], [], {}, []
-    for desc, lm, forced_set in ((opts.cohort, opts.label_map, None),
-                                 (opts.external, opts.external_label_map, "external")):
+    ext_desc, ext_map = opts.external, opts.external_label_map
+    if not ext_desc and opts.cohort and Path(opts.cohort).is_dir() and external_has_own_label_map(opts.cohort):
+        ext_desc = str(Path(opts.cohort) / "external")        # its label_map.json is read with it
+    for desc, lm, forced_set in ((opts.cohort, opts.label_map, None), (ext_desc, ext_map, "external")):
         if not desc:
             continue
         cohort = load_cohort(desc, label_map=lm)

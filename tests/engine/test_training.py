@@ -291,6 +291,34 @@ def test_an_external_set_may_merge_structures_it_is_only_evaluated(tmp_path):
     assert _reference_mapping(raw, "test") is None
 
 
+def test_a_cohort_folders_external_set_may_have_its_own_label_map(tmp_path):
+    # cohort/external/label_map.json ("ircadb"): the external centre's masks are read with their own map
+    import SimpleITK as sitk
+
+    from engine.training.pipeline import TrainOptions, run_pipeline
+
+    for cid in ("a", "b"):
+        _write_pair(tmp_path / "cohort", cid)
+    ext = tmp_path / "cohort" / "external"
+    _write_pair(ext, "x")
+    (ext / "references" / "x.nii.gz").unlink()
+    masks = ext / "references" / "x"
+    masks.mkdir()
+    for i, name in enumerate(("liver", "portalvein", "venoussystem", "livertumor1")):
+        m = np.zeros((8, 12, 12), np.uint8)
+        m[1 + i, 2:6, 2:6] = 1
+        img = sitk.GetImageFromArray(m)
+        img.SetSpacing((1.5, 1.5, 2.0))
+        sitk.WriteImage(img, str(masks / f"{name}.nii.gz"))
+    (ext / "label_map.json").write_text('"ircadb"')
+    assert [e.case_id for e in load_cohort(tmp_path / "cohort").entries] == ["a", "b"]
+    said: list[str] = []
+    res = run_pipeline(TrainOptions(work_dir=tmp_path / "w", cohort=str(tmp_path / "cohort"), check_only=True),
+                       say=said.append)
+    assert "3 case(s)" not in res.cohort_report                    # two reports: train, then external
+    assert "Cohort check: 1 case(s), 1 usable, 0 with problems." in res.cohort_report, res.cohort_report
+
+
 def test_merged_label_map_cannot_train_all_five(tmp_path):
     for cid in ("a", "b"):
         _write_pair(tmp_path, cid)
