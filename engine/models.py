@@ -416,7 +416,7 @@ def load_model(path: Union[str, os.PathLike], label_map: LabelMapSpec = None,
         raise ModelError(
             f"None of this model's labels ({listed}) corresponds to a LiverPlan structure (liver, portal vein, "
             f"hepatic veins, IVC, CRLM). Write a label map {LABEL_MAP_FILE} beside its dataset.json, e.g. "
-            '{"liver": [1], "portal_vein": [2]}, or pass one in.')
+            '{"liver": [1], "portal_vein": [2]} (for the main model, --label-map FILE does the same).')
     if unmapped:
         warnings.append("These model labels are not used (no LiverPlan structure): "
                         + ", ".join(f"{v} '{nm}'" for v, nm in sorted(unmapped.items())) + ".")

@@ -122,7 +122,12 @@ def run(args: argparse.Namespace) -> int:
     if not math.isfinite(args.liver_crop_margin) or args.liver_crop_margin < 0:
         raise InputError(f"--liver-crop-margin must be a number of millimetres, 0 or more (got "
                          f"{args.liver_crop_margin}).")
-    models = [find_model(args.model, label_map=args.label_map)] + [find_model(m) for m in args.extra_model]
+    models = [find_model(args.model, label_map=args.label_map)]
+    for extra in args.extra_model:
+        try:
+            models.append(find_model(extra))
+        except LiverPlanError as err:
+            raise type(err)(f"Extra model {extra}: {err}") from None
     for m in models:
         print(f"model: {m.card.headline()}", file=sys.stderr)
     out = Path(args.out).expanduser()

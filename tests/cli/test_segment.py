@@ -152,3 +152,17 @@ def test_models_list_shows_the_name_to_type(capsys):
     assert "--model demo" in capsys.readouterr().out
     assert main.main(["segment", "x.nii.gz", "--model", "nosuch", "--out", "o"]) == 2
     assert "'demo' is the bundled demo model" in capsys.readouterr().err
+
+
+def test_an_unusable_extra_model_is_named(tiny, cases, tmp_path, capsys):
+    import shutil
+
+    other = tmp_path / "abdomen"
+    shutil.copytree(tiny, other)
+    ds = json.loads((other / "dataset.json").read_text())
+    ds["labels"] = {"background": 0, "spleen": 1, "kidney_left": 2, "stomach": 3, "pancreas": 4, "aorta": 5}
+    (other / "dataset.json").write_text(json.dumps(ds))
+    rc = main.main(["segment", str(cases / "ct1.nii.gz"), "--model", str(tiny), "--extra-model", str(other),
+                    "--out", str(tmp_path / "o"), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert rc == 2 and f"Extra model {other}:" in err and "liverplan_label_map.json" in err
