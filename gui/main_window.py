@@ -206,7 +206,10 @@ class MainWindow(QMainWindow):
         self.segment_task = None
         self.models_task = None
         self.last_error = ""
-        self.label_notes: list[str] = []     # what the last opened label map merges or leaves out
+        # what an opened label map merges or leaves out, per label-map state of the undo history: it follows
+        # the labels through edits on top of them, Undo and Redo, and ends where the labels are replaced
+        self._notes_by_state: dict[int, list[str]] = {}
+        self._incoming_notes: Optional[list[str]] = None
 
         # --- panes ------------------------------------------------------------------------
         self.views = [SliceView(a) for a in range(3)]
@@ -582,9 +585,9 @@ class MainWindow(QMainWindow):
         def ok(labels):
             if case is not self.case:  # another case was opened meanwhile
                 return
+            self._incoming_notes = list(notes)
             self.apply_edit(f"Open label map {Path(path).name}", edits.replace_all, np.asarray(labels, np.uint8))
             self.case.provenance.label_source = f"file: {path}"
-            self.label_notes = list(notes)
             self._message(f"Label map {Path(path).name} opened." + (" " + " ".join(notes) if notes else ""))
             if notes:
                 # what the file merges or leaves out (IRCADb: hepatic veins + IVC in one mask) changes how
@@ -638,7 +641,7 @@ class MainWindow(QMainWindow):
         self._mesh_boxes = {lab: None for lab in BY_LABEL}
         self.selected_lesion = None
         self.evaluation = None
-        self.label_notes = []
+        self._notes_by_state = {}
         self.evaluate_panel.table.setRowCount(0)
         self.evaluate_panel.status.setText("")
         self.segment_panel.set_progress("", 0)      # the last case's result message is not this case's
@@ -760,8 +763,20 @@ class MainWindow(QMainWindow):
             return None
         return self._commit(description, op(self.case.labels, *args, **kwargs))
 
+    @property
+    def label_notes(self) -> list[str]:
+        """What the label map on screen merges or leaves out, when it came from a file that said so."""
+        return list(self._notes_by_state.get(self.history.state_id, [])) if self.history is not None else []
+
     def _commit(self, description: str, region) -> Optional[edits.Edit]:
+        before = self.history.state_id
+        incoming, self._incoming_notes = self._incoming_notes, None
         e = self.history.commit(description, region)
+        if e is not None:
+            # a new label map brings its own notes (a model's result none); an edit keeps those it was made on
+            replaced = description.startswith(("Segmentation", "Open label map", "Restore autosaved"))
+            self._notes_by_state[self.history.state_id] = (incoming or []) if replaced \
+                else self._notes_by_state.get(before, [])
         if e is None:
             self._message(f"{description}: nothing changed.")
             for v in self.views:
@@ -977,8 +992,15 @@ class MainWindow(QMainWindow):
 
     def _on_models(self, found) -> None:
         models, pre, devices, skipped = found
+        # a refresh (a model installed, a folder copied in) keeps the user's choice of model and device
+        chosen = self.segment_panel.current_model()
+        device = self.segment_panel.device.currentText()
+        if chosen is not None:
+            pre = next((m for m in models if Path(m.path) == Path(chosen.path)), pre)
         self.segment_panel.set_models(models, preselect=pre)
         self.segment_panel.set_devices(devices)
+        if device and self.segment_panel.device.findText(device) >= 0:
+            self.segment_panel.device.setCurrentText(device)
         if skipped:
             # a model the user installed by copying a folder and that is not offered: say why
             lines = [f"{folder}: {reason}" for folder, reason in skipped]
@@ -1015,7 +1037,6 @@ class MainWindow(QMainWindow):
                 return
             # a model that does not segment every structure leaves the others as they were
             labels, kept = keep_unsegmented_structures(result.labels, self.case.labels, model)
-            self.label_notes = []           # what an opened label file merged no longer describes these labels
             e = self.apply_edit(f"Segmentation ({model.name})", edits.replace_all, labels)
             self.case.provenance.label_source = f"model: {model.name}"
             self.case.provenance.model_card = model.to_provenance() if hasattr(model, "to_provenance") else None

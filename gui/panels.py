@@ -175,10 +175,17 @@ class SegmentPanel(QWidget):
         self._models = list(models)
         self.model.blockSignals(True)
         self.model.clear()
+        labels = []
         for m in self._models:
             label = m.card.headline() if hasattr(m, "card") else str(m)
             if getattr(m, "is_demo", False) and "not for clinical use" not in label:   # said once
                 label += f" [{DEMO_WARNING}]"
+            labels.append(label)
+        for m, label in zip(self._models, labels):
+            if labels.count(label) > 1 and hasattr(m, "path"):
+                # two models with one card (a copy of the demo installed): tell them apart by their folder
+                from engine.models import installed_name
+                label += f" — {installed_name(m.path)}"
             self.model.addItem(label)
         self.model.blockSignals(False)
         idx = self._models.index(preselect) if preselect in self._models else 0

@@ -152,6 +152,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         bar.close()
         signal.signal(signal.SIGTERM, old_handler)
+        children_die_with_parent(False)
     if opts.check_only:
         return 0
     for set_name, md in res.markdown.items():

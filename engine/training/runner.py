@@ -25,19 +25,24 @@ PLANS = "nnUNetPlans"
 TRAINER = "LiverPlanTrainer"
 
 
-_CHILDREN_DIE_WITH_PARENT = False
+_CHILDREN_DIE_WITH_PARENT = False      # the fork hooks' switch
+_FORK_HOOKS_INSTALLED = False
 
 
-def children_die_with_parent() -> bool:
-    """From now on, every process this one forks (nnU-Net's augmentation and preprocessing workers) is
-    killed by the kernel when this process dies — also by ``kill -9``, which leaves no chance to stop
-    them in Python (they were left running, re-parented to PID 1). Linux only (prctl PR_SET_PDEATHSIG);
-    returns whether it is in effect."""
-    global _CHILDREN_DIE_WITH_PARENT
+def children_die_with_parent(on: bool = True) -> bool:
+    """While on, every process this one forks (nnU-Net's augmentation and preprocessing workers) is
+    killed by the kernel when its parent dies — also by ``kill -9``, which leaves no chance to stop them
+    in Python (they were left running, re-parented to PID 1). Linux only (prctl PR_SET_PDEATHSIG); returns
+    whether it is in effect. Switch it off after the run (``on=False``): the signal comes when the forking
+    THREAD ends, which would surprise code that forks from short-lived threads later in the process."""
+    global _CHILDREN_DIE_WITH_PARENT, _FORK_HOOKS_INSTALLED
     import sys
+    if not on:
+        _CHILDREN_DIE_WITH_PARENT = False
+        return False
     if not sys.platform.startswith("linux"):
         return False
-    if not _CHILDREN_DIE_WITH_PARENT:
+    if not _FORK_HOOKS_INSTALLED:
         import ctypes
         import signal
         try:
@@ -45,16 +50,20 @@ def children_die_with_parent() -> bool:
             prctl = libc.prctl
         except (OSError, AttributeError):
             return False
-        parent = os.getpid()
+        forker = [0]
+
+        def _before() -> None:
+            forker[0] = os.getpid() if _CHILDREN_DIE_WITH_PARENT else 0   # the child gets a copy: its parent
 
         def _in_child() -> None:
-            if _CHILDREN_DIE_WITH_PARENT and os.getppid() == parent:
+            if forker[0]:
                 prctl(1, int(signal.SIGKILL))          # 1 = PR_SET_PDEATHSIG
-                if os.getppid() != parent:             # the parent died before the call
+                if os.getppid() != forker[0]:          # the parent died before the call (or before we ran)
                     os._exit(1)
 
-        os.register_at_fork(after_in_child=_in_child)
-        _CHILDREN_DIE_WITH_PARENT = True
+        os.register_at_fork(before=_before, after_in_child=_in_child)
+        _FORK_HOOKS_INSTALLED = True
+    _CHILDREN_DIE_WITH_PARENT = True
     return True
 
 

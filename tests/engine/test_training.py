@@ -403,11 +403,14 @@ def test_worker_processes_die_with_a_killed_parent(tmp_path):
         "    assert children_die_with_parent()\n"
         "    p = mp.get_context('fork').Process(target=work, daemon=True)\n"
         "    p.start()\n"
-        "    print(p.pid, flush=True)\n"
+        "    children_die_with_parent(False)\n"          # switched off: later children are left alone
+        "    q = mp.get_context('fork').Process(target=work, daemon=True)\n"
+        "    q.start()\n"
+        "    print(p.pid, q.pid, flush=True)\n"
         "    time.sleep(60)\n")
     parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
     try:
-        child = int(parent.stdout.readline())
+        child, other = (int(v) for v in parent.stdout.readline().split())
         os.kill(child, 0)                                   # the worker runs
         parent.send_signal(signal.SIGKILL)
         parent.wait(10)
@@ -422,5 +425,7 @@ def test_worker_processes_die_with_a_killed_parent(tmp_path):
                 gone = True
             time.sleep(0.1)
         assert gone, "the worker outlived its killed parent"
+        os.kill(other, 0)                                   # forked after the switch-off: still running
+        os.kill(other, signal.SIGKILL)
     finally:
         parent.kill()

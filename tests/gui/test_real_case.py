@@ -29,6 +29,14 @@ def test_ircadb_ct_with_expert_masks(qtbot, qapp):
         assert w.status_text.toolTip() == shown                   # the whole text, where the bar cuts it
         wait_idle(qtbot, w, timeout=120000)
         assert "About these labels: 3D-IRCADb's 'venoussystem' mask" in w.measure_panel.note.text()
+        # the notes follow the labels through Undo / Redo: gone with the undone masks, back with them
+        w.undo()
+        wait_idle(qtbot, w, timeout=120000)
+        assert w.label_notes == [] and "About these labels" not in w.measure_panel.note.text()
+        w.redo()
+        wait_idle(qtbot, w, timeout=120000)
+        assert any("venoussystem" in n for n in w.label_notes)
+        assert "About these labels" in w.measure_panel.note.text()
         liver_ml = w.report.value("liver.total_volume_ml")
         assert 800 < liver_ml < 3000, liver_ml
         assert len(w.report.lesions) >= 1

@@ -163,3 +163,32 @@ def test_install_model_package_lists_it(qtbot, win, tiny_model, tmp_path):
     assert "installed" in win.status_text.text(), win.last_error
     qtbot.waitUntil(lambda: win.models_task is not None and win.models_task.finished, timeout=120000)
     assert win.segment_panel.model.count() == n + 1
+
+
+def test_refreshing_the_model_list_keeps_the_chosen_model_and_device(qtbot, win, tiny_model, tmp_path):
+    import zipfile
+
+    qtbot.waitUntil(lambda: win.models_task is not None and win.models_task.finished, timeout=120000)
+    p = win.segment_panel
+    # install copies of the tiny model: a choice of models, and one card name twice
+    root = tiny_model.path.parents[1]
+    for name in ("copy_a", "copy_b"):
+        zp = tmp_path / f"{name}.zip"
+        with zipfile.ZipFile(zp, "w") as z:
+            for f in tiny_model.path.rglob("*"):
+                if f.is_file():
+                    z.write(f, f.relative_to(root))
+        task = win.install_model(zp)
+        qtbot.waitUntil(lambda: task.finished, timeout=60000)
+        qtbot.waitUntil(lambda: win.models_task is not None and win.models_task.finished, timeout=120000)
+    texts = [p.model.itemText(i) for i in range(p.model.count())]
+    assert sum("TinyLiver" in t for t in texts) >= 2, texts
+    p.model.setCurrentIndex(p.model.count() - 1)
+    chosen = p.current_model().path
+    p.device.setCurrentText("cpu")
+    win.refresh_models()
+    qtbot.waitUntil(lambda: win.models_task is not None and win.models_task.finished, timeout=120000)
+    assert p.current_model().path == chosen and p.device.currentText() == "cpu"
+    # two models with one card name are told apart by their folder
+    texts = [p.model.itemText(i) for i in range(p.model.count())]
+    assert len(set(texts)) == len(texts), texts
