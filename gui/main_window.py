@@ -796,6 +796,9 @@ class MainWindow(QMainWindow):
         if e is not None:
             self._after_change(set(e.labels_touched) - {0}, e.delta(undo=True), e.box)
             self._message(f"Undone: {e.description}.")
+            if e.description.startswith("Segmentation"):
+                # the Segment tab's "Segmented with ..." no longer describes the labels shown
+                self.segment_panel.set_progress(f"Undone: {e.description}; the labels before it are back.", 0)
 
     def redo(self) -> None:
         if self.history is None or self._stroke is not None:

@@ -70,7 +70,7 @@ class StructuresPanel(QWidget):
     opacity3d_changed = Signal(int, float)
     overlay_opacity_changed = Signal(float)
 
-    COLS = ("Structure", "2D", "3D", "3D opacity %", "Volume (ml)")
+    COLS = ("Structure", "2D", "3D", "3D opacity %", "Volume (mL)")
 
     def __init__(self, parent: Optional[QWidget] = None) -> None:
         super().__init__(parent)
@@ -244,7 +244,7 @@ class SegmentPanel(QWidget):
 class MeasurePanel(QWidget):
     lesion_selected = Signal(int)  # row in the lesion table
 
-    LESION_COLS = ("Lesion", "Volume (ml)", "Longest ⌀ (mm)", "Axial ⌀ (mm)", "Slices", "Mean HU")
+    LESION_COLS = ("Lesion", "Volume (mL)", "Longest ⌀ (mm)", "Axial ⌀ (mm)", "Slices", "Mean HU")
     # The values a tumour board asks for first; the per-structure values follow.
     FIRST = ("liver.total_volume_ml", "crlm.tumour_burden_pct", "crlm.count", "crlm.total_volume_ml",
              "crlm.max_diameter_mm")

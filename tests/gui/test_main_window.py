@@ -70,7 +70,7 @@ def test_measurements_and_lesion_table_match_the_engine(qtbot, win):
     from gui.panels import copy_table
     text = copy_table(win.measure_panel.lesions)
     assert QGuiApplication.clipboard().text() == text
-    assert text.splitlines()[0].startswith("Lesion\tVolume (ml)") and len(text.splitlines()) == len(rep.lesions) + 1
+    assert text.splitlines()[0].startswith("Lesion\tVolume (mL)") and len(text.splitlines()) == len(rep.lesions) + 1
     assert text.splitlines()[0].endswith("\tMean HU")
     # every lesion column fits in the dock (the last one, Mean HU, was cut off)
     win.tabs.setCurrentWidget(win.measure_panel)

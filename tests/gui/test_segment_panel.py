@@ -72,6 +72,7 @@ def test_run_model_is_one_undoable_step(qtbot, win, tiny_model):
     assert seen and max(seen) == 100
     win.undo()
     np.testing.assert_array_equal(win.case.labels, before)
+    assert win.segment_panel.status.text().startswith("Undone: Segmentation (")
     wait_idle(qtbot, win)
 
 
