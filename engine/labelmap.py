@@ -282,7 +282,8 @@ def _totalsegmentator() -> LabelMapping:
                  "portal_vein": [64, "portal_vein_and_splenic_vein"]},
         notes=["TotalSegmentator has no hepatic-vein or liver-lesion label; its portal vein label "
                "(64, portal_vein_and_splenic_vein) also contains the splenic vein."],
-        name="totalsegmentator")
+        name="totalsegmentator",
+        ignore=list(range(1, 256)))     # its ~110 other organs are background here by design, not a mistake
 
 
 PRESETS = {"ircadb": _ircadb, "3dircadb": _ircadb, "totalsegmentator": _totalsegmentator,

@@ -132,6 +132,7 @@ def _map_values(arr: np.ndarray, p: Path, mapping: Optional[LabelMapping], notes
     if mapping is not None:
         unmapped: list[int] = []
         out = mapping.apply(arr, unmapped=unmapped)
+        notes.extend(n for n in mapping.notes if n not in notes)      # what the convention merges or lacks
         if unmapped:
             notes.append(f"{UNMAPPED_NOTE} ({mapping.name}) were read as background: {_short_list(unmapped)} "
                          "(map them to a structure, or list them under \"ignore\" in the label map).")

@@ -299,3 +299,13 @@ def test_dicom_seg_export_references_the_ct_and_round_trips(ct3_case, ts_dicom_c
     with pytest.raises(ExportError, match="not read from DICOM"):
         write_label_map(tmp_path / "n.dcm", n)
     assert not (tmp_path / "ts.dcm").exists() and not (tmp_path / "n.dcm").exists()
+
+
+def test_totalsegmentator_preset_notes_what_it_lacks_not_its_other_organs(ts_dicom_case):
+    # its ~110 other organs are background by design (no "values not in the label map" note), while what
+    # the convention lacks (hepatic veins, lesions) is said
+    notes: list = []
+    read_label_map(real_path("totalsegmentator", "example_seg_dicom.nii.gz"), ts_dicom_case,
+                   LabelMapping.preset("totalsegmentator"), notes=notes)
+    assert not any("not in the label map" in n for n in notes)
+    assert any("no hepatic-vein or liver-lesion label" in n for n in notes), notes
