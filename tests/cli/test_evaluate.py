@@ -86,6 +86,16 @@ def test_existing_outputs_are_not_overwritten_silently(cohort, capsys):
     assert main.main(args + ["--overwrite"]) == 0
 
 
+def _ircadb_columns(pred, ref, capsys) -> tuple[list[str], str]:
+    """Evaluate with the IRCADb convention; (the printed table's columns, the whole output)."""
+    rc = main.main(["evaluate", "--pred", str(pred), "--ref", str(ref), "--ref-labels", "ircadb",
+                    "--format", "markdown"])
+    text = capsys.readouterr().out
+    assert rc == 0
+    header = next(line for line in text.splitlines() if line.startswith("| Metric"))
+    return [c.strip() for c in header.strip("|").split("|")], text
+
+
 def test_ircadb_style_mask_folder_with_merged_venous_system(cohort, tmp_path, capsys):
     import SimpleITK as sitk
     root, cases = cohort
@@ -99,23 +109,13 @@ def test_ircadb_style_mask_folder_with_merged_venous_system(cohort, tmp_path, ca
         img = sitk.GetImageFromArray(m.astype(np.uint8) * 255)
         case.geometry.apply_to(img)
         sitk.WriteImage(img, str(folder / f"{name}.nii.gz"))
-    rc = main.main(["evaluate", "--pred", str(root / "pred" / "phantom0_0000.nii.gz"), "--ref",
-                    str(tmp_path / "ref"), "--ref-labels", "ircadb", "--format", "markdown"])
-    text = capsys.readouterr().out
-    assert rc == 0
-    header = next(line for line in text.splitlines() if line.startswith("| Metric"))
-    cols = [c.strip() for c in header.strip("|").split("|")]
+    cols, text = _ircadb_columns(root / "pred" / "phantom0_0000.nii.gz", tmp_path / "ref", capsys)
     assert cols == ["Metric", "liver", "portal_vein", "hepatic_veins+ivc", "crlm"]
     assert "union of the predicted" in text
     # a case folder without portalvein.nii.gz: the portal vein is "not in reference", not an empty reference
     # scored 0 / inf
     (folder / "portalvein.nii.gz").unlink()
-    rc = main.main(["evaluate", "--pred", str(root / "pred" / "phantom0_0000.nii.gz"), "--ref",
-                    str(tmp_path / "ref"), "--ref-labels", "ircadb", "--format", "markdown"])
-    text = capsys.readouterr().out
-    assert rc == 0
-    header = next(line for line in text.splitlines() if line.startswith("| Metric"))
-    cols = [c.strip() for c in header.strip("|").split("|")]
+    cols, text = _ircadb_columns(root / "pred" / "phantom0_0000.nii.gz", tmp_path / "ref", capsys)
     assert "portal_vein" not in cols and "hepatic_veins+ivc" in cols, cols
     assert "has no mask for: Portal vein (not evaluated)" in text
 

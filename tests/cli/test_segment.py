@@ -144,10 +144,6 @@ def test_two_inputs_with_one_name_do_not_overwrite_each_other(tiny, cases, tmp_p
 
 
 def test_models_list_shows_the_name_to_type(capsys):
-    from engine.models import bundled_demo_model
-
-    if bundled_demo_model() is None:
-        pytest.skip("no bundled demo model")
     assert main.main(["models", "list"]) == 0
     assert "--model demo" in capsys.readouterr().out
     assert main.main(["segment", "x.nii.gz", "--model", "nosuch", "--out", "o"]) == 2

@@ -42,6 +42,19 @@ def _write_pair(folder: Path, cid: str, img_shape=(8, 12, 12), lab_shape=None, v
     sitk.WriteImage(limg, str(folder / "references" / f"{cid}.nii.gz"))
 
 
+def _write_ircadb_masks(folder: Path) -> None:
+    """An IRCADb-style folder of binary masks (venoussystem = hepatic veins + IVC) on _write_pair's grid."""
+    import SimpleITK as sitk
+
+    folder.mkdir(parents=True)
+    for i, name in enumerate(("liver", "portalvein", "venoussystem", "livertumor1")):
+        m = np.zeros((8, 12, 12), np.uint8)
+        m[1 + i, 2:6, 2:6] = 1
+        img = sitk.GetImageFromArray(m)
+        img.SetSpacing((1.5, 1.5, 2.0))
+        sitk.WriteImage(img, str(folder / f"{name}.nii.gz"))
+
+
 # --- split --------------------------------------------------------------------------------------
 def test_seeded_split_is_80_20_reproducible_and_disjoint():
     ids = [f"c{i:02d}" for i in range(70)]
@@ -264,19 +277,10 @@ def test_a_label_map_that_names_none_of_the_masks_says_why(tmp_path):
 def test_an_external_set_may_merge_structures_it_is_only_evaluated(tmp_path):
     # IRCADb-style masks (hepatic veins + IVC in one 'venoussystem' mask): not for training, fine as the
     # external set; the merge is kept for the evaluation.
-    import SimpleITK as sitk
-
     from engine.training.pipeline import _reference_mapping
 
     _write_pair(tmp_path / "ext", "x")
-    masks = tmp_path / "ext" / "masks_x"
-    masks.mkdir()
-    for i, name in enumerate(("liver", "portalvein", "venoussystem", "livertumor1")):
-        m = np.zeros((8, 12, 12), np.uint8)
-        m[1 + i, 2:6, 2:6] = 1
-        img = sitk.GetImageFromArray(m)
-        img.SetSpacing((1.5, 1.5, 2.0))
-        sitk.WriteImage(img, str(masks / f"{name}.nii.gz"))
+    _write_ircadb_masks(tmp_path / "ext" / "masks_x")
     (tmp_path / "ext.csv").write_text("case_id,image,reference\nx,ext/images/x.nii.gz,ext/masks_x\n")
     cohort = load_cohort(tmp_path / "ext.csv", label_map="ircadb")
     assert not check_cohort(cohort, min_train=0).ok                       # for training: IVC missing
@@ -293,8 +297,6 @@ def test_an_external_set_may_merge_structures_it_is_only_evaluated(tmp_path):
 
 def test_a_cohort_folders_external_set_may_have_its_own_label_map(tmp_path):
     # cohort/external/label_map.json ("ircadb"): the external centre's masks are read with their own map
-    import SimpleITK as sitk
-
     from engine.training.pipeline import TrainOptions, run_pipeline
 
     for cid in ("a", "b"):
@@ -302,14 +304,7 @@ def test_a_cohort_folders_external_set_may_have_its_own_label_map(tmp_path):
     ext = tmp_path / "cohort" / "external"
     _write_pair(ext, "x")
     (ext / "references" / "x.nii.gz").unlink()
-    masks = ext / "references" / "x"
-    masks.mkdir()
-    for i, name in enumerate(("liver", "portalvein", "venoussystem", "livertumor1")):
-        m = np.zeros((8, 12, 12), np.uint8)
-        m[1 + i, 2:6, 2:6] = 1
-        img = sitk.GetImageFromArray(m)
-        img.SetSpacing((1.5, 1.5, 2.0))
-        sitk.WriteImage(img, str(masks / f"{name}.nii.gz"))
+    _write_ircadb_masks(ext / "references" / "x")
     (ext / "label_map.json").write_text('"ircadb"')
     assert [e.case_id for e in load_cohort(tmp_path / "cohort").entries] == ["a", "b"]
     said: list[str] = []
@@ -391,8 +386,12 @@ def test_worker_processes_die_with_a_killed_parent(tmp_path):
     import sys
     import time
 
+    from engine.training.runner import children_die_with_parent
+
     if not sys.platform.startswith("linux"):
-        pytest.skip("Linux only")
+        # no parent-death signal elsewhere: the function says so rather than pretending
+        assert children_die_with_parent() is False
+        return
     script = tmp_path / "parent.py"
     script.write_text(
         "import multiprocessing as mp, sys, time\n"
