@@ -416,7 +416,8 @@ def load_model(path: Union[str, os.PathLike], label_map: LabelMapSpec = None,
         raise ModelError(
             f"None of this model's labels ({listed}) corresponds to a LiverPlan structure (liver, portal vein, "
             f"hepatic veins, IVC, CRLM). Write a label map {LABEL_MAP_FILE} beside its dataset.json, e.g. "
-            '{"liver": [1], "portal_vein": [2]} (for the main model, --label-map FILE does the same).')
+            '{"liver": [1], "portal_vein": [2]} (on the command line --label-map FILE does the same, and '
+            '--extra-label-map FILE for an --extra-model).')
     if unmapped:
         warnings.append("These model labels are not used (no LiverPlan structure): "
                         + ", ".join(f"{v} '{nm}'" for v, nm in sorted(unmapped.items())) + ".")

@@ -24,6 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--extra-model", action="append", default=[],
                         help="another model whose labels are combined with the first (lesions > vessels > "
                              "parenchyma; later model wins ties); may be repeated")
+    parser.add_argument("--extra-label-map", action="append", default=[], metavar="JSON",
+                        help="label map of an --extra-model, given in the same order (the first applies to the "
+                             "first --extra-model, ...); 'none' skips one that needs no map")
     parser.add_argument("--format", default=".nii.gz",
                         choices=(".nii.gz", ".nii", ".nrrd", ".seg.nrrd", ".mha", ".dcm"),
                         help="label map file format (default .nii.gz; .dcm: a DICOM SEG referencing the CT's "
@@ -122,10 +125,16 @@ def run(args: argparse.Namespace) -> int:
     if not math.isfinite(args.liver_crop_margin) or args.liver_crop_margin < 0:
         raise InputError(f"--liver-crop-margin must be a number of millimetres, 0 or more (got "
                          f"{args.liver_crop_margin}).")
+    if len(args.extra_label_map) > len(args.extra_model):
+        raise InputError(f"{len(args.extra_label_map)} --extra-label-map given for {len(args.extra_model)} "
+                         "--extra-model: each label map goes with the --extra-model in the same position.")
     models = [find_model(args.model, label_map=args.label_map)]
-    for extra in args.extra_model:
+    extra_maps = list(args.extra_label_map) + [None] * (len(args.extra_model) - len(args.extra_label_map))
+    for extra, extra_map in zip(args.extra_model, extra_maps):
+        if extra_map is not None and extra_map.strip().lower() == "none":
+            extra_map = None
         try:
-            models.append(find_model(extra))
+            models.append(find_model(extra, label_map=extra_map))
         except LiverPlanError as err:
             raise type(err)(f"Extra model {extra}: {err}") from None
     for m in models:

@@ -162,3 +162,36 @@ def test_an_unusable_extra_model_is_named(tiny, cases, tmp_path, capsys):
                     "--out", str(tmp_path / "o"), "--device", "cpu"])
     err = capsys.readouterr().err
     assert rc == 2 and f"Extra model {other}:" in err and "liverplan_label_map.json" in err
+
+
+def test_an_extra_model_takes_its_own_label_map(tiny, cases, tmp_path, capsys):
+    """A model with other label names is usable as --extra-model once --extra-label-map names its labels."""
+    import shutil
+
+    import SimpleITK as sitk
+
+    other = tmp_path / "renamed"
+    shutil.copytree(tiny, other)
+    ds = json.loads((other / "dataset.json").read_text())
+    ds["labels"] = {"background": 0, "organ_a": 1, "tube_b": 2, "tube_c": 3, "tube_d": 4, "spot_e": 5}
+    (other / "dataset.json").write_text(json.dumps(ds))
+    lm = tmp_path / "renamed_map.json"
+    lm.write_text(json.dumps({"liver": [1], "portal_vein": [2], "hepatic_veins": [3], "ivc": [4], "crlm": [5]}))
+    ct = str(cases / "ct1.nii.gz")
+    common = ["--device", "cpu", "--threads", "1", "--no-progress"]
+    assert main.main(["segment", ct, "--model", str(tiny), "--out", str(tmp_path / "one")] + common) == 0
+    # 'none' keeps the positions: the first extra model (the tiny one itself) needs no map, the second does.
+    rc = main.main(["segment", ct, "--model", str(tiny), "--extra-model", str(tiny), "--extra-model", str(other),
+                    "--extra-label-map", "none", "--extra-label-map", str(lm),
+                    "--out", str(tmp_path / "three")] + common)
+    assert rc == 0, capsys.readouterr().err
+    prov = json.loads((tmp_path / "three" / "ct1_segmentation.json").read_text())["provenance"]
+    assert len(prov["models"]) == 3
+    one = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "one" / "ct1_seg.nii.gz")))
+    three = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "three" / "ct1_seg.nii.gz")))
+    assert one.any() and (one == three).all()     # the same network three times: the same labels
+    # More maps than extra models is refused before anything runs.
+    rc = main.main(["segment", ct, "--model", str(tiny), "--extra-model", str(other), "--extra-label-map", str(lm),
+                    "--extra-label-map", str(lm), "--out", str(tmp_path / "x")] + common)
+    assert rc == 2 and "each label map goes with the --extra-model" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
