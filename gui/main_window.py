@@ -271,6 +271,7 @@ class MainWindow(QMainWindow):
         self.evaluate_panel.load_reference.connect(self._load_reference_dialog)
         self.evaluate_panel.run_requested.connect(self.run_evaluation)
         self.evaluate_panel.export_csv.connect(self._export_evaluation_dialog)
+        self.evaluate_panel.view_changed.connect(self._show_evaluation)
 
         # --- status bar -------------------------------------------------------------------
         self.status_text = QLabel("")
@@ -1127,8 +1128,7 @@ class MainWindow(QMainWindow):
         def ok(result):
             self.evaluate_panel.run.setEnabled(True)
             self.evaluation = result
-            rows, cols, values = self._evaluation_table(result)
-            self.evaluate_panel.set_table(rows, cols, values)
+            self._show_evaluation()
             self.evaluate_panel.status.setText(f"Evaluated against {self.reference_name}.")
 
         def failed(msg, exc):
@@ -1139,16 +1139,29 @@ class MainWindow(QMainWindow):
         task.failed.connect(failed)
         task.cancelled.connect(lambda: self.evaluate_panel.run.setEnabled(True))
 
+    def _show_evaluation(self) -> None:
+        """The evaluation table as the panel asks: the study's metrics (default) or every metric."""
+        if self.evaluation is None:
+            return
+        rows, cols, values = self._evaluation_table(
+            self.evaluation, study_only=not self.evaluate_panel.all_metrics.isChecked())
+        self.evaluate_panel.set_table(rows, cols, values)
+
     @staticmethod
-    def _evaluation_table(result):
+    def _evaluation_table(result, study_only: bool = False):
         """(metric names, structure names, formatted values) of a metrics.CaseResult (metric rows x
-        structure columns, the study's layout)."""
-        from metrics import ALL_METRICS, METRIC_INFO
+        structure columns, the study's layout). study_only: the study's suite and lesion detection, without
+        the other distance variants (pooled / seg-metrics / surface HD95, Hausdorff, ASSD) and Betti 2."""
+        from metrics import ALL_METRICS, METRIC_INFO, STUDY_METRICS
 
         structures = list(result.keys())
         present = {m for s in structures for m in result[s]}
-        order = [m for m in ALL_METRICS if m in present] + sorted(
-            m for m in present if m not in ALL_METRICS and m in METRIC_INFO)
+        first = STUDY_METRICS if study_only else ALL_METRICS
+        # Then lesion detection, then the counts and volumes behind the errors, in the metrics' own order.
+        extra = [m for m in METRIC_INFO if m in present and m not in ALL_METRICS
+                 and not (study_only and m.startswith("b2_"))]
+        extra.sort(key=lambda m: not m.startswith("lesion_"))
+        order = [m for m in first if m in present] + extra
         rows, values = [], []
         for m in order:
             name, units, _ = METRIC_INFO.get(m, (m, "", ""))

@@ -443,6 +443,7 @@ class EvaluatePanel(QWidget):
     load_reference = Signal()
     run_requested = Signal()
     export_csv = Signal()
+    view_changed = Signal()
 
     def __init__(self, parent: Optional[QWidget] = None) -> None:
         super().__init__(parent)
@@ -464,6 +465,13 @@ class EvaluatePanel(QWidget):
         self.run.setEnabled(False)
         self.run.clicked.connect(self.run_requested)
         lay.addWidget(self.run)
+        self.all_metrics = QCheckBox("Show all metrics (HD95 variants, Hausdorff, ASSD, Betti 2)")
+        self.all_metrics.setObjectName("all_metrics")
+        self.all_metrics.setToolTip("Off: the study's metric suite (Dice, Jaccard, precision, recall, FPR, FNR, "
+                                    "HD95, clDice, Betti errors) and lesion detection. Export CSV always "
+                                    "writes every metric.")
+        self.all_metrics.toggled.connect(lambda _on: self.view_changed.emit())
+        lay.addWidget(self.all_metrics)
         self.table = QTableWidget(0, 0)
         self.table.setObjectName("evaluation_table")
         self.table.verticalHeader().setVisible(True)

@@ -228,10 +228,22 @@ def test_evaluate_against_reference_and_export_csv(qtbot, win, tmp_path):
     assert "Liver parenchyma" in headers
     dice_row = next(r for r in range(t.rowCount()) if t.item(r, 0).text() == "Dice")
     assert float(t.item(dice_row, headers.index("Liver parenchyma")).text()) == pytest.approx(1.0)
+    # The study's suite by default: one HD95 (no pooled / seg-metrics / surface variants, no ASSD) ...
+    names = [t.item(r, 0).text() for r in range(t.rowCount())]
+    assert "HD95 (mm)" in names and "clDice" in names and "Lesion recall" in names
+    assert not [n for n in names if n.startswith(("HD95 ", "ASSD", "HD (")) and n != "HD95 (mm)"], names
+    # ... every metric on request, and back.
+    win.evaluate_panel.all_metrics.setChecked(True)
+    names_all = [t.item(r, 0).text() for r in range(t.rowCount())]
+    assert {"HD95 pooled (mm)", "HD95 surface (mm)", "ASSD (mm)"} <= set(names_all)
+    assert set(names) < set(names_all)
+    win.evaluate_panel.all_metrics.setChecked(False)
+    assert t.rowCount() == len(names)
     out = tmp_path / "eval.csv"
     win.export_evaluation(out)
     qtbot.waitUntil(out.exists, timeout=10000)
-    assert out.read_text().startswith("metric,")
+    text = out.read_text()
+    assert text.startswith("metric,") and "HD95 pooled (mm)" in text     # the CSV keeps every metric
 
 
 def test_export_masks_measurements_meshes_and_reread(qtbot, win, tmp_path):
