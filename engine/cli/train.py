@@ -138,20 +138,13 @@ def run(args: argparse.Namespace) -> int:
         bar._stage = None
         print(msg, flush=True)
 
-    import signal
-
-    def _terminate(signum, frame):
-        # `kill PID` (SIGTERM) ends the run like Ctrl+C, so nnU-Net's augmentation workers are shut down too
-        raise KeyboardInterrupt
-
-    old_handler = signal.signal(signal.SIGTERM, _terminate)
-    from engine.training.runner import children_die_with_parent
-    children_die_with_parent()      # and `kill -9` takes nnU-Net's worker processes with it
+    from engine.training.runner import children_die_with_parent, sigterm_interrupts
+    children_die_with_parent()      # `kill -9` takes nnU-Net's worker processes with it
     try:
-        res = run_pipeline(opts, progress=bar, say=say)
+        with sigterm_interrupts():  # `kill PID` ends the run like Ctrl+C
+            res = run_pipeline(opts, progress=bar, say=say)
     finally:
         bar.close()
-        signal.signal(signal.SIGTERM, old_handler)
         children_die_with_parent(False)
     if opts.check_only:
         return 0

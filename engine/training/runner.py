@@ -67,6 +67,31 @@ def children_die_with_parent(on: bool = True) -> bool:
     return True
 
 
+class sigterm_interrupts:
+    """While active, SIGTERM (``kill PID``) ends the run like Ctrl+C (KeyboardInterrupt), so nnU-Net's
+    workers are shut down too — in this process only. A forked worker inherits the handler; there the
+    signal keeps its default meaning (the worker ends quietly): nnU-Net's process pools end their workers
+    with SIGTERM when a step finishes, and each worker used to print a KeyboardInterrupt traceback."""
+
+    def __enter__(self) -> "sigterm_interrupts":
+        import signal
+        owner = os.getpid()
+
+        def _terminate(signum, frame):
+            if os.getpid() != owner:                 # a forked worker: die as SIGTERM would, silently
+                signal.signal(signum, signal.SIG_DFL)
+                os.kill(os.getpid(), signum)
+                return
+            raise KeyboardInterrupt
+
+        self._old = signal.signal(signal.SIGTERM, _terminate)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import signal
+        signal.signal(signal.SIGTERM, self._old)
+
+
 def _n_proc() -> int:
     return max(1, int(os.environ.get("nnUNet_def_n_proc", "1")))
 

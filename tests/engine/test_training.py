@@ -428,3 +428,32 @@ def test_worker_processes_die_with_a_killed_parent(tmp_path):
         os.kill(other, signal.SIGKILL)
     finally:
         parent.kill()
+
+
+def test_sigterm_interrupts_the_run_but_ends_forked_workers_quietly(tmp_path):
+    # nnU-Net's process pools end their workers with SIGTERM after each step; with the run's SIGTERM
+    # handler inherited, every worker printed a KeyboardInterrupt traceback into the training log.
+    import subprocess
+    import sys
+
+    script = tmp_path / "pool.py"
+    script.write_text(
+        "import multiprocessing as mp, os, signal, sys, time\n"
+        f"sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})\n"
+        "from engine.training.runner import sigterm_interrupts\n"
+        "def square(x):\n    return x * x\n"
+        "if __name__ == '__main__':\n"
+        "    with sigterm_interrupts():\n"
+        "        with mp.get_context('fork').Pool(2) as pool:\n"   # __exit__ = terminate(): SIGTERM each worker
+        "            print(sum(pool.map(square, range(10))), flush=True)\n"
+        "        try:\n"
+        "            os.kill(os.getpid(), signal.SIGTERM)\n"
+        "            time.sleep(5)\n"
+        "            print('not interrupted')\n"
+        "        except KeyboardInterrupt:\n"
+        "            print('interrupted')\n"
+        "    print(signal.getsignal(signal.SIGTERM) == signal.SIG_DFL)\n")
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["285", "interrupted", "True"]
+    assert "KeyboardInterrupt" not in r.stderr and "Traceback" not in r.stderr, r.stderr
