@@ -74,6 +74,12 @@ class Case:
         if label_source is not None:
             self.provenance.label_source = label_source
 
+    @property
+    def file_stem(self) -> str:
+        """The case name made safe as the start of a file name: a DICOM series description such as
+        'ABD/PELVIS PV' or '../x' would otherwise name a sub-folder or a folder elsewhere."""
+        return safe_file_stem(self.name)
+
     def unknown_label_values(self) -> list[int]:
         present = np.unique(self.labels)
         return [int(v) for v in present if v != 0 and v not in LABEL_VALUES]
@@ -150,6 +156,13 @@ def to_geometry(image, target: Geometry):
             f"({got.describe()} vs {target.describe()}).")
     target.apply_to(out)
     return out
+
+
+def safe_file_stem(name: str, default: str = "case") -> str:
+    """``name`` with every run of characters other than letters, digits, '.', '_' and '-' replaced by '_',
+    and no leading or trailing '.' or '_' (so never '..' or a hidden file)."""
+    import re
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(name)).strip("._") or default
 
 
 def case_from_sitk(image, provenance: Provenance, name: str = "case") -> Case:

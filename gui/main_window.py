@@ -1224,8 +1224,8 @@ class MainWindow(QMainWindow):
         if path is None:
             path = self.last_save_path if (self.last_save_path and not ask) else None
         if path is None:
-            start = str(Path(self.case.provenance.source or ".").with_name(f"{self.case.name}_labels.nii.gz")) \
-                if self.case.provenance.source_format not in ("phantom", "") else f"{self.case.name}_labels.nii.gz"
+            start = str(Path(self.case.provenance.source or ".").with_name(f"{self.case.file_stem}_labels.nii.gz")) \
+                if self.case.provenance.source_format not in ("phantom", "") else f"{self.case.file_stem}_labels.nii.gz"
             p, _ = QFileDialog.getSaveFileName(self, "Save label map", start,
                                                "NIfTI (*.nii.gz);;NRRD (*.nrrd);;3D Slicer segmentation "
                                                "(*.seg.nrrd);;MetaImage (*.mha)")
@@ -1251,7 +1251,7 @@ class MainWindow(QMainWindow):
 
     def _export_meshes_dialog(self) -> None:
         p, _ = QFileDialog.getSaveFileName(self, "Export meshes (one file per structure)",
-                                           f"{self.case.name if self.case else 'case'}.stl",
+                                           f"{self.case.file_stem if self.case else 'case'}.stl",
                                            "STL (*.stl);;OBJ (*.obj);;VTK PolyData (*.vtp)")
         if p:
             self.export_meshes(p)
@@ -1266,7 +1266,7 @@ class MainWindow(QMainWindow):
                                 self.case.geometry, fmt, f"{p.stem}_")
 
     def _export_measurements_dialog(self) -> None:
-        p, _ = QFileDialog.getSaveFileName(self, "Export measurements", f"{self.case.name if self.case else 'case'}"
+        p, _ = QFileDialog.getSaveFileName(self, "Export measurements", f"{self.case.file_stem if self.case else 'case'}"
                                            "_measurements.csv", "CSV (*.csv);;JSON (*.json)")
         if p:
             self.export_measurements(p)
@@ -1370,7 +1370,7 @@ class MainWindow(QMainWindow):
         from engine.io import write_label_map
         path = self.last_save_path
         if path is None:
-            p, _ = QFileDialog.getSaveFileName(self, "Save label map", f"{self.case.name}_labels.nii.gz",
+            p, _ = QFileDialog.getSaveFileName(self, "Save label map", f"{self.case.file_stem}_labels.nii.gz",
                                                "NIfTI (*.nii.gz);;NRRD (*.nrrd);;3D Slicer segmentation (*.seg.nrrd)")
             if not p:
                 return False

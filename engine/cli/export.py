@@ -59,7 +59,13 @@ def run(args: argparse.Namespace) -> int:
         raise ExportError(f"{out} is a file; --out must be a folder.")
 
     case = load_case_with_labels(args.ct, args.labels, args.labels_mapping, args.series)
-    name = args.name or case.name
+    if args.name is not None:
+        from engine.case import safe_file_stem
+        if safe_file_stem(args.name, "") != args.name:
+            raise ExportError(f"--name {args.name!r} is the start of the file names, not a path: use letters, "
+                              f"digits, '.', '_' and '-' only (e.g. {safe_file_stem(args.name)!r}); nothing was "
+                              "written.")
+    name = args.name or case.file_stem
     from engine.labels import BY_LABEL
     from engine.mesh import mesh_file_name
     from engine.report import lesion_table_path
@@ -75,9 +81,10 @@ def run(args: argparse.Namespace) -> int:
     # Source data is only ever read: no output may replace an input file or land in an input folder.
     inputs = [Path(p).expanduser() for p in (args.ct, args.labels) if p]
     for src in inputs:
-        if src.is_dir() and out.resolve() == src.resolve():
-            raise ExportError(f"--out {out} is an input folder ({src.name}); source data is only ever read. "
-                              "Choose another --out; nothing was written.")
+        if src.is_dir() and (out.resolve() == src.resolve() or src.resolve() in out.resolve().parents):
+            raise ExportError(f"--out {out} is {'' if out.resolve() == src.resolve() else 'inside '}an input "
+                              f"folder ({src.name}); source data is only ever read, and files added there would be "
+                              "read with it next time. Choose another --out; nothing was written.")
         for t in targets:
             if src.is_file() and t.exists() and t.resolve() == src.resolve():
                 raise ExportError(f"{t} is an input of this export; source data is only ever read, even with "

@@ -95,10 +95,9 @@ def _inputs(path):
 
 
 def _case_name(path, case) -> str:
-    import re
+    from engine.case import safe_file_stem
 
-    name = case.name or path.name
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "case"
+    return safe_file_stem(case.name or path.name)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -141,9 +140,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"model: {m.card.headline()}", file=sys.stderr)
     out = Path(args.out).expanduser()
     src = Path(args.input).expanduser()
-    if src.is_dir() and out.exists() and out.resolve() == src.resolve():
+    if src.is_dir() and out.resolve() == src.resolve():
         raise InputError(f"--out {out} is the input folder; source data is only ever read. Choose another "
                          "--out.")
+    if src.is_dir() and src.resolve() in out.resolve().parents and _inputs(args.input) == [src]:
+        # a DICOM folder: a result written inside it (a DICOM SEG above all) would be read as part of it
+        raise InputError(f"--out {out} is inside the DICOM folder {src}; source data is only ever read, and "
+                         "files added there would be read with the series next time. Choose another --out.")
     _check_writable(out)                     # before any model runs, not after
     inputs = _inputs(args.input)
     failures = 0

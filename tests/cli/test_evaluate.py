@@ -215,3 +215,45 @@ def test_export_writes_a_dicom_seg_that_reads_back(tmp_path, capsys):
     case = load_case(ct)
     assert (read_label_map(tmp_path / "c_labels.dcm", case) == read_label_map(seg, case)).all()
     assert "thin slab" in capsys.readouterr().out            # the scan's warning is printed with the export
+
+
+@pytest.mark.real
+def test_export_names_files_safely_and_never_writes_into_the_dicom_folder(tmp_path, capsys):
+    # A series description is not a file name: 'ABD/PELVIS PV' made a sub-folder, '../src/PV' wrote the
+    # label map and the DICOM SEG into the source DICOM folder itself.
+    import shutil
+
+    import pydicom
+    from realdata import real_path
+
+    from engine.io import load_case
+
+    labels = tmp_path / "labels.nii.gz"
+    for desc, folder in (("ABD/PELVIS PV 5.0", "slash"), ("../src/PV", "src")):
+        src = tmp_path / folder
+        shutil.copytree(real_path("dcmqi", "ct-3slice"), src)
+        for f in src.iterdir():
+            ds = pydicom.dcmread(f)
+            ds.SeriesDescription = desc
+            ds.save_as(f)
+    from engine.io import write_label_map
+    case = load_case(tmp_path / "slash")
+    case.labels[:, 200:300, 200:300] = 1
+    write_label_map(labels, case)
+    before = sorted(p.name for p in (tmp_path / "src").iterdir())
+    out = tmp_path / "out"
+    assert main.main(["export", str(tmp_path / "slash"), str(labels), "--out", str(out), "--mask", "nii.gz"]) == 0
+    assert main.main(["export", str(tmp_path / "src"), str(labels), "--out", str(out), "--mask", "nii.gz,dcm"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["ABD_PELVIS_PV_5.0_labels.nii.gz", "src_PV_labels.dcm",
+                                                    "src_PV_labels.nii.gz"]
+    assert sorted(p.name for p in (tmp_path / "src").iterdir()) == before
+    # --out inside the DICOM folder, or a --name that is a path, are refused before anything is written
+    capsys.readouterr()
+    assert main.main(["export", str(tmp_path / "src"), str(labels), "--out", str(tmp_path / "src" / "x")]) != 0
+    assert "inside an input folder" in capsys.readouterr().err
+    assert main.main(["export", str(tmp_path / "src"), str(labels), "--out", str(out), "--name", "../x"]) != 0
+    assert "not a path" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "src").iterdir()) == before
+    assert main.main(["segment", str(tmp_path / "src"), "--out", str(tmp_path / "src" / "seg")]) != 0
+    assert "inside the DICOM folder" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "src").iterdir()) == before
