@@ -107,6 +107,11 @@ class TrainOptions:
         need(self.da_processes is None or self.da_processes >= 0,
              f"--da-processes must be 0 (augment in the training process) or more (got {self.da_processes})")
         need(self.phantoms >= 0 and self.external_phantoms >= 0, "phantom counts must be 0 or more")
+        if self.init_weights is not None:
+            need(not self.continue_training, "--init-weights cannot be combined with --continue: --continue resumes "
+                 "a training's own schedule, --init-weights starts a new phase from given weights; choose one")
+            need(Path(self.init_weights).expanduser().is_file(),
+                 f"--init-weights {self.init_weights}: there is no such checkpoint file")
         if self.phantoms or self.external_phantoms:
             need(all(n >= 16 for n in self.phantom_shape),
                  f"--phantom-shape must be at least 16 voxels per axis (got {tuple(self.phantom_shape)})")
@@ -161,20 +166,40 @@ def resolve_training_device(device: str) -> str:
 
 def _sources(opts: TrainOptions, say: Callable[[str], None], progress, cancel):
     """(train sources, external sources, provenance, cohort report text)."""
-    from .cohort import check_cohort, entry_loader, external_has_own_label_map, load_cohort
+    from .cohort import Cohort, check_cohort, entry_loader, external_has_own_label_map, load_cohort
     from .phantoms import phantom_cohort
 
     train, external, prov, reports = [], [], {}, []
     ext_desc, ext_map = opts.external, opts.external_label_map
     if not ext_desc and opts.cohort and Path(opts.cohort).is_dir() and external_has_own_label_map(opts.cohort):
         ext_desc = str(Path(opts.cohort) / "external")        # its label_map.json is read with it
-    for desc, lm, forced_set in ((opts.cohort, opts.label_map, None), (ext_desc, ext_map, "external")):
-        if not desc:
-            continue
-        cohort = load_cohort(desc, label_map=lm)
-        if forced_set:
-            for e in cohort.entries:
-                e.set = forced_set
+    parts: list[tuple[str, object, str]] = []          # (description, Cohort, "cohort" | "external")
+    if opts.cohort:
+        main_cohort = load_cohort(opts.cohort, label_map=opts.label_map)
+        inline_ext = main_cohort.of_set("external")     # set=external rows / a cohort folder's external/
+        if inline_ext and ext_desc:
+            raise InputError(f"{opts.cohort} lists external cases of its own and --external gives another "
+                             "external set; use one of them.")
+        parts.append((opts.cohort, Cohort(main_cohort.of_set("train"), main_cohort.label_map, main_cohort.source),
+                      "cohort"))
+        if inline_ext:
+            # the external cases are only evaluated: checked as such, with --external-label-map when given
+            ext_lm = load_cohort(opts.cohort, label_map=ext_map).label_map if ext_map else main_cohort.label_map
+            parts.append((opts.cohort, Cohort(inline_ext, ext_lm, main_cohort.source), "external"))
+    if ext_desc:
+        ext_cohort = load_cohort(ext_desc, label_map=ext_map)
+        for e in ext_cohort.entries:
+            e.set = "external"
+        parts.append((ext_desc, ext_cohort, "external"))
+    seen: dict[str, str] = {}
+    for desc, cohort, role in parts:
+        for e in cohort.entries:
+            if e.case_id in seen and seen[e.case_id] != role:
+                raise InputError(f"The case id {e.case_id} is both a training and an external case; case ids "
+                                 "must be unique.")
+            seen[e.case_id] = role
+    for desc, cohort, role in parts:
+        forced_set = role == "external"
         report = check_cohort(cohort, min_train=0 if forced_set else 2, progress=progress, cancel=cancel,
                               allow_non_hu=opts.allow_non_hu, for_training=not forced_set)
         reports.append(report.text())
@@ -183,12 +208,11 @@ def _sources(opts: TrainOptions, say: Callable[[str], None], progress, cancel):
             raise InputError("The cohort has problems; nothing was written. Fix them and run again:\n"
                              + report.text())
         for e in cohort.entries:
-            (external if e.set == "external" else train).append((e.case_id, entry_loader(e, cohort.label_map)))
-        prov[forced_set or "cohort"] = {"description": str(desc),
-                                        "label_map": getattr(cohort.label_map, "name", None)}
+            (external if forced_set else train).append((e.case_id, entry_loader(e, cohort.label_map)))
+        prov[role] = {"description": str(desc), "label_map": getattr(cohort.label_map, "name", None)}
         if forced_set and cohort.label_map is not None:
             # the evaluation needs what the external references merge or lack (e.g. IRCADb: HV + IVC)
-            prov[forced_set]["label_map_json"] = cohort.label_map.to_json_dict()
+            prov[role]["label_map_json"] = cohort.label_map.to_json_dict()
     if opts.phantoms:
         train += phantom_cohort(opts.phantoms, opts.phantom_first_seed, opts.phantom_shape, opts.phantom_spacing)
         prov["phantoms"] = {"n": opts.phantoms, "first_seed": opts.phantom_first_seed,
@@ -224,8 +248,8 @@ def run_pipeline(opts: TrainOptions, progress: ProgressCallback = no_progress,
     from .env import configure_nnunet_environment
 
     opts.validate()
-    device = None if opts.check_only or opts.skip_training and not opts.evaluate \
-        else resolve_training_device(opts.device)
+    # also with --check-only: a device this machine lacks is a setting that cannot work
+    device = None if opts.skip_training and not opts.evaluate else resolve_training_device(opts.device)
     from .dataset import dataset_folder_name, read_split, write_nnunet_dataset
     folder = dataset_folder_name(opts.dataset_id, opts.dataset_name)
     reuse = opts.continue_training or opts.skip_training or opts.init_weights is not None

@@ -79,6 +79,9 @@ def test_no_training_data_is_a_clear_error(tmp_path, capsys):
     (["--phantom-shape", "8", "8", "8"], "--phantom-shape must be at least 16"),
     (["--oversample", "1.5"], "--oversample is a fraction"),
     (["--time-limit", "-1"], "--time-limit must be above 0"),
+    (["--init-weights", "/no/such/checkpoint.pth"], "there is no such checkpoint file"),
+    (["--init-weights", __file__, "--continue"], "choose one"),
+    (["--init-weights", "/no/such/checkpoint.pth", "--check-only"], "there is no such checkpoint file"),
 ])
 def test_impossible_training_settings_are_refused_in_words_before_any_work(tmp_path, capsys, flags, says):
     work = tmp_path / "work"
@@ -97,3 +100,7 @@ def test_a_gpu_that_is_not_there_is_said_before_any_work(tmp_path, capsys, monke
     err = capsys.readouterr().err
     assert rc == 2 and "no usable CUDA GPU" in err and "Traceback" not in err
     assert not work.exists()
+    # --check-only checks the settings too, not only the cohort
+    rc = main(["train", "--work-dir", str(work), "--phantoms", "3", "--device", "cuda", "--check-only"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "no usable CUDA GPU" in err and not work.exists()

@@ -314,6 +314,32 @@ def test_a_cohort_folders_external_set_may_have_its_own_label_map(tmp_path):
     assert "Cohort check: 1 case(s), 1 usable, 0 with problems." in res.cohort_report, res.cohort_report
 
 
+def test_external_rows_of_a_cohort_file_are_checked_as_external_with_their_own_map(tmp_path):
+    # set=external rows of a cohort CSV were checked as training cases with the training label map, and
+    # --external-label-map was ignored for them: an IRCADb-style external case was refused.
+    from engine.training.pipeline import TrainOptions, run_pipeline
+
+    for cid in ("a", "b"):
+        _write_pair(tmp_path / "c", cid)
+    _write_pair(tmp_path / "c", "x")
+    _write_ircadb_masks(tmp_path / "c" / "masks_x")
+    (tmp_path / "cohort.csv").write_text(
+        "case_id,image,reference,set\n"
+        "a,c/images/a.nii.gz,c/references/a.nii.gz,train\n"
+        "b,c/images/b.nii.gz,c/references/b.nii.gz,train\n"
+        "x,c/images/x.nii.gz,c/masks_x,external\n")
+    opts = dict(work_dir=tmp_path / "w", cohort=str(tmp_path / "cohort.csv"), check_only=True)
+    with pytest.raises(InputError, match="cohort has problems"):          # IRCADb masks need their map
+        run_pipeline(TrainOptions(**opts), say=lambda m: None)
+    res = run_pipeline(TrainOptions(**opts, external_label_map="ircadb"), say=lambda m: None)
+    assert "Cohort check: 2 case(s), 2 usable" in res.cohort_report, res.cohort_report
+    assert "Cohort check: 1 case(s), 1 usable" in res.cohort_report, res.cohort_report
+    # a second external set beside the file's own is refused in words
+    with pytest.raises(InputError, match="use one of them"):
+        run_pipeline(TrainOptions(**opts, external=str(tmp_path / "cohort.csv")), say=lambda m: None)
+    assert not (tmp_path / "w").exists()
+
+
 def test_merged_label_map_cannot_train_all_five(tmp_path):
     for cid in ("a", "b"):
         _write_pair(tmp_path, cid)
