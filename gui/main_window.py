@@ -589,6 +589,7 @@ class MainWindow(QMainWindow):
             self._incoming_notes = list(notes)
             self.apply_edit(f"Open label map {Path(path).name}", edits.replace_all, np.asarray(labels, np.uint8))
             self.case.provenance.label_source = f"file: {path}"
+            self.case.provenance.extra["edited"] = False
             self._message(f"Label map {Path(path).name} opened." + (" " + " ".join(notes) if notes else ""))
             if notes:
                 # what the file merges or leaves out (IRCADb: hepatic veins + IVC in one mask) changes how
@@ -1044,6 +1045,8 @@ class MainWindow(QMainWindow):
             e = self.apply_edit(f"Segmentation ({model.name})", edits.replace_all, labels)
             self.case.provenance.label_source = f"model: {model.name}"
             self.case.provenance.model_card = model.to_provenance() if hasattr(model, "to_provenance") else None
+            # the model's own output (a DICOM SEG says AUTOMATIC); labels kept from before make it a mix
+            self.case.provenance.extra["edited"] = bool(kept)
             secs = (getattr(result, "timings", None) or {}).get("total", 0.0)
             msg = f"Segmented with {model.name} on {getattr(result, 'device_used', device)}"
             msg += f" in {secs:.1f} s." if secs else "."

@@ -89,6 +89,11 @@ def run(args: argparse.Namespace) -> int:
             if src.is_file() and t.exists() and t.resolve() == src.resolve():
                 raise ExportError(f"{t} is an input of this export; source data is only ever read, even with "
                                   "--overwrite. Choose another --out or --name; nothing was written.")
+    if "dcm" in masks:
+        from engine.io.dicomseg import dicom_seg_problem
+        problem = dicom_seg_problem(case)
+        if problem:
+            raise ExportError(f"{problem} Nothing was written.")
     if not args.overwrite:
         for t in targets:
             if t.exists():

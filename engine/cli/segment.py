@@ -174,6 +174,11 @@ def run(args: argparse.Namespace) -> int:
                 existing = [str(p) for p in checked if p.exists()]
                 if existing:
                     raise LiverPlanError(f"{existing[0]} already exists; use --overwrite to replace it.")
+            if args.format == ".dcm":
+                from engine.io.dicomseg import dicom_seg_problem
+                problem = dicom_seg_problem(case)      # known before the model runs, not after
+                if problem:
+                    raise ExportError(problem)
             result = segment(case, models if len(models) > 1 else models[0], device=args.device, mode=args.mode,
                              progress=bar, threads=args.threads, liver_crop=args.liver_crop,
                              liver_crop_margin_mm=args.liver_crop_margin, crop_to_body=args.body_crop,

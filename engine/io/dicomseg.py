@@ -158,6 +158,49 @@ def _source_series(case):
     raise ExportError(f"The CT's series is no longer in {folder}; the DICOM SEG needs its files.")
 
 
+def dicom_seg_problem(case) -> Optional[str]:
+    """Why no DICOM SEG can be written for ``case`` (not read from DICOM, its series gone, anonymised files
+    with empty UIDs), in words; None when it can. Reads the series' headers only: cheap enough to ask
+    before a model runs or anything is written."""
+    import pydicom
+
+    from ..errors import ExportError
+    try:
+        info = _source_series(case)
+    except ExportError as exc:
+        return str(exc)
+    for f in info.files:
+        try:
+            ds = pydicom.dcmread(str(f), stop_before_pixels=True)
+        except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same plain message
+            return f"The CT's DICOM file {Path(f).name} cannot be read any more ({exc}); the DICOM SEG needs it."
+        if not ds.get("SOPInstanceUID") or not ds.get("SeriesInstanceUID") or not ds.get("StudyInstanceUID"):
+            return _EMPTY_UIDS
+    return None
+
+
+_EMPTY_UIDS = ("The CT's DICOM files have empty UIDs (anonymised), so a DICOM SEG could not refer to them; export "
+               "the label map as .nii.gz or .seg.nrrd instead.")
+
+
+def _algorithm(case, software_version: str):
+    """(SegmentAlgorithmType, AlgorithmIdentificationSequence or None) from what made the labels: a model's
+    unedited output is AUTOMATIC, edited by hand SEMIAUTOMATIC (both name the model); labels read from a
+    file or drawn by the phantom generator are MANUAL (LiverPlan cannot know how a file's were made)."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    prov = case.provenance
+    if not str(prov.label_source).startswith("model:"):
+        return "MANUAL", None
+    card = prov.model_card or {}
+    name = str(card.get("name") or prov.label_source[len("model:"):].strip() or "LiverPlan")[:64]
+    version = str(card.get("version") or software_version)[:64]
+    alg = hd.AlgorithmIdentificationSequence(name=name, version=version,
+                                             family=codes.cid7162.ArtificialIntelligence)
+    return ("SEMIAUTOMATIC" if prov.extra.get("edited") else "AUTOMATIC"), alg
+
+
 def write_dicom_seg(tmp_path: Path, case, label_image) -> None:
     """Write a DICOM Segmentation (BINARY, one segment per LiverPlan structure present) referencing the
     CT's own DICOM images. ``label_image``: SimpleITK uint8 label map on the SOURCE grid, whose slices are
@@ -167,7 +210,6 @@ def write_dicom_seg(tmp_path: Path, case, label_image) -> None:
     import highdicom as hd
     import pydicom
     import SimpleITK as sitk
-    from pydicom.sr.codedict import codes
     from pydicom.sr.coding import Code
 
     from ..errors import ExportError
@@ -185,8 +227,7 @@ def write_dicom_seg(tmp_path: Path, case, label_image) -> None:
     for f in info.files:
         ds = pydicom.dcmread(str(f))
         if not ds.get("SOPInstanceUID") or not ds.get("SeriesInstanceUID") or not ds.get("StudyInstanceUID"):
-            raise ExportError("The CT's DICOM files have empty UIDs (anonymised), so a DICOM SEG could not refer "
-                              "to them; export the label map as .nii.gz or .seg.nrrd instead.")
+            raise ExportError(_EMPTY_UIDS)
         if not ds.get("SpecificCharacterSet"):
             ds.SpecificCharacterSet = "ISO_IR 100"     # in memory only: highdicom refuses an empty value
         sources.append(ds)
@@ -195,8 +236,7 @@ def write_dicom_seg(tmp_path: Path, case, label_image) -> None:
         sw = version("liverplan")
     except PackageNotFoundError:
         sw = "0.1.0"
-    alg = hd.AlgorithmIdentificationSequence(name="LiverPlan", version=sw,
-                                             family=codes.cid7162.ArtificialIntelligence)
+    algorithm_type, alg = _algorithm(case, sw)
     descs = []
     stack = np.zeros(arr.shape + (len(present),), dtype=bool)
     for n, s in enumerate(present, 1):
@@ -205,7 +245,7 @@ def write_dicom_seg(tmp_path: Path, case, label_image) -> None:
             segment_number=n, segment_label=s.name,
             segmented_property_category=Code(cat_code, "SCT", cat_name),
             segmented_property_type=Code(type_code, "SCT", type_name),
-            algorithm_type="SEMIAUTOMATIC", algorithm_identification=alg,
+            algorithm_type=algorithm_type, algorithm_identification=alg,
             display_color=hd.color.CIELabColor.from_rgb(*s.color)))
         stack[..., n - 1] = arr == s.label
     try:

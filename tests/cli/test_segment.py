@@ -195,3 +195,47 @@ def test_an_extra_model_takes_its_own_label_map(tiny, cases, tmp_path, capsys):
                     "--extra-label-map", str(lm), "--out", str(tmp_path / "x")] + common)
     assert rc == 2 and "each label map goes with the --extra-model" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_a_dicom_seg_that_cannot_be_written_is_refused_before_the_model_runs(tiny, cases, tmp_path, capsys,
+                                                                              monkeypatch):
+    import engine.inference
+
+    def no_model(*a, **k):
+        raise AssertionError("the model ran although the DICOM SEG could not be written")
+    monkeypatch.setattr(engine.inference, "segment", no_model)
+    rc = main.main(["segment", str(cases / "ct1.nii.gz"), "--model", str(tiny), "--out", str(tmp_path / "o"),
+                    "--format", ".dcm", "--no-progress"])
+    assert rc != 0 and "this CT was not read from DICOM" in capsys.readouterr().err
+    assert not list((tmp_path / "o").glob("*"))
+    # export: refused before the NIfTI is written, not after it
+    labels = tmp_path / "l.nii.gz"
+    from engine.io import load_case, write_label_map
+    c = load_case(cases / "ct1.nii.gz")
+    c.labels[2:4, 10:20, 10:20] = 1
+    write_label_map(labels, c)
+    rc = main.main(["export", str(cases / "ct1.nii.gz"), str(labels), "--out", str(tmp_path / "e"),
+                    "--mask", "nii.gz,dcm"])
+    assert rc != 0 and "Nothing was written" in capsys.readouterr().err
+    assert not (tmp_path / "e").exists() or not list((tmp_path / "e").iterdir())
+
+
+@pytest.mark.real
+def test_dicom_seg_says_how_its_segments_were_made(tiny, tmp_path, capsys):
+    # a model's unedited output is AUTOMATIC and names the model; labels read from a file are MANUAL
+    # (it said SEMIAUTOMATIC 'LiverPlan' for both)
+    import pydicom
+    from realdata import real_path
+
+    ct = real_path("dcmqi", "ct-3slice")
+    assert main.main(["segment", str(ct), "--model", str(tiny), "--out", str(tmp_path / "s"), "--format", ".dcm",
+                      "--device", "cpu", "--no-progress"]) == 0
+    seg = next((tmp_path / "s").glob("*_seg.dcm"))
+    ds = pydicom.dcmread(seg)
+    assert {s.SegmentAlgorithmType for s in ds.SegmentSequence} == {"AUTOMATIC"}
+    assert ds.SegmentSequence[0].SegmentAlgorithmName == "TinyLiver"
+    assert main.main(["export", str(ct), str(seg), "--out", str(tmp_path / "e"), "--mask", "dcm",
+                      "--name", "again"]) == 0
+    ds = pydicom.dcmread(tmp_path / "e" / "again_labels.dcm")
+    assert {s.SegmentAlgorithmType for s in ds.SegmentSequence} == {"MANUAL"}
+    assert "SegmentAlgorithmName" not in ds.SegmentSequence[0]
