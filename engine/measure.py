@@ -353,11 +353,15 @@ def _build_report(counts: np.ndarray, sums: Optional[np.ndarray], sq: Optional[n
 
     # --- lesions ---
     lesions = _lesions_from_raw(raw, geometry)
-    at_edge = [l.id for l in lesions if l.slice_range[0] == 0 or l.slice_range[1] == geometry.shape[0] - 1]
-    if at_edge and geometry.shape[0] > 1:
+    # cut by the scanned volume: its first or last slice, or the side of the field of view (a liver-targeted
+    # reconstruction); an axis of one voxel cuts everything and says nothing
+    cut = [a for a, n in enumerate(geometry.shape) if n > 1]
+    at_edge = [l.id for l in lesions if any(l.bbox[a][0] == 0 or l.bbox[a][1] == geometry.shape[a] for a in cut)]
+    if at_edge:
         warnings.append(f"Lesion{'s' if len(at_edge) > 1 else ''} {', '.join(map(str, at_edge))} reach"
-                        f"{'' if len(at_edge) > 1 else 'es'} the first or last slice of the scan and may extend "
-                        "beyond it: volume and diameters are lower bounds.")
+                        f"{'' if len(at_edge) > 1 else 'es'} the edge of the scanned volume (the first or last slice, "
+                        "or the side of the field of view) and may extend beyond it: volume and diameters are "
+                        "lower bounds.")
     ms.append(Measurement("Lesion count", len(lesions), "lesions", DEFINITIONS["lesion"], "crlm.count"))
     ms.append(Measurement("Total lesion volume", _r(lesion_ml), "mL",
                           "Sum of the volumes of all CRLM lesions.", "crlm.total_volume_ml"))

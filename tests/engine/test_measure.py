@@ -273,7 +273,18 @@ def test_labels_on_air_and_lesions_cut_by_the_scan_edge_are_flagged():
     rep = measure(img, lab, g)
     edge = [l.id for l in rep.lesions if l.slice_range[0] == 0]
     assert len(edge) == 1
-    assert any(w.startswith(f"Lesion {edge[0]} reaches the first or last slice") for w in rep.warnings), rep.warnings
+    assert any(w.startswith(f"Lesion {edge[0]} reaches the edge of the scanned volume") for w in rep.warnings), \
+        rep.warnings
+    # cut by the side of the field of view (x = 0), not by a slice: flagged too (it was not)
+    side = lab.copy()
+    side[0:6, 10:16, 10:16] = 1
+    side[12:16, 20:24, 20:24] = 1
+    side[10:14, 18:22, 0:4] = 5
+    rep_side = measure(img, side, g)
+    assert any(w.startswith("Lesion 1 reaches the edge") for w in rep_side.warnings), rep_side.warnings
+    side[10:14, 18:22, 0:4] = 1
+    side[10:14, 18:22, 1:5] = 5                         # one voxel inside the edge: no warning
+    assert not any("edge" in w for w in measure(img, side, g).warnings)
     assert not any("far from soft tissue" in w for w in rep.warnings)
     lab[10:20, 36:40, 36:40] = 3                        # "hepatic veins" drawn on air outside the body
     rep = measure(img, lab, g)
