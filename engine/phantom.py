@@ -228,6 +228,7 @@ class _Grid:
 class _Anatomy:
     def __init__(self, seed: int, n_lesions: Optional[int],
                  lesion_diameters: Optional[Sequence[float]] = None):
+        self.seed = int(seed)
         rng = np.random.default_rng([int(seed), 1])
         self.rng = rng
         # --- body outline (axial superellipse, slowly varying with z) ---
@@ -457,10 +458,11 @@ class _Anatomy:
             if diameters is not None and i < len(diameters):
                 diameter = float(diameters[i])
             placed = False
+            asked = diameters is not None and i < len(diameters)   # a size asked for is never changed
             # About one lesion in four lies under the liver capsule (cut flat by the liver's surface).
             subcapsular = diameter >= 8 and rng.uniform() < 0.25
             for attempt in range(4000):
-                if attempt and attempt % 400 == 0:
+                if attempt and attempt % 400 == 0 and not asked:
                     diameter = max(lmin, diameter * 0.8)
                     subcapsular = subcapsular and diameter >= 8
                 r = diameter / 2
@@ -492,6 +494,11 @@ class _Anatomy:
                 placed = True
                 break
             if not placed:
+                if asked:
+                    raise InputError(
+                        f"A {diameter:g} mm lesion does not fit in this phantom's liver (seed {self.seed}) with "
+                        "its margins to the vessels, the IVC and the other lesions; ask for a smaller diameter "
+                        "or another seed.")
                 log.warning("phantom: could only place %d of %d lesions", len(out), n)
                 break
         return out

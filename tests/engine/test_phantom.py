@@ -169,3 +169,13 @@ def test_same_phantom_whatever_the_thread_count():
                          check=True).stdout.strip()
     c = make_phantom(seed=5, shape=(48, 64, 64))
     assert out == hashlib.sha256(c.image.tobytes() + c.labels.tobytes()).hexdigest()
+
+
+def test_lesion_sizes_asked_for_are_drawn_as_asked_or_refused():
+    # a 25 mm lesion that did not fit was silently drawn at 16 mm: ground truth with a 9 mm error
+    from engine.errors import InputError
+
+    c = make_phantom(seed=21, shape=(48, 64, 64), lesion_diameters_mm=[25, 15, 10, 6])
+    assert [l["diameter_mm"] for l in c.provenance.extra["lesions"]] == [25.0, 15.0, 10.0, 6.0]
+    with pytest.raises(InputError, match="40 mm lesion does not fit"):
+        make_phantom(seed=21, shape=(48, 64, 64), lesion_diameters_mm=[40] * 6)
