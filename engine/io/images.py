@@ -121,8 +121,13 @@ def modality_guess(arr: np.ndarray) -> str:
     if looks_like_label_map(arr):
         return "label map"
     lo = float(np.min(arr))
-    p1, p99 = (float(v) for v in np.percentile(arr[:: max(1, arr.size // 1_000_000)], [1, 99]))
+    sample = np.asarray(arr).ravel()[:: max(1, arr.size // 1_000_000)]
+    p1, p99 = (float(v) for v in np.percentile(sample, [1, 99]))
     if lo <= -900 and p1 <= -500 and p99 >= 0:
+        return "CT (Hounsfield units)"
+    # A field of view fitted to the liver holds little air (a little bowel gas or lung): mostly soft tissue
+    # (-150 to 250 HU). A normalised image (values around 0, none far below) or an MR (none below 0) is not.
+    if lo <= -500 and p99 >= 0 and float(np.mean((sample >= -150) & (sample <= 250))) >= 0.3:
         return "CT (Hounsfield units)"
     if lo >= 0 and p1 <= 100 and p99 > 900:
         return "CT without HU rescale? (no negative values)"

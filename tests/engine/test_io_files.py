@@ -140,6 +140,21 @@ def test_mr_like_intensities_are_warned(tmp_path):
     assert any("do not look like CT Hounsfield units" in w for w in c.provenance.warnings)
 
 
+def test_a_ct_with_a_field_of_view_fitted_to_the_liver_is_not_called_non_ct(tmp_path):
+    # little air in the picture (1st percentile -405 HU): it was warned as "not CT Hounsfield units"
+    from engine.io import write_image
+    from engine.phantom import make_phantom
+
+    ct = make_phantom(seed=11, shape=(64, 96, 96), spacing=(2.5, 1.8, 1.8))
+    assert np.percentile(ct.image, 1) > -500
+    write_image(tmp_path / "tight.nii.gz", ct)
+    assert not any("Hounsfield" in w for w in load_case(tmp_path / "tight.nii.gz").provenance.warnings)
+    # the same values shifted to start at 0 (no rescale) are still questioned
+    arr = (ct.image.astype(np.int32) + 1024).astype(np.int16)
+    sitk.WriteImage(sitk.GetImageFromArray(arr), str(tmp_path / "shifted.nii.gz"))
+    assert any("Hounsfield" in w for w in load_case(tmp_path / "shifted.nii.gz").provenance.warnings)
+
+
 def test_exports_never_overwrite_unless_asked(tmp_path):
     img, _ = _synthetic_ct()
     sitk.WriteImage(img, str(tmp_path / "ct.nii.gz"))
