@@ -330,17 +330,26 @@ def evaluate_files(pred_path: Union[str, Path], ref_path: Union[str, Path],
     """
     from .io import read_label_map
 
+    from .io.labelmaps import UNMAPPED_NOTE
+
     pp, rp = Path(pred_path), Path(ref_path)
     geometry = _geometry_of(pp)
-    pred = read_label_map(pp, geometry, pred_mapping)
+    pred_notes: list[str] = []
+    ref_notes: list[str] = []
+    pred = read_label_map(pp, geometry, pred_mapping, notes=pred_notes)
     rmap = reference_mapping_for(rp, ref_mapping)
     try:
-        ref = read_label_map(rp, geometry, rmap)
+        ref = read_label_map(rp, geometry, rmap, notes=ref_notes)
     except GeometryMismatchError as err:
         raise GeometryMismatchError(
             f"The reference {rp.name} and the prediction {pp.name} are not on the same voxel grid, so they "
             f"cannot be compared voxel by voxel (details: {err})") from None
-    return evaluate_pair(pred, ref, geometry, rmap, **kwargs), geometry, rmap
+    result = evaluate_pair(pred, ref, geometry, rmap, **kwargs)
+    # label values the mapping did not cover were read as background: said, not silently scored
+    result.table_notes = list(getattr(result, "table_notes", [])) + [
+        f"{path.name} ({what}): {n}" for what, path, ns in (("prediction", pp, pred_notes), ("reference", rp, ref_notes))
+        for n in ns if n.startswith(UNMAPPED_NOTE)]
+    return result, geometry, rmap
 
 
 # ------------------------------------------------------------------------------------------------
@@ -504,6 +513,23 @@ def _csv_num(v) -> str:
     if math.isinf(v):
         return "inf"
     return repr(round(v, 6)) if not float(v).is_integer() else str(int(v))
+
+
+OUTPUT_FILES = ("per_case.csv", "lesions.csv", "table.csv", "table.md", "table.json")
+
+
+def check_outputs(out_dir: Union[str, Path], overwrite: bool = False) -> None:
+    """Refuse, before any metric is computed, an ``out_dir`` that already holds evaluation files (unless
+    ``overwrite``) or that is a file."""
+    from .errors import ExportError
+
+    out = Path(out_dir).expanduser()
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"{out} is a file; --out must be a folder.")
+    there = [n for n in OUTPUT_FILES if (out / n).exists()]
+    if there and not overwrite:
+        raise ExportError(f"{out} already holds an evaluation ({', '.join(there)}); use --overwrite to replace it "
+                          "or choose another --out. Nothing was computed.")
 
 
 def write_outputs(cohort: CohortResult, table: Table, out_dir: Union[str, Path], overwrite: bool = False) -> list[Path]:

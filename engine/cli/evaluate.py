@@ -41,6 +41,8 @@ def run(args: argparse.Namespace) -> int:
         sizes = tuple(float(s) for s in str(args.lesion_sizes).split(",") if s.strip())
     except ValueError:
         raise InputError(f"--lesion-sizes must be numbers in mm separated by commas, not '{args.lesion_sizes}'.")
+    if args.out:
+        evaluation.check_outputs(args.out, overwrite=args.overwrite)     # before minutes of metrics, not after
     ref_map = load_mapping(args.ref_labels or args.labels)
     pred_map = load_mapping(args.pred_labels or args.labels)
     bar = TextProgress()

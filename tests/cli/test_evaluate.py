@@ -81,8 +81,11 @@ def test_existing_outputs_are_not_overwritten_silently(cohort, capsys):
     args = ["evaluate", "--pred", str(root / "pred" / "phantom0_0000.nii.gz"), "--ref", str(root / "ref"),
             "--out", str(out)]
     assert main.main(args) == 0
+    capsys.readouterr()
     assert main.main(args) == 2                       # clear message instead of a traceback
-    assert "already exists" in capsys.readouterr().err
+    out_err = capsys.readouterr()
+    assert "already holds an evaluation" in out_err.err and "--overwrite" in out_err.err
+    assert "Evaluated" not in out_err.out             # said before the metrics are computed, not after
     assert main.main(args + ["--overwrite"]) == 0
 
 
@@ -257,3 +260,20 @@ def test_export_names_files_safely_and_never_writes_into_the_dicom_folder(tmp_pa
     assert main.main(["segment", str(tmp_path / "src"), "--out", str(tmp_path / "src" / "seg")]) != 0
     assert "inside the DICOM folder" in capsys.readouterr().err
     assert sorted(p.name for p in (tmp_path / "src").iterdir()) == before
+
+
+@pytest.mark.real
+def test_label_values_a_mapping_leaves_out_are_named(tmp_path, capsys):
+    # TotalSegmentator's 100+ labels read with a mapping of two of them: the rest were read as background
+    # without a word (measure said so, evaluate did not)
+    from realdata import real_path
+
+    seg = real_path("totalsegmentator", "example_seg.nii.gz")
+    (tmp_path / "m.json").write_text('{"liver": [5], "portal_vein": [64]}')
+    rc = main.main(["evaluate", "--pred", str(seg), "--pred-labels", "totalsegmentator", "--ref", str(seg),
+                    "--ref-labels", str(tmp_path / "m.json")])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "example_seg.nii.gz (reference): Label values not in the label map (m.json) were read as background" \
+        in out
+    assert "(prediction): Label values" not in out      # the preset lists the others under "ignore"
