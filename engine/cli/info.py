@@ -60,10 +60,13 @@ def run(args) -> int:
     if getattr(args, "mapping", None):
         from engine.labelmap import LabelMapping
         mapping = LabelMapping.load(args.mapping)
-    d = describe_path(args.path, getattr(args, "series", None), mapping)
+    wanted = getattr(args, "series", None)
+    d = describe_path(args.path, wanted, mapping)
+    # a --series that names no series is an error (exit 2), as it is for the commands that open the CT
+    rc = 2 if wanted and d.get("kind") == "dicom-folder" and d.get("picked") is None else 0
     if args.json:
         print(json.dumps(d, indent=2, default=str))
-        return 0
+        return rc
     kind = d["kind"]
     if kind == "dicom-folder":
         _print_folder(d)
@@ -105,4 +108,4 @@ def run(args) -> int:
                 print(f"  {lab['value']:>5} {lab['voxels']:>10} {lab['volume_ml']:>9.1f}  "
                       f"{lab['liverplan_structure'] or '-'}")
         print(f"-> {d['verdict']}")
-    return 0
+    return rc

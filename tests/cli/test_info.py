@@ -92,7 +92,9 @@ def test_several_series_need_a_choice(capsys, tmp_path):
     assert "2 CT series" in out and "Choose one with --series" in out
     assert not any(line.startswith("*") for line in out.splitlines())
     rc, out, _ = _info(capsys, tmp_path, "--series", "2")
-    assert "chosen by you" in out
+    assert rc == 0 and "chosen by you" in out
+    rc, out, _ = _info(capsys, tmp_path, "--series", "3")          # no such series: said, and exit 2
+    assert rc == 2 and "There is no single series '3'" in out
 
 
 @pytest.mark.parametrize("make,words", [
