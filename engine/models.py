@@ -79,7 +79,7 @@ class ModelCard:
             tags.append("demo — synthetic data")
         if self.not_for_clinical_use or self.demo:
             tags.append("not for clinical use")
-        return f"{self.name} {self.version}" + (f" ({'; '.join(tags)})" if tags else "")
+        return f"{self.name} {self.version}" + (f" ({' — '.join(tags)})" if tags else "")   # as the GUI says it
 
 
 @dataclass
@@ -527,7 +527,7 @@ def discover_models(extra_dirs: Optional[list[Union[str, os.PathLike]]] = None,
             try:
                 out.append(load_model(folder))
             except ModelError as err:
-                log.warning("skipping model %s: %s", folder, err)
+                log.info("skipping model %s: %s", folder, err)      # `models list` and the GUI name it
                 if skipped is not None:
                     skipped.append((folder, str(err)))
     return out
@@ -558,10 +558,18 @@ def find_model(spec: Union[str, os.PathLike, ModelInfo], label_map: LabelMapSpec
         if demo is None:
             raise ModelError("The demo model is not installed with this copy of LiverPlan.")
         return load_model(demo.path, label_map=label_map) if label_map is not None else demo
-    models = discover_models()
+    skipped: list[tuple[Path, str]] = []
+    models = discover_models(skipped=skipped)
     for m in models:
         if name in (m.card.name, installed_name(m.path)):
             return load_model(m.path, label_map=label_map) if label_map is not None else m
+    for folder, reason in skipped:
+        if name == installed_name(folder):
+            # installed but unusable as it is (e.g. its labels name no LiverPlan structure): a label map may
+            # be exactly what it needs; without one, say why it is not usable rather than "no such model"
+            if label_map is not None:
+                return load_model(folder, label_map=label_map)
+            raise ModelError(f"The installed model '{name}' cannot be used: {reason}")
     known = ", ".join(sorted({installed_name(m.path) for m in models})) or "none installed"
     raise ModelError(f"There is no model called '{name}' (installed: {known}; 'demo' is the bundled demo model); "
                      "give a model folder, or install a model zip first.")

@@ -239,3 +239,28 @@ def test_dicom_seg_says_how_its_segments_were_made(tiny, tmp_path, capsys):
     ds = pydicom.dcmread(tmp_path / "e" / "again_labels.dcm")
     assert {s.SegmentAlgorithmType for s in ds.SegmentSequence} == {"MANUAL"}
     assert "SegmentAlgorithmName" not in ds.SegmentSequence[0]
+
+
+def test_an_installed_model_with_other_labels_is_found_by_name_with_a_label_map(tiny, tmp_path, monkeypatch,
+                                                                               capsys):
+    # `models list` named the folder as not usable, and `models show NAME --label-map` then said there was no
+    # model called NAME
+    import shutil
+
+    from engine.paths import user_models_dir
+
+    monkeypatch.setenv("LIVERPLAN_DATA_DIR", str(tmp_path / "data"))
+    weird = user_models_dir() / "weird"
+    shutil.copytree(tiny, weird)
+    ds = json.loads((weird / "dataset.json").read_text())
+    ds["labels"] = {"background": 0, "a": 1, "b": 2, "c": 3, "d": 4, "e": 5}
+    (weird / "dataset.json").write_text(json.dumps(ds))
+    lm = tmp_path / "lm.json"
+    lm.write_text(json.dumps({"liver": [1], "portal_vein": [2], "hepatic_veins": [3], "ivc": [4], "crlm": [5]}))
+    assert main.main(["models", "list"]) == 0
+    assert "not usable" in capsys.readouterr().out
+    assert main.main(["models", "show", "weird", "--label-map", str(lm)]) == 0
+    assert "Portal vein" in capsys.readouterr().out
+    assert main.main(["models", "show", "weird"]) == 2
+    err = capsys.readouterr().err
+    assert "The installed model 'weird' cannot be used" in err and "no model called" not in err
