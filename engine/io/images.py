@@ -166,6 +166,8 @@ def load_image_file(path: Path, progress: Optional[ProgressCallback] = None,
         img = _nifti_nan_kept(path, img)
     prov = Provenance(source=str(path), source_format=fmt or "image", modality="CT",
                       series_description=path.name)
+    if fmt == "nifti":
+        _note_nifti_transforms(path, prov)
     guess = modality_guess(np.asarray(arr))
     if not guess.startswith("CT (Hounsfield"):
         prov.warnings.append(f"The intensities of {path.name} do not look like CT Hounsfield units ({guess}); "
@@ -174,6 +176,41 @@ def load_image_file(path: Path, progress: Optional[ProgressCallback] = None,
     if progress:
         progress("Reading image", 1, 1)
     return case
+
+
+def nifti_transforms(path: Path) -> Optional[dict]:
+    """The qform and sform of a NIfTI file (4x4 lists, RAS, as nibabel reads them) with their codes; None
+    when it cannot be read. Header only."""
+    try:
+        import nibabel as nib
+        h = nib.load(str(path)).header
+        return {"qform": h.get_qform().tolist(), "qform_code": int(h["qform_code"]),
+                "sform": h.get_sform().tolist(), "sform_code": int(h["sform_code"])}
+    except Exception:  # noqa: BLE001 - no nibabel or an odd header: nothing to say
+        return None
+
+
+def _note_nifti_transforms(path: Path, prov: Provenance) -> None:
+    """A NIfTI file may place its voxels twice (qform and sform). When both are set and disagree, tools
+    disagree on where the CT is: ITK (so LiverPlan and 3D Slicer) reads the qform, nibabel and FSL the
+    sform. Say so, and keep both so that exported label maps carry the same two placements (each tool then
+    puts the labels where it puts the CT)."""
+    t = nifti_transforms(path)
+    if not t or not (t["qform_code"] > 0 and t["sform_code"] > 0):
+        return
+    q, s_ = np.asarray(t["qform"]), np.asarray(t["sform"])
+    import nibabel as nib
+    shape = nib.load(str(path)).shape[:3]
+    corners = np.array([[i, j, k, 1.0] for i in (0, shape[0] - 1) for j in (0, shape[1] - 1)
+                        for k in (0, shape[2] - 1)])
+    gap = float(np.max(np.linalg.norm((corners @ q.T - corners @ s_.T)[:, :3], axis=1)))
+    if gap > 0.5:
+        prov.extra["nifti_transforms"] = t
+        prov.warnings.append(
+            f"{path.name} places its voxels twice, and the two placements (qform and sform) differ by up to "
+            f"{gap:.1f} mm. LiverPlan, like ITK and 3D Slicer, uses the qform; tools that read the sform "
+            "(nibabel, FSL) put this CT elsewhere. Exported NIfTI label maps keep both placements, as the CT has "
+            "them, so every tool puts the labels where it puts the CT.")
 
 
 def _nifti_nan_kept(path: Path, img):

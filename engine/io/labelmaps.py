@@ -9,6 +9,7 @@ atomic (engine.io.atomic) and refuses to overwrite unless asked.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Optional, Union
 
@@ -314,6 +315,21 @@ def _complete_check(img, ext: str):
     return lambda tmp: check_complete(tmp, expected)
 
 
+def _copy_nifti_transforms(tmp: Path, t: dict, ext: str) -> None:
+    """Give the NIfTI label map just written at ``tmp`` the source CT's own qform and sform (with their
+    codes): the CT's two placements disagree, and ITK wrote its reading (the qform) into both."""
+    import nibabel as nib
+
+    img = nib.load(str(tmp))
+    data = np.asarray(img.dataobj)
+    out = nib.Nifti1Image(data, None, header=img.header.copy())
+    out.set_qform(np.asarray(t["qform"]), code=int(t["qform_code"]))
+    out.set_sform(np.asarray(t["sform"]), code=int(t["sform_code"]))
+    out.set_data_dtype(data.dtype)
+    nib.save(out, str(tmp) + ext)            # nibabel picks the compression from the extension
+    os.replace(str(tmp) + ext, str(tmp))
+
+
 def write_label_map(path, case: Case, labels: Optional[np.ndarray] = None, overwrite: bool = False) -> Path:
     """Write a label map (default: ``case.labels``) in the CT's SOURCE geometry; returns the path.
 
@@ -339,6 +355,8 @@ def write_label_map(path, case: Case, labels: Optional[np.ndarray] = None, overw
             except RuntimeError as exc:
                 raise ExportError(f"Could not write {p.name}: {str(exc).strip().splitlines()[-1][:160]}") \
                     from None
+            if ext in (".nii.gz", ".nii") and case.provenance.extra.get("nifti_transforms"):
+                _copy_nifti_transforms(tmp, case.provenance.extra["nifti_transforms"], ext)
     log.info("wrote label map %s", p)
     return p
 

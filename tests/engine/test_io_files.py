@@ -257,3 +257,38 @@ def test_voxels_without_a_value_are_air_with_a_warning_and_an_all_nan_image_is_r
     sitk.WriteImage(sitk.GetImageFromArray(np.full((20, 30, 30), np.nan, np.float32)), str(tmp_path / "all.nii.gz"))
     with pytest.raises(InputError, match="holds no values"):
         load_case(tmp_path / "all.nii.gz")
+
+
+def test_a_nifti_with_two_disagreeing_placements_is_warned_and_exported_with_both(tmp_path):
+    # qform and sform 12 mm apart: ITK (LiverPlan) reads the qform, nibabel the sform; the exported mask had
+    # the qform in both, so nibabel put it 12 mm from the CT
+    import nibabel as nib
+
+    from engine.io import read_label_map, write_label_map
+
+    data = np.full((40, 30, 20), -1000, np.int16)
+    data[5:35, 5:25, 3:17] = 60
+    q = np.diag([1.5, 1.5, 2.5, 1.0])
+    q[:3, 3] = (-30.0, -20.0, -25.0)
+    s = q.copy()
+    s[:3, 3] += (10.0, -7.0, 4.0)
+    img = nib.Nifti1Image(data, None)
+    img.set_qform(q, code=1)
+    img.set_sform(s, code=2)
+    nib.save(img, tmp_path / "ct.nii.gz")
+    case = load_case(tmp_path / "ct.nii.gz")
+    assert any("places its voxels twice" in w and "12.8 mm" in w for w in case.provenance.warnings), \
+        case.provenance.warnings
+    case.labels[case.image > 0] = 1
+    out = write_label_map(tmp_path / "labels.nii.gz", case)
+    back = nib.load(out)
+    assert np.allclose(back.get_sform(), s) and np.allclose(back.get_qform(), q)
+    assert (int(back.header["qform_code"]), int(back.header["sform_code"])) == (1, 2)
+    a, b = sitk.ReadImage(str(out)), sitk.ReadImage(str(tmp_path / "ct.nii.gz"))
+    assert np.allclose(a.GetOrigin(), b.GetOrigin()) and np.allclose(a.GetDirection(), b.GetDirection())
+    assert (read_label_map(out, case) == case.labels).all()
+    assert (np.asarray(back.dataobj) == (data > 0)).all()
+    # one placement (or two that agree): no warning, nothing rewritten
+    img2 = nib.Nifti1Image(data, q)
+    nib.save(img2, tmp_path / "plain.nii.gz")
+    assert not any("twice" in w for w in load_case(tmp_path / "plain.nii.gz").provenance.warnings)
