@@ -71,7 +71,8 @@ class sigterm_interrupts:
     """While active, SIGTERM (``kill PID``) ends the run like Ctrl+C (KeyboardInterrupt), so nnU-Net's
     workers are shut down too — in this process only. A forked worker inherits the handler; there the
     signal keeps its default meaning (the worker ends quietly): nnU-Net's process pools end their workers
-    with SIGTERM when a step finishes, and each worker used to print a KeyboardInterrupt traceback."""
+    with SIGTERM when a step finishes; a worker raising KeyboardInterrupt inside the pool's queue lock printed
+    a traceback and could leave the pool waiting forever (planning hung with several --processes)."""
 
     def __enter__(self) -> "sigterm_interrupts":
         import signal
