@@ -298,6 +298,30 @@ def _geometry_of(path: Path) -> Geometry:
     return Geometry.from_sitk(to_canonical(img))
 
 
+def _segment_names(path: Path) -> Optional[list[str]]:
+    """The segment names of a 3D Slicer ``.seg.nrrd`` or a DICOM SEG (headers only); None for other files."""
+    low = path.name.lower()
+    try:
+        if low.endswith(".nrrd"):
+            import nrrd
+
+            from .io.segnrrd import is_seg_nrrd_header
+            header = nrrd.read_header(str(path))
+            if not is_seg_nrrd_header(header):
+                return None
+            idx = sorted({int(k[len("Segment"):].split("_")[0]) for k in header
+                          if str(k).startswith("Segment") and str(k)[len("Segment"):].split("_")[0].isdigit()})
+            return [str(header.get(f"Segment{i}_Name", "")) for i in idx]
+        from .io.dicomseg import is_dicom_seg_file
+        if is_dicom_seg_file(path):
+            import pydicom
+            ds = pydicom.dcmread(str(path), stop_before_pixels=True)
+            return [str(sd.get("SegmentLabel", "")) for sd in ds.SegmentSequence]
+    except Exception:  # noqa: BLE001 - an unreadable header is reported when the file itself is read
+        return None
+    return None
+
+
 def reference_mapping_for(ref_path: Path, mapping: Optional[LabelMapping]) -> Optional[LabelMapping]:
     """The mapping that will read ``ref_path``: the given one, or the IRCADb preset for an IRCADb folder.
 
@@ -316,6 +340,23 @@ def reference_mapping_for(ref_path: Path, mapping: Optional[LabelMapping]) -> Op
                 mapping = LabelMapping({k: v for k, v in mapping.sources.items() if k not in absent}, merged,
                                        list(mapping.notes), name=mapping.name, ignore=list(mapping.ignore))
                 mapping.notes.append("The reference folder has no mask for: "
+                                     + ", ".join(BY_KEY[k].name for k in absent) + " (not evaluated).")
+    elif mapping is None and ref_path.is_file():
+        # A segmentation file lists the structures it annotates by name (a liver-only .seg.nrrd or DICOM SEG):
+        # the ones it has no segment for are "not in reference", not an empty reference scored as zeros. (A
+        # segment that is there but empty, e.g. LiverPlan's own .seg.nrrd lists all five, is an annotation.)
+        names = _segment_names(ref_path)
+        if names:
+            from .labels import structure_for_name
+            found: dict[str, list[str]] = {}
+            for n in names:
+                st = structure_for_name(n)
+                if st is not None:
+                    found.setdefault(st.key, []).append(n)
+            absent = [k for k in BY_KEY if k not in found]
+            if found and absent:
+                mapping = LabelMapping(found, name=f"segments of {ref_path.name}")
+                mapping.notes.append(f"{ref_path.name} has no segment for: "
                                      + ", ".join(BY_KEY[k].name for k in absent) + " (not evaluated).")
     return mapping
 

@@ -1102,7 +1102,11 @@ class MainWindow(QMainWindow):
             self.load_reference(p, self._reference_mapping())
 
     def load_reference(self, path, mapping=None) -> None:
+        from engine.evaluation import reference_mapping_for
         from engine.io import read_label_map
+
+        # structures a mask folder or a segmentation file does not annotate are "not in reference"
+        mapping = reference_mapping_for(Path(path), mapping)
 
         task = self.runner.start("reference", read_label_map, str(path), self.case, mapping, progress=False)
         self._task_progress(task, "Reading reference")

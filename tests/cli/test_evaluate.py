@@ -200,6 +200,11 @@ def test_a_folder_of_dicom_seg_references_pairs_with_label_map_predictions(tmp_p
     liver = next(r for r in rows if r["structure"] == "liver")
     assert liver["case"] == "case1" and float(liver["dice"]) == pytest.approx(1.0)
     assert {r["case"] for r in rows} == {"case1"}
+    # the SEG annotates the liver only: the other structures are not in the reference (they were scored
+    # against an empty reference: Dice 0 for any predicted vessel)
+    assert {r["status"] for r in rows if r["structure"] != "liver"} == {"not_in_reference"}, rows
+    assert "liver.dcm has no segment for: Portal vein" not in out.out            # the file is case1.dcm
+    assert "case1.dcm has no segment for: Portal vein, Hepatic veins" in out.out
     # a SEG as the prediction is refused in words (its grid is the CT's, which is not given)
     rc = main.main(["evaluate", "--pred", str(tmp_path / "refs" / "case1.dcm"), "--ref",
                     str(tmp_path / "preds" / "case1.nii.gz")])
