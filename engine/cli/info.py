@@ -85,6 +85,14 @@ def run(args) -> int:
         for n in d["notes"]:
             print(f"  note: {n}")
         print(f"-> {d['verdict']}")
+    elif kind == "dicom-seg":
+        print(f"DICOM SEG {d['path']} ({d['description'] or 'no description'})")
+        print(f"  refers to CT series {d['referenced_series_uid'] or '(not stated)'}")
+        print(f"  {'#':>3} {'segment':<28} {'frames':>6}  {'made':<13} LiverPlan structure")
+        for s in d["segments"]:
+            print(f"  {s['number']:>3} {s['name'][:28]:<28} {s['frames']:>6}  {s['algorithm_type'] or '-':<13} "
+                  f"{s['liverplan_structure'] or '-'}")
+        print(f"-> {d['verdict']}")
     elif kind == "segmentation":
         print(f"3D Slicer segmentation {d['path']} ({d['layers']} layer(s))")
         _print_geometry(d["geometry"])

@@ -32,6 +32,9 @@ def describe_path(path, series: Optional[str] = None, mapping=None) -> dict:
         raise InputError(f"{p.name} is empty (0 bytes).")
     fmt = file_format(p)
     if fmt == "dicom" or (fmt == "" and is_dicom_file(p)):
+        from .dicomseg import is_dicom_seg_file
+        if is_dicom_seg_file(p):
+            return describe_dicom_seg(p)
         info, all_series = dicom.series_of_file(p)
         d = {"kind": "dicom-file", "path": str(p), "series": [s.to_dict() for s in all_series],
              "this_series": info.key, "verdict": info.problem or f"part of the CT series {info.label()}"}
@@ -128,6 +131,38 @@ def describe_seg_nrrd(p: Path) -> dict:
     return {"kind": "segmentation", "path": str(p), "format": "seg.nrrd", "geometry": geometry_dict(g),
             "layers": len(layers), "segments": segs,
             "verdict": "a 3D Slicer segmentation: load it onto its CT as labels"}
+
+
+def describe_dicom_seg(p: Path) -> dict:
+    """A DICOM SEG file (a label map that lives on its CT's grid): its segments, frames, the CT series it
+    refers to; headers only."""
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(str(p), stop_before_pixels=True)
+    except Exception as exc:  # noqa: BLE001 - a damaged file gets one plain sentence
+        raise InputError(f"{p.name} could not be read as DICOM ({exc}).") from None
+    frames: dict[int, int] = {}
+    for fg in ds.get("PerFrameFunctionalGroupsSequence", []):
+        try:
+            n = int(fg.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
+        except (AttributeError, IndexError, ValueError):
+            continue
+        frames[n] = frames.get(n, 0) + 1
+    segs = []
+    for sd in ds.get("SegmentSequence", []):
+        label = str(sd.get("SegmentLabel", ""))
+        st = structure_for_name(label)
+        num = int(sd.get("SegmentNumber", 0))
+        segs.append({"number": num, "name": label, "frames": frames.get(num, 0),
+                     "algorithm_type": str(sd.get("SegmentAlgorithmType", "")),
+                     "liverplan_structure": st.name if st else None})
+    ref = ds.get("ReferencedSeriesSequence")
+    ref_uid = str(ref[0].get("SeriesInstanceUID", "")) if ref else ""
+    return {"kind": "dicom-seg", "path": str(p), "description": str(ds.get("SeriesDescription", "")),
+            "segments": segs, "referenced_series_uid": ref_uid,
+            "verdict": "a DICOM SEG (a label map on its CT's grid): open the CT series it refers to, then load it "
+                       "as labels (or use it as the reference in evaluate)"}
 
 
 _IMAGE_EXTS = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")

@@ -49,11 +49,14 @@ def test_dcmqi_folder_three_slices_and_seg(capsys):
     assert "would be opened" in out
 
 
-def test_dicom_seg_file_says_not_a_ct(capsys):
+def test_dicom_seg_file_is_described_as_a_label_map(capsys):
+    # it was listed as a one-series DICOM folder that "cannot open: This is not a CT"
     rc, out, _ = _info(capsys, real_path("dcmqi", "liver.dcm"))
     assert rc == 0
-    assert "segmentation object (DICOM SEG)" in out
-    assert "-> This is not a CT: it is a segmentation object" in out
+    assert out.startswith("DICOM SEG ") and "refers to CT series 1.2.392." in out
+    line = next(l for l in out.splitlines() if " Liver " in l)
+    assert line.split()[:3] == ["1", "Liver", "3"] and line.rstrip().endswith("Liver parenchyma")
+    assert "-> a DICOM SEG (a label map on its CT's grid)" in out
 
 
 def test_label_map_counts(capsys):
