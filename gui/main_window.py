@@ -198,6 +198,7 @@ class MainWindow(QMainWindow):
         self._pending_measure = False
         self._models_after_refresh = False   # start the model search when the first refresh is done
         self._autosaved_state = None
+        self._pending_autosave_discard = None   # (key, shape) of edits the user discarded for a case not yet open
         self.autosave_store = AutosaveStore()
         self.recent = RecentCases()
         self.last_save_path: Optional[Path] = None
@@ -631,6 +632,11 @@ class MainWindow(QMainWindow):
 
     # ============================================================================ the case
     def set_case(self, case: Case) -> None:
+        if self._pending_autosave_discard is not None:
+            # the edits the user chose to discard go now that another case has really replaced them (not
+            # when asked: an open that then fails keeps them on screen, and in the autosave)
+            self.autosave_store.discard(*self._pending_autosave_discard)
+            self._pending_autosave_discard = None
         self.case = case
         if self.history is None:
             self.history = edits.EditHistory(case.labels)
@@ -1368,9 +1374,9 @@ class MainWindow(QMainWindow):
         if choice == "cancel":
             return False
         if choice == "save":
-            self._save_now()
-        else:
-            self.autosave_store.discard(self._source_key(), self.case.labels.shape)
+            # a cancelled file dialog or a failed write keeps the case and its edits open
+            return self._save_now()
+        self._pending_autosave_discard = (self._source_key(), self.case.labels.shape)
         return True
 
     def _save_now(self) -> bool:

@@ -307,6 +307,45 @@ def test_unsaved_edits_ask_before_closing_and_autosave_restores(qtbot, qapp, sma
     close_window(w2)
 
 
+def test_save_or_discard_before_opening_another_case_never_loses_edits(qtbot, qapp, small_case, monkeypatch,
+                                                                       tmp_path):
+    # "Save" with a cancelled dialog or a failed write opened the other case anyway (edits gone); "Discard"
+    # followed by an open that failed deleted the autosave of the edits still on screen.
+    from engine.io import write_image
+    from gui.main_window import MainWindow
+
+    good = tmp_path / "other.nii.gz"
+    write_image(good, small_case)
+    broken = tmp_path / "broken.nii.gz"
+    broken.write_bytes(b"not a NIfTI file")
+    w = MainWindow(with_3d=False)
+    w.show()
+    w.set_case(small_case.copy())
+    wait_idle(qtbot, w)
+    w.apply_edit("Brush test", __import__("engine.edits", fromlist=["brush"]).brush, (20, 36, 36), 6.0,
+                 w.case.geometry.spacing, 2)
+    edited = w.case.labels.copy()
+    key = w._source_key()
+    task = w.autosave()
+    qtbot.waitUntil(lambda: task.finished, timeout=10000)
+    first = w.case
+    monkeypatch.setattr(w, "_ask_unsaved", lambda *when: "save")
+    monkeypatch.setattr(w, "_save_now", lambda: False)             # the dialog cancelled, or the write failed
+    w.open_path(good)
+    wait_idle(qtbot, w)
+    assert w.case is first and w.history.is_modified
+    np.testing.assert_array_equal(w.case.labels, edited)
+    monkeypatch.setattr(w, "_ask_unsaved", lambda *when: "discard")
+    w.open_path(broken)
+    wait_idle(qtbot, w)
+    assert w.case is first and w.history.is_modified
+    assert w.autosave_store.find(key, edited.shape) is not None     # still protected
+    w.open_path(good)                                                # discarded, and this time it opens
+    qtbot.waitUntil(lambda: w.case is not first, timeout=30000)
+    assert w.autosave_store.find(key, edited.shape) is None
+    close_window(w)
+
+
 def test_open_label_map_onto_ct_checks_grid(qtbot, win, tmp_path):
     _ready(qtbot, win)
     import SimpleITK as sitk
