@@ -653,6 +653,8 @@ class MainWindow(QMainWindow):
         self.evaluate_panel.table.setRowCount(0)
         self.evaluate_panel.status.setText("")
         self.segment_panel.set_progress("", 0)      # the last case's result message is not this case's
+        self.measure_panel.clear()                  # nor its numbers, until this case's are measured
+        self.structures.set_volumes({}, "")
         self.pos = [n // 2 for n in case.image.shape]
         for v in self.views:
             v.set_volume(case.image, case.labels, case.geometry, self.pos)
@@ -1012,12 +1014,14 @@ class MainWindow(QMainWindow):
         self.segment_panel.set_devices(devices)
         if device and self.segment_panel.device.findText(device) >= 0:
             self.segment_panel.device.setCurrentText(device)
+        # a model the user installed by copying a folder and that is not offered: say why (and keep saying it
+        # when another case opens)
+        lines = [f"{folder}: {reason}" for folder, reason in skipped]
+        self.segment_panel.standing_note = (
+            f"{len(skipped)} model folder{'s' if len(skipped) > 1 else ''} could not be used:\n" + "\n".join(lines)
+            if skipped else "")
         if skipped:
-            # a model the user installed by copying a folder and that is not offered: say why
-            lines = [f"{folder}: {reason}" for folder, reason in skipped]
-            self.segment_panel.set_message(
-                f"{len(skipped)} model folder{'s' if len(skipped) > 1 else ''} could not be used: "
-                + " ".join(lines), error=True)
+            self.segment_panel.set_message(self.segment_panel.standing_note, error=True)
 
     def run_segmentation(self, model=None) -> None:
         if self.case is None or self.runner.running("segment"):

@@ -162,6 +162,7 @@ class SegmentPanel(QWidget):
         self.progress.setValue(0)
         lay.addWidget(self.progress)
         self.status = QLabel("")
+        self.standing_note = ""       # e.g. model folders that cannot be used; shown when nothing else is
         self.status.setObjectName("segment_status")
         self.status.setWordWrap(True)
         lay.addWidget(self.status)
@@ -232,6 +233,10 @@ class SegmentPanel(QWidget):
 
     def set_progress(self, text: str, percent: int) -> None:
         self.progress.setValue(int(percent))
+        if not text and self.standing_note:
+            # cleared (a new case): what stays true whatever the case shows again (unusable model folders)
+            self.set_message(self.standing_note, error=True)
+            return
         self.status.setStyleSheet("")
         self.status.setText(text)
 
@@ -284,6 +289,14 @@ class MeasurePanel(QWidget):
         rows = {i.row() for i in self.lesions.selectedItems()}
         if rows:
             self.lesion_selected.emit(min(rows))
+
+    def clear(self) -> None:
+        """No numbers (a new case before its first measurements: never the previous case's)."""
+        self.summary.setRowCount(0)
+        self.lesions.blockSignals(True)
+        self.lesions.setRowCount(0)
+        self.lesions.blockSignals(False)
+        self.note.setText("")
 
     def set_report(self, report) -> None:
         self.summary.setRowCount(0)

@@ -343,6 +343,14 @@ def test_save_or_discard_before_opening_another_case_never_loses_edits(qtbot, qa
     w.open_path(good)                                                # discarded, and this time it opens
     qtbot.waitUntil(lambda: w.case is not first, timeout=30000)
     assert w.autosave_store.find(key, edited.shape) is None
+    # a case that replaces another shows no numbers until its own are measured (the previous case's stood
+    # there meanwhile, and "Copy measurements" copied them)
+    wait_idle(qtbot, w)
+    assert w.measure_panel.summary.rowCount() > 0
+    w.set_case(small_case.copy())
+    assert w.measure_panel.summary.rowCount() == 0 and w.measure_panel.lesions.rowCount() == 0
+    wait_idle(qtbot, w)
+    assert w.measure_panel.summary.rowCount() > 0
     close_window(w)
 
 

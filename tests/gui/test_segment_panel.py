@@ -49,11 +49,14 @@ def test_a_model_folder_that_cannot_be_used_is_named_with_its_reason(qtbot, win,
         text = win.segment_panel.status.text()
         assert "1 model folder could not be used" in text and "spleen" in text and str(folder) in text, text
         assert win.segment_panel.model.count() == n          # not offered
+        win.segment_panel.set_progress("", 0)                 # what opening another case does: still said
+        assert "1 model folder could not be used" in win.segment_panel.status.text()
     finally:
         shutil.rmtree(_gui_env / "models" / "abdomen")
     win.refresh_models()
     qtbot.waitUntil(lambda: win.models_task is not None and win.models_task.finished, timeout=120000)
     win.segment_panel.set_progress("", 0)
+    assert "could not be used" not in win.segment_panel.status.text()     # the folder is gone: so is the note
 
 
 def test_run_model_is_one_undoable_step(qtbot, win, tiny_model):
