@@ -306,6 +306,43 @@ def measure(case_or_image: Union[Case, np.ndarray, None], labels: Optional[np.nd
     return _build_report(counts, sums, sq, n_vessel_inside, raw, geometry, prov, image is not None)
 
 
+#: Below this total liver volume a result is questioned (adult livers are about 1,000-2,500 mL; a small
+#: remnant after resection is rarely under 400 mL).
+SMALL_LIVER_ML = 300.0
+#: Parenchyma whose mean CT value is below this is questioned (liver tissue: about 40-70 HU unenhanced,
+#: 90-140 HU in the portal phase; a very fatty liver reads lower, water 0).
+LOW_LIVER_HU = 20.0
+#: A lesion whose mean CT value is within this of the parenchyma's has no contrast to it.
+LESION_CONTRAST_HU = 10.0
+
+
+def _plausibility_warnings(counts, sums, total_ml: float, lesions, has_image: bool) -> list[str]:
+    """What makes a result doubtful at a glance: a liver far too small (a scan that misses the liver, a
+    segmentation that found little of it), parenchyma at water or fat density, lesions with no contrast to
+    the parenchyma (a model labelling uniform tissue). Said, never corrected."""
+    out: list[str] = []
+    if 0 < total_ml < SMALL_LIVER_ML:
+        out.append(f"The labelled liver is only {total_ml:.0f} mL (an adult liver is about 1,000-2,500 mL): the "
+                   "scan may not cover the liver, or the segmentation found little of it. Check before using "
+                   "the volumes and the tumour burden.")
+    n_par = int(counts[Label.PARENCHYMA])
+    if not has_image or sums is None or n_par == 0:
+        return out
+    liver_hu = float(sums[Label.PARENCHYMA]) / n_par
+    if liver_hu < LOW_LIVER_HU:
+        out.append(f"The labelled liver tissue has a mean CT value of {liver_hu:.0f} HU, below liver tissue (about "
+                   "40-140 HU; a very fatty liver reads lower): check that the label covers the liver.")
+    flat = [l.id for l in lesions if l.mean_hu is not None and np.isfinite(l.mean_hu)
+            and abs(float(l.mean_hu) - liver_hu) < LESION_CONTRAST_HU]
+    if flat:
+        out.append(f"Lesion{'s' if len(flat) > 1 else ''} {', '.join(map(str, flat))} "
+                   f"{'have' if len(flat) > 1 else 'has'} the same CT value as the liver tissue (within "
+                   f"{LESION_CONTRAST_HU:.0f} HU of its {liver_hu:.0f} HU): a metastasis usually differs (a very small one "
+                   f"blurs into the liver on CT); check "
+                   f"{'them' if len(flat) > 1 else 'it'}.")
+    return out
+
+
 def _build_report(counts: np.ndarray, sums: Optional[np.ndarray], sq: Optional[np.ndarray],
                   n_vessel_inside: int, raw: list, geometry: Geometry, prov: dict,
                   has_image: bool) -> MeasurementReport:
@@ -368,6 +405,7 @@ def _build_report(counts: np.ndarray, sums: Optional[np.ndarray], sq: Optional[n
     burden = 100.0 * lesion_ml / total_ml if total_ml > 0 else float("nan")
     if total_ml <= 0 and lesion_ml > 0:
         warnings.append("Lesions are labelled but there is no liver: the tumour burden is undefined.")
+    warnings.extend(_plausibility_warnings(counts, sums, total_ml, lesions, has_image))
     ms.append(Measurement("Tumour burden", _r(burden, 2) if np.isfinite(burden) else burden, "%",
                           DEFINITIONS["tumour_burden"], "crlm.tumour_burden_pct"))
     if lesions:

@@ -291,3 +291,26 @@ def test_labels_on_air_and_lesions_cut_by_the_scan_edge_are_flagged():
     assert any("far from soft tissue (Hepatic veins -1000 HU" in w for w in rep.warnings), rep.warnings
     # without an image there is nothing to judge
     assert not any("soft tissue" in w for w in measure(None, lab, g).warnings)
+
+
+def test_results_that_cannot_be_a_liver_are_questioned():
+    # a model run on a CT without a liver gave "liver 46 mL, tumour burden 72 %" or a "liver" of water with
+    # "lesions" of water in it, without a word
+    img = np.full((30, 60, 60), -1000, np.int16)
+    img[:, 5:55, 5:55] = 0                              # a water cylinder, roughly
+    lab = np.zeros(img.shape, np.uint8)
+    lab[2:28, 10:50, 10:50] = 1
+    lab[10:16, 20:26, 20:26] = 5
+    g = Geometry(img.shape, (2.0, 2.0, 2.0))
+    w = measure(img, lab, g).warnings
+    assert any("mean CT value of 0 HU, below liver tissue" in x for x in w), w
+    assert any(x.startswith("Lesion 1 has the same CT value as the liver tissue") for x in w), w
+    assert not any("only" in x and "mL" in x for x in w), w                # 333 mL: not "small"
+    small = np.zeros_like(lab)
+    small[10:14, 20:30, 20:30] = 1                                         # 3.2 mL of "liver"
+    assert any(x.startswith("The labelled liver is only 3 mL") for x in measure(None, small, g).warnings)
+    # a plausible liver with a hypodense lesion: nothing to say
+    img[:] = -1000
+    img[:, 5:55, 5:55] = 100
+    img[10:16, 20:26, 20:26] = 45
+    assert measure(img, lab, g).warnings == []
