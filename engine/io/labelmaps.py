@@ -315,6 +315,14 @@ def _complete_check(img, ext: str):
     return lambda tmp: check_complete(tmp, expected)
 
 
+def _write_failed(p: Path, exc: Exception) -> str:
+    """A write the image library refused, in words: its own text ("_nrrdGzWrite: failed to write to file",
+    "File too large") only as the detail."""
+    detail = str(exc).strip().splitlines()[-1][:160] if str(exc).strip() else type(exc).__name__
+    return (f"Could not write {p.name}: the disk may be full, or the file too large for it, or the folder not "
+            f"writable; nothing was changed (the writer said: {detail}).")
+
+
 def _copy_nifti_transforms(tmp: Path, t: dict, ext: str) -> None:
     """Give the NIfTI label map just written at ``tmp`` the source CT's own qform and sform (with their
     codes): the CT's two placements disagree, and ITK wrote its reading (the qform) into both."""
@@ -353,7 +361,7 @@ def write_label_map(path, case: Case, labels: Optional[np.ndarray] = None, overw
             try:
                 sitk.WriteImage(img, str(tmp), useCompression=ext in (".nii.gz", ".nrrd", ".mha"))
             except RuntimeError as exc:
-                raise ExportError(f"Could not write {p.name}: {str(exc).strip().splitlines()[-1][:160]}") \
+                raise ExportError(_write_failed(p, exc)) \
                     from None
             if ext in (".nii.gz", ".nii") and case.provenance.extra.get("nifti_transforms"):
                 _copy_nifti_transforms(tmp, case.provenance.extra["nifti_transforms"], ext)
@@ -374,6 +382,6 @@ def write_image(path, case: Case, overwrite: bool = False) -> Path:
         try:
             sitk.WriteImage(img, str(tmp), useCompression=ext in (".nii.gz", ".nrrd", ".mha"))
         except RuntimeError as exc:
-            raise ExportError(f"Could not write {p.name}: {str(exc).strip().splitlines()[-1][:160]}") from None
+            raise ExportError(_write_failed(p, exc)) from None
     log.info("wrote image %s", p)
     return p

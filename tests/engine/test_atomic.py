@@ -117,3 +117,20 @@ def test_a_temporary_file_left_by_a_killed_write_is_removed_by_the_next_write(tm
         tmp.write_bytes(b"whole")
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == [".labels.nii.gz.def456.part.nii.gz", ".other.csv.x.part.csv", "labels.nii.gz"]
+
+
+@pytest.mark.parametrize("ext", [".nrrd", ".mha"])
+def test_a_write_the_image_library_refuses_is_said_in_words(tmp_path, monkeypatch, ext):
+    # "Could not write labels.nrrd: [nrrd] _nrrdGzWrite: failed to write to file" was all a user was told
+    import SimpleITK as sitk
+
+    from engine.io import write_label_map
+
+    def refuse(img, name, *a, **k):
+        raise RuntimeError("Exception thrown in SimpleITK ImageFileWriter_Execute:\n[nrrd] _nrrdGzWrite: failed to "
+                           "write to file")
+
+    monkeypatch.setattr(sitk, "WriteImage", refuse)
+    with pytest.raises(ExportError, match=r"disk may be full.*nothing was changed \(the writer said: \[nrrd\]"):
+        write_label_map(tmp_path / f"labels{ext}", _case())
+    assert list(tmp_path.iterdir()) == []
