@@ -184,10 +184,13 @@ class SegmentPanel(QWidget):
             labels.append(label)
         for m, label in zip(self._models, labels):
             if labels.count(label) > 1 and hasattr(m, "path"):
-                # two models with one card (a copy of the demo installed): tell them apart by their folder
+                # two models with one card (a copy of the demo installed): tell them apart by their folder,
+                # first (the end of a long entry is cut off in the list)
                 from engine.models import installed_name
-                label += f" — {installed_name(m.path)}"
+                label = f"{installed_name(m.path)}: {label}"
             self.model.addItem(label)
+            self.model.setItemData(self.model.count() - 1, label + (f"\n{m.path}" if hasattr(m, "path") else ""),
+                                   Qt.ToolTipRole)
         self.model.blockSignals(False)
         idx = self._models.index(preselect) if preselect in self._models else 0
         if self._models:
@@ -212,6 +215,9 @@ class SegmentPanel(QWidget):
             html.append(f"<p style='color:#d04040'><b>{DEMO_WARNING if m.is_demo else 'not for clinical use'}"
                         "</b></p>")
         html.append(f"<p><b>{c.name}</b> {c.version}</p>")
+        if getattr(m, "path", None) is not None:
+            from engine.models import installed_name
+            html.append(f"<p>Folder: {installed_name(m.path)}</p>")
         if c.description:
             html.append(f"<p>{c.description}</p>")
         html.append(f"<p>Training data: {c.training_data or 'not stated'}</p>")

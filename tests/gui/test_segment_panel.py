@@ -196,3 +196,5 @@ def test_refreshing_the_model_list_keeps_the_chosen_model_and_device(qtbot, win,
     # two models with one card name are told apart by their folder
     texts = [p.model.itemText(i) for i in range(p.model.count())]
     assert len(set(texts)) == len(texts), texts
+    # ... at the start of the entry, which a narrow list does not cut off
+    assert sum(t.startswith(("copy_a: TinyLiver", "copy_b: TinyLiver")) for t in texts) == 2, texts
