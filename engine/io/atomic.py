@@ -17,11 +17,12 @@ from ..errors import ExportError
 
 
 def _compound_suffix(path: Path) -> str:
+    """The extension a writer picks the format from, lower-case (ITK refuses 'LABELS.NII' as a NIfTI name)."""
     name = path.name
     for suf in (".seg.nrrd", ".nii.gz", ".tar.gz"):
         if name.lower().endswith(suf):
             return suf
-    return path.suffix
+    return path.suffix.lower()
 
 
 @contextlib.contextmanager

@@ -167,7 +167,7 @@ def load_image_file(path: Path, progress: Optional[ProgressCallback] = None,
     prov = Provenance(source=str(path), source_format=fmt or "image", modality="CT",
                       series_description=path.name)
     if fmt == "nifti":
-        _note_nifti_transforms(path, prov)
+        _note_nifti_transforms(path, prov, img)
     guess = modality_guess(np.asarray(arr))
     if not guess.startswith("CT (Hounsfield"):
         prov.warnings.append(f"The intensities of {path.name} do not look like CT Hounsfield units ({guess}); "
@@ -190,11 +190,20 @@ def nifti_transforms(path: Path) -> Optional[dict]:
         return None
 
 
-def _note_nifti_transforms(path: Path, prov: Provenance) -> None:
+def _itk_affine_ras(img) -> np.ndarray:
+    """The voxel-to-RAS affine of a SimpleITK image (ITK works in LPS)."""
+    d = np.asarray(img.GetDirection(), float).reshape(3, 3) * np.asarray(img.GetSpacing(), float)[None, :]
+    a = np.eye(4)
+    a[:3, :3] = np.diag([-1.0, -1.0, 1.0]) @ d
+    a[:3, 3] = np.asarray(img.GetOrigin(), float) * np.array([-1.0, -1.0, 1.0])
+    return a
+
+
+def _note_nifti_transforms(path: Path, prov: Provenance, img=None) -> None:
     """A NIfTI file may place its voxels twice (qform and sform). When both are set and disagree, tools
-    disagree on where the CT is: ITK (so LiverPlan and 3D Slicer) reads the qform, nibabel and FSL the
-    sform. Say so, and keep both so that exported label maps carry the same two placements (each tool then
-    puts the labels where it puts the CT)."""
+    disagree on where the CT is: nibabel and FSL read the sform; ITK (so LiverPlan and 3D Slicer) reads one
+    or the other depending on the codes. Say which LiverPlan uses, and keep both so that exported label maps
+    carry the same two placements (each tool then puts the labels where it puts the CT)."""
     t = nifti_transforms(path)
     if not t or not (t["qform_code"] > 0 and t["sform_code"] > 0):
         return
@@ -203,14 +212,26 @@ def _note_nifti_transforms(path: Path, prov: Provenance) -> None:
     shape = nib.load(str(path)).shape[:3]
     corners = np.array([[i, j, k, 1.0] for i in (0, shape[0] - 1) for j in (0, shape[1] - 1)
                         for k in (0, shape[2] - 1)])
-    gap = float(np.max(np.linalg.norm((corners @ q.T - corners @ s_.T)[:, :3], axis=1)))
-    if gap > 0.5:
-        prov.extra["nifti_transforms"] = t
-        prov.warnings.append(
-            f"{path.name} places its voxels twice, and the two placements (qform and sform) differ by up to "
-            f"{gap:.1f} mm. LiverPlan, like ITK and 3D Slicer, uses the qform; tools that read the sform "
-            "(nibabel, FSL) put this CT elsewhere. Exported NIfTI label maps keep both placements, as the CT has "
-            "them, so every tool puts the labels where it puts the CT.")
+
+    def gap(a, b) -> float:
+        return float(np.max(np.linalg.norm((corners @ a.T - corners @ b.T)[:, :3], axis=1)))
+
+    apart = gap(q, s_)
+    if apart <= 0.5:
+        return
+    prov.extra["nifti_transforms"] = t
+    used = "qform"
+    if img is not None:
+        itk = _itk_affine_ras(img)
+        used = "qform" if gap(itk, q) <= gap(itk, s_) else "sform"
+    other = "sform" if used == "qform" else "qform"
+    who = ("nibabel and FSL read the sform and put this CT elsewhere" if used == "qform"
+           else "tools that read the qform put this CT elsewhere")
+    prov.warnings.append(
+        f"{path.name} places its voxels twice, and the two placements (qform and sform) differ by up to "
+        f"{apart:.1f} mm. LiverPlan (like ITK and 3D Slicer, for this file) uses the {used}; {who}. Exported "
+        f"NIfTI label maps keep both placements as the CT has them (the {other} too), so every tool puts the "
+        "labels where it puts the CT.")
 
 
 def _nifti_nan_kept(path: Path, img):

@@ -315,12 +315,24 @@ def _complete_check(img, ext: str):
     return lambda tmp: check_complete(tmp, expected)
 
 
-def _write_failed(p: Path, exc: Exception) -> str:
-    """A write the image library refused, in words: its own text ("_nrrdGzWrite: failed to write to file",
-    "File too large") only as the detail."""
+def _write_failed(p: Path, exc: Exception, expected_bytes: int = 0) -> str:
+    """A write the image library refused, in words where the cause can be found out (a full disk, a folder
+    that cannot be written); its own text ("_nrrdGzWrite: failed to write to file") only as the detail."""
+    import shutil
+
     detail = str(exc).strip().splitlines()[-1][:160] if str(exc).strip() else type(exc).__name__
-    return (f"Could not write {p.name}: the disk may be full, or the file too large for it, or the folder not "
-            f"writable; nothing was changed (the writer said: {detail}).")
+    folder = p.expanduser().parent
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        free = None
+    if free is not None and free < max(expected_bytes, 1 << 20):
+        cause = f"the disk is full ({free // (1 << 20)} MB free)"
+    elif not os.access(folder, os.W_OK):
+        cause = f"the folder {folder} cannot be written"
+    else:
+        cause = "the image writer refused it"
+    return f"Could not write {p.name}: {cause}; nothing was changed (the writer said: {detail})."
 
 
 def _copy_nifti_transforms(tmp: Path, t: dict, ext: str) -> None:
@@ -334,8 +346,14 @@ def _copy_nifti_transforms(tmp: Path, t: dict, ext: str) -> None:
     out.set_qform(np.asarray(t["qform"]), code=int(t["qform_code"]))
     out.set_sform(np.asarray(t["sform"]), code=int(t["sform_code"]))
     out.set_data_dtype(data.dtype)
-    nib.save(out, str(tmp) + ext)            # nibabel picks the compression from the extension
-    os.replace(str(tmp) + ext, str(tmp))
+    second = Path(str(tmp) + ext)            # nibabel picks the compression from the extension
+    try:
+        nib.save(out, str(second))
+        os.replace(second, tmp)
+    except OSError as exc:
+        raise ExportError(_write_failed(tmp, exc)) from None
+    finally:
+        second.unlink(missing_ok=True)
 
 
 def write_label_map(path, case: Case, labels: Optional[np.ndarray] = None, overwrite: bool = False) -> Path:

@@ -131,6 +131,21 @@ def test_a_write_the_image_library_refuses_is_said_in_words(tmp_path, monkeypatc
                            "write to file")
 
     monkeypatch.setattr(sitk, "WriteImage", refuse)
-    with pytest.raises(ExportError, match=r"disk may be full.*nothing was changed \(the writer said: \[nrrd\]"):
+    with pytest.raises(ExportError, match=r"the image writer refused it; nothing was changed \(the writer said: "
+                                          r"\[nrrd\]"):
         write_label_map(tmp_path / f"labels{ext}", _case())
     assert list(tmp_path.iterdir()) == []
+    import shutil
+    from collections import namedtuple
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: namedtuple("U", "total used free")(1 << 30, 1 << 30, 4096))
+    with pytest.raises(ExportError, match=r"the disk is full \(0 MB free\)"):
+        write_label_map(tmp_path / f"labels{ext}", _case())
+
+
+def test_an_upper_case_extension_writes(tmp_path):
+    # ITK refused the temporary file 'LABELS.NII.xxxx.part.NII' ("Bad Nifti file name")
+    from engine.io import write_label_map
+
+    for name in ("LABELS.NII", "LABELS.NII.GZ", "LABELS.NRRD"):
+        assert write_label_map(tmp_path / name, _case()).name == name
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["LABELS.NII", "LABELS.NII.GZ", "LABELS.NRRD"]

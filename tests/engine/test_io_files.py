@@ -277,8 +277,8 @@ def test_a_nifti_with_two_disagreeing_placements_is_warned_and_exported_with_bot
     img.set_sform(s, code=2)
     nib.save(img, tmp_path / "ct.nii.gz")
     case = load_case(tmp_path / "ct.nii.gz")
-    assert any("places its voxels twice" in w and "12.8 mm" in w for w in case.provenance.warnings), \
-        case.provenance.warnings
+    assert any("places its voxels twice" in w and "12.8 mm" in w and "uses the qform" in w
+               for w in case.provenance.warnings), case.provenance.warnings
     case.labels[case.image > 0] = 1
     out = write_label_map(tmp_path / "labels.nii.gz", case)
     back = nib.load(out)
@@ -288,6 +288,20 @@ def test_a_nifti_with_two_disagreeing_placements_is_warned_and_exported_with_bot
     assert np.allclose(a.GetOrigin(), b.GetOrigin()) and np.allclose(a.GetDirection(), b.GetDirection())
     assert (read_label_map(out, case) == case.labels).all()
     assert (np.asarray(back.dataobj) == (data > 0)).all()
+    # codes 1 and 1 (as dcm2niix writes): ITK reads the sform here, and the warning says so
+    img11 = nib.Nifti1Image(data, None)
+    img11.set_qform(q, code=1)
+    img11.set_sform(s, code=1)
+    nib.save(img11, tmp_path / "ct11.nii")
+    c11 = load_case(tmp_path / "ct11.nii")
+    itk_origin = sitk.ReadImage(str(tmp_path / "ct11.nii")).GetOrigin()
+    assert np.allclose(itk_origin, (-s[0, 3], -s[1, 3], s[2, 3]))                  # LPS of the sform
+    assert any("uses the sform; tools that read the qform" in w for w in c11.provenance.warnings), \
+        c11.provenance.warnings
+    c11.labels[c11.image > 0] = 1
+    out11 = write_label_map(tmp_path / "labels11.nii", c11)
+    b11 = nib.load(out11)
+    assert np.allclose(b11.get_sform(), s) and np.allclose(b11.get_qform(), q)
     # one placement (or two that agree): no warning, nothing rewritten
     img2 = nib.Nifti1Image(data, q)
     nib.save(img2, tmp_path / "plain.nii.gz")
