@@ -298,8 +298,9 @@ def _geometry_of(path: Path) -> Geometry:
     return Geometry.from_sitk(to_canonical(img))
 
 
-def _segment_names(path: Path) -> Optional[list[str]]:
-    """The segment names of a 3D Slicer ``.seg.nrrd`` or a DICOM SEG (headers only); None for other files."""
+def _segments(path: Path) -> Optional[list[tuple[str, int]]]:
+    """(name, value) of each segment of a 3D Slicer ``.seg.nrrd`` (its label value) or a DICOM SEG (its
+    segment number), from the headers only; None for other files."""
     low = path.name.lower()
     try:
         if low.endswith(".nrrd"):
@@ -311,15 +312,25 @@ def _segment_names(path: Path) -> Optional[list[str]]:
                 return None
             idx = sorted({int(k[len("Segment"):].split("_")[0]) for k in header
                           if str(k).startswith("Segment") and str(k)[len("Segment"):].split("_")[0].isdigit()})
-            return [str(header.get(f"Segment{i}_Name", "")) for i in idx]
+            return [(str(header.get(f"Segment{i}_Name", "")), int(str(header.get(f"Segment{i}_LabelValue", i + 1))))
+                    for i in idx]
         from .io.dicomseg import is_dicom_seg_file
         if is_dicom_seg_file(path):
             import pydicom
             ds = pydicom.dcmread(str(path), stop_before_pixels=True)
-            return [str(sd.get("SegmentLabel", "")) for sd in ds.SegmentSequence]
+            return [(str(sd.get("SegmentLabel", "")), int(sd.get("SegmentNumber", 0))) for sd in ds.SegmentSequence]
     except Exception:  # noqa: BLE001 - an unreadable header is reported when the file itself is read
         return None
     return None
+
+
+def _without(mapping: LabelMapping, absent: list[str], note: str) -> LabelMapping:
+    """``mapping`` without the structures ``absent`` (so they are "not in reference"), with ``note``."""
+    merged = {w: g for w, g in mapping.merged_groups.items() if BY_LABEL[w].key not in absent}
+    out = LabelMapping({k: v for k, v in mapping.sources.items() if k not in absent}, merged,
+                       list(mapping.notes), name=mapping.name, ignore=list(mapping.ignore))
+    out.notes.append(note)
+    return out
 
 
 def reference_mapping_for(ref_path: Path, mapping: Optional[LabelMapping]) -> Optional[LabelMapping]:
@@ -336,28 +347,40 @@ def reference_mapping_for(ref_path: Path, mapping: Optional[LabelMapping]) -> Op
             absent = [k for k in mapping.sources
                       if not any(mapping.structure_for_foreign_name(n) == BY_KEY[k].label for n in names)]
             if absent and len(absent) < len(mapping.sources):
-                merged = {w: g for w, g in mapping.merged_groups.items() if BY_LABEL[w].key not in absent}
-                mapping = LabelMapping({k: v for k, v in mapping.sources.items() if k not in absent}, merged,
-                                       list(mapping.notes), name=mapping.name, ignore=list(mapping.ignore))
-                mapping.notes.append("The reference folder has no mask for: "
-                                     + ", ".join(BY_KEY[k].name for k in absent) + " (not evaluated).")
-    elif mapping is None and ref_path.is_file():
-        # A segmentation file lists the structures it annotates by name (a liver-only .seg.nrrd or DICOM SEG):
-        # the ones it has no segment for are "not in reference", not an empty reference scored as zeros. (A
-        # segment that is there but empty, e.g. LiverPlan's own .seg.nrrd lists all five, is an annotation.)
-        names = _segment_names(ref_path)
-        if names:
+                mapping = _without(mapping, absent, "The reference folder has no mask for: "
+                                   + ", ".join(BY_KEY[k].name for k in absent) + " (not evaluated).")
+    elif ref_path.is_file():
+        # A segmentation file lists the structures it annotates (a liver-only .seg.nrrd or DICOM SEG): the ones
+        # it has no segment for are "not in reference", not an empty reference scored as zeros. (A segment
+        # that is there but empty, e.g. LiverPlan's own .seg.nrrd lists all five, is an annotation.)
+        segs = _segments(ref_path)
+        if segs:
             from .labels import structure_for_name
-            found: dict[str, list[str]] = {}
-            for n in names:
-                st = structure_for_name(n)
-                if st is not None:
-                    found.setdefault(st.key, []).append(n)
-            absent = [k for k in BY_KEY if k not in found]
-            if found and absent:
-                mapping = LabelMapping(found, name=f"segments of {ref_path.name}")
-                mapping.notes.append(f"{ref_path.name} has no segment for: "
-                                     + ", ".join(BY_KEY[k].name for k in absent) + " (not evaluated).")
+            if mapping is None:
+                found: dict[str, list[str]] = {}
+                for n, _v in segs:
+                    st = structure_for_name(n)
+                    if st is not None:
+                        found.setdefault(st.key, []).append(n)
+                absent = [k for k in BY_KEY if k not in found]
+                if found and absent:
+                    mapping = LabelMapping(found, name=f"segments of {ref_path.name}")
+                    mapping.notes.append(f"{ref_path.name} has no segment for: "
+                                         + ", ".join(BY_KEY[k].name for k in absent) + " (not evaluated).")
+            else:
+                # as the readers apply a mapping to segments: by name, else by value (label value / number)
+                present = set()
+                for n, v in segs:
+                    lab = mapping.structure_for_foreign_name(n)
+                    if lab is None:
+                        lab = next((BY_KEY[k].label for k, vals in mapping.sources.items()
+                                    if any(isinstance(x, int) and x == v for x in vals)), None)
+                    if lab is not None:
+                        present.add(lab)
+                absent = [k for k in mapping.sources if BY_KEY[k].label not in present]
+                if present and absent:
+                    mapping = _without(mapping, absent, f"{ref_path.name} has no segment for: "
+                                       + ", ".join(BY_KEY[k].name for k in absent) + " (not evaluated).")
     return mapping
 
 

@@ -205,6 +205,11 @@ def test_a_folder_of_dicom_seg_references_pairs_with_label_map_predictions(tmp_p
     assert {r["status"] for r in rows if r["structure"] != "liver"} == {"not_in_reference"}, rows
     assert "liver.dcm has no segment for: Portal vein" not in out.out            # the file is case1.dcm
     assert "case1.dcm has no segment for: Portal vein, Hepatic veins" in out.out
+    # the same with a label mapping given for both sides (values 1-5: the SEG's segment number 1 is the liver)
+    rc = main.main(["evaluate", "--pred", str(tmp_path / "preds"), "--ref", str(tmp_path / "refs"),
+                    "--labels", "identity"])
+    out = capsys.readouterr()
+    assert rc == 0 and "case1.dcm has no segment for: Portal vein, Hepatic veins" in out.out, out.out
     # a SEG as the prediction is refused in words (its grid is the CT's, which is not given)
     rc = main.main(["evaluate", "--pred", str(tmp_path / "refs" / "case1.dcm"), "--ref",
                     str(tmp_path / "preds" / "case1.nii.gz")])
