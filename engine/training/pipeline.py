@@ -180,8 +180,10 @@ def _sources(opts: TrainOptions, say: Callable[[str], None], progress, cancel):
         if inline_ext and ext_desc:
             raise InputError(f"{opts.cohort} lists external cases of its own and --external gives another "
                              "external set; use one of them.")
-        parts.append((opts.cohort, Cohort(main_cohort.of_set("train"), main_cohort.label_map, main_cohort.source),
-                      "cohort"))
+        if main_cohort.of_set("train") or not inline_ext:
+            # (a file of external cases only is fine when --phantoms gives the training cases)
+            parts.append((opts.cohort, Cohort(main_cohort.of_set("train"), main_cohort.label_map,
+                                              main_cohort.source), "cohort"))
         if inline_ext:
             # the external cases are only evaluated: checked as such, with --external-label-map when given
             ext_lm = load_cohort(opts.cohort, label_map=ext_map).label_map if ext_map else main_cohort.label_map
@@ -248,8 +250,15 @@ def run_pipeline(opts: TrainOptions, progress: ProgressCallback = no_progress,
     from .env import configure_nnunet_environment
 
     opts.validate()
-    # also with --check-only: a device this machine lacks is a setting that cannot work
-    device = None if opts.skip_training and not opts.evaluate else resolve_training_device(opts.device)
+    device = None
+    if opts.check_only:
+        # the cohort may be checked on a laptop for a GPU workstation: a missing device is said, not refused
+        try:
+            resolve_training_device(opts.device)
+        except InputError as err:
+            say(f"Note: {err} (--check-only checked the rest; training here would be refused.)")
+    elif not (opts.skip_training and not opts.evaluate):
+        device = resolve_training_device(opts.device)
     from .dataset import dataset_folder_name, read_split, write_nnunet_dataset
     folder = dataset_folder_name(opts.dataset_id, opts.dataset_name)
     reuse = opts.continue_training or opts.skip_training or opts.init_weights is not None

@@ -334,6 +334,12 @@ def test_external_rows_of_a_cohort_file_are_checked_as_external_with_their_own_m
     res = run_pipeline(TrainOptions(**opts, external_label_map="ircadb"), say=lambda m: None)
     assert "Cohort check: 2 case(s), 2 usable" in res.cohort_report, res.cohort_report
     assert "Cohort check: 1 case(s), 1 usable" in res.cohort_report, res.cohort_report
+    # a file of external cases only, with phantoms as the training cases
+    (tmp_path / "ext_only.csv").write_text("case_id,image,reference,set\nx,c/images/x.nii.gz,c/masks_x,external\n")
+    res = run_pipeline(TrainOptions(work_dir=tmp_path / "w", cohort=str(tmp_path / "ext_only.csv"),
+                                    external_label_map="ircadb", phantoms=3, phantom_shape=(24, 32, 32),
+                                    check_only=True), say=lambda m: None)
+    assert "Cohort check: 1 case(s), 1 usable" in res.cohort_report and "0 case(s)" not in res.cohort_report
     # a second external set beside the file's own is refused in words
     with pytest.raises(InputError, match="use one of them"):
         run_pipeline(TrainOptions(**opts, external=str(tmp_path / "cohort.csv")), say=lambda m: None)
