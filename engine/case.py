@@ -159,10 +159,11 @@ def to_geometry(image, target: Geometry):
 
 
 def safe_file_stem(name: str, default: str = "case") -> str:
-    """``name`` with every run of characters other than letters, digits, '.', '_' and '-' replaced by '_',
-    and no leading or trailing '.' or '_' (so never '..' or a hidden file)."""
+    """``name`` with every run of characters other than letters (any script: 'Müller', '肝臓' stay),
+    digits, '.', '_' and '-' replaced by '_', and no leading or trailing '.' or '_' (so never '..', a
+    hidden file or a path)."""
     import re
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(name)).strip("._") or default
+    return re.sub(r"[^\w.-]+", "_", str(name)).strip("._") or default
 
 
 def case_from_sitk(image, provenance: Provenance, name: str = "case") -> Case:

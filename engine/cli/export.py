@@ -61,12 +61,11 @@ def run(args: argparse.Namespace) -> int:
         raise ExportError(f"{out} is a file; --out must be a folder.")
 
     case = load_case_with_labels(args.ct, args.labels, args.labels_mapping, args.series)
-    if args.name is not None:
+    if args.name is not None and (not args.name.strip() or any(c in args.name for c in "/\\\0")
+                                  or args.name.startswith(".")):
         from engine.case import safe_file_stem
-        if safe_file_stem(args.name, "") != args.name:
-            raise ExportError(f"--name {args.name!r} is the start of the file names, not a path: use letters, "
-                              f"digits, '.', '_' and '-' only (e.g. {safe_file_stem(args.name)!r}); nothing was "
-                              "written.")
+        raise ExportError(f"--name {args.name!r} is the start of the file names, not a path or a hidden name "
+                          f"(e.g. {safe_file_stem(args.name)!r}); nothing was written.")
     name = args.name or case.file_stem
     from engine.labels import BY_LABEL
     from engine.mesh import mesh_file_name
@@ -82,7 +81,10 @@ def run(args: argparse.Namespace) -> int:
         targets.append(out / f"{name}_measurements.json")
     # Source data is only ever read: no output may replace an input file or land in an input folder.
     inputs = [Path(p).expanduser() for p in (args.ct, args.labels) if p]
-    for src in inputs:
+    from engine.io.images import is_dicom_file
+    # a single DICOM file opens its whole series: its folder is an input folder too
+    folders = [p.parent for p in inputs if p.is_file() and is_dicom_file(p)]
+    for src in inputs + folders:
         if src.is_dir() and (out.resolve() == src.resolve() or src.resolve() in out.resolve().parents):
             raise ExportError(f"--out {out} is {'' if out.resolve() == src.resolve() else 'inside '}an input "
                               f"folder ({src.name}); source data is only ever read, and files added there would be "

@@ -143,7 +143,13 @@ def run(args: argparse.Namespace) -> int:
     if src.is_dir() and out.resolve() == src.resolve():
         raise InputError(f"--out {out} is the input folder; source data is only ever read. Choose another "
                          "--out.")
-    if src.is_dir() and src.resolve() in out.resolve().parents and _inputs(args.input) == [src]:
+    from engine.io.images import is_dicom_file
+    if src.is_file() and is_dicom_file(src):
+        src = src.parent                     # one DICOM file opens its whole series, from this folder
+        if out.resolve() == src.resolve():
+            raise InputError(f"--out {out} is the DICOM folder of the input; source data is only ever read. "
+                             "Choose another --out.")
+    if src.is_dir() and src.resolve() in out.resolve().parents and _inputs(str(src)) == [src]:
         # a DICOM folder: a result written inside it (a DICOM SEG above all) would be read as part of it
         raise InputError(f"--out {out} is inside the DICOM folder {src}; source data is only ever read, and "
                          "files added there would be read with the series next time. Choose another --out.")

@@ -269,6 +269,12 @@ def test_export_names_files_safely_and_never_writes_into_the_dicom_folder(tmp_pa
     assert sorted(p.name for p in (tmp_path / "src").iterdir()) == before
     assert main.main(["segment", str(tmp_path / "src"), "--out", str(tmp_path / "src" / "seg")]) != 0
     assert "inside the DICOM folder" in capsys.readouterr().err
+    # one file of the series as the input opens the whole series: its folder is protected the same way
+    one = sorted((tmp_path / "src").iterdir())[0]
+    assert main.main(["export", str(one), str(labels), "--out", str(tmp_path / "src" / "x"), "--mask", "dcm"]) != 0
+    assert "inside an input folder" in capsys.readouterr().err
+    assert main.main(["segment", str(one), "--out", str(tmp_path / "src" / "seg")]) != 0
+    assert "inside the DICOM folder" in capsys.readouterr().err
     assert sorted(p.name for p in (tmp_path / "src").iterdir()) == before
 
 
