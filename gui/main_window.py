@@ -6,6 +6,7 @@ engine's edit operations, and starts every long job through gui.workers. All num
 """
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from pathlib import Path
@@ -210,6 +211,7 @@ class MainWindow(QMainWindow):
         # what an opened label map merges or leaves out, per label-map state of the undo history: it follows
         # the labels through edits on top of them, Undo and Redo, and ends where the labels are replaced
         self._notes_by_state: dict[int, list[str]] = {}
+        self._origin_by_state: dict[int, tuple] = {}   # what made the labels of each history state (see _record_origin)
         self._incoming_notes: Optional[list[str]] = None
 
         # --- panes ------------------------------------------------------------------------
@@ -591,6 +593,7 @@ class MainWindow(QMainWindow):
             self.apply_edit(f"Open label map {Path(path).name}", edits.replace_all, np.asarray(labels, np.uint8))
             self.case.provenance.label_source = f"file: {path}"
             self.case.provenance.extra["edited"] = False
+            self._record_origin()
             self._message(f"Label map {Path(path).name} opened." + (" " + " ".join(notes) if notes else ""))
             if notes:
                 # what the file merges or leaves out (IRCADb: hepatic veins + IVC in one mask) changes how
@@ -650,6 +653,7 @@ class MainWindow(QMainWindow):
         self.selected_lesion = None
         self.evaluation = None
         self._notes_by_state = {}
+        self._origin_by_state = {}
         self.evaluate_panel.table.setRowCount(0)
         self.evaluate_panel.status.setText("")
         self.segment_panel.set_progress("", 0)      # the last case's result message is not this case's
@@ -669,6 +673,7 @@ class MainWindow(QMainWindow):
             self.evaluate_panel.run.setEnabled(False)
             self.evaluate_panel.reference.setText("No reference loaded.")
         self._autosaved_state = self.history.state_id
+        self._record_origin()
         self._after_change(set(BY_LABEL))
         self.set_position(self.pos)                 # the status bar's voxel readout, for this case
         self._update_title()
@@ -795,15 +800,32 @@ class MainWindow(QMainWindow):
         if self.case.provenance.label_source not in ("none",) and not description.startswith(
                 ("Segmentation", "Open label map")):
             self.case.provenance.extra["edited"] = True
+        self._record_origin()
         self._after_change(set(e.labels_touched) - {0}, e.delta(), e.box)
         self._message(f"{description}.")
         return e
+
+    def _record_origin(self) -> None:
+        """Remember what made the labels of the current history state (model or file, the model's card,
+        edited by hand or not): Undo and Redo bring it back with the labels (a DICOM SEG says it)."""
+        if self.case is None or self.history is None:
+            return
+        p = self.case.provenance
+        self._origin_by_state[self.history.state_id] = (p.label_source, copy.deepcopy(p.model_card),
+                                                        bool(p.extra.get("edited")))
+
+    def _restore_origin(self) -> None:
+        t = self._origin_by_state.get(self.history.state_id) if self.history is not None else None
+        if t is not None and self.case is not None:
+            p = self.case.provenance
+            p.label_source, p.model_card, p.extra["edited"] = t[0], copy.deepcopy(t[1]), t[2]
 
     def undo(self) -> None:
         if self.history is None or self._stroke is not None:
             return
         e = self.history.undo()
         if e is not None:
+            self._restore_origin()
             self._after_change(set(e.labels_touched) - {0}, e.delta(undo=True), e.box)
             self._message(f"Undone: {e.description}.")
             if e.description.startswith("Segmentation"):
@@ -815,6 +837,7 @@ class MainWindow(QMainWindow):
             return
         e = self.history.redo()
         if e is not None:
+            self._restore_origin()
             self._after_change(set(e.labels_touched) - {0}, e.delta(), e.box)
             self._message(f"Redone: {e.description}.")
 
@@ -1057,6 +1080,7 @@ class MainWindow(QMainWindow):
             self.case.provenance.model_card = model.to_provenance() if hasattr(model, "to_provenance") else None
             # the model's own output (a DICOM SEG says AUTOMATIC); labels kept from before make it a mix
             self.case.provenance.extra["edited"] = bool(kept)
+            self._record_origin()
             secs = (getattr(result, "timings", None) or {}).get("total", 0.0)
             msg = f"Segmented with {model.name} on {getattr(result, 'device_used', device)}"
             msg += f" in {secs:.1f} s." if secs else "."

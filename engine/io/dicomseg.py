@@ -184,19 +184,31 @@ _EMPTY_UIDS = ("The CT's DICOM files have empty UIDs (anonymised), so a DICOM SE
 
 
 def _algorithm(case, software_version: str):
-    """(SegmentAlgorithmType, AlgorithmIdentificationSequence or None) from what made the labels: a model's
-    unedited output is AUTOMATIC, edited by hand SEMIAUTOMATIC (both name the model); labels read from a
-    file or drawn by the phantom generator are MANUAL (LiverPlan cannot know how a file's were made)."""
+    """(SegmentAlgorithmType, AlgorithmIdentificationSequence) from what made the labels: a model's unedited
+    output is AUTOMATIC, edited by hand afterwards SEMIAUTOMATIC (both name the model(s) and version(s));
+    a phantom's labels AUTOMATIC (LiverPlan's phantom generator). Labels read from a file are of unknown
+    origin — DICOM has no word for that and MANUAL would claim that a person drew them — so they keep what
+    LiverPlan wrote before: SEMIAUTOMATIC, LiverPlan."""
     import highdicom as hd
     from pydicom.sr.codedict import codes
 
     prov = case.provenance
-    if not str(prov.label_source).startswith("model:"):
-        return "MANUAL", None
+    source = str(prov.label_source)
+    if source == "phantom":
+        return "AUTOMATIC", hd.AlgorithmIdentificationSequence(
+            name="LiverPlan phantom generator", version=software_version,
+            family=codes.cid7162.ArtificialIntelligence)
+    if not source.startswith("model:"):
+        return "SEMIAUTOMATIC", hd.AlgorithmIdentificationSequence(
+            name="LiverPlan", version=software_version, family=codes.cid7162.ArtificialIntelligence)
     card = prov.model_card or {}
-    name = str(card.get("name") or prov.label_source[len("model:"):].strip() or "LiverPlan")[:64]
-    version = str(card.get("version") or software_version)[:64]
-    alg = hd.AlgorithmIdentificationSequence(name=name, version=version,
+    cards = card.get("combined") or [card]
+    cards = [c.get("card", c) if isinstance(c, dict) else {} for c in cards]   # the GUI keeps the model's record
+    names = [str(c.get("name") or "") for c in cards]
+    name = " + ".join(n for n in names if n) or source[len("model:"):].strip() or "LiverPlan"
+    versions = [str(c.get("version") or "") for c in cards]
+    version = " + ".join(v for v in versions if v) or software_version
+    alg = hd.AlgorithmIdentificationSequence(name=name[:64], version=version[:64],
                                              family=codes.cid7162.ArtificialIntelligence)
     return ("SEMIAUTOMATIC" if prov.extra.get("edited") else "AUTOMATIC"), alg
 

@@ -222,8 +222,7 @@ def test_a_dicom_seg_that_cannot_be_written_is_refused_before_the_model_runs(tin
 
 @pytest.mark.real
 def test_dicom_seg_says_how_its_segments_were_made(tiny, tmp_path, capsys):
-    # a model's unedited output is AUTOMATIC and names the model; labels read from a file are MANUAL
-    # (it said SEMIAUTOMATIC 'LiverPlan' for both)
+    # a model's unedited output is AUTOMATIC and names the model (it said SEMIAUTOMATIC 'LiverPlan')
     import pydicom
     from realdata import real_path
 
@@ -237,8 +236,9 @@ def test_dicom_seg_says_how_its_segments_were_made(tiny, tmp_path, capsys):
     assert main.main(["export", str(ct), str(seg), "--out", str(tmp_path / "e"), "--mask", "dcm",
                       "--name", "again"]) == 0
     ds = pydicom.dcmread(tmp_path / "e" / "again_labels.dcm")
-    assert {s.SegmentAlgorithmType for s in ds.SegmentSequence} == {"MANUAL"}
-    assert "SegmentAlgorithmName" not in ds.SegmentSequence[0]
+    # read from a file: of unknown origin; not MANUAL, which would claim that a person drew them
+    assert {s.SegmentAlgorithmType for s in ds.SegmentSequence} == {"SEMIAUTOMATIC"}
+    assert ds.SegmentSequence[0].SegmentAlgorithmName == "LiverPlan"
 
 
 def test_an_installed_model_with_other_labels_is_found_by_name_with_a_label_map(tiny, tmp_path, monkeypatch,

@@ -372,3 +372,25 @@ def test_dicom_cut_inside_the_header(ts_src, tmp_path):
     with pytest.raises(InputError) as e:
         load_case(tmp_path / "cuthead")
     assert files[3].name in str(e.value) and "incomplete (cut off)" in str(e.value)
+
+
+def test_dicom_seg_algorithm_says_what_made_the_labels():
+    from engine.case import Case, Provenance
+    from engine.geometry import Geometry
+    from engine.io.dicomseg import _algorithm
+
+    def alg(label_source, card=None, edited=False):
+        c = Case(image=np.zeros((2, 2, 2), np.int16), geometry=Geometry((2, 2, 2), (1.0, 1.0, 1.0)),
+                 provenance=Provenance(label_source=label_source, model_card=card))
+        c.provenance.extra["edited"] = edited
+        t, a = _algorithm(c, "9.9")
+        return t, str(a[0].AlgorithmName), str(a[0].AlgorithmVersion)
+
+    gui_card = {"card": {"name": "CRLM net", "version": "2.1"}, "path": "/m"}       # the GUI's model record
+    assert alg("model: CRLM net", gui_card) == ("AUTOMATIC", "CRLM net", "2.1")
+    assert alg("model: CRLM net", {"name": "CRLM net", "version": "2.1"}, edited=True) == \
+        ("SEMIAUTOMATIC", "CRLM net", "2.1")
+    combined = {"combined": [{"name": "Liver net", "version": "1"}, {"name": "Vessel net", "version": "3"}]}
+    assert alg("model: Liver net + Vessel net", combined) == ("AUTOMATIC", "Liver net + Vessel net", "1 + 3")
+    assert alg("phantom") == ("AUTOMATIC", "LiverPlan phantom generator", "9.9")
+    assert alg("file: /x/labels.nii.gz") == ("SEMIAUTOMATIC", "LiverPlan", "9.9")      # never MANUAL

@@ -73,9 +73,16 @@ def test_run_model_is_one_undoable_step(qtbot, win, tiny_model):
     assert win.case.provenance.label_source.startswith("model:")
     assert win.history.undo_description.startswith("Segmentation (")
     assert seen and max(seen) == 100
+    source_model = win.case.provenance.label_source
     win.undo()
     np.testing.assert_array_equal(win.case.labels, before)
     assert win.segment_panel.status.text().startswith("Undone: Segmentation (")
+    # what made the labels comes back with them (a DICOM SEG saved now must not name the model)
+    assert win.case.provenance.label_source == "phantom"
+    win.redo()
+    assert win.case.provenance.label_source == source_model and not win.case.provenance.extra.get("edited")
+    win.undo()
+    assert win.case.provenance.label_source == "phantom"
     wait_idle(qtbot, win)
 
 
