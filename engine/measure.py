@@ -312,8 +312,12 @@ SMALL_LIVER_ML = 300.0
 #: Parenchyma whose mean CT value is below this is questioned (liver tissue: about 40-70 HU unenhanced,
 #: 90-140 HU in the portal phase; a very fatty liver reads lower, water 0).
 LOW_LIVER_HU = 20.0
-#: A lesion whose mean CT value is within this of the parenchyma's has no contrast to it.
+#: A lesion whose mean CT value is within this of the parenchyma's has no contrast to it (checked from
+#: LESION_CONTRAST_MIN_ML and LESION_CONTRAST_MIN_VOXELS up: smaller ones, or ones of a few coarse voxels,
+#: blur into the liver on CT, real or not).
 LESION_CONTRAST_HU = 10.0
+LESION_CONTRAST_MIN_ML = 0.1
+LESION_CONTRAST_MIN_VOXELS = 64
 
 
 def _plausibility_warnings(counts, sums, total_ml: float, lesions, has_image: bool) -> list[str]:
@@ -333,12 +337,12 @@ def _plausibility_warnings(counts, sums, total_ml: float, lesions, has_image: bo
         out.append(f"The labelled liver tissue has a mean CT value of {liver_hu:.0f} HU, below liver tissue (about "
                    "40-140 HU; a very fatty liver reads lower): check that the label covers the liver.")
     flat = [l.id for l in lesions if l.mean_hu is not None and np.isfinite(l.mean_hu)
+            and l.volume_ml >= LESION_CONTRAST_MIN_ML and l.voxel_count >= LESION_CONTRAST_MIN_VOXELS
             and abs(float(l.mean_hu) - liver_hu) < LESION_CONTRAST_HU]
     if flat:
         out.append(f"Lesion{'s' if len(flat) > 1 else ''} {', '.join(map(str, flat))} "
                    f"{'have' if len(flat) > 1 else 'has'} the same CT value as the liver tissue (within "
-                   f"{LESION_CONTRAST_HU:.0f} HU of its {liver_hu:.0f} HU): a metastasis usually differs (a very small one "
-                   f"blurs into the liver on CT); check "
+                   f"{LESION_CONTRAST_HU:.0f} HU of its {liver_hu:.0f} HU): a metastasis usually differs; check "
                    f"{'them' if len(flat) > 1 else 'it'}.")
     return out
 
