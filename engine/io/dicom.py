@@ -147,6 +147,8 @@ class SeriesInfo:
     protocol: str = ""
     coverage_mm: Optional[float] = None
     segment_names: list[str] = field(default_factory=list)
+    tilt_deg: float = 0.0                                  # gantry tilt seen in the slice positions
+    positions: list = field(default_factory=list)          # sorted ImagePositionPatient (tilted series only)
 
     @property
     def usable(self) -> bool:
@@ -606,10 +608,15 @@ def _check_volume(info: SeriesInfo, hs: list[_Header]) -> Optional[str]:
         cosang = abs(float(span @ normal) / float(np.linalg.norm(span)))
         tilt = float(np.degrees(np.arccos(min(1.0, cosang))))
         if tilt > 0.5:
+            info.tilt_deg = tilt
+            info.positions = pos.tolist()
+            offsets = (pos - pos[0]) - np.outer((pos - pos[0]) @ normal, normal)
             info.warnings.append(
-                f"The series was acquired with a gantry tilt of about {tilt:.1f} degrees: the slices are "
-                "sheared, and LiverPlan stacks them without correcting the tilt, so shapes and distances along "
-                "the body axis are slightly distorted.")
+                f"The series was acquired with a gantry tilt of about {tilt:.1f} degrees: its slices are "
+                f"shifted against each other (up to {float(np.linalg.norm(offsets, axis=1).max()):.0f} mm). "
+                "LiverPlan resamples them onto an untilted grid when it opens the series (CT values "
+                "interpolated between pixels), so shapes and distances are true; label maps are exported on "
+                "that grid.")
         elif abs(h0.gantry_tilt) > 0.5:
             info.warnings.append(f"The header records a gantry tilt of {h0.gantry_tilt:g} degrees.")
     ps = h0.pixel_spacing
@@ -713,7 +720,43 @@ def read_series(info: SeriesInfo, progress: Optional[ProgressCallback] = None,
         if abs(sz - info.spacing[0]) > 1e-3 * info.spacing[0]:
             log.info("Correcting z spacing %.4f -> %.4f", sz, info.spacing[0])
             image.SetSpacing((sx, sy, info.spacing[0]))
+    if info.tilt_deg > 0.5 and len(info.positions) == image.GetSize()[2]:
+        image = untilt(image, np.asarray(info.positions, float))
     return image
+
+
+def untilt(image, positions: np.ndarray):
+    """A gantry-tilted series (slice k's corner at ``positions[k]``, not on the line along the slice normal
+    through the first one) resampled onto the untilted grid: same in-plane axes and pixel size, slices
+    along the normal; each slice is shifted in-plane by its offset (linear interpolation), and the grid is
+    widened so that no pixel of any slice is lost (the new corners are air). What 3D Slicer's "acquisition
+    geometry regularization" does; ITK alone would stack the slices as if untilted."""
+    import SimpleITK as sitk
+    from scipy import ndimage
+
+    d = np.asarray(image.GetDirection(), float).reshape(3, 3)
+    row, col, normal = d[:, 0], d[:, 1], d[:, 2]
+    sx, sy, sz = image.GetSpacing()
+    rel = positions - positions[0]
+    offsets = rel - np.outer(rel @ normal, normal)
+    a = offsets @ row / sx                     # column shift of each slice (pixels)
+    b = offsets @ col / sy                     # row shift
+    lo_x, hi_x = int(np.ceil(max(0.0, -a.min()))), int(np.ceil(max(0.0, a.max())))
+    lo_y, hi_y = int(np.ceil(max(0.0, -b.min()))), int(np.ceil(max(0.0, b.max())))
+    arr = sitk.GetArrayFromImage(image)        # (z, y, x)
+    fill = float(min(arr.min(), -1024))
+    out = np.empty((arr.shape[0], arr.shape[1] + lo_y + hi_y, arr.shape[2] + lo_x + hi_x), dtype=arr.dtype)
+    for k in range(arr.shape[0]):
+        padded = np.pad(arr[k].astype(np.float32), ((lo_y, hi_y), (lo_x, hi_x)), constant_values=fill)
+        shifted = ndimage.shift(padded, (b[k], a[k]), order=1, mode="constant", cval=fill)
+        if np.issubdtype(arr.dtype, np.integer):
+            shifted = np.rint(shifted)
+        out[k] = shifted.astype(arr.dtype)
+    res = sitk.GetImageFromArray(out)
+    res.SetSpacing((sx, sy, sz))
+    res.SetDirection(tuple(d.ravel()))
+    res.SetOrigin(tuple(positions[0] - lo_x * sx * row - lo_y * sy * col))
+    return res
 
 
 def _first_line(exc: BaseException) -> str:

@@ -165,6 +165,8 @@ def dicom_seg_problem(case) -> Optional[str]:
     import pydicom
 
     from ..errors import ExportError
+    if case.provenance.extra.get("gantry_tilt_resampled_deg"):
+        return _TILTED
     try:
         info = _source_series(case)
     except ExportError as exc:
@@ -179,6 +181,9 @@ def dicom_seg_problem(case) -> Optional[str]:
     return None
 
 
+_TILTED = ("This series was acquired with a gantry tilt, and LiverPlan resampled it onto an untilted grid; a "
+           "DICOM SEG must lie on the original, tilted slices, which LiverPlan does not write. Export the label "
+           "map as .nii.gz, .nrrd or .seg.nrrd instead.")
 _EMPTY_UIDS = ("The CT's DICOM files have empty UIDs (anonymised), so a DICOM SEG could not refer to them; export "
                "the label map as .nii.gz or .seg.nrrd instead.")
 
@@ -228,6 +233,8 @@ def write_dicom_seg(tmp_path: Path, case, label_image) -> None:
     from ..labels import STRUCTURES
     from .segnrrd import _TERMINOLOGY
 
+    if case.provenance.extra.get("gantry_tilt_resampled_deg"):
+        raise ExportError(_TILTED)
     info = _source_series(case)
     arr = sitk.GetArrayFromImage(label_image)          # (z, rows, cols) in the series' file order
     if arr.shape[0] != len(info.files):

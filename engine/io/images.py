@@ -314,6 +314,8 @@ def _dicom_case(img, chosen, all_series, folder: Path) -> Case:
                        "phase_text": PHASE_TEXT.get(chosen.phase_guess, chosen.phase_guess),
                        "phase_reason": chosen.phase_reason, "contrast_agent": chosen.contrast_agent,
                        "slice_thickness_mm": chosen.slice_thickness, "n_series_in_folder": len(all_series)})
+    if chosen.tilt_deg > 0.5:
+        prov.extra["gantry_tilt_resampled_deg"] = round(float(chosen.tilt_deg), 2)
     if chosen.phase_guess in ("native", "arterial", "delayed"):
         prov.warnings.append(f"This series looks like the {PHASE_TEXT[chosen.phase_guess]} phase "
                              f"({chosen.phase_reason}); LiverPlan's models expect portal-venous CT.")

@@ -271,7 +271,37 @@ def test_gantry_tilt_is_warned(ts_src, tmp_path):
         ds.GantryDetectorTilt = 15
     _edit(files, fn)
     c = load_case(tmp_path / "tilt")
-    assert any("gantry tilt of about 15.0 degrees" in w for w in c.provenance.warnings)
+    assert any("gantry tilt of about 15.0 degrees" in w and "resamples them onto an untilted grid" in w
+               for w in c.provenance.warnings)
+
+
+def test_a_tilted_series_is_resampled_so_every_pixel_sits_where_its_file_says(ts_src, tmp_path):
+    # ITK stacks tilted slices as if untilted (each slice then sits off by its shift: mm to cm); LiverPlan
+    # shifts each slice onto an untilted grid. A shift of exactly one pixel row per slice keeps the check exact.
+    from engine.io.dicomseg import dicom_seg_problem
+
+    files = _sorted_copy(ts_src, tmp_path / "tilt")
+    sy = float(pydicom.dcmread(files[0], stop_before_pixels=True).PixelSpacing[0])
+
+    def fn(ds, i):
+        x, y, z = (float(v) for v in ds.ImagePositionPatient)
+        ds.ImagePositionPatient = [x, y + i * sy, z]      # the column direction is +y (IOP 1 0 0 0 1 0)
+    _edit(files, fn)
+    c = load_case(tmp_path / "tilt")
+    assert c.provenance.extra["gantry_tilt_resampled_deg"] > 20
+    untilted = load_case(ts_src)
+    assert c.image.shape == (untilted.image.shape[0], untilted.image.shape[1] + len(files) - 1,
+                             untilted.image.shape[2])      # widened so that no pixel is lost
+    rng = np.random.default_rng(0)
+    for f in (files[0], files[7], files[-1]):
+        ds = pydicom.dcmread(f)
+        px = ds.pixel_array.astype(np.float64) * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+        p0 = np.asarray([float(v) for v in ds.ImagePositionPatient])
+        for r, col in rng.integers(0, 512, size=(20, 2)):
+            world = p0 + col * float(ds.PixelSpacing[1]) * np.array([1.0, 0, 0]) + r * sy * np.array([0, 1.0, 0])
+            idx = np.round(c.geometry.physical_to_index(world)).astype(int)
+            assert c.image[tuple(idx)] == px[r, col]
+    assert "gantry tilt" in dicom_seg_problem(c)                 # a SEG cannot lie on the resampled grid
 
 
 def test_truncated_dicom_file_is_reported(ts_src, tmp_path):
