@@ -35,6 +35,9 @@ def describe_path(path, series: Optional[str] = None, mapping=None) -> dict:
         from .dicomseg import is_dicom_seg_file
         if is_dicom_seg_file(p):
             return describe_dicom_seg(p)
+        if series:
+            # a series chosen among the file's neighbours: what `info FOLDER --series` says
+            return describe_folder(p.parent, series, mapping)
         info, all_series = dicom.series_of_file(p)
         d = {"kind": "dicom-file", "path": str(p), "series": [s.to_dict() for s in all_series],
              "this_series": info.key, "verdict": info.problem or f"part of the CT series {info.label()}"}

@@ -98,6 +98,9 @@ def test_several_series_need_a_choice(capsys, tmp_path):
     assert rc == 0 and "chosen by you" in out
     rc, out, _ = _info(capsys, tmp_path, "--series", "3")          # no such series: said, and exit 2
     assert rc == 2 and "There is no single series '3'" in out
+    one = next((tmp_path / "s0").iterdir())                        # a file of the folder: the same (it was ignored)
+    rc, out, _ = _info(capsys, one, "--series", "3")
+    assert rc == 2 and "There is no single series '3'" in out
 
 
 @pytest.mark.parametrize("make,words", [
