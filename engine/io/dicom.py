@@ -741,8 +741,9 @@ def untilt(image, positions: np.ndarray):
     offsets = rel - np.outer(rel @ normal, normal)
     a = offsets @ row / sx                     # column shift of each slice (pixels)
     b = offsets @ col / sy                     # row shift
-    lo_x, hi_x = int(np.ceil(max(0.0, -a.min()))), int(np.ceil(max(0.0, a.max())))
-    lo_y, hi_y = int(np.ceil(max(0.0, -b.min()))), int(np.ceil(max(0.0, b.max())))
+    a[np.abs(a) < 1e-6], b[np.abs(b) < 1e-6] = 0.0, 0.0     # rounding noise must not widen the grid
+    lo_x, hi_x = int(np.ceil(max(0.0, -a.min()) - 1e-6)), int(np.ceil(max(0.0, a.max()) - 1e-6))
+    lo_y, hi_y = int(np.ceil(max(0.0, -b.min()) - 1e-6)), int(np.ceil(max(0.0, b.max()) - 1e-6))
     arr = sitk.GetArrayFromImage(image)        # (z, y, x)
     fill = float(min(arr.min(), -1024))
     out = np.empty((arr.shape[0], arr.shape[1] + lo_y + hi_y, arr.shape[2] + lo_x + hi_x), dtype=arr.dtype)
