@@ -424,3 +424,19 @@ def test_dicom_seg_algorithm_says_what_made_the_labels():
     assert alg("model: Liver net + Vessel net", combined) == ("AUTOMATIC", "Liver net + Vessel net", "1 + 3")
     assert alg("phantom") == ("AUTOMATIC", "LiverPlan phantom generator", "9.9")
     assert alg("file: /x/labels.nii.gz") == ("SEMIAUTOMATIC", "LiverPlan", "9.9")      # never MANUAL
+
+
+def test_an_oblique_tilted_series_widens_only_along_its_shift(ts_src, tmp_path):
+    # axes rotated 10 degrees about z, slices shifted by 1.5 pixel rows each: 29 rows more, no extra column
+    files = _sorted_copy(ts_src, tmp_path / "oblique")
+    th = np.radians(10)
+    rot = np.array([[np.cos(th), -np.sin(th), 0], [np.sin(th), np.cos(th), 0], [0, 0, 1]])
+    row, col = rot @ [1.0, 0, 0], rot @ [0, 1.0, 0]
+
+    def fn(ds, i):
+        p = np.array([float(v) for v in ds.ImagePositionPatient])
+        ds.ImagePositionPatient = [float(v) for v in rot @ p + 1.5 * i * float(ds.PixelSpacing[0]) * col]
+        ds.ImageOrientationPatient = [float(v) for v in list(row) + list(col)]
+    _edit(files, fn)
+    c = load_case(tmp_path / "oblique")
+    assert sorted(c.image.shape) == [20, 512, 541]
