@@ -592,6 +592,7 @@ class MainWindow(QMainWindow):
             self._incoming_notes = list(notes)
             self.apply_edit(f"Open label map {Path(path).name}", edits.replace_all, np.asarray(labels, np.uint8))
             self.case.provenance.label_source = f"file: {path}"
+            self.case.provenance.model_card = None            # no model made these labels
             self.case.provenance.extra["edited"] = False
             self._record_origin()
             self._message(f"Label map {Path(path).name} opened." + (" " + " ".join(notes) if notes else ""))
@@ -696,10 +697,7 @@ class MainWindow(QMainWindow):
         self.pos = zyx
         for v in self.views:
             v.set_position(self.pos)
-        hu = self.case.image[tuple(self.pos)]
-        lab = int(self.case.labels[tuple(self.pos)])
-        name = BY_LABEL[lab].name if lab in BY_LABEL else ("background" if lab == 0 else f"label {lab}")
-        self.cursor_text.setText(f"voxel (x {zyx[2]}, y {zyx[1]}, z {zyx[0]})  {float(hu):.0f} HU  {name}")
+        self._update_readout()
         if z_changed and self.view3d is not None and self.view3d.show_plane:
             self.view3d.set_plane(self.case.image, self.case.geometry, self.pos[0], self.level, self.width)
 
@@ -840,6 +838,8 @@ class MainWindow(QMainWindow):
             self._restore_origin()
             self._after_change(set(e.labels_touched) - {0}, e.delta(), e.box)
             self._message(f"Redone: {e.description}.")
+            if e.description.startswith("Segmentation"):
+                self.segment_panel.set_progress(f"Redone: {e.description}; its labels are back.", 100)
 
     def keep_largest_component(self) -> None:
         lab = self.tools.active_label()
@@ -849,12 +849,24 @@ class MainWindow(QMainWindow):
         lab = self.tools.active_label()
         self.apply_edit(f"Fill holes ({BY_LABEL[lab].name})", edits.fill_holes, lab)
 
+    def _update_readout(self) -> None:
+        """The status bar's voxel readout (position, HU, structure) for the crosshair voxel."""
+        z, y, x = self.pos
+        hu = self.case.image[tuple(self.pos)]
+        lab = int(self.case.labels[tuple(self.pos)])
+        name = BY_LABEL[lab].name if lab in BY_LABEL else ("background" if lab == 0 else f"label {lab}")
+        self.cursor_text.setText(f"voxel (x {x}, y {y}, z {z})  {float(hu):.0f} HU  {name}")
+
     def _after_change(self, labels_touched: set[int], delta: Optional[dict] = None,
                       box: Optional[tuple] = None) -> None:
         """Labels changed (inside ``box``, z0 z1 y0 y1 x0 x1; None = anywhere): repaint, then refresh the
         measurements and the touched structures' surfaces from that box only (in the background)."""
         for v in self.views:
             v.refresh_labels()
+        self._update_readout()                  # the crosshair voxel may have changed structure
+        if self.evaluation is not None:
+            self.evaluate_panel.status.setText("The labels have changed since this evaluation; press Evaluate "
+                                               "again to score the labels shown.")
         if delta and self._counts:
             # Volumes follow at once from the step's own voxel counts; the full report follows.
             for lab, d in delta.items():
@@ -979,7 +991,7 @@ class MainWindow(QMainWindow):
             r = (les.longest_diameter_mm or 10.0) / 2.0 + 3.0
             self.view3d.set_marker(les.centroid_lps_mm, r)
             self.view3d.focus(les.centroid_lps_mm)
-        self._message(f"Lesion {les.id}: {les.volume_ml:.2f} ml, longest diameter "
+        self._message(f"Lesion {les.id}: {les.volume_ml:.2f} mL, longest diameter "
                       f"{les.longest_diameter_mm:.1f} mm.")
 
     @staticmethod
@@ -1217,11 +1229,13 @@ class MainWindow(QMainWindow):
                 else:
                     line.append(f"{v:.3f}" if isinstance(v, float) else str(v))
             values.append(line)
-        cols = [BY_KEY[s].name if s in BY_KEY else s for s in structures]
+        cols = [" + ".join(BY_KEY[k].name if k in BY_KEY else k for k in s.split("+")) for s in structures]
         status = getattr(result, "status", {})
         if status:
             rows.append("Status")
-            values.append([str(status.get(s, "")) for s in structures])
+            words = {"ok": "ok", "pred_empty": "missed (prediction empty)", "ref_empty": "reference empty",
+                     "both_empty": "both empty", "not_in_reference": "not in reference"}
+            values.append([words.get(str(status.get(s, "")), str(status.get(s, ""))) for s in structures])
         return rows, cols, values
 
     def _export_evaluation_dialog(self) -> None:

@@ -176,7 +176,8 @@ def dicom_seg_problem(case) -> Optional[str]:
             ds = pydicom.dcmread(str(f), stop_before_pixels=True)
         except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same plain message
             return f"The CT's DICOM file {Path(f).name} cannot be read any more ({exc}); the DICOM SEG needs it."
-        if not ds.get("SOPInstanceUID") or not ds.get("SeriesInstanceUID") or not ds.get("StudyInstanceUID"):
+        if not ds.get("SOPInstanceUID") or not ds.get("SeriesInstanceUID") or not ds.get("StudyInstanceUID") \
+                or not ds.get("SOPClassUID"):
             return _EMPTY_UIDS
     return None
 

@@ -244,6 +244,17 @@ def test_evaluate_against_reference_and_export_csv(qtbot, win, tmp_path):
     qtbot.waitUntil(out.exists, timeout=10000)
     text = out.read_text()
     assert text.startswith("metric,") and "HD95 pooled (mm)" in text     # the CSV keeps every metric
+    status_row = next(r for r in range(t.rowCount()) if t.item(r, 0).text() == "Status")
+    assert {t.item(status_row, c).text() for c in range(1, t.columnCount())} == {"ok"}   # words, not keys
+    # an edit after the evaluation: the table no longer describes the labels shown, and says so; the
+    # status bar's voxel readout follows the edit at the crosshair
+    win.set_position([20, 36, 36])
+    win.apply_edit("Brush test", __import__("engine.edits", fromlist=["brush"]).brush, (20, 36, 36), 3.0,
+                   win.case.geometry.spacing, 5)
+    assert "labels have changed since this evaluation" in win.evaluate_panel.status.text()
+    assert win.cursor_text.text().endswith("CRLM lesions"), win.cursor_text.text()
+    win.undo()
+    wait_idle(qtbot, win)
 
 
 def test_export_masks_measurements_meshes_and_reread(qtbot, win, tmp_path):

@@ -81,6 +81,8 @@ def test_run_model_is_one_undoable_step(qtbot, win, tiny_model):
     assert win.case.provenance.label_source == "phantom"
     win.redo()
     assert win.case.provenance.label_source == source_model and not win.case.provenance.extra.get("edited")
+    # the Segment tab says so (it kept "Undone: ...; the labels before it are back")
+    assert win.segment_panel.status.text().startswith("Redone: Segmentation ("), win.segment_panel.status.text()
     win.undo()
     assert win.case.provenance.label_source == "phantom"
     wait_idle(qtbot, win)
