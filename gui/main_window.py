@@ -1087,14 +1087,18 @@ class MainWindow(QMainWindow):
                 return
             # a model that does not segment every structure leaves the others as they were
             labels, kept = keep_unsegmented_structures(result.labels, self.case.labels, model)
-            e = self.apply_edit(f"Segmentation ({model.name})", edits.replace_all, labels)
+            shown = model.name
+            if sum(getattr(m, "name", None) == model.name for m in self.segment_panel._models) > 1:
+                from engine.models import installed_name
+                shown = f"{model.name}, {installed_name(model.path)}"    # two models with one card name
+            e = self.apply_edit(f"Segmentation ({shown})", edits.replace_all, labels)
             self.case.provenance.label_source = f"model: {model.name}"
             self.case.provenance.model_card = model.to_provenance() if hasattr(model, "to_provenance") else None
             # the model's own output (a DICOM SEG says AUTOMATIC); labels kept from before make it a mix
             self.case.provenance.extra["edited"] = bool(kept)
             self._record_origin()
             secs = (getattr(result, "timings", None) or {}).get("total", 0.0)
-            msg = f"Segmented with {model.name} on {getattr(result, 'device_used', device)}"
+            msg = f"Segmented with {shown} on {getattr(result, 'device_used', device)}"
             msg += f" in {secs:.1f} s." if secs else "."
             if e is None:
                 msg += " The result equals the current labels."

@@ -207,3 +207,11 @@ def test_refreshing_the_model_list_keeps_the_chosen_model_and_device(qtbot, win,
     assert len(set(texts)) == len(texts), texts
     # ... at the start of the entry, which a narrow list does not cut off
     assert sum(t.startswith(("copy_a: TinyLiver", "copy_b: TinyLiver")) for t in texts) == 2, texts
+    # ... and the result says which of them ran
+    from engine.models import installed_name
+    wait_idle(qtbot, win)
+    win.run_segmentation()
+    qtbot.waitUntil(lambda: not win.runner.running("segment"), timeout=180000)
+    assert f"TinyLiver, {installed_name(chosen)}" in win.segment_panel.status.text(), win.segment_panel.status.text()
+    win.undo()
+    wait_idle(qtbot, win)
