@@ -306,14 +306,11 @@ def _segments(path: Path) -> Optional[list[tuple[str, int]]]:
         if low.endswith(".nrrd"):
             import nrrd
 
-            from .io.segnrrd import is_seg_nrrd_header
+            from .io.segnrrd import header_segments, is_seg_nrrd_header
             header = nrrd.read_header(str(path))
             if not is_seg_nrrd_header(header):
                 return None
-            idx = sorted({int(k[len("Segment"):].split("_")[0]) for k in header
-                          if str(k).startswith("Segment") and str(k)[len("Segment"):].split("_")[0].isdigit()})
-            return [(str(header.get(f"Segment{i}_Name", "")), int(str(header.get(f"Segment{i}_LabelValue", i + 1))))
-                    for i in idx]
+            return [(sg.name, sg.label_value) for sg in header_segments(header)]
         from .io.dicomseg import is_dicom_seg_file
         if is_dicom_seg_file(path):
             import pydicom
@@ -370,11 +367,11 @@ def reference_mapping_for(ref_path: Path, mapping: Optional[LabelMapping]) -> Op
             else:
                 # as the readers apply a mapping to segments: by name, else by value (label value / number)
                 present = set()
+                from .io.labelmaps import _value_lookup
                 for n, v in segs:
                     lab = mapping.structure_for_foreign_name(n)
                     if lab is None:
-                        lab = next((BY_KEY[k].label for k, vals in mapping.sources.items()
-                                    if any(isinstance(x, int) and x == v for x in vals)), None)
+                        lab = _value_lookup(mapping, v)
                     if lab is not None:
                         present.add(lab)
                 absent = [k for k in mapping.sources if BY_KEY[k].label not in present]
@@ -382,6 +379,17 @@ def reference_mapping_for(ref_path: Path, mapping: Optional[LabelMapping]) -> Op
                     mapping = _without(mapping, absent, f"{ref_path.name} has no segment for: "
                                        + ", ".join(BY_KEY[k].name for k in absent) + " (not evaluated).")
     return mapping
+
+
+def read_reference(ref_path: Union[str, Path], target, mapping: Optional[LabelMapping] = None,
+                   notes: Optional[list[str]] = None) -> tuple[np.ndarray, Optional[LabelMapping]]:
+    """A reference label map on ``target`` (a Geometry or Case) and the mapping it was read with: the given
+    one, or what :func:`reference_mapping_for` makes of the folder or file (structures it does not annotate
+    are then "not in reference")."""
+    from .io import read_label_map
+
+    rmap = reference_mapping_for(Path(ref_path), mapping)
+    return read_label_map(ref_path, target, rmap, notes=notes), rmap
 
 
 def evaluate_files(pred_path: Union[str, Path], ref_path: Union[str, Path],
@@ -401,9 +409,8 @@ def evaluate_files(pred_path: Union[str, Path], ref_path: Union[str, Path],
     pred_notes: list[str] = []
     ref_notes: list[str] = []
     pred = read_label_map(pp, geometry, pred_mapping, notes=pred_notes)
-    rmap = reference_mapping_for(rp, ref_mapping)
     try:
-        ref = read_label_map(rp, geometry, rmap, notes=ref_notes)
+        ref, rmap = read_reference(rp, geometry, ref_mapping, notes=ref_notes)
     except GeometryMismatchError as err:
         raise GeometryMismatchError(
             f"The reference {rp.name} and the prediction {pp.name} are not on the same voxel grid, so they "
@@ -411,7 +418,8 @@ def evaluate_files(pred_path: Union[str, Path], ref_path: Union[str, Path],
     result = evaluate_pair(pred, ref, geometry, rmap, **kwargs)
     # label values the mapping did not cover were read as background: said, not silently scored
     result.table_notes = list(getattr(result, "table_notes", [])) + [
-        f"{path.name} ({what}): {n}" for what, path, ns in (("prediction", pp, pred_notes), ("reference", rp, ref_notes))
+        f"{path.name} ({what}): {n}"
+        for what, path, ns in (("prediction", pp, pred_notes), ("reference", rp, ref_notes))
         for n in ns if n.startswith(UNMAPPED_NOTE)]
     return result, geometry, rmap
 

@@ -208,10 +208,10 @@ class MainWindow(QMainWindow):
         self.segment_task = None
         self.models_task = None
         self.last_error = ""
-        # what an opened label map merges or leaves out, per label-map state of the undo history: it follows
-        # the labels through edits on top of them, Undo and Redo, and ends where the labels are replaced
-        self._notes_by_state: dict[int, list[str]] = {}
-        self._origin_by_state: dict[int, tuple] = {}   # what made the labels of each history state (see _record_origin)
+        # Per state of the undo history, so that it follows the labels through Undo and Redo: what an opened
+        # label map merges or leaves out ("notes": kept through edits on top of it, ended where the labels are
+        # replaced) and what made the labels ("origin": source, model card, edited by hand).
+        self._state_info: dict[int, dict] = {}
         self._incoming_notes: Optional[list[str]] = None
 
         # --- panes ------------------------------------------------------------------------
@@ -653,8 +653,7 @@ class MainWindow(QMainWindow):
         self._mesh_boxes = {lab: None for lab in BY_LABEL}
         self.selected_lesion = None
         self.evaluation = None
-        self._notes_by_state = {}
-        self._origin_by_state = {}
+        self._state_info = {}
         self.evaluate_panel.table.setRowCount(0)
         self.evaluate_panel.status.setText("")
         self.segment_panel.set_progress("", 0)      # the last case's result message is not this case's
@@ -779,7 +778,9 @@ class MainWindow(QMainWindow):
     @property
     def label_notes(self) -> list[str]:
         """What the label map on screen merges or leaves out, when it came from a file that said so."""
-        return list(self._notes_by_state.get(self.history.state_id, [])) if self.history is not None else []
+        if self.history is None:
+            return []
+        return list(self._state_info.get(self.history.state_id, {}).get("notes", []))
 
     def _commit(self, description: str, region) -> Optional[edits.Edit]:
         before = self.history.state_id
@@ -788,8 +789,8 @@ class MainWindow(QMainWindow):
         if e is not None:
             # a new label map brings its own notes (a model's result none); an edit keeps those it was made on
             replaced = description.startswith(("Segmentation", "Open label map", "Restore autosaved"))
-            self._notes_by_state[self.history.state_id] = (incoming or []) if replaced \
-                else self._notes_by_state.get(before, [])
+            self._state_info.setdefault(self.history.state_id, {})["notes"] = (incoming or []) if replaced \
+                else self._state_info.get(before, {}).get("notes", [])
         if e is None:
             self._message(f"{description}: nothing changed.")
             for v in self.views:
@@ -809,11 +810,11 @@ class MainWindow(QMainWindow):
         if self.case is None or self.history is None:
             return
         p = self.case.provenance
-        self._origin_by_state[self.history.state_id] = (p.label_source, copy.deepcopy(p.model_card),
-                                                        bool(p.extra.get("edited")))
+        self._state_info.setdefault(self.history.state_id, {})["origin"] = (
+            p.label_source, copy.deepcopy(p.model_card), bool(p.extra.get("edited")))
 
     def _restore_origin(self) -> None:
-        t = self._origin_by_state.get(self.history.state_id) if self.history is not None else None
+        t = self._state_info.get(self.history.state_id, {}).get("origin") if self.history is not None else None
         if t is not None and self.case is not None:
             p = self.case.provenance
             p.label_source, p.model_card, p.extra["edited"] = t[0], copy.deepcopy(t[1]), t[2]
@@ -1152,15 +1153,13 @@ class MainWindow(QMainWindow):
             self.load_reference(p, self._reference_mapping())
 
     def load_reference(self, path, mapping=None) -> None:
-        from engine.evaluation import reference_mapping_for
-        from engine.io import read_label_map
+        from engine.evaluation import read_reference
 
-        # structures a mask folder or a segmentation file does not annotate are "not in reference"
-        mapping = reference_mapping_for(Path(path), mapping)
-
-        task = self.runner.start("reference", read_label_map, str(path), self.case, mapping, progress=False)
+        # structures a mask folder or a segmentation file does not annotate are "not in reference" (the
+        # mapping that says so comes back with the labels, read in the background)
+        task = self.runner.start("reference", read_reference, str(path), self.case, mapping, progress=False)
         self._task_progress(task, "Reading reference")
-        task.succeeded.connect(lambda ref: self.set_reference(np.asarray(ref, np.uint8), Path(path).name, mapping))
+        task.succeeded.connect(lambda res: self.set_reference(np.asarray(res[0], np.uint8), Path(path).name, res[1]))
         task.failed.connect(lambda msg, exc: (self.evaluate_panel.status.setText(msg),
                                               self._message(msg, error=True)))
 
@@ -1325,7 +1324,8 @@ class MainWindow(QMainWindow):
                                 self.case.geometry, fmt, f"{p.stem}_")
 
     def _export_measurements_dialog(self) -> None:
-        p, _ = QFileDialog.getSaveFileName(self, "Export measurements", f"{self.case.file_stem if self.case else 'case'}"
+        stem = self.case.file_stem if self.case else "case"
+        p, _ = QFileDialog.getSaveFileName(self, "Export measurements", f"{stem}"
                                            "_measurements.csv", "CSV (*.csv);;JSON (*.json)")
         if p:
             self.export_measurements(p)

@@ -80,15 +80,16 @@ def run(args: argparse.Namespace) -> int:
     if "json" in meas:
         targets.append(out / f"{name}_measurements.json")
     # Source data is only ever read: no output may replace an input file or land in an input folder.
+    from engine.cli.paths import out_in_folder, source_folder
+
     inputs = [Path(p).expanduser() for p in (args.ct, args.labels) if p]
-    from engine.io.images import is_dicom_file
-    # a single DICOM file opens its whole series: its folder is an input folder too
-    folders = [p.parent for p in inputs if p.is_file() and is_dicom_file(p)]
-    for src in inputs + folders:
-        if src.is_dir() and (out.resolve() == src.resolve() or src.resolve() in out.resolve().parents):
-            raise ExportError(f"--out {out} is {'' if out.resolve() == src.resolve() else 'inside '}an input "
-                              f"folder ({src.name}); source data is only ever read, and files added there would be "
-                              "read with it next time. Choose another --out; nothing was written.")
+    for src in inputs:
+        folder = source_folder(src)          # a single DICOM file opens its whole series: its folder too
+        where = out_in_folder(out, folder)
+        if where:
+            raise ExportError(f"--out {out} is {'' if where == 'is' else 'inside '}an input folder ({folder.name}); "
+                              "source data is only ever read, and files added there would be read with it next "
+                              "time. Choose another --out; nothing was written.")
         for t in targets:
             if src.is_file() and t.exists() and t.resolve() == src.resolve():
                 raise ExportError(f"{t} is an input of this export; source data is only ever read, even with "

@@ -139,19 +139,18 @@ def run(args: argparse.Namespace) -> int:
     for m in models:
         print(f"model: {m.card.headline()}", file=sys.stderr)
     out = Path(args.out).expanduser()
+    from engine.cli.paths import out_in_folder, source_folder
+
     src = Path(args.input).expanduser()
-    if src.is_dir() and out.resolve() == src.resolve():
+    folder = source_folder(src)              # one DICOM file opens its whole series, from its folder
+    where = out_in_folder(out, folder)
+    if where == "is":
         raise InputError(f"--out {out} is the input folder; source data is only ever read. Choose another "
                          "--out.")
-    from engine.io.images import is_dicom_file
-    if src.is_file() and is_dicom_file(src):
-        src = src.parent                     # one DICOM file opens its whole series, from this folder
-        if out.resolve() == src.resolve():
-            raise InputError(f"--out {out} is the DICOM folder of the input; source data is only ever read. "
-                             "Choose another --out.")
-    if src.is_dir() and src.resolve() in out.resolve().parents and _inputs(str(src)) == [src]:
-        # a DICOM folder: a result written inside it (a DICOM SEG above all) would be read as part of it
-        raise InputError(f"--out {out} is inside the DICOM folder {src}; source data is only ever read, and "
+    if where == "inside" and _inputs(str(folder)) == [folder]:
+        # a DICOM folder (not a batch of CT files): a result written inside it (a DICOM SEG above all) would
+        # be read as part of it
+        raise InputError(f"--out {out} is inside the DICOM folder {folder}; source data is only ever read, and "
                          "files added there would be read with the series next time. Choose another --out.")
     _check_writable(out)                     # before any model runs, not after
     inputs = _inputs(args.input)

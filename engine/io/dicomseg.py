@@ -176,10 +176,14 @@ def dicom_seg_problem(case) -> Optional[str]:
             ds = pydicom.dcmread(str(f), stop_before_pixels=True)
         except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same plain message
             return f"The CT's DICOM file {Path(f).name} cannot be read any more ({exc}); the DICOM SEG needs it."
-        if not ds.get("SOPInstanceUID") or not ds.get("SeriesInstanceUID") or not ds.get("StudyInstanceUID") \
-                or not ds.get("SOPClassUID"):
+        if _lacks_uids(ds):
             return _EMPTY_UIDS
     return None
+
+
+def _lacks_uids(ds) -> bool:
+    """A CT file a DICOM SEG cannot refer to (anonymised: empty UIDs)."""
+    return not all(ds.get(k) for k in ("SOPInstanceUID", "SOPClassUID", "SeriesInstanceUID", "StudyInstanceUID"))
 
 
 _TILTED = ("This series was acquired with a gantry tilt, and LiverPlan resampled it onto an untilted grid; a "
@@ -246,7 +250,7 @@ def write_dicom_seg(tmp_path: Path, case, label_image) -> None:
     sources = []
     for f in info.files:
         ds = pydicom.dcmread(str(f))
-        if not ds.get("SOPInstanceUID") or not ds.get("SeriesInstanceUID") or not ds.get("StudyInstanceUID"):
+        if _lacks_uids(ds):
             raise ExportError(_EMPTY_UIDS)
         if not ds.get("SpecificCharacterSet"):
             ds.SpecificCharacterSet = "ISO_IR 100"     # in memory only: highdicom refuses an empty value

@@ -199,7 +199,7 @@ def _itk_affine_ras(img) -> np.ndarray:
     return a
 
 
-def _note_nifti_transforms(path: Path, prov: Provenance, img=None) -> None:
+def _note_nifti_transforms(path: Path, prov: Provenance, img) -> None:
     """A NIfTI file may place its voxels twice (qform and sform). When both are set and disagree, tools
     disagree on where the CT is: nibabel and FSL read the sform; ITK (so LiverPlan and 3D Slicer) reads one
     or the other depending on the codes. Say which LiverPlan uses, and keep both so that exported label maps
@@ -208,8 +208,7 @@ def _note_nifti_transforms(path: Path, prov: Provenance, img=None) -> None:
     if not t or not (t["qform_code"] > 0 and t["sform_code"] > 0):
         return
     q, s_ = np.asarray(t["qform"]), np.asarray(t["sform"])
-    import nibabel as nib
-    shape = nib.load(str(path)).shape[:3]
+    shape = img.GetSize()[:3]                  # ITK's x, y, z are the file's i, j, k
     corners = np.array([[i, j, k, 1.0] for i in (0, shape[0] - 1) for j in (0, shape[1] - 1)
                         for k in (0, shape[2] - 1)])
 
@@ -220,10 +219,8 @@ def _note_nifti_transforms(path: Path, prov: Provenance, img=None) -> None:
     if apart <= 0.5:
         return
     prov.extra["nifti_transforms"] = t
-    used = "qform"
-    if img is not None:
-        itk = _itk_affine_ras(img)
-        used = "qform" if gap(itk, q) <= gap(itk, s_) else "sform"
+    itk = _itk_affine_ras(img)
+    used = "qform" if gap(itk, q) <= gap(itk, s_) else "sform"
     other = "sform" if used == "qform" else "qform"
     who = ("nibabel and FSL read the sform and put this CT elsewhere" if used == "qform"
            else "tools that read the qform put this CT elsewhere")

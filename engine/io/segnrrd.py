@@ -92,6 +92,11 @@ def read_seg_nrrd(path: Path):
         img.SetOrigin(tuple(float(o) for o in origin))
         img.SetDirection(tuple(float(d) for d in direction.ravel()))
         layers.append(img)
+    return layers, header_segments(header), header
+
+
+def header_segments(header: dict) -> list:
+    """The segments a .seg.nrrd header lists (``Segment<N>_Name``, ``_Layer``, ``_LabelValue``, ``_Color``)."""
     segments = []
     idx = sorted({int(m.group(1)) for k in header for m in [re.match(r"Segment(\d+)_", str(k))] if m})
     for i in idx:
@@ -105,7 +110,7 @@ def read_seg_nrrd(path: Path):
                 color = None
         segments.append(SlicerSegment(i, name, int(str(header.get(pre + "Layer", 0)) or 0),
                                       int(str(header.get(pre + "LabelValue", i + 1)) or i + 1), color))
-    return layers, segments, header
+    return segments
 
 
 def is_seg_nrrd_header(header: dict) -> bool:

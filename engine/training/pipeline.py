@@ -167,6 +167,7 @@ def resolve_training_device(device: str) -> str:
 def _sources(opts: TrainOptions, say: Callable[[str], None], progress, cancel):
     """(train sources, external sources, provenance, cohort report text)."""
     from .cohort import Cohort, check_cohort, entry_loader, external_has_own_label_map, load_cohort
+    from .cohort import _load_mapping as load_label_mapping        # as load_cohort reads a given --label-map
     from .phantoms import phantom_cohort
 
     train, external, prov, reports = [], [], {}, []
@@ -186,7 +187,7 @@ def _sources(opts: TrainOptions, say: Callable[[str], None], progress, cancel):
                                               main_cohort.source), "cohort"))
         if inline_ext:
             # the external cases are only evaluated: checked as such, with --external-label-map when given
-            ext_lm = load_cohort(opts.cohort, label_map=ext_map).label_map if ext_map else main_cohort.label_map
+            ext_lm = load_label_mapping(ext_map, Path(".")) if ext_map else main_cohort.label_map
             parts.append((opts.cohort, Cohort(inline_ext, ext_lm, main_cohort.source), "external"))
     if ext_desc:
         ext_cohort = load_cohort(ext_desc, label_map=ext_map)

@@ -22,6 +22,16 @@ def cases(tmp_path_factory) -> Path:
     return d
 
 
+def _model_with_labels(tiny: Path, folder: Path, labels: dict) -> None:
+    """A copy of the tiny model in ``folder`` whose dataset.json names its labels ``labels``."""
+    import shutil
+
+    shutil.copytree(tiny, folder)
+    ds = json.loads((folder / "dataset.json").read_text())
+    ds["labels"] = labels
+    (folder / "dataset.json").write_text(json.dumps(ds))
+
+
 def test_segment_one_file_writes_labels_measurements_and_provenance(tiny, cases, tmp_path, capsys):
     import SimpleITK as sitk
 
@@ -151,13 +161,9 @@ def test_models_list_shows_the_name_to_type(capsys):
 
 
 def test_an_unusable_extra_model_is_named(tiny, cases, tmp_path, capsys):
-    import shutil
-
     other = tmp_path / "abdomen"
-    shutil.copytree(tiny, other)
-    ds = json.loads((other / "dataset.json").read_text())
-    ds["labels"] = {"background": 0, "spleen": 1, "kidney_left": 2, "stomach": 3, "pancreas": 4, "aorta": 5}
-    (other / "dataset.json").write_text(json.dumps(ds))
+    _model_with_labels(tiny, other, {"background": 0, "spleen": 1, "kidney_left": 2, "stomach": 3, "pancreas": 4,
+                                     "aorta": 5})
     rc = main.main(["segment", str(cases / "ct1.nii.gz"), "--model", str(tiny), "--extra-model", str(other),
                     "--out", str(tmp_path / "o"), "--device", "cpu"])
     err = capsys.readouterr().err
@@ -166,15 +172,12 @@ def test_an_unusable_extra_model_is_named(tiny, cases, tmp_path, capsys):
 
 def test_an_extra_model_takes_its_own_label_map(tiny, cases, tmp_path, capsys):
     """A model with other label names is usable as --extra-model once --extra-label-map names its labels."""
-    import shutil
 
     import SimpleITK as sitk
 
     other = tmp_path / "renamed"
-    shutil.copytree(tiny, other)
-    ds = json.loads((other / "dataset.json").read_text())
-    ds["labels"] = {"background": 0, "organ_a": 1, "tube_b": 2, "tube_c": 3, "tube_d": 4, "spot_e": 5}
-    (other / "dataset.json").write_text(json.dumps(ds))
+    _model_with_labels(tiny, other, {"background": 0, "organ_a": 1, "tube_b": 2, "tube_c": 3, "tube_d": 4,
+                                     "spot_e": 5})
     lm = tmp_path / "renamed_map.json"
     lm.write_text(json.dumps({"liver": [1], "portal_vein": [2], "hepatic_veins": [3], "ivc": [4], "crlm": [5]}))
     ct = str(cases / "ct1.nii.gz")
@@ -245,16 +248,12 @@ def test_an_installed_model_with_other_labels_is_found_by_name_with_a_label_map(
                                                                                capsys):
     # `models list` named the folder as not usable, and `models show NAME --label-map` then said there was no
     # model called NAME
-    import shutil
 
     from engine.paths import user_models_dir
 
     monkeypatch.setenv("LIVERPLAN_DATA_DIR", str(tmp_path / "data"))
     weird = user_models_dir() / "weird"
-    shutil.copytree(tiny, weird)
-    ds = json.loads((weird / "dataset.json").read_text())
-    ds["labels"] = {"background": 0, "a": 1, "b": 2, "c": 3, "d": 4, "e": 5}
-    (weird / "dataset.json").write_text(json.dumps(ds))
+    _model_with_labels(tiny, weird, {"background": 0, "a": 1, "b": 2, "c": 3, "d": 4, "e": 5})
     lm = tmp_path / "lm.json"
     lm.write_text(json.dumps({"liver": [1], "portal_vein": [2], "hepatic_veins": [3], "ivc": [4], "crlm": [5]}))
     assert main.main(["models", "list"]) == 0
