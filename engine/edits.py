@@ -30,6 +30,11 @@ log = logging.getLogger(__name__)
 Box = tuple[int, int, int, int, int, int]
 
 PAINT_RULES = ("all", "background", "liver")
+#: Kinds of undo step. A "replacing" step brings a whole new label map (a model's result, a file, an
+#: autosave restored); the others edit the labels they are made on.
+STEP_KINDS = ("segmentation", "labels_opened", "restore", "brush", "erase", "fill", "delete_component",
+              "keep_largest", "fill_holes", "edit")
+REPLACING_KINDS = frozenset({"segmentation", "labels_opened", "restore"})
 DEFAULT_HISTORY_BYTES = 512 * 1024 * 1024
 
 
@@ -73,6 +78,12 @@ class Edit:
     labels_touched: frozenset[int] = field(default_factory=frozenset)
     id: int = 0   # identity of the label-map state this step produces (saved/modified tracking)
     voxel_delta: dict[int, int] = field(default_factory=dict)  # label -> voxels gained by this step
+    #: What the step is (one of :data:`STEP_KINDS`): decided by the code that made it, never read back
+    #: from ``description`` (which is words for a person).
+    kind: str = "edit"
+    #: What the labels are after this step (origin, model card, notes...); undo/redo bring back the
+    #: record of the state they return to (see EditHistory.current_meta).
+    meta: dict = field(default_factory=dict)
 
     def delta(self, undo: bool = False) -> dict[int, int]:
         """Voxels gained per label when this step is applied (or lost, ``undo``): lets a viewer update
@@ -394,6 +405,7 @@ class EditHistory:
         self._base_id = 0         # state id with an empty undo stack
         self._saved_id = 0
         self._next_id = 1
+        self.base_meta: dict = {}  # the record of the state with an empty undo stack
 
     # --- state --------------------------------------------------------------------------------
     @property
@@ -417,6 +429,20 @@ class EditHistory:
         return sum(e.nbytes for e in self._undo) + sum(e.nbytes for e in self._redo)
 
     @property
+    def current_meta(self) -> dict:
+        """The record (kind-specific metadata) of the labels shown: the last applied step's, else the
+        base state's."""
+        return self._undo[-1].meta if self._undo else self.base_meta
+
+    @property
+    def undo_step(self) -> Optional[Edit]:
+        return self._undo[-1] if self._undo else None
+
+    @property
+    def redo_step(self) -> Optional[Edit]:
+        return self._redo[-1] if self._redo else None
+
+    @property
     def state_id(self) -> int:
         """Identity of the current label-map state: undoing back to the saved state is "not modified"."""
         return self._undo[-1].id if self._undo else self._base_id
@@ -432,17 +458,24 @@ class EditHistory:
     def is_modified(self) -> bool:
         return self.state_id != self._saved_id
 
-    def reset(self, labels: np.ndarray) -> None:
+    def reset(self, labels: np.ndarray, base_meta: Optional[dict] = None) -> None:
         """Start over on a new label map (a newly opened case): no history, not modified."""
         self.labels = labels
         self._undo.clear()
         self._redo.clear()
         self._base_id = self._saved_id = 0
+        self.base_meta = dict(base_meta or {})
         self.version += 1
 
     # --- recording ----------------------------------------------------------------------------
-    def commit(self, description: str, region: Optional[Region]) -> Optional[Edit]:
-        """Record an operation already applied to ``labels`` as one undo step (None if nothing changed)."""
+    def commit(self, description: str, region: Optional[Region], kind: str = "edit",
+               meta: Optional[dict] = None) -> Optional[Edit]:
+        """Record an operation already applied to ``labels`` as one undo step (None if nothing changed).
+
+        ``kind`` (one of :data:`STEP_KINDS`) and ``meta`` (what the labels are after the step) travel
+        with the step through undo and redo."""
+        if kind not in STEP_KINDS:
+            raise ValueError(f"unknown step kind {kind!r}; expected one of {STEP_KINDS}")
         if region is None:
             return None
         sl = _slices(region.box)
@@ -461,7 +494,8 @@ class EditHistory:
         gained = np.bincount(after[mask], minlength=256) - np.bincount(before[mask], minlength=256)
         delta = {int(v): int(gained[v]) for v in np.flatnonzero(gained)}
         touched = frozenset(int(v) for v in np.union1d(np.unique(before[mask]), np.unique(after[mask])))
-        edit = Edit(description, box, before, after, touched, id=self._next_id, voxel_delta=delta)
+        edit = Edit(description, box, before, after, touched, id=self._next_id, voxel_delta=delta, kind=kind,
+                    meta=dict(meta or {}))
         self._next_id += 1
         self._undo.append(edit)
         self._redo.clear()
@@ -470,7 +504,7 @@ class EditHistory:
         return edit
 
     def apply(self, description: str, op, *args, **kwargs) -> Optional[Edit]:
-        """Run ``op(labels, *args, **kwargs) -> Region|None`` and record it as one step."""
+        """Run ``op(labels, *args, **kwargs) -> Region|None`` and record it as one step (kind "edit")."""
         return self.commit(description, op(self.labels, *args, **kwargs))
 
     def _trim(self) -> None:
@@ -478,6 +512,7 @@ class EditHistory:
         while len(self._undo) > 1 and self.nbytes > self.max_bytes:
             dropped = self._undo.pop(0)
             self._base_id = dropped.id
+            self.base_meta = dropped.meta
             log.info("undo history full: dropped the oldest step %r", dropped.description)
 
     # --- undo/redo ----------------------------------------------------------------------------

@@ -617,3 +617,59 @@ def write_outputs(cohort: CohortResult, table: Table, out_dir: Union[str, Path],
     return written
 
 
+
+
+def evaluation_table(result, study_only: bool = False) -> tuple[list[str], list[str], list[list[str]]]:
+    """(metric names, structure names, formatted values) of a metrics.CaseResult: metric rows x structure
+    columns, the study's layout, with the display names and units of metrics.METRIC_INFO and the status
+    words of metrics.STATUS_WORDS. ``study_only``: the study's suite and lesion detection, without the
+    other distance variants (pooled / seg-metrics / surface HD95, Hausdorff, ASSD) and Betti 2."""
+    from metrics import ALL_METRICS, COUNT_METRICS, METRIC_INFO, STATUS_WORDS, STUDY_METRICS
+
+    from .labels import BY_KEY
+
+    structures = list(result.keys())
+    present = {m for s in structures for m in result[s]}
+    first = STUDY_METRICS if study_only else ALL_METRICS
+    # Then lesion detection, then the counts and volumes behind the errors, in the metrics' own order.
+    extra = [m for m in METRIC_INFO if m in present and m not in ALL_METRICS
+             and not (study_only and m.startswith("b2_"))]
+    extra.sort(key=lambda m: not m.startswith("lesion_"))
+    order = [m for m in first if m in present] + extra
+    rows, values = [], []
+    for m in order:
+        name, units, _ = METRIC_INFO.get(m, (m, "", ""))
+        rows.append(f"{name} ({units})" if units else name)
+        line = []
+        for s in structures:
+            v = result[s].get(m)
+            if v is None or v != v:
+                line.append("—")
+            elif m in COUNT_METRICS and float(v).is_integer():
+                line.append(str(int(v)))  # Betti numbers, Euler characteristic, lesion counts
+            else:
+                line.append(f"{v:.3f}" if isinstance(v, float) else str(v))
+        values.append(line)
+    cols = [" + ".join(BY_KEY[k].name if k in BY_KEY else k for k in s.split("+")) for s in structures]
+    status = getattr(result, "status", {})
+    if status:
+        rows.append("Status")
+        values.append([STATUS_WORDS.get(str(status.get(s, "")), str(status.get(s, ""))) for s in structures])
+    return rows, cols, values
+
+
+def evaluation_csv(result) -> str:
+    """The evaluation as CSV text: every metric (rows) x structure (columns), then the notes."""
+    import csv
+    import io
+
+    rows, cols, values = evaluation_table(result)
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["metric"] + cols)
+    for r, v in zip(rows, values):
+        w.writerow([r] + v)
+    for s, ns in getattr(result, "notes", {}).items():
+        for n in ns:
+            w.writerow([f"note ({s})", n])
+    return buf.getvalue()

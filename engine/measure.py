@@ -665,3 +665,14 @@ class IncrementalMeasurer:
         crop_sl = tuple(slice(reg[2 * a], reg[2 * a + 1]) for a in range(3))
         return keep + _components_raw(self.image, self.labels, crop_sl, self.geometry)
 
+
+
+def update_measurements(case: Case, measurer: Optional["IncrementalMeasurer"], box) -> tuple:
+    """Measurements of ``case`` after an edit (runs on a worker thread): a full pass that sets up an
+    :class:`IncrementalMeasurer` when there is none for these labels yet, else an update from the
+    changed ``box`` (z0, z1, y0, y1, x0, x1; None = anywhere). Returns (measurer, report); the report
+    equals :func:`measure` of the case."""
+    if measurer is None or measurer.live is not case.labels:
+        measurer = IncrementalMeasurer(case)
+        return measurer, measurer.report
+    return measurer, measurer.update(box)

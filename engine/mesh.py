@@ -609,3 +609,27 @@ def display_pool(geometry: Geometry, label: int) -> tuple[int, int, int]:
     if int(label) not in (1, 4):
         return (1, 1, 1)
     return tuple(2 if float(s) < 1.0 else 1 for s in geometry.spacing)  # type: ignore[return-value]
+
+
+def update_surfaces(labels: np.ndarray, geometry: Geometry, surfaces: dict, jobs: dict) -> tuple[dict, dict]:
+    """Bring the 3D surfaces of a label map up to date after edits (runs on a worker thread).
+
+    ``surfaces``: label -> :class:`BlockSurface` kept between edits (not modified; a new dict is
+    returned); ``jobs``: label -> changed box (z0, z1, y0, y1, x0, x1, voxel indices, half-open) or None
+    to build that structure anew. Only the blocks an edit touched are re-meshed. Returns (the updated
+    BlockSurface dict, label -> merged surface in LPS mm, or None where the structure is empty).
+    """
+    surfaces = dict(surfaces)
+    out = {}
+    fresh = [lab for lab, box in jobs.items()
+             if box is None or surfaces.get(lab) is None or surfaces[lab].labels is not labels]
+    # One pass over the volume finds where every structure to build is (not one pass each).
+    boxes = structure_boxes(labels, fresh) if fresh else {}
+    for lab, box in sorted(jobs.items()):
+        if lab in fresh:
+            # The liver of a fine grid is meshed on a pooled display grid (fewer triangles to draw).
+            bs = surfaces[lab] = BlockSurface(labels, geometry, lab, pool=display_pool(geometry, lab))
+            out[lab] = bs.build(boxes.get(lab))
+        else:
+            out[lab] = surfaces[lab].update(box)
+    return surfaces, out

@@ -5,18 +5,23 @@ Everything lives in the user's data folder (engine.paths.user_data_dir(); the en
 LIVERPLAN_DATA_DIR overrides it, which tests use to stay inside a temporary folder):
 
 - ``recent.json``: the last opened cases (most recent first).
-- ``autosave/<key>/labels.npz`` + ``meta.json``: the label map of a case with unsaved edits, written
-  atomically; offered back after a crash when the same case is opened (or the app starts again).
+- ``autosave/<key>-<session>/``: the label map of a case with unsaved edits, as a snapshot written
+  atomically now and then plus an append-only journal of every step since (durable at once); offered
+  back after a crash when the same case is opened. A folder that cannot be written falls back to the
+  system's temporary folder (see :func:`fallback_autosave_root`); docs/architecture.md says more.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import logging
 import os
 import shutil
+import struct
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -68,6 +73,19 @@ class RecentCases:
 
 
 # ---------------------------------------------------------------------------------------------
+# Autosave: a snapshot of the label map now and then, and between snapshots an append-only journal of
+# every label change (docs/architecture.md, "Nothing is lost"). A case with unsaved edits has one folder
+# per window session: autosave/<case key>-<session>/ holding
+#   meta.json           what the folder belongs to, which snapshot is the base, the base's checksum
+#   snapshot-<g>.npz    the labels when journal generation <g> began (absent: the base is the case's own
+#                       labels as opened, checked by their CRC-32 when replayed)
+#   journal-<g>.bin     the changes since, one record per committed step, undo or redo
+# Recovery = the base + every journal from the base's generation on, in order. A snapshot (the
+# periodic autosave) starts a new generation and deletes the older files: that is the compaction.
+JOURNAL_MAGIC = b"LPJ1"
+_HEADER = struct.Struct("<4sII")          # magic, header length, payload length
+
+
 @dataclass
 class AutosaveEntry:
     key: str
@@ -88,53 +106,225 @@ def case_key(source: str, shape_zyx) -> str:
     return h[:16]
 
 
+def labels_crc(labels: np.ndarray) -> int:
+    """CRC-32 of a label map's bytes (C order): recognises the base a journal was written on."""
+    return zlib.crc32(memoryview(np.ascontiguousarray(labels, dtype=np.uint8)).cast("B")) & 0xFFFFFFFF
+
+
+def fallback_autosave_root() -> Path:
+    """Where autosaves go when the data folder cannot be written (a full or read-only disk): the
+    system's temporary folder, per user."""
+    import getpass
+    import tempfile
+    try:
+        user = getpass.getuser()
+    except Exception:  # noqa: BLE001 - no user name (a container): still one folder
+        user = "user"
+    return Path(tempfile.gettempdir()) / f"LiverPlan-autosave-{user}"
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a new or renamed file's directory entry durable (POSIX; a no-op where unsupported)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def encode_record(box, values: np.ndarray, kind: str, description: str) -> bytes:
+    """One journal record: the box (z0, z1, y0, y1, x0, x1) and the uint8 values it holds after the
+    change, zlib-compressed, with a CRC so a record cut off by a kill is recognised and ignored."""
+    payload = zlib.compress(np.ascontiguousarray(values, dtype=np.uint8).tobytes(), 1)
+    header = json.dumps({"box": [int(v) for v in box], "kind": kind, "description": description,
+                         "crc": zlib.crc32(payload) & 0xFFFFFFFF, "t": time.time()}).encode()
+    return _HEADER.pack(JOURNAL_MAGIC, len(header), len(payload)) + header + payload
+
+
+def read_journal(path: Path) -> list[tuple[tuple[int, ...], np.ndarray, dict]]:
+    """The whole records of a journal file, in order: (box, values, header). Reading stops at the first
+    record that is cut off or damaged (the stroke in progress when the process was killed)."""
+    out = []
+    try:
+        data = Path(path).read_bytes()
+    except OSError:
+        return out
+    pos = 0
+    while pos + _HEADER.size <= len(data):
+        magic, hlen, plen = _HEADER.unpack_from(data, pos)
+        end = pos + _HEADER.size + hlen + plen
+        if magic != JOURNAL_MAGIC or end > len(data):
+            break
+        try:
+            header = json.loads(data[pos + _HEADER.size: pos + _HEADER.size + hlen])
+            payload = data[pos + _HEADER.size + hlen: end]
+            if zlib.crc32(payload) & 0xFFFFFFFF != header["crc"]:
+                break
+            box = tuple(int(v) for v in header["box"])
+            shape = (box[1] - box[0], box[3] - box[2], box[5] - box[4])
+            values = np.frombuffer(zlib.decompress(payload), dtype=np.uint8).reshape(shape)
+        except (ValueError, KeyError, zlib.error):
+            break
+        out.append((box, values, header))
+        pos = end
+    return out
+
+
 class AutosaveStore:
-    """Autosaved label maps of cases with unsaved edits (one per case)."""
+    """Autosaved label maps of cases with unsaved edits: snapshots and journals (see above).
 
-    def __init__(self, folder: Optional[Path] = None) -> None:
+    ``folder`` is the user's data folder (``autosave/`` is made inside); ``fallback`` the folder used when
+    that one cannot be written. Both are searched when a case is opened again.
+    """
+
+    def __init__(self, folder: Optional[Path] = None, fallback: Optional[Path] = None) -> None:
         self.root = (folder or data_dir()) / "autosave"
+        self.fallback_root = Path(fallback) if fallback is not None else fallback_autosave_root()
 
-    def save(self, source: str, name: str, labels: np.ndarray, description: str = "") -> Path:
-        """Write the label map (uint8, (z, y, x), canonical grid) for the case; atomic."""
-        key = case_key(source, labels.shape)
-        folder = self.root / key
+    @property
+    def roots(self) -> list[Path]:
+        return [self.root] + ([self.fallback_root] if self.fallback_root != self.root else [])
+
+    # --- writing ------------------------------------------------------------------------------
+    def save(self, source: str, name: str, labels: np.ndarray, description: str = "",
+             folder: Optional[Path] = None) -> Path:
+        """Write a snapshot of the label map (uint8, (z, y, x), canonical grid) for the case as a new
+        generation of ``folder`` (default: the case's plain folder in the data folder); atomic. Older
+        snapshots and journals of that folder are removed after. Raises OSError/ExportError."""
+        folder = Path(folder) if folder is not None else self.root / case_key(source, labels.shape)
+        gen = self._generations(folder)[-1] + 1 if self._generations(folder) else 1
+        self.write_snapshot(folder, gen, source, name, labels, description)
+        return folder
+
+    def write_snapshot(self, folder: Path, gen: int, source: str, name: str, labels: np.ndarray,
+                       description: str = "") -> None:
+        """The labels when journal generation ``gen`` began; then meta.json names it the base and the
+        files of older generations go (compaction). Durable when it returns."""
         buf = io.BytesIO()
         np.savez_compressed(buf, labels=np.ascontiguousarray(labels, dtype=np.uint8))
-        write_bytes_atomic(folder / "labels.npz", buf.getvalue(), overwrite=True)
-        meta = {"case_source": source, "case_name": name, "shape_zyx": list(labels.shape),
-                "saved_at": time.time(), "description": description}
+        write_bytes_atomic(folder / f"snapshot-{gen}.npz", buf.getvalue(), overwrite=True)
+        self.write_meta(folder, source, name, labels.shape, description, snapshot_gen=gen)
+        for old in self._generations(folder):
+            if old < gen:
+                for f in (folder / f"snapshot-{old}.npz", folder / f"journal-{old}.bin"):
+                    with contextlib.suppress(OSError):
+                        f.unlink()
+        with contextlib.suppress(OSError):
+            (folder / "labels.npz").unlink()        # the format before journals
+        _fsync_dir(folder)
+
+    def write_meta(self, folder: Path, source: str, name: str, shape_zyx, description: str = "",
+                   snapshot_gen: Optional[int] = None, base_crc: Optional[int] = None) -> None:
+        meta = {"case_source": source, "case_name": name, "shape_zyx": [int(v) for v in shape_zyx],
+                "saved_at": time.time(), "description": description, "snapshot_gen": snapshot_gen,
+                "base_crc": base_crc}
         write_text_atomic(folder / "meta.json", json.dumps(meta, indent=1), overwrite=True)
-        return folder
+
+    @staticmethod
+    def append(folder: Path, gen: int, record: bytes) -> None:
+        """Append one journal record to generation ``gen`` of ``folder`` and make it durable (fsync)."""
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"journal-{gen}.bin"
+        new = not path.exists()
+        with open(path, "ab") as fh:
+            fh.write(record)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if new:
+            _fsync_dir(folder)
+
+    # --- reading ------------------------------------------------------------------------------
+    @staticmethod
+    def _generations(folder: Path) -> list[int]:
+        gens = set()
+        if folder.is_dir():
+            for f in folder.iterdir():
+                for prefix, suffix in (("snapshot-", ".npz"), ("journal-", ".bin")):
+                    if f.name.startswith(prefix) and f.name.endswith(suffix):
+                        with contextlib.suppress(ValueError):
+                            gens.add(int(f.name[len(prefix):-len(suffix)]))
+        return sorted(gens)
+
+    def _read_entry(self, folder: Path) -> Optional[AutosaveEntry]:
+        try:
+            meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+            gens = self._generations(folder)
+            has_data = (folder / "labels.npz").is_file() or any(
+                (folder / f"snapshot-{g}.npz").is_file() or (folder / f"journal-{g}.bin").is_file()
+                and (folder / f"journal-{g}.bin").stat().st_size > 0 for g in gens)
+            if not has_data:
+                return None
+            return AutosaveEntry(folder.name, folder, meta["case_source"], meta["case_name"],
+                                 tuple(meta["shape_zyx"]), float(meta["saved_at"]), meta.get("description", ""))
+        except (OSError, ValueError, KeyError):
+            return None
 
     def entries(self) -> list[AutosaveEntry]:
         out = []
-        if not self.root.is_dir():
-            return out
-        for folder in sorted(self.root.iterdir()):
-            try:
-                meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
-                if not (folder / "labels.npz").is_file():
-                    continue
-                out.append(AutosaveEntry(folder.name, folder, meta["case_source"], meta["case_name"],
-                                         tuple(meta["shape_zyx"]), float(meta["saved_at"]),
-                                         meta.get("description", "")))
-            except (OSError, ValueError, KeyError):
+        for root in self.roots:
+            if not root.is_dir():
                 continue
+            for folder in sorted(root.iterdir()):
+                e = self._read_entry(folder)
+                if e is not None:
+                    out.append(e)
         return sorted(out, key=lambda e: -e.saved_at)
 
     def find(self, source: str, shape_zyx) -> Optional[AutosaveEntry]:
+        """The newest autosave of the case (any window session, either folder), or None."""
         key = case_key(source, shape_zyx)
-        return next((e for e in self.entries() if e.key == key), None)
+        return next((e for e in self.entries() if e.key.split("-")[0] == key), None)
 
-    def load(self, entry: AutosaveEntry) -> np.ndarray:
-        with np.load(entry.folder / "labels.npz") as z:
-            labels = z["labels"]
-        if tuple(labels.shape) != tuple(entry.shape_zyx):
+    def load(self, entry: AutosaveEntry, base: Optional[np.ndarray] = None) -> np.ndarray:
+        """The labels the autosave holds: its snapshot (or ``base``, the case's labels as opened, when
+        the journal began on them) with every whole journal record after it replayed.
+        Raises ValueError when it cannot be rebuilt (damaged, or ``base`` is not what it began on)."""
+        folder = entry.folder
+        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+        shape = tuple(entry.shape_zyx)
+        gen = meta.get("snapshot_gen")
+        if (folder / "labels.npz").is_file() and gen is None:
+            labels, gen = self._read_npz(folder / "labels.npz"), 10 ** 9
+        elif gen is not None:
+            labels = self._read_npz(folder / f"snapshot-{int(gen)}.npz")
+        else:
+            if base is None:
+                raise ValueError("the autosave's journal began on the case's own labels, which were not given")
+            if meta.get("base_crc") is not None and labels_crc(base) != int(meta["base_crc"]):
+                raise ValueError("the case's labels are not those the autosaved edits were made on "
+                                 "(the file changed since)")
+            labels, gen = np.array(base, dtype=np.uint8, copy=True), 0
+        if tuple(labels.shape) != shape:
             raise ValueError("autosave is damaged (shape differs from its record)")
+        for g in self._generations(folder):
+            if g < int(gen):
+                continue
+            for box, values, _ in read_journal(folder / f"journal-{g}.bin"):
+                if box[1] > shape[0] or box[3] > shape[1] or box[5] > shape[2]:
+                    raise ValueError("autosave is damaged (a journal record lies outside the case)")
+                labels[box[0]:box[1], box[2]:box[3], box[4]:box[5]] = values
         return labels
 
+    @staticmethod
+    def _read_npz(path: Path) -> np.ndarray:
+        with np.load(path) as z:
+            return np.array(z["labels"], dtype=np.uint8)
+
     def discard(self, source: str, shape_zyx) -> None:
-        folder = self.root / case_key(source, shape_zyx)
+        """Remove every autosave of the case (both folders, every window session)."""
+        key = case_key(source, shape_zyx)
+        for root in self.roots:
+            if root.is_dir():
+                for folder in root.iterdir():
+                    if folder.name.split("-")[0] == key:
+                        shutil.rmtree(folder, ignore_errors=True)
+
+    def discard_folder(self, folder: Path) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 

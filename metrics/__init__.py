@@ -17,12 +17,12 @@ from .cohort import Table, cohort_table
 from .distance import HD95_VARIANTS, assd, hausdorff, hd95
 from .lesions import detect_lesions
 from .overlap import confusion, overlap_metrics
-from .policy import Summary, summarize
-from .suite import (ALL_METRICS, DEFAULT_STRUCTURES, METRIC_INFO, STUDY_METRICS, CaseResult, evaluate_case,
+from .policy import STATUS_WORDS, Summary, summarize
+from .suite import (ALL_METRICS, COUNT_METRICS, DEFAULT_STRUCTURES, METRIC_INFO, STUDY_METRICS, CaseResult, evaluate_case,
                     resolve_structures)
 from .topology import Betti, betti_errors, betti_numbers, euler_characteristic
 
 __all__ = ["evaluate_case", "cohort_table", "Table", "CaseResult", "hd95", "hausdorff", "assd", "cldice",
            "cldice_value", "skeleton", "betti_numbers", "betti_errors", "euler_characteristic", "Betti",
            "detect_lesions", "confusion", "overlap_metrics", "summarize", "Summary", "HD95_VARIANTS",
-           "ALL_METRICS", "STUDY_METRICS", "DEFAULT_STRUCTURES", "METRIC_INFO", "resolve_structures"]
+           "ALL_METRICS", "STUDY_METRICS", "COUNT_METRICS", "STATUS_WORDS", "DEFAULT_STRUCTURES", "METRIC_INFO", "resolve_structures"]

@@ -55,6 +55,10 @@ NOT_IN_REFERENCE = "not_in_reference"
 NAN = float("nan")
 INF = float("inf")
 
+#: A structure's status in a table a person reads (the Evaluate tab, its CSV): short words.
+STATUS_WORDS = {OK: "ok", PRED_EMPTY: "missed (prediction empty)", REF_EMPTY: "reference empty",
+                BOTH_EMPTY: "both empty", NOT_IN_REFERENCE: "not in reference"}
+
 STATUS_TEXT = {
     OK: "both masks present",
     PRED_EMPTY: "the prediction misses the structure entirely",

@@ -68,6 +68,11 @@ METRIC_INFO: dict[str, tuple[str, str, str]] = {
     "lesion_dice": ("Per-lesion Dice", "", "mean Dice of matched pairs"),
 }
 
+#: Metrics that count things (Betti numbers, Euler characteristic, lesions): shown as whole numbers.
+COUNT_METRICS = frozenset({"betti0_error", "betti1_error", "betti2_error", "euler_error", "b0_pred", "b0_ref",
+                           "b1_pred", "b1_ref", "b2_pred", "b2_ref", "euler_pred", "euler_ref",
+                           "lesion_detected", "lesion_missed", "lesion_false"})
+
 #: The study's table rows (Chierici et al.): overlap, HD95, clDice, Betti errors.
 STUDY_METRICS: tuple[str, ...] = ("dice", "jaccard", "precision", "recall", "fpr", "fnr", "hd95", "cldice",
                                   "betti0_error", "betti1_error", "euler_error")

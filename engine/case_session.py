@@ -1,0 +1,551 @@
+"""The open case as one Qt-free object: :class:`CaseSession` (docs/architecture.md, "The session").
+
+It holds the case (CT, geometry, labels, provenance), the label history (each step with its kind and
+its record of what the labels are: origin, model card, notes), the reference and the evaluation, the
+derived measurements and surfaces (engine.derived.DerivedState), and the save state with the autosave
+and its journal. Opening, segmenting (through engine.inference.apply_result, as the CLI), editing,
+undo/redo, evaluating, saving and autosaving are its methods; it announces every change to its
+listeners as ``listener(kind, data)`` with ``kind`` one of :data:`EVENTS`. The window mirrors it; a
+script or a test drives it without Qt. It owns no thread: long work is handed out as plain functions
+(``*_job`` methods) for whoever owns threads to run, with a ``*_finished`` method taking the result back
+on the session's own thread; the plain methods (:meth:`save`, :meth:`autosave`, :meth:`evaluate`,
+:meth:`segment`) do both inline.
+
+Nothing is lost (docs/architecture.md, "Nothing is lost"): every committed step, undo and redo is
+appended to a journal beside the autosave and flushed to disk before the method returns; the periodic
+autosave writes a snapshot and starts a new journal (compaction). A write that fails is announced at
+once (``"problem"``), the chain moves to a fallback folder with a fresh snapshot, and the next autosave
+retries; the session counts as saved only after a write that succeeded.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+from . import edits
+from .case import Case
+from .derived import DerivedState
+from .edits import REPLACING_KINDS
+from .labels import BY_LABEL
+from .session import AutosaveEntry, AutosaveStore, case_key, encode_record, labels_crc
+
+log = logging.getLogger(__name__)
+
+#: What a listener may hear. ``data`` per kind:
+#: case: the new Case; labels: a :class:`LabelChange`; provenance: the Provenance; reference: the
+#: reference name or None; evaluation: the metrics.CaseResult or None; evaluation_stale: True;
+#: measurements: a MeasurementReport; volumes: {label: voxels}; surfaces: {label: surface or None};
+#: saved: the path written; autosaved: the folder written; problem: a sentence for the user (a save,
+#: autosave or journal write that failed); message: a sentence for the status bar.
+EVENTS = ("case", "labels", "provenance", "reference", "evaluation", "evaluation_stale", "measurements",
+          "volumes", "surfaces", "saved", "autosaved", "problem", "message")
+
+Listener = Callable[[str, Any], None]
+
+
+@dataclass
+class LabelChange:
+    """What one step, undo or redo changed (the ``"labels"`` event)."""
+
+    how: str                     # "commit", "undo" or "redo"
+    step: Optional[edits.Edit]   # None: a replacing step whose result equals the labels shown
+    touched: frozenset
+    box: Optional[tuple]         # (z0, z1, y0, y1, x0, x1); None = anywhere
+    delta: dict
+
+
+def run_model(case: Case, models, *, device: str = "auto", mode: str = "fast", progress=None, cancel=None):
+    """Segment ``case`` with one model or several (engine.inference.segment): the one place the session
+    and the window call inference from, so a change of its options is made here only. Runs on a worker
+    thread in the window. Returns an engine.inference.SegmentationResult."""
+    from .inference import segment
+
+    return segment(case, models, device=device, mode=mode, progress=progress, cancel=cancel)
+
+
+def write_labels(path, case: Case) -> Path:
+    """The one save routine (Save, Save As, Export, the unsaved-changes box): the label map in the CT's
+    source geometry, format from the extension (engine.io.write_label_map), written atomically."""
+    from .io import write_label_map
+
+    return write_label_map(str(path), case, overwrite=True)
+
+
+class CaseSession:
+    """One open case with its history, reference, evaluation, derived state and save state."""
+
+    def __init__(self, autosave_store: Optional[AutosaveStore] = None, journal: bool = True,
+                 history_bytes: int = edits.DEFAULT_HISTORY_BYTES) -> None:
+        self.case: Optional[Case] = None
+        self.history: Optional[edits.EditHistory] = None
+        self.history_bytes = int(history_bytes)
+        self.reference: Optional[np.ndarray] = None
+        self.reference_name = ""
+        self.reference_mapping = None
+        self.evaluation = None
+        self.evaluation_stale = False
+        self.derived = DerivedState(self._emit)
+        self.autosave_store = autosave_store if autosave_store is not None else AutosaveStore()
+        self.journal_enabled = bool(journal)
+        self.last_save_path: Optional[Path] = None
+        self.problem: Optional[str] = None         # the last save/autosave failure not yet overcome
+        self._listeners: list[Listener] = []
+        self._stroke: Optional[edits.Stroke] = None
+        self._last_dab = None
+        self._autosaved_state: Optional[int] = None
+        self._autosave_running = False
+        self._session_id = f"{int(time.time() * 1000):x}{os.getpid():x}"
+        self._folder: Optional[Path] = None     # this session's autosave folder (journal + snapshots)
+        self._gen = 0                           # journal generation appended to
+        self._chain_ok = False                  # the folder's base + journal rebuild the labels shown
+        self._base_crc: Optional[int] = None
+        self._opened = 0                        # cases opened in this session (names their folders)
+        # Journal records since the last snapshot began, kept in memory too: when the snapshot lands in
+        # another folder (a failure moved it) they are appended there, so its chain stays whole.
+        self._since_snapshot: list[bytes] = []
+
+    # ============================================================================ events
+    def listen(self, listener: Listener) -> Callable[[], None]:
+        """Call ``listener(kind, data)`` on every change; returns a function that stops it."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
+    def _emit(self, kind: str, data: Any = None) -> None:
+        for fn in list(self._listeners):
+            try:
+                fn(kind, data)
+            except Exception:  # noqa: BLE001 - one broken listener must not stop the others
+                log.exception("session listener failed on %r", kind)
+
+    # ============================================================================ state
+    @property
+    def source_key(self) -> str:
+        """What names the case across runs (its source path, or its name for a built one)."""
+        return (self.case.provenance.source or self.case.name) if self.case is not None else ""
+
+    @property
+    def is_modified(self) -> bool:
+        return self.history is not None and self.history.is_modified
+
+    @property
+    def report(self):
+        """The latest measurements (engine.measure.MeasurementReport), or None until measured."""
+        return self.derived.report
+
+    @property
+    def label_notes(self) -> list[str]:
+        """What the label map shown merges or leaves out, when it came from a file that said so."""
+        return list(self.history.current_meta.get("notes", [])) if self.history is not None else []
+
+    def is_idle(self) -> bool:
+        """No derived work pending or running, and no autosave being written."""
+        return self.derived.is_idle() and not self._autosave_running
+
+    def _origin(self, notes: Optional[list[str]] = None) -> dict:
+        p = self.case.provenance
+        return {"label_source": p.label_source, "model_card": copy.deepcopy(p.model_card),
+                "edited": bool(p.extra.get("edited")), "segmentation": copy.deepcopy(p.extra.get("segmentation")),
+                "notes": list(notes or [])}
+
+    def _restore_origin(self) -> None:
+        meta = self.history.current_meta
+        if not meta or self.case is None:
+            return
+        p = self.case.provenance
+        p.label_source, p.model_card = meta["label_source"], copy.deepcopy(meta["model_card"])
+        p.extra["edited"] = meta["edited"]
+        if meta.get("segmentation") is not None:
+            p.extra["segmentation"] = copy.deepcopy(meta["segmentation"])
+        else:
+            p.extra.pop("segmentation", None)
+        self._emit("provenance", p)
+
+    # ============================================================================ opening
+    def open_case(self, case: Case) -> None:
+        """Make ``case`` the open case: new history (not modified), nothing measured, no evaluation; a
+        phantom's own labels become the reference. Its journal starts on its labels as opened."""
+        self._stroke = None
+        self.case = case
+        if self.history is None:
+            self.history = edits.EditHistory(case.labels, max_bytes=self.history_bytes)
+        self.history.reset(case.labels)
+        self.history.base_meta = self._origin()
+        self.evaluation, self.evaluation_stale = None, False
+        self.derived.reset(case)
+        self._autosaved_state = self.history.state_id
+        self._folder = None
+        self._gen = 0
+        self._opened += 1
+        self._since_snapshot = []
+        self._chain_ok = True                   # the base is the case's own labels
+        self._base_crc = labels_crc(case.labels) if self.journal_enabled else None
+        self.problem = None
+        self._emit("case", case)
+        if case.provenance.label_source == "phantom":
+            # A phantom's own labels are its ground truth: offered as the evaluation reference.
+            self.set_reference(case.labels.copy(), "the phantom's ground truth")
+        else:
+            self.set_reference(None, "")
+
+    def open_demo(self) -> None:
+        from .phantom import demo_case
+        self.open_case(demo_case())
+
+    def open_path(self, path, series: Optional[str] = None, progress=None, cancel=None) -> None:
+        from .io import load_case
+        self.open_case(load_case(str(path), series=series, progress=progress, cancel=cancel))
+
+    # ============================================================================ edits
+    def commit(self, kind: str, description: str, region: Optional[edits.Region],
+               origin: Optional[dict] = None) -> Optional[edits.Edit]:
+        """Record an operation already applied to the labels as one undo step of ``kind``.
+
+        ``origin`` (replacing kinds: what the new labels are: label_source, model_card, edited,
+        segmentation, notes) becomes the step's record and the case's provenance; an editing step keeps
+        the record it was made on, marked edited by hand. The step is journaled before this returns."""
+        if self.case is None:
+            return None
+        prev = dict(self.history.current_meta)
+        if kind in REPLACING_KINDS:
+            meta = dict(origin) if origin is not None else {**prev, "notes": []}
+            if origin is None and meta.get("label_source", "none") != "none":
+                meta["edited"] = True
+        else:
+            meta = {**prev, "edited": prev.get("label_source", "none") != "none" or prev.get("edited", False)}
+        e = self.history.commit(description, region, kind=kind, meta=meta)
+        if e is None:
+            if origin is not None:
+                # the labels did not change, but what they are did (a model's result equal to them)
+                self.history.current_meta.update(meta)
+                self._restore_origin()
+            self._emit("message", f"{description}: nothing changed.")
+            self._emit("labels", LabelChange("commit", None, frozenset(), None, {}))
+            return None
+        self._restore_origin()
+        self._journal(e.box, e.after, kind, description)
+        self._labels_changed("commit", e)
+        self._emit("message", f"{description}.")
+        return e
+
+    def apply(self, kind: str, description: str, op, *args, **kwargs) -> Optional[edits.Edit]:
+        """Run ``op(labels, *args, **kwargs) -> Region|None`` (an engine.edits operation) as one step."""
+        if self.case is None:
+            return None
+        return self.commit(kind, description, op(self.case.labels, *args, **kwargs))
+
+    def begin_stroke(self) -> None:
+        """A brush or eraser drag starts: its dabs become one step at :meth:`end_stroke`."""
+        if self.case is not None:
+            self._stroke = edits.Stroke(self.case.labels)
+            self._last_dab = None
+
+    @property
+    def stroke_active(self) -> bool:
+        return self._stroke is not None
+
+    def dab(self, zyx, axis: int, radius_mm: float, value: int, *, erase: bool = False, sphere: bool = False,
+            rule: str = "all", hu_range=None) -> None:
+        """One dab of the current stroke at voxel ``zyx`` (z, y, x) in the plane normal to ``axis``; a
+        fast drag is filled in between the last dab and this one (no gaps)."""
+        if self._stroke is None or self.case is None:
+            return
+        g = self.case.geometry
+        centres = [zyx] if self._last_dab is None else edits.stroke_points(self._last_dab, zyx, g.spacing, radius_mm)
+        self._last_dab = zyx
+        for c in centres:
+            self._stroke.add(edits.brush(self.case.labels, c, radius_mm, g.spacing, value, erase=erase,
+                                         sphere=sphere, plane_axis=axis, rule=rule, image=self.case.image,
+                                         hu_range=hu_range))
+
+    def end_stroke(self, kind: str, description: str) -> Optional[edits.Edit]:
+        """The drag ended: the whole stroke becomes one step (journaled at once)."""
+        s, self._stroke = self._stroke, None
+        if s is None:
+            return None
+        return self.commit(kind, description, s.region())
+
+    def open_labels(self, labels: np.ndarray, path, notes: Sequence[str] = ()) -> Optional[edits.Edit]:
+        """A label map read from ``path`` (canonical grid, engine.io.read_label_map) as one step;
+        ``notes``: what the file merges or leaves out (kept with these labels through edits on them)."""
+        origin = {"label_source": f"file: {path}", "model_card": None, "edited": False, "segmentation": None,
+                  "notes": list(notes)}
+        return self.commit("labels_opened", f"Open label map {Path(path).name}", edits.replace_all(
+            self.case.labels, np.asarray(labels, np.uint8)), origin=origin)
+
+    def apply_segmentation(self, result, models, shown_name: Optional[str] = None
+                           ) -> tuple[Optional[edits.Edit], list[int]]:
+        """A model's result (engine.inference.SegmentationResult) as one step, through
+        engine.inference.apply_result as the CLI does (same labels, same provenance). A structure the
+        model does not segment keeps the labels shown. Returns (the step or None if equal, kept labels)."""
+        from .inference import apply_result, keep_unsegmented_structures
+
+        labels, kept = keep_unsegmented_structures(result.labels, self.case.labels, models)
+        seg = apply_result(self.case, result)
+        origin = {"label_source": seg.provenance.label_source, "model_card": seg.provenance.model_card,
+                  # the model's own output (a DICOM SEG says AUTOMATIC); labels kept from before make it a mix
+                  "edited": bool(kept), "segmentation": seg.provenance.extra.get("segmentation"), "notes": []}
+        name = shown_name or seg.provenance.label_source.removeprefix("model: ")
+        e = self.commit("segmentation", f"Segmentation ({name})", edits.replace_all(self.case.labels, labels),
+                        origin=origin)
+        return e, kept
+
+    def segment(self, models, device: str = "auto", mode: str = "fast", progress=None, cancel=None):
+        """Segment the open case and apply the result as one step (inline; the window runs
+        :func:`run_model` on a worker, then :meth:`apply_segmentation`). Returns (result, step, kept)."""
+        result = run_model(self.case, models, device=device, mode=mode, progress=progress, cancel=cancel)
+        e, kept = self.apply_segmentation(result, models)
+        return result, e, kept
+
+    def undo(self) -> Optional[edits.Edit]:
+        """Undo the last step (not while a stroke is being drawn); its record comes back with the labels."""
+        if self.history is None or self._stroke is not None:
+            return None
+        e = self.history.undo()
+        if e is not None:
+            self._restore_origin()
+            self._journal(e.box, e.before, "undo", f"Undo {e.description}")
+            self._labels_changed("undo", e)
+        return e
+
+    def redo(self) -> Optional[edits.Edit]:
+        if self.history is None or self._stroke is not None:
+            return None
+        e = self.history.redo()
+        if e is not None:
+            self._restore_origin()
+            self._journal(e.box, e.after, "redo", f"Redo {e.description}")
+            self._labels_changed("redo", e)
+        return e
+
+    def _labels_changed(self, how: str, e: edits.Edit) -> None:
+        touched = frozenset(e.labels_touched) - {0}
+        delta = e.delta(undo=(how == "undo"))
+        self.derived.labels_changed(set(touched), e.box, delta)
+        if self.evaluation is not None and not self.evaluation_stale:
+            self.evaluation_stale = True
+            self._emit("evaluation_stale", True)
+        self._emit("labels", LabelChange(how, e, touched, e.box, delta))
+
+    # ============================================================================ reference / evaluation
+    def set_reference(self, ref: Optional[np.ndarray], name: str, mapping=None) -> None:
+        """The reference label map (LiverPlan values, canonical grid) and its convention's mapping."""
+        self.reference = None if ref is None else np.asarray(ref, np.uint8)
+        self.reference_name, self.reference_mapping = (name, mapping) if ref is not None else ("", None)
+        self._emit("reference", self.reference_name if ref is not None else None)
+
+    def evaluation_job(self) -> Optional[tuple]:
+        """(fn, args) that evaluates a copy of the labels shown against the reference (the user may keep
+        editing while the metrics run), or None without a reference."""
+        if self.case is None or self.reference is None:
+            return None
+        from .evaluation import evaluate_pair
+        return evaluate_pair, (self.case.labels.copy(), self.reference, self.case.geometry, self.reference_mapping)
+
+    def set_evaluation(self, result) -> None:
+        self.evaluation, self.evaluation_stale = result, False
+        self._emit("evaluation", result)
+
+    def evaluate(self):
+        job = self.evaluation_job()
+        if job is None:
+            return None
+        fn, args = job
+        self.set_evaluation(fn(*args))
+        return self.evaluation
+
+    # ============================================================================ saving
+    def save_job(self, path, mark: bool = True) -> Callable[[], Path]:
+        """A function writing the labels shown to ``path`` (a snapshot taken now: what is written is what
+        the user saw); run it anywhere, then give its outcome to :meth:`save_finished`."""
+        snapshot, state = self.case.copy(), self.history.state_id
+        job = lambda: write_labels(path, snapshot)  # noqa: E731
+        job.state, job.path, job.mark = state, Path(path), mark  # type: ignore[attr-defined]
+        return job
+
+    def save_finished(self, job, error: Optional[BaseException] = None) -> bool:
+        """The outcome of a :meth:`save_job`: marked saved only when the write succeeded (and the labels
+        are still those written); the autosave of the edits goes then, not before."""
+        if error is not None:
+            self.problem = f"The labels were not saved: {error}"
+            self._emit("problem", self.problem)
+            return False
+        if job.mark:
+            self.last_save_path = job.path
+            if self.history.state_id == job.state:
+                self.history.mark_saved()
+                self.discard_autosave()
+        self._emit("saved", job.path)
+        return True
+
+    def save(self, path=None, mark: bool = True) -> bool:
+        """Write the labels (inline) to ``path`` or the last path saved to; True when written."""
+        path = path or self.last_save_path
+        if path is None or self.case is None:
+            return False
+        job = self.save_job(path, mark)
+        try:
+            job()
+        except Exception as exc:  # noqa: BLE001 - every failure is reported in words
+            return self.save_finished(job, exc)
+        return self.save_finished(job)
+
+    # ============================================================================ autosave + journal
+    def _new_folder(self, root: Path) -> Path:
+        return root / f"{case_key(self.source_key, self.case.labels.shape)}-{self._session_id}{self._opened:x}"
+
+    def _journal(self, box, values: np.ndarray, kind: str, description: str) -> None:
+        """Append one change to the journal (fsync'd) so that a crash right after loses nothing."""
+        if not self.journal_enabled or self.case is None:
+            return
+        record = encode_record(box, values, kind, description)
+        self._since_snapshot.append(record)
+        if not self._chain_ok:
+            return   # the chain broke (a failed write) or has no base yet: the next snapshot starts one
+        try:
+            if self._folder is None:
+                self._folder = self._new_folder(self.autosave_store.root)
+                self.autosave_store.write_meta(self._folder, self.source_key, self.case.name, self.case.labels.shape,
+                                               description, snapshot_gen=None, base_crc=self._base_crc)
+            self.autosave_store.append(self._folder, self._gen, record)
+        except Exception as exc:  # noqa: BLE001 - a full or read-only disk: said at once, never a crash
+            self._chain_ok = False
+            self._report_problem(f"The edits could not be written to the autosave journal in {self._folder} "
+                                 f"({exc}); LiverPlan will keep trying, and use another folder.")
+
+    def _report_problem(self, text: str) -> None:
+        log.warning("%s", text)
+        self.problem = text
+        self._emit("problem", text)
+
+    @property
+    def journal_ok(self) -> bool:
+        """Each step is durable at once (False after a failed write, or after a save until the next
+        snapshot gives the journal a new base: the window then autosaves at once)."""
+        return self._chain_ok or not self.journal_enabled
+
+    @property
+    def needs_autosave(self) -> bool:
+        """Unsaved edits whose durability is not assured: not yet in a snapshot, or the journal broke."""
+        if self.case is None or self.history is None or not self.history.is_modified:
+            return False
+        return self._autosaved_state != self.history.state_id or not self._chain_ok
+
+    def autosave_job(self) -> Optional[Callable[[], Path]]:
+        """A function writing a snapshot of the labels shown (tries this session's folder, then the
+        fallback folder); a new journal generation starts now, so steps made while it writes are kept.
+        None when there is nothing to write or a write is under way. Give its outcome to
+        :meth:`autosave_finished`."""
+        if not self.needs_autosave or self._autosave_running:
+            return None
+        self._gen += 1
+        gen, labels = self._gen, self.case.labels.copy()
+        source, name = self.source_key, self.case.name
+        desc = self.history.undo_description or ""
+        folders = []
+        if self._folder is not None:
+            folders.append(self._folder)
+        for root in self.autosave_store.roots:
+            f = self._new_folder(root)
+            if f not in folders:
+                folders.append(f)
+        store = self.autosave_store
+
+        def job() -> Path:
+            errors = []
+            for folder in folders:
+                try:
+                    store.write_snapshot(folder, gen, source, name, labels, desc)
+                    return folder
+                except Exception as exc:  # noqa: BLE001 - try the next folder
+                    errors.append(f"{folder.parent}: {exc}")
+            raise OSError("no folder could be written (" + "; ".join(errors) + ")")
+
+        job.state, job.gen = self.history.state_id, gen  # type: ignore[attr-defined]
+        self._autosave_running = True
+        self._since_snapshot = []               # the snapshot holds them
+        return job
+
+    def autosave_finished(self, job, folder: Optional[Path] = None, error: Optional[BaseException] = None) -> bool:
+        """The outcome of an :meth:`autosave_job`. Success: the snapshot is the journal's new base (in the
+        folder that took it, the fallback after a failure). Failure: said at once; retried next time
+        (the state is not marked autosaved)."""
+        self._autosave_running = False
+        if error is not None or folder is None:
+            self._report_problem(f"Autosave failed: {error}. Your edits are only in memory; LiverPlan tries "
+                                 "again, and Save writes them where you choose.")
+            return False
+        moved = folder != self._folder
+        if moved and self._folder is not None:
+            self.autosave_store.discard_folder(self._folder)   # the broken chain is replaced
+        self._folder = folder
+        self._autosaved_state = job.state
+        self._chain_ok = True
+        if moved and self._since_snapshot:
+            # steps made while the snapshot was written went to the old folder (or nowhere): here too
+            try:
+                for record in self._since_snapshot:
+                    self.autosave_store.append(folder, self._gen, record)
+            except Exception as exc:  # noqa: BLE001
+                self._chain_ok = False
+                self._report_problem(f"The autosave journal could not be written in {folder} ({exc}).")
+                return False
+        if self.problem is not None:
+            self.problem = None
+            self._emit("message", f"Autosave works again: unsaved edits are kept in {folder}.")
+        self._emit("autosaved", folder)
+        return True
+
+    def autosave(self) -> bool:
+        """Write a snapshot now (inline). False when nothing needed writing or the write failed."""
+        job = self.autosave_job()
+        if job is None:
+            return False
+        try:
+            folder = job()
+        except Exception as exc:  # noqa: BLE001
+            return self.autosave_finished(job, error=exc)
+        return self.autosave_finished(job, folder)
+
+    def find_autosave(self) -> Optional[AutosaveEntry]:
+        """Unsaved edits of this case left by an earlier run (the newest), or None."""
+        if self.case is None:
+            return None
+        return self.autosave_store.find(self.source_key, self.case.labels.shape)
+
+    def restore_autosave(self, entry: AutosaveEntry) -> Optional[edits.Edit]:
+        """Bring back the edits of an autosave (its snapshot with its journal replayed) as one step
+        "Restore autosaved edits"; the case counts as modified. Raises ValueError/OSError if unreadable."""
+        labels = self.autosave_store.load(entry, base=self.history.labels if self.history.state_id == 0
+                                          else None)
+        e = self.commit("restore", "Restore autosaved edits", edits.replace_all(self.case.labels, labels))
+        self.history.mark_modified()
+        if self._chain_ok and entry.folder != self._folder:
+            # the restored labels are in this session's journal now: the old folder is no longer needed
+            self.autosave_store.discard_folder(entry.folder)
+        return e
+
+    def discard_autosave(self) -> None:
+        """Forget every autosave of this case (after a save, or when the user discards the edits). A new
+        journal then needs a new base: the next step asks for a snapshot (needs_autosave)."""
+        if self.case is None:
+            return
+        self.autosave_store.discard(self.source_key, self.case.labels.shape)
+        self._folder = None
+        # the journal's base is gone: a new chain begins with the next snapshot (needs_autosave)
+        self._chain_ok = False
+        self._since_snapshot = []
+        self._autosaved_state = self.history.state_id if self.history is not None else None
+
+    def close(self) -> None:
+        """The case is closed (the window closes): nothing is written any more."""
+        self._listeners.clear()
+
+
+__all__ = ["CaseSession", "LabelChange", "EVENTS", "run_model", "write_labels", "BY_LABEL"]
