@@ -42,10 +42,11 @@ log = logging.getLogger(__name__)
 #: case: the new Case; labels: a :class:`LabelChange`; provenance: the Provenance; reference: the
 #: reference name or None; evaluation: the metrics.CaseResult or None; evaluation_stale: True;
 #: measurements: a MeasurementReport; volumes: {label: voxels}; surfaces: {label: surface or None};
-#: saved: the path written; autosaved: the folder written; problem: a sentence for the user (a save,
-#: autosave or journal write that failed); message: a sentence for the status bar.
+#: saved: the path written; save_failed: a sentence (the labels stay unsaved); autosaved: the folder
+#: written; problem: a sentence for the user (an autosave or journal write that failed: the edits are not
+#: safe until it works again); message: a sentence for the status bar.
 EVENTS = ("case", "labels", "provenance", "reference", "evaluation", "evaluation_stale", "measurements",
-          "volumes", "surfaces", "saved", "autosaved", "problem", "message")
+          "volumes", "surfaces", "saved", "save_failed", "autosaved", "problem", "message")
 
 Listener = Callable[[str, Any], None]
 
@@ -373,8 +374,7 @@ class CaseSession:
         """The outcome of a :meth:`save_job`: marked saved only when the write succeeded (and the labels
         are still those written); the autosave of the edits goes then, not before."""
         if error is not None:
-            self.problem = f"The labels were not saved: {error}"
-            self._emit("problem", self.problem)
+            self._emit("save_failed", f"The labels were not saved: {error}")
             return False
         if job.mark:
             self.last_save_path = job.path

@@ -100,6 +100,11 @@ class DerivedState:
 
     # --- jobs ---------------------------------------------------------------------------------
     @property
+    def measure_pending(self) -> bool:
+        """A change not yet handed to a measurement job (the report shown is about to be replaced)."""
+        return self._measure_pending
+
+    @property
     def pending(self) -> bool:
         return self._measure_pending or bool(self._mesh_pending and self.meshes_wanted)
 

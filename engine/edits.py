@@ -435,6 +435,11 @@ class EditHistory:
         return self._undo[-1].meta if self._undo else self.base_meta
 
     @property
+    def undo_count(self) -> int:
+        """Steps that Undo can take back."""
+        return len(self._undo)
+
+    @property
     def undo_step(self) -> Optional[Edit]:
         return self._undo[-1] if self._undo else None
 

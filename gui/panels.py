@@ -118,6 +118,14 @@ class StructuresPanel(QWidget):
         lay.addWidget(self.total)
         lay.addStretch(1)
 
+    def visible3d(self) -> dict[int, bool]:
+        """Structure label -> shown in the 3D pane."""
+        return {lab: cb.isChecked() for lab, cb in self.check3d.items()}
+
+    def opacities3d(self) -> dict[int, float]:
+        """Structure label -> 3D opacity (0-1)."""
+        return {lab: sp.value() / 100.0 for lab, sp in self.opacity.items()}
+
     def set_volumes(self, volumes_ml: dict[int, float], total_text: str = "") -> None:
         for row, s in enumerate(STRUCTURES):
             v = volumes_ml.get(s.label)
@@ -205,6 +213,29 @@ class SegmentPanel(QWidget):
         i = self.model.currentIndex()
         return self._models[i] if 0 <= i < len(self._models) else None
 
+    def models(self) -> list:
+        """The models offered, in list order."""
+        return list(self._models)
+
+    def device_name(self) -> str:
+        return self.device.currentText() or "auto"
+
+    def set_device_name(self, name: str) -> None:
+        if name and self.device.findText(name) >= 0:
+            self.device.setCurrentText(name)
+
+    def mode_name(self) -> str:
+        return self.mode.currentText()
+
+    def set_searching(self) -> None:
+        """Models and devices are being looked for: no Run until they are known."""
+        self.card.setHtml("<p>Looking for segmentation models and compute devices…</p>")
+        self.run.setEnabled(False)
+
+    def set_cancelling(self) -> None:
+        self.set_message("Cancelling…")
+        self.cancel.setEnabled(False)
+
     def _show_card(self) -> None:
         m = self.current_model()
         if m is None:
@@ -290,6 +321,9 @@ class MeasurePanel(QWidget):
         self.note = QLabel("")
         self.note.setWordWrap(True)
         lay.addWidget(self.note)
+
+    def set_note(self, text: str) -> None:
+        self.note.setText(text)
 
     def _selected(self) -> None:
         rows = {i.row() for i in self.lesions.selectedItems()}
@@ -425,6 +459,21 @@ class ToolsPanel(QWidget):
         lay.addWidget(self.history)
         lay.addStretch(1)
 
+    def brush_radius(self) -> float:
+        """Brush radius in millimetres."""
+        return float(self.size.value())
+
+    def scale_brush(self, factor: float) -> None:
+        self.size.setValue(self.size.value() * factor)
+
+    def set_history(self, undo: Optional[str], redo: Optional[str], nbytes: int, max_bytes: int) -> None:
+        """What Undo and Redo would do (None: nothing) and the history's size."""
+        self.undo_btn.setEnabled(bool(undo))
+        self.redo_btn.setEnabled(bool(redo))
+        self.undo_btn.setToolTip(f"Undo {undo}" if undo else "")
+        self.redo_btn.setToolTip(f"Redo {redo}" if redo else "")
+        self.history.setText(f"Undo history: {nbytes / 2**20:.1f} MB of {max_bytes / 2**20:.0f} MB")
+
     def tool(self) -> str:
         for key, b in self.buttons.items():
             if b.isChecked():
@@ -509,6 +558,27 @@ class EvaluatePanel(QWidget):
 
     def convention_key(self) -> str:
         return str(self.convention.currentData())
+
+    def set_reference_name(self, name: Optional[str]) -> None:
+        """The reference loaded (None: none; Evaluate is then disabled)."""
+        self.reference.setText(f"Reference: {name}" if name else "No reference loaded.")
+        self.run.setEnabled(bool(name))
+
+    def set_running(self, running: bool) -> None:
+        self.run.setEnabled(not running)
+        if running:
+            self.set_status("Computing the metric suite…")
+
+    def set_status(self, text: str) -> None:
+        self.status.setText(text)
+
+    def clear_results(self) -> None:
+        self.table.setRowCount(0)
+        self.status.setText("")
+
+    def study_only(self) -> bool:
+        """Show the study's metric suite only (the default), not every metric."""
+        return not self.all_metrics.isChecked()
 
     def set_table(self, rows: list[str], cols: list[str], values: list[list[str]]) -> None:
         self.table.clear()

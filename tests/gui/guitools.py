@@ -9,9 +9,7 @@ SCRATCH = REPO / "scratch"
 
 def wait_idle(qtbot, win, timeout=60_000):
     """Wait until every background task of the window (measure, mesh, export...) has ended."""
-    qtbot.waitUntil(lambda: not win.runner.running() and not win._refresh_timer.isActive()
-                    and not win._pending_measure and not (win._pending_mesh and win.view3d is not None),
-                    timeout=timeout)
+    qtbot.waitUntil(win.is_idle, timeout=timeout)
 
 
 def close_window(win):

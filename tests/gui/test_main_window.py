@@ -186,14 +186,14 @@ def test_delete_false_lesion_by_click_and_undo(qtbot, win):
     seed = (int(zz[k]), int(yy[k]), int(xx[k]))
     lesion_cells = win.view3d.meshes[5].n_cells
     n5 = np.count_nonzero(win.case.labels == 5)
-    steps = len(win.history._undo)
+    steps = win.history.undo_count
     win.tools.set_tool("delete")
     win._on_mouse("click", seed, 0, Qt.NoModifier)
     assert win.case.labels[seed] != 5
     # The whole lesion went (found from the clicked voxel) and it is one undo step.
     removed = n5 - np.count_nonzero(win.case.labels == 5)
     assert removed == round(les.volume_ml / win.case.geometry.voxel_volume_ml)
-    assert len(win.history._undo) == steps + 1
+    assert win.history.undo_count == steps + 1
     assert win.history.undo_description.startswith("Delete component")
     wait_idle(qtbot, win)
     assert len(win.report.lesions) == n - 1
@@ -304,7 +304,7 @@ def test_unsaved_edits_ask_before_closing_and_autosave_restores(qtbot, qapp, sma
     w3 = MainWindow(with_3d=False)
     w3.set_case(small_case.copy())
     assert not w3.history.is_modified and "were found and kept" in w3.status_text.text()
-    assert w3.autosave_store.find(w3._source_key(), edited.shape) is not None
+    assert w3.autosave_store.find(w3.session.source_key, edited.shape) is not None
     close_window(w3)
     w2 = MainWindow(with_3d=False)
     monkeypatch.setattr(w2, "_ask_restore", lambda entry: True)
@@ -314,7 +314,7 @@ def test_unsaved_edits_ask_before_closing_and_autosave_restores(qtbot, qapp, sma
     monkeypatch.setattr(w, "_ask_unsaved", lambda *when: "discard")
     w.close()
     assert not w.isVisible()
-    assert w.autosave_store.find(w._source_key(), edited.shape) is None
+    assert w.autosave_store.find(w.session.source_key, edited.shape) is None
     close_window(w2)
 
 
@@ -336,12 +336,12 @@ def test_save_or_discard_before_opening_another_case_never_loses_edits(qtbot, qa
     w.apply_edit("Brush test", __import__("engine.edits", fromlist=["brush"]).brush, (20, 36, 36), 6.0,
                  w.case.geometry.spacing, 2)
     edited = w.case.labels.copy()
-    key = w._source_key()
+    key = w.session.source_key
     task = w.autosave()
     qtbot.waitUntil(lambda: task.finished, timeout=10000)
     first = w.case
     monkeypatch.setattr(w, "_ask_unsaved", lambda *when: "save")
-    monkeypatch.setattr(w, "_save_now", lambda: False)             # the dialog cancelled, or the write failed
+    monkeypatch.setattr(w, "_save_now", lambda *a, **k: False)             # the dialog cancelled, or the write failed
     w.open_path(good)
     wait_idle(qtbot, w)
     assert w.case is first and w.history.is_modified
@@ -381,7 +381,7 @@ def test_3d_controls_plane_views_and_visibility(qtbot, win):
     _ready(qtbot, win)
     qtbot.waitUntil(lambda: len(win.view3d.meshes) >= 4, timeout=30000)
     win.plane_action.setChecked(True)
-    win._toggle_plane()
+    win.toggle_plane()
     assert win.view3d._plane_actor is not None
     for name in ("posterior", "left", "superior", "anterior"):
         win.view3d.set_view(name)
@@ -396,7 +396,7 @@ def test_3d_controls_plane_views_and_visibility(qtbot, win):
     win.structures.check2d[5].setChecked(True)
     assert win.views[0]._lut[5][3] == 255
     win.plane_action.setChecked(False)
-    win._toggle_plane()
+    win.toggle_plane()
     assert win.view3d._plane_actor is None
 
 
@@ -405,7 +405,7 @@ def test_window_level_presets_and_mouse(qtbot, win):
     win.set_window(80, 180)
     assert all(v.ct_item.levels is not None and tuple(v.ct_item.levels) == (-10, 170) for v in win.views)
     win.views[0].window_drag(10, 0)  # right-drag to the right widens the window
-    assert win.width == pytest.approx(220)
+    assert win.window_width == pytest.approx(220)
     win.set_window(50, 400)
 
 
@@ -428,3 +428,41 @@ def test_double_click_on_3d_surface_moves_the_panes(qtbot, win):
     c = np.array(les.centroid_lps_mm)
     assert np.linalg.norm(picked[[0, 2]] - c[[0, 2]]) < les.longest_diameter_mm / 2 + 2
     assert win.pos == [int(round(v)) for v in win.case.geometry.physical_to_index(picked)]
+
+
+def test_a_failing_autosave_is_shown_retried_and_falls_back(qtbot, qapp, small_case, tmp_path):
+    # The data folder on a full or read-only disk: the autosave failed in silence, was never tried again
+    # (the state was marked autosaved before the write) and had nowhere else to go.
+    from engine import edits
+    from gui.main_window import MainWindow
+
+    blocked = tmp_path / "a_file"
+    blocked.write_text("not a folder: nothing can be written below it")
+    w = MainWindow(with_3d=False)
+    w.show()
+    w.set_case(small_case.copy())
+    wait_idle(qtbot, w)
+    w.autosave_store.root = blocked / "autosave"
+    w.autosave_store.fallback_root = blocked / "fallback"
+    w.apply_edit("Brush test", edits.brush, (20, 36, 36), 6.0, w.case.geometry.spacing, 2)
+    edited = w.case.labels.copy()
+    task = w.autosave()
+    if task is not None:
+        qtbot.waitUntil(lambda: task.finished, timeout=10000)
+    wait_idle(qtbot, w)
+    # said at once, in the status bar (and in one box where dialogs are allowed)
+    assert w.last_error and ("autosave" in w.last_error.lower()), w.last_error
+    assert w.autosave_store.find(w.case.provenance.source or w.case.name, edited.shape) is None
+    # another folder can be written: the next try writes there (the failed write was not counted as done)
+    w.autosave_store.fallback_root = tmp_path / "fallback"
+    task = w.autosave()
+    assert task is not None, "a failed autosave must be tried again"
+    qtbot.waitUntil(lambda: task.finished, timeout=10000)
+    entry = w.autosave_store.find(w.case.provenance.source or w.case.name, edited.shape)
+    assert entry is not None and str(entry.folder).startswith(str(tmp_path / "fallback"))
+    np.testing.assert_array_equal(w.autosave_store.load(entry), edited)
+    assert "*" in w.windowTitle()          # autosaved is not saved
+    # a step after it is in the journal there at once
+    w.apply_edit("Brush test 2", edits.brush, (10, 30, 30), 4.0, w.case.geometry.spacing, 5)
+    np.testing.assert_array_equal(w.autosave_store.load(entry, base=small_case.labels), w.case.labels)
+    close_window(w)

@@ -1,0 +1,480 @@
+"""One small controller per side-panel tab: it listens to the open case (engine.case_session.CaseSession)
+and to its panel's signals, and talks to the panel only through the panel's own methods
+(docs/architecture.md, "The window mirrors the session").
+
+A controller reaches the window only through :class:`WindowServices` — the few things every tab needs
+from it (the task runner, the status bar, progress in the status bar, a box for errors, the crosshair).
+Adding a tab = a panel in gui/panels.py, a controller here, one line in gui.main_window.TABS.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional, Protocol
+
+import numpy as np
+from PySide6.QtCore import QObject, Qt
+from PySide6.QtWidgets import QApplication, QFileDialog
+
+from engine import edits
+from engine.case_session import CaseSession, run_model
+from engine.labels import BY_LABEL
+from engine.session import EtaEstimator
+
+from .panels import _fmt
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .workers import TaskRunner
+
+log = logging.getLogger(__name__)
+
+LABEL_FILTER = ("Label maps (*.nii.gz *.nii *.nrrd *.seg.nrrd *.mha *.mhd);;DICOM SEG (*.dcm);;All files (*)")
+
+
+class WindowServices(Protocol):
+    """What a tab's controller may ask of the window."""
+
+    runner: "TaskRunner"
+    session: CaseSession
+
+    def message(self, text: str, error: bool = False) -> None: ...
+    def track_task(self, task, what: str, cancellable: bool = True) -> None: ...
+    def show_error(self, title: str, msg: str) -> None: ...
+    def set_position(self, zyx) -> None: ...
+    def highlight(self, box, marker=None) -> None: ...
+    def run_export(self, what: str, fn, *args, **kwargs): ...
+    def models_found(self) -> None: ...
+
+
+def _find_models_and_devices():
+    """(models, the one to preselect — the bundled demo model when present —, devices, the model folders
+    that were skipped as [(folder, reason)])."""
+    from engine.models import bundled_demo_model, discover_models
+
+    skipped: list = []
+    try:
+        models = discover_models(skipped=skipped)
+        demo = bundled_demo_model()
+    except Exception as exc:  # a broken models folder must not stop the app
+        log.warning("model discovery failed: %s", exc)
+        models, demo = [], None
+    pre = None
+    if demo is not None:
+        pre = next((m for m in models if Path(m.path) == Path(demo.path)), None)
+        if pre is None:
+            models.insert(0, demo)
+            pre = demo
+    try:
+        from engine.inference.device import available_devices
+        devices = available_devices()
+    except Exception as exc:
+        log.warning("device discovery failed: %s", exc)
+        devices = ["cpu"]
+    return models, pre, devices, skipped
+
+
+# ------------------------------------------------------------------------------------------------
+class StructuresController(QObject):
+    """The Structures tab: volumes that follow every step at once, the totals of the last report."""
+
+    def __init__(self, win: WindowServices, panel, parent=None) -> None:
+        super().__init__(parent)
+        self.win, self.panel = win, panel
+        self._totals_text = ""
+        win.session.listen(self._on_session)
+
+    def _on_session(self, kind: str, data) -> None:
+        if kind == "case":
+            self._totals_text = ""
+            self.panel.set_volumes({}, "")
+        elif kind == "volumes":
+            self._show(data)
+        elif kind == "measurements":
+            total = []
+            for key in ("liver.total_volume_ml", "crlm.tumour_burden_pct", "crlm.count"):
+                try:
+                    m = data.get(key)
+                except KeyError:
+                    continue
+                # as the Measure tab shows it: 2 decimals, a dash where there is no value (no liver: no burden)
+                total.append(f"{m.name}: {_fmt(m.value, 2 if isinstance(m.value, float) else 0)} {m.units}")
+            self._totals_text = "\n".join(total)
+            self._show(self.win.session.derived.counts)
+
+    def _show(self, counts: dict) -> None:
+        case = self.win.session.case
+        if case is None:
+            return
+        ml = case.geometry.voxel_volume_ml
+        self.panel.set_volumes({lab: n * ml for lab, n in counts.items()}, self._totals_text)
+
+
+# ------------------------------------------------------------------------------------------------
+class MeasureController(QObject):
+    """The Measure tab: the report of the labels shown, its notes, the lesion table and going to a lesion."""
+
+    def __init__(self, win: WindowServices, panel, parent=None) -> None:
+        super().__init__(parent)
+        self.win, self.panel = win, panel
+        self.selected_lesion: Optional[int] = None
+        panel.lesion_selected.connect(self.select_lesion)
+        win.session.listen(self._on_session)
+
+    def _on_session(self, kind: str, data) -> None:
+        s = self.win.session
+        if kind == "case":
+            self.selected_lesion = None
+            self.panel.clear()              # no numbers until this case's are measured
+        elif kind == "labels" and data.step is not None:
+            self.panel.set_note("Updating the measurements…")
+        elif kind == "measurements":
+            report, case = data, s.case
+            self.panel.set_report(report)
+            # what the scan itself limits (a thin slab, not CT-like values) stays beside the numbers it limits
+            notes = [f"About this scan: {w}" for w in case.provenance.warnings] \
+                + [f"About these labels: {n}" for n in s.label_notes] + list(report.warnings) \
+                + [f"Lesions are {report.connectivity}-connected components of label 5."]
+            self.panel.set_note("Updating the measurements…" if s.derived.measure_pending else " ".join(notes))
+            if self.selected_lesion is not None and self.selected_lesion >= len(report.lesions):
+                self.selected_lesion = None
+                self.win.highlight(None)
+
+    def select_lesion(self, row: int) -> None:
+        """Centre every pane and the 3D view on a lesion of the table and highlight it."""
+        report = self.win.session.report
+        if report is None or not (0 <= row < len(report.lesions)):
+            return
+        les = report.lesions[row]
+        self.selected_lesion = row
+        self.win.set_position([int(round(v)) for v in les.centroid_zyx])
+        b = getattr(les, "bbox", None)       # per-axis (start, stop) -> (z0, z1, y0, y1, x0, x1)
+        box = tuple(int(v) for pair in b for v in pair) if b is not None else None
+        self.win.highlight(box, (les.centroid_lps_mm, (les.longest_diameter_mm or 10.0) / 2.0 + 3.0))
+        self.win.message(f"Lesion {les.id}: {les.volume_ml:.2f} mL, longest diameter "
+                         f"{les.longest_diameter_mm:.1f} mm.")
+
+
+# ------------------------------------------------------------------------------------------------
+class CorrectController(QObject):
+    """The Correct tab: mouse gestures in the panes become the session's edit steps."""
+
+    def __init__(self, win: WindowServices, panel, parent=None) -> None:
+        super().__init__(parent)
+        self.win, self.panel = win, panel
+        panel.keep_largest.connect(self.keep_largest_component)
+        panel.fill_holes.connect(self.fill_holes)
+        panel.undo.connect(self.undo)
+        panel.redo.connect(self.redo)
+        win.session.listen(self._on_session)
+
+    def _on_session(self, kind: str, data) -> None:
+        if kind in ("labels", "case"):
+            h = self.win.session.history
+            self.panel.set_history(h.undo_description, h.redo_description, h.nbytes, h.max_bytes)
+
+    def brush_radius_shown(self) -> float:
+        """The brush circle the panes draw (0: no brush tool)."""
+        return self.panel.brush_radius() if self.panel.tool() in ("brush", "eraser") else 0.0
+
+    def on_mouse(self, kind: str, zyx, axis: int, modifiers) -> bool:
+        """A gesture in a pane; False when it is navigation (the window moves the crosshair)."""
+        s = self.win.session
+        tool = self.panel.tool()
+        if tool == "navigate" or modifiers & Qt.ShiftModifier:
+            return False
+        if tool in ("brush", "eraser"):
+            if kind in ("press", "click"):
+                s.begin_stroke()
+            if kind in ("press", "move", "click") and s.stroke_active:
+                self.dab(zyx, axis)
+            if kind in ("release", "click") and s.stroke_active:
+                name = BY_LABEL[self.panel.active_label()].name
+                if tool == "brush":
+                    s.end_stroke("brush", f"Brush stroke ({name})")
+                else:
+                    s.end_stroke("erase", f"Erase ({name})")
+            return True
+        if kind != "click":
+            return True
+        lab = self.panel.active_label()
+        if tool == "fill":
+            s.apply("fill", f"Fill in slice ({BY_LABEL[lab].name})", edits.flood_fill_slice, zyx, axis, lab,
+                    rule=self.panel.paint_rule(), image=s.case.image, hu_range=self.panel.hu_range())
+        elif tool == "delete":
+            hit = int(s.case.labels[tuple(zyx)])
+            if hit == 0:
+                self.win.message("There is no structure under the cursor to delete.")
+                return True
+            QApplication.setOverrideCursor(Qt.WaitCursor)
+            try:
+                s.apply("delete_component", f"Delete component ({BY_LABEL[hit].name if hit in BY_LABEL else hit})",
+                        edits.delete_component, zyx)
+            finally:
+                QApplication.restoreOverrideCursor()
+        return True
+
+    def dab(self, zyx, axis: int) -> None:
+        """One brush/eraser dab at voxel ``zyx`` in pane ``axis`` (part of the current stroke)."""
+        p = self.panel
+        self.win.session.dab(zyx, axis, p.brush_radius(), p.active_label(), erase=(p.tool() == "eraser"),
+                             sphere=p.sphere(), rule=p.paint_rule(), hu_range=p.hu_range())
+
+    def keep_largest_component(self) -> None:
+        lab = self.panel.active_label()
+        self.win.session.apply("keep_largest", f"Keep largest component ({BY_LABEL[lab].name})",
+                               edits.keep_largest_component, lab)
+
+    def fill_holes(self) -> None:
+        lab = self.panel.active_label()
+        self.win.session.apply("fill_holes", f"Fill holes ({BY_LABEL[lab].name})", edits.fill_holes, lab)
+
+    def undo(self) -> None:
+        e = self.win.session.undo()
+        if e is not None:
+            self.win.message(f"Undone: {e.description}.")
+
+    def redo(self) -> None:
+        e = self.win.session.redo()
+        if e is not None:
+            self.win.message(f"Redone: {e.description}.")
+
+
+# ------------------------------------------------------------------------------------------------
+class SegmentController(QObject):
+    """The Segment tab: finding models and devices, running a model off the GUI thread, cancelling."""
+
+    def __init__(self, win: WindowServices, panel, parent=None) -> None:
+        super().__init__(parent)
+        self.win, self.panel = win, panel
+        self.models_task = None
+        self.segment_task = None
+        panel.run_requested.connect(self.run)
+        panel.cancel_requested.connect(self.cancel)
+        win.session.listen(self._on_session)
+
+    def _on_session(self, kind: str, data) -> None:
+        if kind == "case":
+            self.panel.set_progress("", 0)      # the last case's result message is not this case's
+        elif kind == "labels" and data.step is not None and data.step.kind == "segmentation":
+            # the Segment tab's "Segmented with ..." no longer describes the labels shown
+            if data.how == "undo":
+                self.panel.set_progress(f"Undone: {data.step.description}; the labels before it are back.", 0)
+            elif data.how == "redo":
+                self.panel.set_progress(f"Redone: {data.step.description}; its labels are back.", 100)
+
+    def populate(self, closing: bool = False) -> None:
+        """Find models and devices in the background: both import torch (seconds). Runs once."""
+        if self.models_task is not None or closing:
+            return
+        self.panel.set_searching()
+        task = self.win.runner.start("models", _find_models_and_devices, progress=False)
+        task.succeeded.connect(self._on_models)
+        task.failed.connect(lambda msg, exc: self.panel.set_message(msg, error=True))
+        self.models_task = task
+
+    def refresh(self) -> None:
+        if self.models_task is not None and not self.models_task.finished:
+            return
+        self.models_task = None
+        self.populate()
+
+    def install(self, path):
+        """Validate and install an nnU-Net model zip (engine.models) in the background, then list it."""
+        from engine.models import install_model_zip
+
+        task = self.win.runner.start("install", install_model_zip, str(path), progress=False)
+        self.win.track_task(task, "Installing model")
+        task.succeeded.connect(lambda model: (self.win.message(f"Model {model.card.headline()} installed."),
+                                              self.refresh()))
+        task.failed.connect(lambda msg, exc: (self.win.message(msg, error=True),
+                                              self.win.show_error("Model not installed", msg)))
+        return task
+
+    def _on_models(self, found) -> None:
+        models, pre, devices, skipped = found
+        # a refresh (a model installed, a folder copied in) keeps the user's choice of model and device
+        chosen = self.panel.current_model()
+        device = self.panel.device_name()
+        if chosen is not None:
+            pre = next((m for m in models if Path(m.path) == Path(chosen.path)), pre)
+        self.panel.set_models(models, preselect=pre)
+        self.panel.set_devices(devices)
+        self.panel.set_device_name(device)
+        # a model the user installed by copying a folder and that is not offered: say why (and keep saying it
+        # when another case opens)
+        lines = [f"{folder}: {reason}" for folder, reason in skipped]
+        self.panel.standing_note = (
+            f"{len(skipped)} model folder{'s' if len(skipped) > 1 else ''} could not be used:\n" + "\n".join(lines)
+            if skipped else "")
+        if skipped:
+            self.panel.set_message(self.panel.standing_note, error=True)
+        self.win.models_found()
+
+    def run(self, model=None) -> None:
+        s = self.win.session
+        if s.case is None or self.win.runner.running("segment"):
+            return
+        model = model or self.panel.current_model()
+        if model is None:
+            self.panel.set_message("Choose a model first.", error=True)
+            return
+        device, mode = self.panel.device_name(), self.panel.mode_name()
+        case = s.case
+        eta = EtaEstimator()
+        self.panel.set_running(True)
+        self.panel.set_progress(f"Starting {model.name} on {device}…", 0)
+        task = self.win.runner.start("segment", run_model, case, model, device=device, mode=mode)
+        self.segment_task = task
+
+        def on_progress(stage, done, total):
+            pct = int(100 * done / total) if total > 0 else 0
+            left = EtaEstimator.format(eta.update(stage, done, total))
+            self.panel.set_progress(f"{stage}: {pct}%" + (f" — {left}" if left else ""), pct)
+
+        def ok(result):
+            self.panel.set_running(False)
+            if case is not s.case:
+                return
+            shown = model.name
+            if sum(getattr(m, "name", None) == model.name for m in self.panel.models()) > 1:
+                from engine.models import installed_name
+                shown = f"{model.name}, {installed_name(model.path)}"    # two models with one card name
+            e, kept = s.apply_segmentation(result, model, shown_name=shown)
+            secs = (getattr(result, "timings", None) or {}).get("total", 0.0)
+            msg = f"Segmented with {shown} on {getattr(result, 'device_used', device)}"
+            msg += f" in {secs:.1f} s." if secs else "."
+            if e is None:
+                msg += " The result equals the current labels."
+            if kept:
+                names = ", ".join(BY_LABEL[lab].name for lab in kept)
+                msg += (f" This model does not segment {names}: the labels you had for "
+                        f"{'it' if len(kept) == 1 else 'them'} were kept (Undo restores the state before).")
+            warns = list(getattr(result, "warnings", []) or [])
+            if warns:
+                msg += " " + " ".join(warns)
+            self.panel.set_progress(msg, 100)
+
+        def failed(msg, exc):
+            self.panel.set_running(False)
+            self.panel.set_message(msg + " The case is unchanged.", error=True)
+
+        def cancelled():
+            self.panel.set_running(False)
+            self.panel.set_message("Segmentation cancelled; the case is unchanged.")
+
+        task.progress.connect(on_progress)
+        task.succeeded.connect(ok)
+        task.failed.connect(failed)
+        task.cancelled.connect(cancelled)
+
+    def cancel(self) -> None:
+        for t in self.win.runner.running("segment"):
+            t.cancel()
+        self.panel.set_cancelling()
+
+
+# ------------------------------------------------------------------------------------------------
+class EvaluateController(QObject):
+    """The Evaluate tab: the reference, the metric suite off the GUI thread, the table and its CSV."""
+
+    def __init__(self, win: WindowServices, panel, parent=None) -> None:
+        super().__init__(parent)
+        self.win, self.panel = win, panel
+        panel.load_reference.connect(self.load_reference_dialog)
+        panel.run_requested.connect(self.run)
+        panel.export_csv.connect(self.export_dialog)
+        panel.view_changed.connect(self.show)
+        win.session.listen(self._on_session)
+
+    def _on_session(self, kind: str, data) -> None:
+        if kind == "case":
+            self.panel.clear_results()
+        elif kind == "reference":
+            self.panel.set_reference_name(data)
+        elif kind == "evaluation_stale":
+            self.panel.set_status("The labels have changed since this evaluation; press Evaluate again to "
+                                  "score the labels shown.")
+
+    def _mapping(self):
+        key = self.panel.convention_key()
+        if key == "liverplan":
+            return None
+        from engine.labelmap import LabelMapping
+        if key == "file":
+            p, _ = QFileDialog.getOpenFileName(self.win, "Label mapping file", "", "JSON (*.json)")
+            return LabelMapping.load(p) if p else None
+        return LabelMapping.preset(key)
+
+    def load_reference_dialog(self) -> None:
+        if self.win.session.case is None:
+            return
+        p = QFileDialog.getExistingDirectory(self.win, "Reference: folder of masks (Cancel to pick a file)") \
+            if self.panel.convention_key() == "ircadb" else None
+        if not p:
+            p, _ = QFileDialog.getOpenFileName(self.win, "Reference label map", "", LABEL_FILTER)
+        if p:
+            self.load_reference(p, self._mapping())
+
+    def load_reference(self, path, mapping=None) -> None:
+        from engine.evaluation import read_reference
+
+        s = self.win.session
+        # structures a mask folder or a segmentation file does not annotate are "not in reference" (the
+        # mapping that says so comes back with the labels, read in the background)
+        task = self.win.runner.start("reference", read_reference, str(path), s.case, mapping, progress=False)
+        self.win.track_task(task, "Reading reference")
+        task.succeeded.connect(lambda res: s.set_reference(np.asarray(res[0], np.uint8), Path(path).name, res[1]))
+        task.failed.connect(lambda msg, exc: (self.panel.set_status(msg), self.win.message(msg, error=True)))
+
+    def run(self) -> None:
+        s = self.win.session
+        job = s.evaluation_job()
+        if job is None:
+            return
+        fn, args = job
+        self.panel.set_running(True)
+        task = self.win.runner.start("evaluate", fn, *args)
+        self.win.track_task(task, "Evaluating")
+        name = s.reference_name
+
+        def ok(result):
+            self.panel.set_running(False)
+            s.set_evaluation(result)
+            self.show()
+            self.panel.set_status(f"Evaluated against {name}.")
+
+        def failed(msg, exc):
+            self.panel.set_running(False)
+            self.panel.set_status(msg)
+
+        task.succeeded.connect(ok)
+        task.failed.connect(failed)
+        task.cancelled.connect(lambda: self.panel.set_running(False))
+
+    def show(self) -> None:
+        """The evaluation table as the panel asks: the study's metrics (default) or every metric."""
+        from engine.evaluation import evaluation_table
+
+        ev = self.win.session.evaluation
+        if ev is None:
+            return
+        self.panel.set_table(*evaluation_table(ev, study_only=self.panel.study_only()))
+
+    def export_dialog(self) -> None:
+        if self.win.session.evaluation is None:
+            return
+        p, _ = QFileDialog.getSaveFileName(self.win, "Export evaluation", "evaluation.csv", "CSV (*.csv)")
+        if p:
+            self.export(p)
+
+    def export(self, path):
+        """The evaluation table as CSV (metric rows x structure columns), written atomically."""
+        from engine.evaluation import evaluation_csv
+        from engine.io.atomic import write_text_atomic
+
+        return self.win.run_export("Evaluation", write_text_atomic, str(path),
+                                   evaluation_csv(self.win.session.evaluation), overwrite=True)
+
+
+__all__ = ["StructuresController", "MeasureController", "CorrectController", "SegmentController",
+           "EvaluateController", "WindowServices"]
