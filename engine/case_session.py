@@ -33,7 +33,6 @@ from . import edits
 from .case import Case
 from .derived import DerivedState
 from .edits import REPLACING_KINDS
-from .labels import BY_LABEL
 from .session import AutosaveEntry, AutosaveStore, case_key, encode_record, labels_crc
 
 log = logging.getLogger(__name__)
@@ -548,4 +547,4 @@ class CaseSession:
         self._listeners.clear()
 
 
-__all__ = ["CaseSession", "LabelChange", "EVENTS", "run_model", "write_labels", "BY_LABEL"]
+__all__ = ["CaseSession", "LabelChange", "EVENTS", "run_model", "write_labels"]

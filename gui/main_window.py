@@ -15,8 +15,7 @@ from typing import Callable, Optional
 
 import numpy as np
 from PySide6.QtCore import Qt, QTimer
-from PySide6.QtGui import QAction, QActionGroup, QKeySequence
-from PySide6.QtWidgets import (QDialog, QDockWidget, QFileDialog, QGridLayout, QLabel, QMainWindow,
+from PySide6.QtWidgets import (QDockWidget, QFileDialog, QGridLayout, QLabel, QMainWindow,
                                QMessageBox, QProgressBar, QPushButton, QTabWidget, QWidget)
 
 from engine.case import Case
@@ -26,22 +25,17 @@ from engine.io.atomic import atomic_path
 from engine.labels import BY_LABEL, STRUCTURES
 from engine.session import EtaEstimator, RecentCases
 
-from .controllers import (LABEL_FILTER, CorrectController, EvaluateController, MeasureController,
+from .controllers import (CorrectController, EvaluateController, MeasureController,
                           SegmentController, StructuresController)
 from .dialogs import SeriesPicker
+from .files import CaseFiles
+from .menus import WINDOW_PRESETS, build_menus
 from .panels import EvaluatePanel, MeasurePanel, SegmentPanel, StructuresPanel, ToolsPanel
 from .slice_view import SliceView
 from .workers import TaskRunner
 
 log = logging.getLogger(__name__)
 
-WINDOW_PRESETS = {  # name: (level, width) HU
-    "abdomen": (50.0, 400.0),
-    "liver": (80.0, 180.0),
-    "vessels": (150.0, 500.0),
-}
-PANES = ("axial", "coronal", "sagittal", "3d")
-IMAGE_FILTER = ("CT images (*.nii.gz *.nii *.nrrd *.mha *.mhd *.dcm);;All files (*)")
 #: The side tabs, in order, in one place: (window attribute of the panel, tab title, panel class,
 #: controller class or None, window attribute of the controller).
 TABS = (("structures", "Structures", StructuresPanel, StructuresController, "structures_ctl"),
@@ -64,13 +58,6 @@ def label_lut(visible: dict[int, bool]) -> np.ndarray:
     return lut
 
 
-def _write_case_meshes(out_dir, labels, geometry, fmt: str, prefix: str):
-    from engine.mesh import label_surfaces, write_meshes
-
-    return write_meshes(label_surfaces(labels, geometry), out_dir, formats=(fmt,), prefix=prefix,
-                        overwrite=True)
-
-
 class MainWindow(QMainWindow):
     def __init__(self, with_3d: bool = True, defer_3d: bool = False) -> None:
         super().__init__()
@@ -87,9 +74,9 @@ class MainWindow(QMainWindow):
         self.last_error = ""
         self._closing = False
         self._models_after_refresh = False   # start the model search when the first refresh is done
-        self._pending_autosave_discard = None   # (key, shape) of edits the user discarded for a case not yet open
         self._problem_shown = False             # one dialog per run of failures, the status bar always
         self._status_tasks: list = []
+        self.files = CaseFiles(self, self)
 
         # --- panes ------------------------------------------------------------------------
         self.views = [SliceView(a) for a in range(3)]
@@ -107,7 +94,7 @@ class MainWindow(QMainWindow):
         self.grid.addWidget(self._3d_placeholder, 1, 1)
         self.setCentralWidget(central)
         for v in self.views:
-            v.mouse_action.connect(self._on_mouse)
+            v.mouse_action.connect(self.on_mouse)
             v.slice_changed.connect(self._on_slice_changed)
             v.window_changed.connect(self.set_window)
 
@@ -154,7 +141,7 @@ class MainWindow(QMainWindow):
         self.statusBar().addPermanentWidget(self.task_progress)
         self.statusBar().addPermanentWidget(self.task_cancel)
 
-        self._build_menus()
+        build_menus(self)
         self._refresh_timer = QTimer(self)
         self._refresh_timer.setSingleShot(True)
         self._refresh_timer.timeout.connect(self._start_refresh)
@@ -222,7 +209,7 @@ class MainWindow(QMainWindow):
                 v.refresh_labels()
             self._update_readout()          # the crosshair voxel may have changed structure
             self._update_undo_actions()
-            self._update_title()
+            self.update_title()
             if data.step is not None:
                 # the refresh works on the edited box only: start it now; whatever is still running picks
                 # up the rest when it ends
@@ -245,7 +232,7 @@ class MainWindow(QMainWindow):
         elif kind == "autosaved":
             self._problem_shown = False
         elif kind == "saved":
-            self._update_title()
+            self.update_title()
 
     def _show_case(self, case: Case) -> None:
         self.pos = [n // 2 for n in case.image.shape]
@@ -277,100 +264,6 @@ class MainWindow(QMainWindow):
         self.session.derived.want_meshes(True)
         if self.case is not None:
             self._refresh_timer.start(0)
-
-    def _build_menus(self) -> None:
-        mb = self.menuBar()
-        f = mb.addMenu("&File")
-        self._act(f, "&Open image…", self._open_dialog, QKeySequence.Open)
-        self._act(f, "Open &DICOM folder…", self._open_dicom_dialog, "Ctrl+Shift+O")
-        self._act(f, "Open &label map onto this CT…", self._open_labels_dialog, "Ctrl+L")
-        self._act(f, "Open demo case", self.open_demo)
-        self.recent_menu = f.addMenu("Recent cases")
-        self.recent_menu.aboutToShow.connect(self._fill_recent)
-        f.addSeparator()
-        self._act(f, "&Save labels", self.save_labels, QKeySequence.Save)
-        self._act(f, "Save labels &as…", lambda: self.save_labels(ask=True), "Ctrl+Shift+S")
-        ex = f.addMenu("&Export")
-        self._act(ex, "Label map (NIfTI, NRRD, .seg.nrrd)…", lambda: self.save_labels(ask=True, mark=False))
-        self._act(ex, "Meshes (STL, OBJ, VTP)…", self._export_meshes_dialog)
-        self._act(ex, "Measurements and lesion table (CSV, JSON)…", self._export_measurements_dialog)
-        shots = ex.addMenu("Screenshot")
-        for pane in PANES:
-            self._act(shots, f"{pane.capitalize() if pane != '3d' else '3D'} pane…",
-                      lambda p=pane: self._export_screenshot_dialog(p))
-        self._act(shots, "Whole window…", lambda: self._export_screenshot_dialog("window"))
-        f.addSeparator()
-        self._act(f, "&Quit", self.close, QKeySequence.Quit)
-
-        e = mb.addMenu("&Edit")
-        self.undo_action = self._act(e, "Undo", self.undo, QKeySequence.Undo)
-        self.redo_action = self._act(e, "Redo", self.redo, "Ctrl+Shift+Z")
-        self.redo_action.setShortcuts([QKeySequence("Ctrl+Shift+Z"), QKeySequence("Ctrl+Y")])
-        e.addSeparator()
-        from .panels import TOOLS
-        for key, name, short in TOOLS:
-            self._act(e, f"{name} tool", lambda k=key: self.tools.set_tool(k), short)
-        for s in STRUCTURES:
-            self._act(e, f"Active structure: {s.name}", lambda lab=s.label: self.tools.set_active_label(lab),
-                      str(s.label))
-        self._act(e, "Larger brush", lambda: self.tools.scale_brush(1.25), "]")
-        self._act(e, "Smaller brush", lambda: self.tools.scale_brush(1 / 1.25), "[")
-        e.addSeparator()
-        self._act(e, "Keep largest component of the active structure", self.keep_largest_component)
-        self._act(e, "Fill holes in the active structure", self.fill_holes)
-
-        v = mb.addMenu("&View")
-        lay = v.addMenu("Layout")
-        grp = QActionGroup(self)
-        for key, text, short in (("grid", "Four panes", "F5"), ("axial", "Axial only", "F6"),
-                                 ("coronal", "Coronal only", "F7"), ("sagittal", "Sagittal only", "F8"),
-                                 ("3d", "3D only", "F9")):
-            a = self._act(lay, text, lambda k=key: self.set_layout(k), short)
-            a.setCheckable(True)
-            a.setChecked(key == "grid")
-            grp.addAction(a)
-        wl = v.addMenu("Window / level")
-        for i, (name, (lv, wd)) in enumerate(WINDOW_PRESETS.items(), start=1):
-            self._act(wl, f"{name.capitalize()} (W {wd:.0f} / L {lv:.0f})",
-                      lambda l=lv, w=wd: self.set_window(l, w), f"Alt+{i}")
-        self._act(v, "Reset zoom", lambda: [x.reset_zoom() for x in self.views], "Ctrl+0")
-        v.addSeparator()
-        self._act(v, "Reset 3D camera", lambda: self.view3d and self.view3d.reset_camera(), "R")
-        std = v.addMenu("3D standard view")
-        for name in ("anterior", "posterior", "left", "right", "superior", "inferior"):
-            self._act(std, name.capitalize(), lambda n=name: self.view3d and self.view3d.set_view(n))
-        self.plane_action = self._act(v, "Show the axial CT plane in 3D", self.toggle_plane)
-        self.plane_action.setCheckable(True)
-
-        m = mb.addMenu("&Models")
-        self._act(m, "Install model package (.zip)…", self._install_model_dialog)
-        self._act(m, "Refresh the model list", self.refresh_models)
-
-        h = mb.addMenu("&Help")
-        self._act(h, "About LiverPlan", self._about)
-
-    def _act(self, menu, text, slot, shortcut=None) -> QAction:
-        a = QAction(text, self)
-        if shortcut is not None:
-            a.setShortcut(QKeySequence(shortcut))
-        a.triggered.connect(lambda checked=False: slot())
-        menu.addAction(a)
-        return a
-
-    def _fill_recent(self) -> None:
-        self.recent_menu.clear()
-        items = self.recent.load()
-        if not items:
-            a = self.recent_menu.addAction("(none)")
-            a.setEnabled(False)
-        for p in items:
-            self._act(self.recent_menu, p, lambda p=p: self.open_path(p))
-
-    def _about(self) -> None:
-        QMessageBox.about(self, "About LiverPlan",
-                          "<p><b>LiverPlan</b>: liver, vessel and CRLM segmentation and measurement from "
-                          "portal-venous CT.</p><p>Segmentations are made by the model you choose; the "
-                          "bundled demo model is trained on synthetic data and is not for clinical use.</p>")
 
     # ============================================================================ layout / window
     def set_layout(self, mode: str) -> None:
@@ -417,7 +310,7 @@ class MainWindow(QMainWindow):
             log.warning("%s", text)
 
 
-    def _update_title(self) -> None:
+    def update_title(self) -> None:
         name = self.case.name if self.case else ""
         mod = " *" if self.session.is_modified else ""
         self.setWindowTitle(f"LiverPlan — {name}{mod}" if name else "LiverPlan")
@@ -470,7 +363,7 @@ class MainWindow(QMainWindow):
             return
         QMessageBox.warning(self, title, msg)
 
-    def _show_info(self, title: str, msg: str) -> None:
+    def show_info(self, title: str, msg: str) -> None:
         if os.environ.get("LIVERPLAN_NO_DIALOGS"):
             return
         QMessageBox.information(self, title, msg)
@@ -487,95 +380,6 @@ class MainWindow(QMainWindow):
     def models_found(self) -> None:
         """The model search ended (the Segment tab lists them)."""
 
-    # ============================================================================ opening
-    def open_demo(self) -> None:
-        def go():
-            from engine.phantom import demo_case
-
-            self.message("Building the demo case…")
-            task = self.runner.start("load", demo_case, progress=False)
-            self.track_task(task, "Demo case")
-            task.succeeded.connect(lambda case: self.set_case(case))
-            task.failed.connect(lambda msg, exc: self.message(msg, error=True))
-        self._confirm_discard(go)
-
-    def open_path(self, path, series: Optional[str] = None, labels: Optional[str] = None) -> None:
-        """Load a CT file or DICOM folder off the GUI thread; ``labels`` is opened onto it afterwards."""
-        self._confirm_discard(lambda: self._open_path(path, series, labels))
-
-    def _open_path(self, path, series: Optional[str], labels: Optional[str]) -> None:
-        from engine.io import load_case
-
-        self.message(f"Opening {path}…")
-        task = self.runner.start("load", load_case, str(path), series=series)
-        self.track_task(task, "Opening")
-
-        def ok(case):
-            self.set_case(case)
-            self.recent.add(path)
-            if labels:
-                self.open_labels(labels)
-
-        def failed(msg, exc):
-            from engine.io.dicom import SeriesChoiceNeeded
-            if isinstance(exc, SeriesChoiceNeeded):
-                dlg = SeriesPicker(exc.series, self)
-                key = dlg.chosen_key() if dlg.exec() == QDialog.Accepted else None
-                if key:
-                    self._open_path(path, key, labels)
-                return
-            self.message(msg, error=True)
-            self.show_error("Cannot open", msg)
-
-        task.succeeded.connect(ok)
-        task.failed.connect(failed)
-        task.cancelled.connect(lambda: self.message("Opening cancelled; nothing was changed."))
-
-    def _open_dialog(self) -> None:
-        p, _ = QFileDialog.getOpenFileName(self, "Open CT image", "", IMAGE_FILTER)
-        if p:
-            self.open_path(p)
-
-    def _open_dicom_dialog(self) -> None:
-        p = QFileDialog.getExistingDirectory(self, "Open DICOM folder")
-        if p:
-            self.open_path(p)
-
-    def _open_labels_dialog(self) -> None:
-        if self.case is None:
-            return
-        p, _ = QFileDialog.getOpenFileName(self, "Open label map onto this CT", "", LABEL_FILTER)
-        if p:
-            self.open_labels(p)
-
-    def open_labels(self, path) -> None:
-        """Read a label map onto the open CT (grid checked by the engine) as one undoable step."""
-        if self.case is None:
-            return
-        from engine.io import read_label_map
-
-        case = self.case
-        notes: list[str] = []
-        task = self.runner.start("labels", read_label_map, str(path), case, notes=notes, progress=False)
-        self.track_task(task, "Opening label map")
-
-        def ok(labels):
-            if case is not self.case:  # another case was opened meanwhile
-                return
-            self.session.open_labels(labels, path, notes)
-            self.message(f"Label map {Path(path).name} opened." + (" " + " ".join(notes) if notes else ""))
-            if notes:
-                # what the file merges or leaves out (IRCADb: hepatic veins + IVC in one mask) changes how
-                # its volumes read: said once in a box, kept in the status bar
-                self._show_info(f"Label map {Path(path).name}", "\n\n".join(notes))
-
-        def failed(msg, exc):
-            self.message(msg, error=True)
-            self.show_error("Cannot open the label map", msg)
-
-        task.succeeded.connect(ok)
-        task.failed.connect(failed)
-
     def dragEnterEvent(self, ev):  # noqa: N802
         if ev.mimeData().hasUrls():
             ev.acceptProposedAction()
@@ -585,36 +389,24 @@ class MainWindow(QMainWindow):
         if not urls:
             return
         p = urls[0]
-        if self.case is not None and (p.lower().endswith(".seg.nrrd") or self._ask_drop_as_labels(p)):
+        if self.case is not None and (p.lower().endswith(".seg.nrrd") or self.files.ask_drop_as_labels(p)):
             self.open_labels(p)
         else:
             self.open_path(p)
 
-    def _ask_drop_as_labels(self, path: str) -> bool:
-        name = Path(path).name.lower()
-        guess = any(w in name for w in ("label", "seg", "mask"))
-        box = QMessageBox(self)
-        box.setWindowTitle("Open dropped file")
-        box.setText(f"Open {Path(path).name} as a label map onto this CT, or as a new CT?")
-        lab = box.addButton("Label map", QMessageBox.AcceptRole)
-        ct = box.addButton("New CT", QMessageBox.RejectRole)
-        box.setDefaultButton(lab if guess else ct)
-        box.exec()
-        return box.clickedButton() is lab
-
     # ============================================================================ the case
     def set_case(self, case: Case) -> None:
-        if self._pending_autosave_discard is not None:
+        if self.files.pending_autosave_discard is not None:
             # the edits the user chose to discard go now that another case has really replaced them (not
             # when asked: an open that then fails keeps them on screen, and in the autosave)
-            self.session.autosave_store.discard(*self._pending_autosave_discard)
-            self._pending_autosave_discard = None
+            self.session.autosave_store.discard(*self.files.pending_autosave_discard)
+            self.files.pending_autosave_discard = None
         self.session.open_case(case)
         self.set_position(self.pos)                 # the status bar's voxel readout, for this case
-        self._update_title()
+        self.update_title()
         warn = " ".join(case.provenance.warnings)
         self.message(f"{case.name}: {case.geometry.describe()}." + (f" Warning: {warn}" if warn else ""))
-        self._offer_autosave()
+        self.files.offer_autosave()
         # The model search imports torch (seconds of CPU and of the interpreter lock): it starts once the
         # case's first measurements and surfaces are done (see _refresh_if_pending), not beside them
         # (measured on 512 x 512 x 300: it slowed the first surfaces by ~1-3 s on 2 cores).
@@ -658,7 +450,7 @@ class MainWindow(QMainWindow):
         for v in self.views:
             v.set_brush_radius(r)
 
-    def _on_mouse(self, kind: str, zyx, axis: int, modifiers) -> None:
+    def on_mouse(self, kind: str, zyx, axis: int, modifiers) -> None:
         if self.case is None:
             return
         if not self.correct_ctl.on_mouse(kind, zyx, axis, modifiers):
@@ -722,7 +514,7 @@ class MainWindow(QMainWindow):
     def refresh_models(self) -> None:
         self.segment_ctl.refresh()
 
-    def _install_model_dialog(self) -> None:
+    def install_model_dialog(self) -> None:
         p, _ = QFileDialog.getOpenFileName(self, "Install model package", "", "Model package (*.zip)")
         if p:
             self.install_model(p)
@@ -745,7 +537,37 @@ class MainWindow(QMainWindow):
     def export_evaluation(self, path):
         return self.evaluate_ctl.export(path)
 
-    # ============================================================================ saving / export
+    # ============================================================================ files (gui.files)
+    def open_demo(self) -> None:
+        self.files.open_demo()
+
+    def open_path(self, path, series: Optional[str] = None, labels: Optional[str] = None) -> None:
+        """Load a CT file or DICOM folder off the GUI thread; ``labels`` is opened onto it afterwards."""
+        self.files.open_path(path, series, labels)
+
+    def open_labels(self, path) -> None:
+        """Read a label map onto the open CT as one undoable step."""
+        self.files.open_labels(path)
+
+    def save_labels(self, ask: bool = False, mark: bool = True, path=None, then=None):
+        """The one save routine (gui.files.CaseFiles.save_labels); returns its task or None."""
+        return self.files.save_labels(ask=ask, mark=mark, path=path, then=then)
+
+    def save_before(self, then: Optional[Callable[[], None]] = None) -> bool:
+        """Save before closing or opening another case; ``then`` continues once written. False when the
+        file dialog was cancelled (nothing started)."""
+        return self.save_labels(then=then) is not None
+
+    def export_meshes(self, path):
+        return self.files.export_meshes(path)
+
+    def export_measurements(self, path):
+        return self.files.export_measurements(path)
+
+    def autosave(self):
+        """Write a snapshot of unsaved edits off the GUI thread (gui.files); returns the task or None."""
+        return self.files.autosave()
+
     def run_export(self, what: str, fn, *args, where=None, **kwargs):
         """Write a file off the GUI thread; the status bar says where (``where``, else the first argument),
         or why not (and a box)."""
@@ -756,77 +578,7 @@ class MainWindow(QMainWindow):
         task.failed.connect(lambda msg, exc: (self.message(msg, error=True), self.show_error("Export failed", msg)))
         return task
 
-    def _ask_save_path(self) -> Optional[Path]:
-        case = self.case
-        start = str(Path(case.provenance.source or ".").with_name(f"{case.file_stem}_labels.nii.gz")) \
-            if case.provenance.source_format not in ("phantom", "") else f"{case.file_stem}_labels.nii.gz"
-        p, _ = QFileDialog.getSaveFileName(self, "Save label map", start,
-                                           "NIfTI (*.nii.gz);;NRRD (*.nrrd);;3D Slicer segmentation "
-                                           "(*.seg.nrrd);;MetaImage (*.mha)")
-        return Path(p) if p else None
-
-    def save_labels(self, ask: bool = False, mark: bool = True, path=None,
-                    then: Optional[Callable[[], None]] = None):
-        """Write the label map in the source geometry (NIfTI/NRRD/.seg.nrrd by extension) off the GUI
-        thread: the one save routine of Save, Save As, Export and the unsaved-changes box. The case
-        counts as saved only once the write succeeded; ``then`` runs after that."""
-        if self.case is None:
-            return None
-        if path is None:
-            path = self.session.last_save_path if (self.session.last_save_path and not ask) else None
-        if path is None:
-            path = self._ask_save_path()
-            if path is None:
-                return None
-        job = self.session.save_job(path, mark=mark)
-        task = self.run_export("Label map", job, where=path)
-        task.failed.connect(lambda msg, exc: self.session.save_finished(job, exc))
-
-        def ok(*_):
-            self.session.save_finished(job)
-            if then is not None:
-                then()
-
-        task.succeeded.connect(ok)
-        return task
-
-    def _save_now(self, then: Optional[Callable[[], None]] = None) -> bool:
-        """Save before closing or opening another case; ``then`` continues once written. False when
-        the file dialog was cancelled (nothing started)."""
-        return self.save_labels(then=then) is not None
-
-    def _export_meshes_dialog(self) -> None:
-        p, _ = QFileDialog.getSaveFileName(self, "Export meshes (one file per structure)",
-                                           f"{self.case.file_stem if self.case else 'case'}.stl",
-                                           "STL (*.stl);;OBJ (*.obj);;VTK PolyData (*.vtp)")
-        if p:
-            self.export_meshes(p)
-
-    def export_meshes(self, path):
-        """One surface file per structure (LPS mm) next to ``path``; the format from its extension."""
-        if self.case is None:
-            return None
-        p = Path(path)
-        fmt = p.suffix.lstrip(".").lower() or "stl"
-        return self.run_export("Meshes", _write_case_meshes, p.parent, self.case.labels.copy(),
-                               self.case.geometry, fmt, f"{p.stem}_")
-
-    def _export_measurements_dialog(self) -> None:
-        stem = self.case.file_stem if self.case else "case"
-        p, _ = QFileDialog.getSaveFileName(self, "Export measurements", f"{stem}"
-                                           "_measurements.csv", "CSV (*.csv);;JSON (*.json)")
-        if p:
-            self.export_measurements(p)
-
-    def export_measurements(self, path):
-        if self.report is None:
-            self.message("Measurements are not ready yet.", error=True)
-            return None
-        from engine import report as rep
-        fn = rep.write_measurements_json if str(path).lower().endswith(".json") else rep.write_measurements_csv
-        return self.run_export("Measurements", fn, str(path), self.report, overwrite=True)
-
-    def _export_screenshot_dialog(self, pane: str) -> None:
+    def export_screenshot_dialog(self, pane: str) -> None:
         p, _ = QFileDialog.getSaveFileName(self, "Save screenshot", f"liverplan_{pane}.png", "PNG (*.png)")
         if p:
             self.export_screenshot(pane, p)
@@ -847,41 +599,8 @@ class MainWindow(QMainWindow):
         self.message(f"Screenshot written to {path}.")
         return Path(path)
 
-    # ============================================================================ autosave / close
-    def autosave(self):
-        """Write a snapshot of unsaved edits (off the GUI thread; the journal keeps every step between
-        snapshots). A failure is said at once and retried (engine.case_session)."""
-        if self.runner.running("autosave"):
-            return None
-        job = self.session.autosave_job()
-        if job is None:
-            return None
-        task = self.runner.start("autosave", job, progress=False)
-        task.succeeded.connect(lambda folder: self.session.autosave_finished(job, folder))
-        task.failed.connect(lambda msg, exc: self.session.autosave_finished(job, error=exc))
-        return task
-
-    def _offer_autosave(self) -> None:
-        entry = self.session.find_autosave()
-        if entry is None:
-            return
-        choice = self._ask_restore(entry)
-        if choice is None:
-            # no one to ask (LIVERPLAN_NO_DIALOGS): neither restored nor thrown away
-            self.message(f"Unsaved edits of {entry.case_name} from {entry.when()} were found and kept, not "
-                          "restored (questions are switched off: LIVERPLAN_NO_DIALOGS).")
-            return
-        if choice:
-            try:
-                self.session.restore_autosave(entry)
-            except (OSError, ValueError) as exc:
-                self.message(f"The autosaved edits could not be read ({exc}).", error=True)
-                return
-            self._update_title()
-        else:
-            self.session.discard_autosave()
-
-    def _ask_restore(self, entry) -> Optional[bool]:
+    # ============================================================================ questions / close
+    def ask_restore(self, entry) -> Optional[bool]:
         """True: restore, False: discard, None: no dialogs allowed (LIVERPLAN_NO_DIALOGS), keep them."""
         if os.environ.get("LIVERPLAN_NO_DIALOGS"):
             return None
@@ -891,7 +610,7 @@ class MainWindow(QMainWindow):
                                  QMessageBox.Yes | QMessageBox.No, QMessageBox.Yes)
         return r == QMessageBox.Yes
 
-    def _ask_unsaved(self, closing: str = "closing this case") -> str:
+    def ask_unsaved(self, closing: str = "closing this case") -> str:
         """'save', 'discard' or 'cancel'."""
         name = self.case.name if self.case is not None else "this case"
         r = QMessageBox.question(self, "Unsaved changes",
@@ -900,31 +619,16 @@ class MainWindow(QMainWindow):
                                  QMessageBox.Save | QMessageBox.Discard | QMessageBox.Cancel, QMessageBox.Save)
         return {QMessageBox.Save: "save", QMessageBox.Discard: "discard"}.get(r, "cancel")
 
-    def _confirm_discard(self, proceed: Callable[[], None]) -> None:
-        """Before replacing the open case: ask about unsaved edits (they stay in the autosave), then
-        ``proceed`` — at once, or once the save succeeded (a cancelled dialog or a failed write keeps the
-        case and its edits open)."""
-        if not self.session.is_modified:
-            proceed()
-            return
-        choice = self._ask_unsaved("opening another case")
-        if choice == "cancel":
-            return
-        if choice == "save":
-            self._save_now(then=proceed)
-            return
-        self._pending_autosave_discard = (self.session.source_key, self.case.labels.shape)
-        proceed()
 
     def closeEvent(self, ev):  # noqa: N802
         if self.session.is_modified and not self._closing:
-            choice = self._ask_unsaved()
+            choice = self.ask_unsaved()
             if choice == "cancel":
                 ev.ignore()
                 return
             if choice == "save":
                 ev.ignore()         # closed again once the save (off the GUI thread) succeeded
-                self._save_now(then=self.close)
+                self.save_before(then=self.close)
                 return
             if choice == "discard":
                 self.session.discard_autosave()

@@ -48,7 +48,7 @@ class _SliceViewBox(pg.ViewBox):
     def mouseClickEvent(self, ev):  # noqa: N802
         if ev.button() == Qt.LeftButton:
             ev.accept()
-            self.owner._mouse("click", self.mapSceneToView(ev.scenePos()), ev.modifiers())
+            self.owner.mouse_at("click", self.mapSceneToView(ev.scenePos()), ev.modifiers())
         else:
             ev.ignore()
 
@@ -58,10 +58,10 @@ class _SliceViewBox(pg.ViewBox):
             ev.accept()
             p = self.mapSceneToView(ev.scenePos())
             if ev.isStart():
-                self.owner._mouse("press", self.mapSceneToView(ev.buttonDownScenePos()), ev.modifiers())
-            self.owner._mouse("move", p, ev.modifiers())
+                self.owner.mouse_at("press", self.mapSceneToView(ev.buttonDownScenePos()), ev.modifiers())
+            self.owner.mouse_at("move", p, ev.modifiers())
             if ev.isFinish():
-                self.owner._mouse("release", p, ev.modifiers())
+                self.owner.mouse_at("release", p, ev.modifiers())
         elif b == Qt.MiddleButton:
             # Pan: let ViewBox do it as if the left button were used in pan mode.
             ev.accept()
@@ -312,7 +312,7 @@ class SliceView(QWidget):
         r_ax, c_ax = ROW_COL_AXES[self.axis]
         return QPointF((zyx[c_ax] + 0.5) * self.spacing[c_ax], (zyx[r_ax] + 0.5) * self.spacing[r_ax])
 
-    def _mouse(self, kind: str, p: QPointF, modifiers) -> None:
+    def mouse_at(self, kind: str, p: QPointF, modifiers) -> None:
         zyx = self.view_to_index(p)
         if zyx is None and kind not in ("release",):
             return

@@ -48,19 +48,19 @@ class Task(QObject):
 
     # Emitted on the worker thread; relayed by this object's slots so that every public signal fires on
     # the GUI thread, whatever kind of callable (lambda, function) the caller connected to it.
-    _w_progress = Signal(str, int, int)
-    _w_ok = Signal(object)
-    _w_fail = Signal(str, object)
-    _w_cancel = Signal()
-    _w_done = Signal()
+    worker_progress = Signal(str, int, int)
+    worker_ok = Signal(object)
+    worker_failed = Signal(str, object)
+    worker_cancelled = Signal()
+    worker_done = Signal()
 
     def __init__(self, name: str, parent: Optional[QObject] = None) -> None:
         super().__init__(parent)
-        self._w_progress.connect(self._on_progress)
-        self._w_ok.connect(self._on_ok)
-        self._w_fail.connect(self._on_fail)
-        self._w_cancel.connect(self._on_cancel)
-        self._w_done.connect(self._on_done)
+        self.worker_progress.connect(self._on_progress)
+        self.worker_ok.connect(self._on_ok)
+        self.worker_failed.connect(self._on_fail)
+        self.worker_cancelled.connect(self._on_cancel)
+        self.worker_done.connect(self._on_done)
         self.finished = False
         self.name = name
         self.token = CancelToken()
@@ -104,13 +104,13 @@ class Task(QObject):
         return self.thread is not None and self.thread.is_alive()
 
     # Called on the worker thread.
-    def _report(self, stage: str, done: int, total: int) -> None:
+    def report_progress(self, stage: str, done: int, total: int) -> None:
         self.token.raise_if_cancelled()
         now = time.monotonic()
         # At most ~25 updates a second reach the GUI; the first and the last of a stage always do.
         if done in (0, total) or now - self._last_emit > 0.04:
             self._last_emit = now
-            self._w_progress.emit(str(stage), int(done), int(total))
+            self.worker_progress.emit(str(stage), int(done), int(total))
 
 
 class TaskRunner(QObject):
@@ -130,21 +130,21 @@ class TaskRunner(QObject):
         def body() -> None:
             try:
                 if progress:
-                    result = fn(*args, progress=task._report, cancel=task.token, **kwargs)
+                    result = fn(*args, progress=task.report_progress, cancel=task.token, **kwargs)
                 else:
                     result = fn(*args, **kwargs)
-                task._w_ok.emit(result)
+                task.worker_ok.emit(result)
             except Cancelled:
-                task._w_cancel.emit()
+                task.worker_cancelled.emit()
             except BaseException as exc:  # noqa: BLE001 - every failure becomes a message, never a crash
                 if task.token.cancelled:
-                    task._w_cancel.emit()
+                    task.worker_cancelled.emit()
                 else:
                     if not isinstance(exc, LiverPlanError):
                         log.error("task %s failed:\n%s", name, traceback.format_exc())
-                    task._w_fail.emit(describe_error(exc), exc)
+                    task.worker_failed.emit(describe_error(exc), exc)
             finally:
-                task._w_done.emit()
+                task.worker_done.emit()
 
         task.thread = threading.Thread(target=body, name=f"liverplan-{name}", daemon=True)
         task.thread.start()

@@ -152,7 +152,7 @@ def test_paint_undo_redo_one_gesture_one_step(qtbot, win):
     win.tools.size.setValue(3.0)
     z = win.pos[0]
     for kind, x in (("press", 10), ("move", 20), ("move", 40), ("release", 40)):
-        win._on_mouse(kind, (z, 12, x), 0, Qt.NoModifier)
+        win.on_mouse(kind, (z, 12, x), 0, Qt.NoModifier)
     painted = lab.copy()
     assert np.count_nonzero(painted != before) > 20
     # The IVC volume in the structures panel follows at once (before the background report arrives).
@@ -188,7 +188,7 @@ def test_delete_false_lesion_by_click_and_undo(qtbot, win):
     n5 = np.count_nonzero(win.case.labels == 5)
     steps = win.history.undo_count
     win.tools.set_tool("delete")
-    win._on_mouse("click", seed, 0, Qt.NoModifier)
+    win.on_mouse("click", seed, 0, Qt.NoModifier)
     assert win.case.labels[seed] != 5
     # The whole lesion went (found from the clicked voxel) and it is one undo step.
     removed = n5 - np.count_nonzero(win.case.labels == 5)
@@ -295,7 +295,7 @@ def test_unsaved_edits_ask_before_closing_and_autosave_restores(qtbot, qapp, sma
     assert w.history.is_modified
     task = w.autosave()
     qtbot.waitUntil(lambda: task.finished, timeout=10000)
-    monkeypatch.setattr(w, "_ask_unsaved", lambda *when: "cancel")
+    monkeypatch.setattr(w, "ask_unsaved", lambda *when: "cancel")
     w.close()
     assert w.isVisible(), "closing with unsaved edits must ask (and Cancel keeps the window)"
     # "Crash": the next window opening the same case offers the autosave back.
@@ -307,11 +307,11 @@ def test_unsaved_edits_ask_before_closing_and_autosave_restores(qtbot, qapp, sma
     assert w3.autosave_store.find(w3.session.source_key, edited.shape) is not None
     close_window(w3)
     w2 = MainWindow(with_3d=False)
-    monkeypatch.setattr(w2, "_ask_restore", lambda entry: True)
+    monkeypatch.setattr(w2, "ask_restore", lambda entry: True)
     w2.set_case(small_case.copy())
     np.testing.assert_array_equal(w2.case.labels, edited)
     assert w2.history.is_modified and w2.history.undo_description == "Restore autosaved edits"
-    monkeypatch.setattr(w, "_ask_unsaved", lambda *when: "discard")
+    monkeypatch.setattr(w, "ask_unsaved", lambda *when: "discard")
     w.close()
     assert not w.isVisible()
     assert w.autosave_store.find(w.session.source_key, edited.shape) is None
@@ -340,13 +340,13 @@ def test_save_or_discard_before_opening_another_case_never_loses_edits(qtbot, qa
     task = w.autosave()
     qtbot.waitUntil(lambda: task.finished, timeout=10000)
     first = w.case
-    monkeypatch.setattr(w, "_ask_unsaved", lambda *when: "save")
-    monkeypatch.setattr(w, "_save_now", lambda *a, **k: False)             # the dialog cancelled, or the write failed
+    monkeypatch.setattr(w, "ask_unsaved", lambda *when: "save")
+    monkeypatch.setattr(w, "save_before", lambda *a, **k: False)             # the dialog cancelled, or the write failed
     w.open_path(good)
     wait_idle(qtbot, w)
     assert w.case is first and w.history.is_modified
     np.testing.assert_array_equal(w.case.labels, edited)
-    monkeypatch.setattr(w, "_ask_unsaved", lambda *when: "discard")
+    monkeypatch.setattr(w, "ask_unsaved", lambda *when: "discard")
     w.open_path(broken)
     wait_idle(qtbot, w)
     assert w.case is first and w.history.is_modified
