@@ -137,8 +137,7 @@ def _wait_idle(win, timeout: float = 300.0, busy=None) -> float:
 
     if busy is None:
         def busy():
-            return bool(win.runner.running() or win._refresh_timer.isActive() or win._pending_measure
-                        or win._pending_mesh)
+            return not win.is_idle()
 
     t0 = time.perf_counter()
     loop = QEventLoop()
@@ -188,7 +187,9 @@ def refresh_benchmark(rounds: int, small: bool, shot: Optional[str]) -> dict:
         ev.setdefault(name, time.perf_counter())
 
     # Wrap the worker functions and the 3D update to time-stamp them (first start, last end per refresh).
-    _meas, _surf = mw._measure_for, mw._surfaces_for
+    import engine.measure as em
+    import engine.mesh as emesh
+    _meas, _surf = em.update_measurements, emesh.update_surfaces
 
     def timed(fn, start, end):
         def wrapper(*a, **k):
@@ -199,8 +200,8 @@ def refresh_benchmark(rounds: int, small: bool, shot: Optional[str]) -> dict:
                 ev[end] = time.perf_counter()
         return wrapper
 
-    mw._measure_for = timed(_meas, "measure_start", "measure_end")
-    mw._surfaces_for = timed(_surf, "mesh_start", "mesh_end")
+    em.update_measurements = timed(_meas, "measure_start", "measure_end")
+    emesh.update_surfaces = timed(_surf, "mesh_start", "mesh_end")
 
     win = mw.MainWindow()
     win.resize(1500, 950)
@@ -248,9 +249,7 @@ def refresh_benchmark(rounds: int, small: bool, shot: Optional[str]) -> dict:
     win.set_case(case)
     # Opening = until the case's measurements and all surfaces are done and drawn; the model search that
     # the window starts in the background (it imports torch) is not part of it and is waited for after.
-    _wait_idle(win, 300.0, lambda: bool(win.runner.running("measure") or win.runner.running("mesh")
-                                        or win._pending_measure or win._pending_mesh
-                                        or win._refresh_timer.isActive()))
+    _wait_idle(win, 300.0, lambda: not win.session.derived.is_idle())
     n = len(renders)
     t_end = time.perf_counter()
     flush_paints()
@@ -291,12 +290,10 @@ def refresh_benchmark(rounds: int, small: bool, shot: Optional[str]) -> dict:
             win.tools.set_tool("brush")
             win.tools.set_active_label(5)
             win.tools.size.setValue(5.0)
-            win._stroke = edits.Stroke(win.case.labels)
-            win._last_dab = None
+            win.session.begin_stroke()
             for i in range(0, 30, 3):
                 win.dab((z, shape[1] // 2, shape[2] // 4 + i), 0)
-            s, win._stroke = win._stroke, None
-            win._commit("Brush stroke (benchmark)", s.region())
+            win.session.end_stroke("brush", "Brush stroke (benchmark)")
         timed("CRLM stroke", stroke)
         inside = np.argwhere(win.case.labels[z] == 1)
         centre = (z, *[int(v) for v in inside[len(inside) // 2]])
@@ -312,7 +309,7 @@ def refresh_benchmark(rounds: int, small: bool, shot: Optional[str]) -> dict:
 
         def delete():
             win.tools.set_tool("delete")
-            win._on_mouse("click", seed, 0, Qt.NoModifier)
+            win.on_mouse("click", seed, 0, Qt.NoModifier)
         timed("delete lesion", delete)
         timed("undo (delete)", win.undo)
         timed("undo (stroke)", win.undo)
@@ -469,12 +466,12 @@ def main() -> int:
 
     med_ov, max_ov = scroll_steps()
     win.structures.overlay.setValue(0)
-    for lab in win.visible2d:
-        win._on_visible2d(lab, False)
+    for cb in win.structures.check2d.values():
+        cb.setChecked(False)
     med_no, max_no = scroll_steps()
     win.structures.overlay.setValue(45)
-    for lab in win.visible2d:
-        win._on_visible2d(lab, True)
+    for cb in win.structures.check2d.values():
+        cb.setChecked(True)
     print(f"scroll axial 512 x 512 step (set slice + repaint): median {med_ov:.1f} ms (max {max_ov:.1f}) "
           f"with overlay; {med_no:.1f} ms without -> overlay costs x{med_ov / med_no:.2f} (target < 16 ms)")
 
@@ -484,8 +481,7 @@ def main() -> int:
     win.tools.size.setValue(5.0)
     z = win.pos[0]
     dabs = []
-    win._stroke = edits.Stroke(case.labels)
-    win._last_dab = None
+    win.session.begin_stroke()
     for i in range(30):
         t0 = time.perf_counter()
         win.dab((z, shape[1] // 2, shape[2] // 4 + i), 0)
@@ -493,10 +489,9 @@ def main() -> int:
             v.view.viewport().repaint()
         app.processEvents()
         dabs.append((time.perf_counter() - t0) * 1000)
-    s, win._stroke = win._stroke, None
     draw_ms.clear()
     t0 = time.perf_counter()
-    win._commit("Brush stroke (benchmark)", s.region())
+    win.session.end_stroke("brush", "Brush stroke (benchmark)")
     dt = wait_idle()
     refresh = time.perf_counter() - t0
     print(f"brush dab visible: median {statistics.median(dabs):.1f} ms (max {max(dabs):.1f}) (target < 30 ms)")
