@@ -1,1 +1,1 @@
-"""LiverPlan application core (no Qt). See ../shared/DESIGN.md for the layering rules."""
+"""LiverPlan application core (no Qt). The parts and the layering rule: docs/architecture.md."""

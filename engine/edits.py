@@ -3,7 +3,7 @@
 All operations work in place on a uint8 label map in canonical (z, y, x) order (see engine.labels) and
 return a :class:`Region` — the bounding box they touched plus that box's values *before* the change —
 or None when nothing changed. :class:`EditHistory` turns regions into undo steps that keep only the
-changed bounding box (old and new values), bounded by bytes, not by count (DESIGN.md "Edits and undo").
+changed bounding box (old and new values), bounded by bytes, not by count (docs/architecture.md, "The session": steps carry a kind and a record).
 
 One user gesture is one step: a brush drag collects its dabs in a :class:`Stroke` and is committed once.
 

@@ -4,7 +4,7 @@ Long work (loading, segmentation, meshing, measuring, evaluating, exporting) run
 plain Python daemon thread. The engine function receives ``progress(stage, done, total)`` and a
 ``CancelToken``; results come back to the GUI thread through Qt signals (queued automatically because
 the Task object lives in the GUI thread). Nothing here ever blocks the GUI thread waiting for a worker:
-no ``QThread.wait()`` in a slot (see ENVIRONMENT.md: that deadlocks). ``shutdown`` at close cancels
+no ``QThread.wait()`` in a slot (that deadlocks; docs/architecture.md, "Who owns threads"). ``shutdown`` at close cancels
 everything and gives each thread a short grace period.
 """
 from __future__ import annotations

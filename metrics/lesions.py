@@ -1,6 +1,6 @@
 """Lesion-wise detection for CRLM: which reference lesions were found, which were missed, which are false.
 
-Lesions are the 26-connected components of each mask (DESIGN.md). Matching rule (one-to-one):
+Lesions are the 26-connected components of each mask (docs/architecture.md, "Conventions"). Matching rule (one-to-one):
 every (reference lesion, predicted lesion) pair that shares at least one voxel is a candidate; candidates
 are taken in order of decreasing IoU (ties: larger overlap first, then lower ids), and a pair is matched
 when neither lesion is matched yet and its IoU >= ``min_iou`` (default 0.1, so a sliver touching a lesion
