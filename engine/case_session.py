@@ -305,23 +305,19 @@ class CaseSession:
 
     def undo(self) -> Optional[edits.Edit]:
         """Undo the last step (not while a stroke is being drawn); its record comes back with the labels."""
-        if self.history is None or self._stroke is not None:
-            return None
-        e = self.history.undo()
-        if e is not None:
-            self._restore_origin()
-            self._journal(e.box, e.before, "undo", f"Undo {e.description}")
-            self._labels_changed("undo", e)
-        return e
+        return self._move("undo")
 
     def redo(self) -> Optional[edits.Edit]:
+        return self._move("redo")
+
+    def _move(self, how: str) -> Optional[edits.Edit]:
         if self.history is None or self._stroke is not None:
             return None
-        e = self.history.redo()
+        e = self.history.undo() if how == "undo" else self.history.redo()
         if e is not None:
             self._restore_origin()
-            self._journal(e.box, e.after, "redo", f"Redo {e.description}")
-            self._labels_changed("redo", e)
+            self._journal(e.box, e.before if how == "undo" else e.after, how, f"{how.capitalize()} {e.description}")
+            self._labels_changed(how, e)
         return e
 
     def _labels_changed(self, how: str, e: edits.Edit) -> None:

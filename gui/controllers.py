@@ -74,16 +74,32 @@ def _find_models_and_devices():
 
 
 # ------------------------------------------------------------------------------------------------
-class StructuresController(QObject):
-    """The Structures tab: volumes that follow every step at once, the totals of the last report."""
+class TabController(QObject):
+    """A tab's controller: hears the session's events (:meth:`on_session`) and its panel's signals
+    (wired in :meth:`connect_panel`)."""
 
     def __init__(self, win: WindowServices, panel, parent=None) -> None:
         super().__init__(parent)
         self.win, self.panel = win, panel
-        self._totals_text = ""
-        win.session.listen(self._on_session)
+        self.connect_panel()
+        win.session.listen(self.on_session)
 
-    def _on_session(self, kind: str, data) -> None:
+    def connect_panel(self) -> None:
+        """Connect the panel's signals to this controller."""
+
+    def on_session(self, kind: str, data) -> None:
+        """One event of the session (engine.case_session.EVENTS)."""
+
+
+# ------------------------------------------------------------------------------------------------
+class StructuresController(TabController):
+    """The Structures tab: volumes that follow every step at once, the totals of the last report."""
+
+    def __init__(self, win: WindowServices, panel, parent=None) -> None:
+        super().__init__(win, panel, parent)
+        self._totals_text = ""
+
+    def on_session(self, kind: str, data) -> None:
         if kind == "case":
             self._totals_text = ""
             self.panel.set_volumes({}, "")
@@ -110,17 +126,17 @@ class StructuresController(QObject):
 
 
 # ------------------------------------------------------------------------------------------------
-class MeasureController(QObject):
+class MeasureController(TabController):
     """The Measure tab: the report of the labels shown, its notes, the lesion table and going to a lesion."""
 
     def __init__(self, win: WindowServices, panel, parent=None) -> None:
-        super().__init__(parent)
-        self.win, self.panel = win, panel
+        super().__init__(win, panel, parent)
         self.selected_lesion: Optional[int] = None
-        panel.lesion_selected.connect(self.select_lesion)
-        win.session.listen(self._on_session)
 
-    def _on_session(self, kind: str, data) -> None:
+    def connect_panel(self) -> None:
+        self.panel.lesion_selected.connect(self.select_lesion)
+
+    def on_session(self, kind: str, data) -> None:
         s = self.win.session
         if kind == "case":
             self.selected_lesion = None
@@ -155,19 +171,16 @@ class MeasureController(QObject):
 
 
 # ------------------------------------------------------------------------------------------------
-class CorrectController(QObject):
+class CorrectController(TabController):
     """The Correct tab: mouse gestures in the panes become the session's edit steps."""
 
-    def __init__(self, win: WindowServices, panel, parent=None) -> None:
-        super().__init__(parent)
-        self.win, self.panel = win, panel
-        panel.keep_largest.connect(self.keep_largest_component)
-        panel.fill_holes.connect(self.fill_holes)
-        panel.undo.connect(self.undo)
-        panel.redo.connect(self.redo)
-        win.session.listen(self._on_session)
+    def connect_panel(self) -> None:
+        self.panel.keep_largest.connect(self.keep_largest_component)
+        self.panel.fill_holes.connect(self.fill_holes)
+        self.panel.undo.connect(self.undo)
+        self.panel.redo.connect(self.redo)
 
-    def _on_session(self, kind: str, data) -> None:
+    def on_session(self, kind: str, data) -> None:
         if kind in ("labels", "case"):
             h = self.win.session.history
             self.panel.set_history(h.undo_description, h.redo_description, h.nbytes, h.max_bytes)
@@ -240,19 +253,19 @@ class CorrectController(QObject):
 
 
 # ------------------------------------------------------------------------------------------------
-class SegmentController(QObject):
+class SegmentController(TabController):
     """The Segment tab: finding models and devices, running a model off the GUI thread, cancelling."""
 
     def __init__(self, win: WindowServices, panel, parent=None) -> None:
-        super().__init__(parent)
-        self.win, self.panel = win, panel
+        super().__init__(win, panel, parent)
         self.models_task = None
         self.segment_task = None
-        panel.run_requested.connect(self.run)
-        panel.cancel_requested.connect(self.cancel)
-        win.session.listen(self._on_session)
 
-    def _on_session(self, kind: str, data) -> None:
+    def connect_panel(self) -> None:
+        self.panel.run_requested.connect(self.run)
+        self.panel.cancel_requested.connect(self.cancel)
+
+    def on_session(self, kind: str, data) -> None:
         if kind == "case":
             self.panel.set_progress("", 0)      # the last case's result message is not this case's
         elif kind == "labels" and data.step is not None and data.step.kind == "segmentation":
@@ -374,19 +387,16 @@ class SegmentController(QObject):
 
 
 # ------------------------------------------------------------------------------------------------
-class EvaluateController(QObject):
+class EvaluateController(TabController):
     """The Evaluate tab: the reference, the metric suite off the GUI thread, the table and its CSV."""
 
-    def __init__(self, win: WindowServices, panel, parent=None) -> None:
-        super().__init__(parent)
-        self.win, self.panel = win, panel
-        panel.load_reference.connect(self.load_reference_dialog)
-        panel.run_requested.connect(self.run)
-        panel.export_csv.connect(self.export_dialog)
-        panel.view_changed.connect(self.show)
-        win.session.listen(self._on_session)
+    def connect_panel(self) -> None:
+        self.panel.load_reference.connect(self.load_reference_dialog)
+        self.panel.run_requested.connect(self.run)
+        self.panel.export_csv.connect(self.export_dialog)
+        self.panel.view_changed.connect(self.show)
 
-    def _on_session(self, kind: str, data) -> None:
+    def on_session(self, kind: str, data) -> None:
         if kind == "case":
             self.panel.clear_results()
         elif kind == "reference":
@@ -476,5 +486,5 @@ class EvaluateController(QObject):
                                    evaluation_csv(self.win.session.evaluation), overwrite=True)
 
 
-__all__ = ["StructuresController", "MeasureController", "CorrectController", "SegmentController",
+__all__ = ["TabController", "StructuresController", "MeasureController", "CorrectController", "SegmentController",
            "EvaluateController", "WindowServices"]

@@ -178,22 +178,6 @@ class MainWindow(QMainWindow):
         return self.session.report
 
     @property
-    def reference(self):
-        return self.session.reference
-
-    @property
-    def evaluation(self):
-        return self.session.evaluation
-
-    @property
-    def label_notes(self) -> list[str]:
-        return self.session.label_notes
-
-    @property
-    def autosave_store(self):
-        return self.session.autosave_store
-
-    @property
     def models_task(self):
         return self.segment_ctl.models_task
 

@@ -132,17 +132,21 @@ def test_gui_and_cli_make_the_same_labels_and_provenance(store, tmp_path_factory
         {k: v for k, v in json.loads(json.dumps(cli_prov, default=str)).items() if k not in drop}
 
 
+def _recovered(store):
+    """The labels a new session gets back from the autosave of the phantom case."""
+    s = CaseSession(store)
+    s.open_case(phantom())
+    s.restore_autosave(s.find_autosave())
+    return s.case.labels
+
+
 def test_every_step_is_in_the_journal_at_once_and_undo_too(store):
     s = CaseSession(store)
     s.open_case(phantom())
     for i in range(12):
         step(s, i)
-    shown = s.case.labels.copy()
     # no autosave ran: the journal alone rebuilds the labels onto the case as opened
-    s2 = CaseSession(store)
-    s2.open_case(phantom())
-    s2.restore_autosave(s2.find_autosave())
-    np.testing.assert_array_equal(s2.case.labels, shown)
+    np.testing.assert_array_equal(_recovered(store), s.case.labels)
 
 
 def test_journal_is_compacted_by_the_autosave(store):
@@ -155,11 +159,7 @@ def test_journal_is_compacted_by_the_autosave(store):
     assert size_before > 0 and s.autosave()
     assert not list(folder.glob("journal-0.bin")) and list(folder.glob("snapshot-*.npz"))
     step(s, 6)
-    shown = s.case.labels.copy()
-    s2 = CaseSession(store)
-    s2.open_case(phantom())
-    s2.restore_autosave(s2.find_autosave())
-    np.testing.assert_array_equal(s2.case.labels, shown)
+    np.testing.assert_array_equal(_recovered(store), s.case.labels)
 
 
 def test_kill_9_loses_at_most_the_stroke_in_progress(tmp_path):
@@ -228,11 +228,7 @@ def test_a_failing_autosave_is_reported_retried_and_falls_back(tmp_path, monkeyp
     assert s.autosave() and s.journal_ok and s.problem is None
     assert str(s._folder).startswith(str(tmp_path / "fallback"))
     step(s, 1)
-    shown = s.case.labels.copy()
-    s2 = CaseSession(AutosaveStore(data, fallback=tmp_path / "fallback"))
-    s2.open_case(phantom())
-    s2.restore_autosave(s2.find_autosave())
-    np.testing.assert_array_equal(s2.case.labels, shown)
+    np.testing.assert_array_equal(_recovered(AutosaveStore(data, fallback=tmp_path / "fallback")), s.case.labels)
 
 
 def test_saved_only_after_a_write_that_succeeded(store, tmp_path):

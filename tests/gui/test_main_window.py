@@ -220,9 +220,9 @@ def test_fill_keep_largest_fill_holes_are_undoable(qtbot, win):
 
 def test_evaluate_against_reference_and_export_csv(qtbot, win, tmp_path):
     _ready(qtbot, win)
-    assert win.reference is not None  # a phantom brings its own ground truth
+    assert win.session.reference is not None  # a phantom brings its own ground truth
     win.run_evaluation()
-    qtbot.waitUntil(lambda: win.evaluation is not None, timeout=120000)
+    qtbot.waitUntil(lambda: win.session.evaluation is not None, timeout=120000)
     t = win.evaluate_panel.table
     headers = [t.horizontalHeaderItem(c).text() for c in range(t.columnCount())]
     assert "Liver parenchyma" in headers
@@ -304,7 +304,7 @@ def test_unsaved_edits_ask_before_closing_and_autosave_restores(qtbot, qapp, sma
     w3 = MainWindow(with_3d=False)
     w3.set_case(small_case.copy())
     assert not w3.history.is_modified and "were found and kept" in w3.status_text.text()
-    assert w3.autosave_store.find(w3.session.source_key, edited.shape) is not None
+    assert w3.session.autosave_store.find(w3.session.source_key, edited.shape) is not None
     close_window(w3)
     w2 = MainWindow(with_3d=False)
     monkeypatch.setattr(w2, "ask_restore", lambda entry: True)
@@ -314,7 +314,7 @@ def test_unsaved_edits_ask_before_closing_and_autosave_restores(qtbot, qapp, sma
     monkeypatch.setattr(w, "ask_unsaved", lambda *when: "discard")
     w.close()
     assert not w.isVisible()
-    assert w.autosave_store.find(w.session.source_key, edited.shape) is None
+    assert w.session.autosave_store.find(w.session.source_key, edited.shape) is None
     close_window(w2)
 
 
@@ -350,10 +350,10 @@ def test_save_or_discard_before_opening_another_case_never_loses_edits(qtbot, qa
     w.open_path(broken)
     wait_idle(qtbot, w)
     assert w.case is first and w.history.is_modified
-    assert w.autosave_store.find(key, edited.shape) is not None     # still protected
+    assert w.session.autosave_store.find(key, edited.shape) is not None     # still protected
     w.open_path(good)                                                # discarded, and this time it opens
     qtbot.waitUntil(lambda: w.case is not first, timeout=30000)
-    assert w.autosave_store.find(key, edited.shape) is None
+    assert w.session.autosave_store.find(key, edited.shape) is None
     # a case that replaces another shows no numbers until its own are measured (the previous case's stood
     # there meanwhile, and "Copy measurements" copied them)
     wait_idle(qtbot, w)
@@ -442,8 +442,8 @@ def test_a_failing_autosave_is_shown_retried_and_falls_back(qtbot, qapp, small_c
     w.show()
     w.set_case(small_case.copy())
     wait_idle(qtbot, w)
-    w.autosave_store.root = blocked / "autosave"
-    w.autosave_store.fallback_root = blocked / "fallback"
+    w.session.autosave_store.root = blocked / "autosave"
+    w.session.autosave_store.fallback_root = blocked / "fallback"
     w.apply_edit("Brush test", edits.brush, (20, 36, 36), 6.0, w.case.geometry.spacing, 2)
     edited = w.case.labels.copy()
     task = w.autosave()
@@ -452,17 +452,17 @@ def test_a_failing_autosave_is_shown_retried_and_falls_back(qtbot, qapp, small_c
     wait_idle(qtbot, w)
     # said at once, in the status bar (and in one box where dialogs are allowed)
     assert w.last_error and ("autosave" in w.last_error.lower()), w.last_error
-    assert w.autosave_store.find(w.case.provenance.source or w.case.name, edited.shape) is None
+    assert w.session.autosave_store.find(w.case.provenance.source or w.case.name, edited.shape) is None
     # another folder can be written: the next try writes there (the failed write was not counted as done)
-    w.autosave_store.fallback_root = tmp_path / "fallback"
+    w.session.autosave_store.fallback_root = tmp_path / "fallback"
     task = w.autosave()
     assert task is not None, "a failed autosave must be tried again"
     qtbot.waitUntil(lambda: task.finished, timeout=10000)
-    entry = w.autosave_store.find(w.case.provenance.source or w.case.name, edited.shape)
+    entry = w.session.autosave_store.find(w.case.provenance.source or w.case.name, edited.shape)
     assert entry is not None and str(entry.folder).startswith(str(tmp_path / "fallback"))
-    np.testing.assert_array_equal(w.autosave_store.load(entry), edited)
+    np.testing.assert_array_equal(w.session.autosave_store.load(entry), edited)
     assert "*" in w.windowTitle()          # autosaved is not saved
     # a step after it is in the journal there at once
     w.apply_edit("Brush test 2", edits.brush, (10, 30, 30), 4.0, w.case.geometry.spacing, 5)
-    np.testing.assert_array_equal(w.autosave_store.load(entry, base=small_case.labels), w.case.labels)
+    np.testing.assert_array_equal(w.session.autosave_store.load(entry, base=small_case.labels), w.case.labels)
     close_window(w)

@@ -25,17 +25,17 @@ def test_ircadb_ct_with_expert_masks(qtbot, qapp):
         # the user is told that IRCADb's venous mask is hepatic veins + IVC, and which masks were not used
         shown = w.status_text.text()
         assert "venoussystem" in shown and "IVC" in shown and "artery, bone, skin" in shown, shown
-        assert any("venoussystem" in n for n in w.label_notes)
+        assert any("venoussystem" in n for n in w.session.label_notes)
         assert w.status_text.toolTip() == shown                   # the whole text, where the bar cuts it
         wait_idle(qtbot, w, timeout=120000)
         assert "About these labels: 3D-IRCADb's 'venoussystem' mask" in w.measure_panel.note.text()
         # the notes follow the labels through Undo / Redo: gone with the undone masks, back with them
         w.undo()
         wait_idle(qtbot, w, timeout=120000)
-        assert w.label_notes == [] and "About these labels" not in w.measure_panel.note.text()
+        assert w.session.label_notes == [] and "About these labels" not in w.measure_panel.note.text()
         w.redo()
         wait_idle(qtbot, w, timeout=120000)
-        assert any("venoussystem" in n for n in w.label_notes)
+        assert any("venoussystem" in n for n in w.session.label_notes)
         assert "About these labels" in w.measure_panel.note.text()
         liver_ml = w.report.value("liver.total_volume_ml")
         assert 800 < liver_ml < 3000, liver_ml
