@@ -29,6 +29,7 @@ from typing import Optional
 import numpy as np
 
 from .io.atomic import write_bytes_atomic, write_text_atomic
+from .paths import user_data_dir
 
 log = logging.getLogger(__name__)
 
@@ -36,15 +37,8 @@ MAX_RECENT = 10
 
 
 def data_dir() -> Path:
-    """The user's LiverPlan data folder (created when missing)."""
-    try:
-        from .paths import user_data_dir  # owned by the inference area
-        d = Path(user_data_dir())
-    except ImportError:  # pragma: no cover - only while engine.paths does not exist yet
-        env = os.environ.get("LIVERPLAN_DATA_DIR")
-        d = Path(env) if env else Path.home() / ".local" / "share" / "LiverPlan"
-    d.mkdir(parents=True, exist_ok=True)
-    return d
+    """The user's LiverPlan data folder (created when missing): engine.paths.user_data_dir."""
+    return user_data_dir()
 
 
 # ---------------------------------------------------------------------------------------------
