@@ -215,3 +215,40 @@ def test_refreshing_the_model_list_keeps_the_chosen_model_and_device(qtbot, win,
     assert f"TinyLiver, {installed_name(chosen)}" in win.segment_panel.status.text(), win.segment_panel.status.text()
     win.undo()
     wait_idle(qtbot, win)
+
+
+def test_the_window_and_the_cli_make_the_same_labels_and_provenance(qtbot, win, tiny_model, tmp_path):
+    # The window applies a model's result through the session with engine.inference.apply_result, as
+    # `liverplan segment` does: for the same CT and model, the same label map and the same provenance.
+    import json
+
+    import main
+    from engine.io import read_label_map, write_image
+    from engine.phantom import make_phantom
+
+    ct = tmp_path / "ct.nii.gz"
+    write_image(ct, make_phantom(seed=6, shape=(32, 64, 64), spacing=(2.5, 1.6, 1.6)))
+    assert main.main(["segment", str(ct), "--model", str(tiny_model.path), "--out", str(tmp_path / "cli"),
+                      "--device", "cpu", "--mode", "fast", "--no-progress"]) == 0
+    old = win.case
+    win.open_path(ct)
+    qtbot.waitUntil(lambda: win.case is not old, timeout=30000)
+    wait_idle(qtbot, win)
+    win.segment_panel.device.setCurrentText("cpu")
+    win.segment_panel.mode.setCurrentText("fast")
+    win.run_segmentation(tiny_model)
+    qtbot.waitUntil(lambda: not win.runner.running("segment"), timeout=180000)
+    assert win.history.undo_step is not None and win.history.undo_step.kind == "segmentation"
+    out = tmp_path / "window.nii.gz"
+    win.save_labels(path=out, mark=False)
+    qtbot.waitUntil(out.exists, timeout=20000)
+    cli = read_label_map(tmp_path / "cli" / "ct_seg.nii.gz", win.case)
+    assert len(np.unique(cli)) > 1, "the tiny model labelled nothing: the comparison would be empty"
+    np.testing.assert_array_equal(read_label_map(out, win.case), cli)
+    prov = json.loads((tmp_path / "cli" / "ct_segmentation.json").read_text())["provenance"]
+    drop = ("timings_s", "date", "torch_threads")      # when, how long, on how many threads it ran
+    ours = json.loads(json.dumps(win.case.provenance.extra["segmentation"], default=str))
+    assert {k: v for k, v in ours.items() if k not in drop} == {k: v for k, v in prov.items() if k not in drop}
+    assert win.case.provenance.model_card["name"] == prov["models"][0]["card"]["name"]
+    win.undo()
+    wait_idle(qtbot, win)
