@@ -61,6 +61,49 @@ class LabelChange:
     delta: dict
 
 
+@dataclass
+class SaveJob:
+    """Writing the labels as they were when the job was made (what the user saw when saving); call it on
+    any thread, then give it to :meth:`CaseSession.save_finished`."""
+
+    path: Path
+    case: Case          # a copy
+    state: int          # the history state written
+    mark: bool          # Save (the case counts as saved after it) or Export (it does not)
+    opened: int = 0     # which case of the session it belongs to
+
+    def __call__(self) -> Path:
+        return write_labels(self.path, self.case)
+
+
+@dataclass
+class AutosaveJob:
+    """Writing a snapshot of the labels as generation ``gen``: into the first of ``folders`` that takes
+    it (this session's folder, then a new one in each autosave root). Returns the folder written; raises
+    OSError when none could be. Call it on any thread, then give it to
+    :meth:`CaseSession.autosave_finished`."""
+
+    store: AutosaveStore
+    folders: list
+    gen: int
+    state: int
+    labels: np.ndarray
+    source: str
+    name: str
+    description: str
+    opened: int = 0     # which case of the session it belongs to
+
+    def __call__(self) -> Path:
+        errors = []
+        for folder in self.folders:
+            try:
+                self.store.write_snapshot(folder, self.gen, self.source, self.name, self.labels, self.description)
+                return folder
+            except Exception as exc:  # noqa: BLE001 - a full or read-only disk: try the next folder
+                errors.append(f"{folder.parent}: {exc}")
+        raise OSError("no folder could be written (" + "; ".join(errors) + ")")
+
+
 def run_model(case: Case, models, *, device: str = "auto", mode: str = "fast", progress=None, cancel=None):
     """Segment ``case`` with one model or several (engine.inference.segment): the one place the session
     and the window call inference from, so a change of its options is made here only. Runs on a worker
@@ -357,13 +400,10 @@ class CaseSession:
         return self.evaluation
 
     # ============================================================================ saving
-    def save_job(self, path, mark: bool = True) -> Callable[[], Path]:
-        """A function writing the labels shown to ``path`` (a snapshot taken now: what is written is what
-        the user saw); run it anywhere, then give its outcome to :meth:`save_finished`."""
-        snapshot, state = self.case.copy(), self.history.state_id
-        job = lambda: write_labels(path, snapshot)  # noqa: E731
-        job.state, job.path, job.mark = state, Path(path), mark  # type: ignore[attr-defined]
-        return job
+    def save_job(self, path, mark: bool = True) -> SaveJob:
+        """The labels shown, to be written to ``path`` (a snapshot taken now: what is written is what the
+        user saw); run it anywhere, then give it to :meth:`save_finished`."""
+        return SaveJob(Path(path), self.case.copy(), self.history.state_id, mark, self._opened)
 
     def save_finished(self, job, error: Optional[BaseException] = None) -> bool:
         """The outcome of a :meth:`save_job`: marked saved only when the write succeeded (and the labels
@@ -371,6 +411,8 @@ class CaseSession:
         if error is not None:
             self._emit("save_failed", f"The labels were not saved: {error}")
             return False
+        if job.opened != self._opened:
+            return True         # written, but another case is open now: nothing of this one changes
         if job.mark:
             self.last_save_path = job.path
             if self.history.state_id == job.state:
@@ -432,7 +474,7 @@ class CaseSession:
             return False
         return self._autosaved_state != self.history.state_id or not self._chain_ok
 
-    def autosave_job(self) -> Optional[Callable[[], Path]]:
+    def autosave_job(self) -> Optional[AutosaveJob]:
         """A function writing a snapshot of the labels shown (tries this session's folder, then the
         fallback folder); a new journal generation starts now, so steps made while it writes are kept.
         None when there is nothing to write or a write is under way. Give its outcome to
@@ -440,29 +482,10 @@ class CaseSession:
         if not self.needs_autosave or self._autosave_running:
             return None
         self._gen += 1
-        gen, labels = self._gen, self.case.labels.copy()
-        source, name = self.source_key, self.case.name
-        desc = self.history.undo_description or ""
-        folders = []
-        if self._folder is not None:
-            folders.append(self._folder)
-        for root in self.autosave_store.roots:
-            f = self._new_folder(root)
-            if f not in folders:
-                folders.append(f)
-        store = self.autosave_store
-
-        def job() -> Path:
-            errors = []
-            for folder in folders:
-                try:
-                    store.write_snapshot(folder, gen, source, name, labels, desc)
-                    return folder
-                except Exception as exc:  # noqa: BLE001 - try the next folder
-                    errors.append(f"{folder.parent}: {exc}")
-            raise OSError("no folder could be written (" + "; ".join(errors) + ")")
-
-        job.state, job.gen = self.history.state_id, gen  # type: ignore[attr-defined]
+        folders = [self._folder] if self._folder is not None else []
+        folders += [f for f in (self._new_folder(root) for root in self.autosave_store.roots) if f not in folders]
+        job = AutosaveJob(self.autosave_store, folders, self._gen, self.history.state_id, self.case.labels.copy(),
+                          self.source_key, self.case.name, self.history.undo_description or "", self._opened)
         self._autosave_running = True
         self._since_snapshot = []               # the snapshot holds them
         return job
@@ -472,6 +495,8 @@ class CaseSession:
         folder that took it, the fallback after a failure). Failure: said at once; retried next time
         (the state is not marked autosaved)."""
         self._autosave_running = False
+        if job.opened != self._opened:
+            return folder is not None   # a snapshot of the case open before: it stays there, for it
         if error is not None or folder is None:
             self._report_problem(f"Autosave failed: {error}. Your edits are only in memory; LiverPlan tries "
                                  "again, and Save writes them where you choose.")
@@ -543,4 +568,4 @@ class CaseSession:
         self._listeners.clear()
 
 
-__all__ = ["CaseSession", "LabelChange", "EVENTS", "run_model", "write_labels"]
+__all__ = ["CaseSession", "LabelChange", "SaveJob", "AutosaveJob", "EVENTS", "run_model", "write_labels"]
