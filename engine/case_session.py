@@ -134,6 +134,7 @@ class CaseSession:
         self.reference_mapping = None
         self.evaluation = None
         self.evaluation_stale = False
+        self._evaluated_version = -1
         self.derived = DerivedState(self._emit)
         self.autosave_store = autosave_store if autosave_store is not None else AutosaveStore()
         self.journal_enabled = bool(journal)
@@ -221,6 +222,7 @@ class CaseSession:
         self.history.reset(case.labels)
         self.history.base_meta = self._origin()
         self.evaluation, self.evaluation_stale = None, False
+        self.last_save_path = None              # Save must not write this case over the last one's file
         self.derived.reset(case)
         self._autosaved_state = self.history.state_id
         self._folder = None
@@ -385,11 +387,17 @@ class CaseSession:
         if self.case is None or self.reference is None:
             return None
         from .evaluation import evaluate_pair
+        self._evaluated_version = self.history.version
         return evaluate_pair, (self.case.labels.copy(), self.reference, self.case.geometry, self.reference_mapping)
 
     def set_evaluation(self, result) -> None:
-        self.evaluation, self.evaluation_stale = result, False
+        """The evaluation of the labels copied by the last :meth:`evaluation_job` (stale at once when
+        they changed while it ran)."""
+        self.evaluation = result
+        self.evaluation_stale = self.history is not None and self.history.version != self._evaluated_version
         self._emit("evaluation", result)
+        if self.evaluation_stale:
+            self._emit("evaluation_stale", True)
 
     def evaluate(self):
         job = self.evaluation_job()

@@ -451,7 +451,8 @@ class EvaluateController(TabController):
             self.panel.set_running(False)
             s.set_evaluation(result)
             self.show()
-            self.panel.set_status(f"Evaluated against {name}.")
+            if not s.evaluation_stale:      # else it says the labels changed while it ran
+                self.panel.set_status(f"Evaluated against {name}.")
 
         def failed(msg, exc):
             self.panel.set_running(False)

@@ -210,7 +210,8 @@ class MainWindow(QMainWindow):
             self.message(data, error=True)
             if not self._problem_shown:
                 self._problem_shown = True
-                self.show_error("Your edits are not being saved", data)
+                # after the step that met it has ended (a modal box inside it would run events mid-step)
+                QTimer.singleShot(0, lambda: self.show_error("Your edits are not being saved", data))
             if not self._closing:
                 self._retry_timer.start()
         elif kind == "autosaved":

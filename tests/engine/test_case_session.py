@@ -249,3 +249,24 @@ def test_saved_only_after_a_write_that_succeeded(store, tmp_path):
     finally:
         es.AutosaveStore.write_snapshot = orig
     assert s.autosave() and not s.needs_autosave
+
+
+def test_an_evaluation_of_labels_changed_while_it_ran_is_stale(store):
+    s = CaseSession(store)
+    s.open_case(phantom())
+    fn, args = s.evaluation_job()
+    step(s, 0)                                    # an edit while the metrics run
+    s.set_evaluation(fn(*args))
+    assert s.evaluation is not None and s.evaluation_stale
+    fn, args = s.evaluation_job()
+    s.set_evaluation(fn(*args))
+    assert not s.evaluation_stale
+
+
+def test_save_never_writes_a_new_case_over_the_last_ones_file(store, tmp_path):
+    s = CaseSession(store)
+    s.open_case(phantom())
+    step(s, 0)
+    assert s.save(tmp_path / "first.nii.gz")
+    s.open_case(small_phantom(seed=2, shape=(24, 48, 48)))
+    assert s.last_save_path is None and not s.save()     # Save asks where again (the window's dialog)
