@@ -43,7 +43,6 @@ class WindowServices(Protocol):
     def set_position(self, zyx) -> None: ...
     def highlight(self, box, marker=None) -> None: ...
     def run_export(self, what: str, fn, *args, **kwargs): ...
-    def models_found(self) -> None: ...
 
 
 def _find_models_and_devices():
@@ -321,7 +320,6 @@ class SegmentController(TabController):
             if skipped else "")
         if skipped:
             self.panel.set_message(self.panel.standing_note, error=True)
-        self.win.models_found()
 
     def run(self, model=None) -> None:
         s = self.win.session

@@ -362,9 +362,6 @@ class MainWindow(QMainWindow):
             self.view3d.set_marker(marker[0], marker[1])
             self.view3d.focus(marker[0])
 
-    def models_found(self) -> None:
-        """The model search ended (the Segment tab lists them)."""
-
     def dragEnterEvent(self, ev):  # noqa: N802
         if ev.mimeData().hasUrls():
             ev.acceptProposedAction()
