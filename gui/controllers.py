@@ -75,16 +75,17 @@ def _find_models_and_devices():
 # ------------------------------------------------------------------------------------------------
 class TabController(QObject):
     """A tab's controller: hears the session's events (:meth:`on_session`) and its panel's signals
-    (wired in :meth:`connect_panel`)."""
+    (the pairs in :attr:`SIGNALS`)."""
+
+    #: (panel signal, controller method) pairs connected when the controller is made.
+    SIGNALS: tuple[tuple[str, str], ...] = ()
 
     def __init__(self, win: WindowServices, panel, parent=None) -> None:
         super().__init__(parent)
         self.win, self.panel = win, panel
-        self.connect_panel()
+        for signal, method in self.SIGNALS:
+            getattr(panel, signal).connect(getattr(self, method))
         win.session.listen(self.on_session)
-
-    def connect_panel(self) -> None:
-        """Connect the panel's signals to this controller."""
 
     def on_session(self, kind: str, data) -> None:
         """One event of the session (engine.case_session.EVENTS)."""
@@ -132,8 +133,7 @@ class MeasureController(TabController):
         super().__init__(win, panel, parent)
         self.selected_lesion: Optional[int] = None
 
-    def connect_panel(self) -> None:
-        self.panel.lesion_selected.connect(self.select_lesion)
+    SIGNALS = (("lesion_selected", "select_lesion"),)
 
     def on_session(self, kind: str, data) -> None:
         s = self.win.session
@@ -173,11 +173,8 @@ class MeasureController(TabController):
 class CorrectController(TabController):
     """The Correct tab: mouse gestures in the panes become the session's edit steps."""
 
-    def connect_panel(self) -> None:
-        self.panel.keep_largest.connect(self.keep_largest_component)
-        self.panel.fill_holes.connect(self.fill_holes)
-        self.panel.undo.connect(self.undo)
-        self.panel.redo.connect(self.redo)
+    SIGNALS = (("keep_largest", "keep_largest_component"), ("fill_holes", "fill_holes"), ("undo", "undo"),
+               ("redo", "redo"))
 
     def on_session(self, kind: str, data) -> None:
         if kind in ("labels", "case"):
@@ -260,9 +257,7 @@ class SegmentController(TabController):
         self.models_task = None
         self.segment_task = None
 
-    def connect_panel(self) -> None:
-        self.panel.run_requested.connect(self.run)
-        self.panel.cancel_requested.connect(self.cancel)
+    SIGNALS = (("run_requested", "run"), ("cancel_requested", "cancel"))
 
     def on_session(self, kind: str, data) -> None:
         if kind == "case":
@@ -388,11 +383,8 @@ class SegmentController(TabController):
 class EvaluateController(TabController):
     """The Evaluate tab: the reference, the metric suite off the GUI thread, the table and its CSV."""
 
-    def connect_panel(self) -> None:
-        self.panel.load_reference.connect(self.load_reference_dialog)
-        self.panel.run_requested.connect(self.run)
-        self.panel.export_csv.connect(self.export_dialog)
-        self.panel.view_changed.connect(self.show)
+    SIGNALS = (("load_reference", "load_reference_dialog"), ("run_requested", "run"), ("export_csv", "export_dialog"),
+               ("view_changed", "show"))
 
     def on_session(self, kind: str, data) -> None:
         if kind == "case":
