@@ -687,6 +687,11 @@ def read_series(info: SeriesInfo, progress: Optional[ProgressCallback] = None,
 
     if info.problem:
         raise InputError(info.problem)
+    if info.size_xyz:
+        # bounded reading: the slices' headers claim the size; refuse before decoding what cannot fit
+        from .bounds import check_memory
+        check_memory(f"The DICOM series '{info.description or info.key}'",
+                     int(info.size_xyz[0]) * int(info.size_xyz[1]) * int(info.size_xyz[2]) * 4)
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames([str(p) for p in info.files])
     reader.SetImageIO("GDCMImageIO")   # also for files without extension or "DICM" preamble

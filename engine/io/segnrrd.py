@@ -59,6 +59,19 @@ def read_seg_nrrd(path: Path):
     import nrrd
     import SimpleITK as sitk
 
+    from .bounds import check_data_files, check_image_bytes
+
+    check_data_files(path)                 # never a device as the data file (bounded reading, issue 13)
+    try:
+        header = nrrd.read_header(str(path))
+        sizes = [int(v) for v in header.get("sizes", [])]
+        item = np.dtype(nrrd.reader._determine_datatype(header)).itemsize
+    except Exception as exc:  # noqa: BLE001 - pynrrd raises several types for damaged headers
+        raise InputError(f"{path.name} could not be read as a 3D Slicer segmentation ({exc}). The file may be "
+                         "damaged or incomplete.") from None
+    if not sizes or min(sizes) < 1:
+        raise InputError(f"{path.name} could not be read as a 3D Slicer segmentation (its header gives no size).")
+    check_image_bytes(path, int(np.prod(sizes, dtype=object)) * item)
     try:
         data, header = nrrd.read(str(path), index_order="C")
     except Exception as exc:  # pynrrd raises several types for damaged files
