@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import bz2
 import logging
+import math
 import os
 import re
 import resource
@@ -91,9 +92,10 @@ def _regular_file(header: Path, name: str) -> Path:
         p = header.parent / p
     try:
         st = os.stat(p)                     # follows links: a link to /dev/zero is a device
-    except OSError as exc:
-        raise InputError(f"{header.name} names the data file '{name}', which cannot be opened "
-                         f"({exc.strerror or exc}).") from None
+    except (OSError, ValueError) as exc:    # ValueError: a name with a NUL byte
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not a valid file name"
+        raise InputError(f"{header.name} names the data file '{name[:80]!s}', which cannot be opened "
+                         f"({why}).") from None
     if not stat.S_ISREG(st.st_mode):
         kind = ("a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else
                 "a folder" if stat.S_ISDIR(st.st_mode) else "a pipe or socket")
@@ -222,16 +224,114 @@ def decompressed_at_least(files: list[tuple[Path, int]], kind: str, need: int) -
 
 
 def check_data_files(path: Path) -> None:
-    """Before a reader opens the header: the file and every data file it names must be regular files."""
+    """Before a reader opens the header: the file and every data file it names must be regular files, and the
+    header's core fields (dimension, sizes, types) must make sense (ITK's MetaImage reader crashes the process
+    on ``NDims = -1``)."""
     check_regular_input(path)
     name = path.name.lower()
     try:
         if name.endswith((".nrrd", ".nhdr")):
+            _check_nrrd_fields(path)
             _nrrd_layout(path)
         elif name.endswith((".mha", ".mhd")):
+            _check_meta_fields(path)
             _meta_layout(path)
     except OSError as exc:
         raise InputError(f"{path.name} could not be read ({exc.strerror or exc}).") from None
+
+
+_META_TYPES = {"MET_CHAR", "MET_UCHAR", "MET_SHORT", "MET_USHORT", "MET_INT", "MET_UINT", "MET_LONG", "MET_ULONG",
+               "MET_LONG_LONG", "MET_ULONG_LONG", "MET_FLOAT", "MET_DOUBLE"}
+_NRRD_TYPES = {"signed char", "int8", "int8_t", "uchar", "unsigned char", "uint8", "uint8_t", "short", "short int",
+               "signed short", "signed short int", "int16", "int16_t", "ushort", "unsigned short",
+               "unsigned short int", "uint16", "uint16_t", "int", "signed int", "int32", "int32_t", "uint",
+               "unsigned int", "uint32", "uint32_t", "longlong", "long long", "long long int", "signed long long",
+               "signed long long int", "int64", "int64_t", "ulonglong", "unsigned long long",
+               "unsigned long long int", "uint64", "uint64_t", "float", "double"}
+_NRRD_ENCODINGS = {"raw", "txt", "text", "ascii", "hex", "gz", "gzip", "bz2", "bzip2"}
+
+
+def _bad_field(path: Path, field: str, value: str, need: str) -> InputError:
+    return InputError(f"{path.name} could not be read: its header field '{field}' is '{value[:40]}', {need}. "
+                      "The file is damaged or was not written by an imaging program.")
+
+
+def _ints(path: Path, field: str, value: str, n: Optional[int], low: int, high: int) -> list[int]:
+    try:
+        vals = [int(v) for v in value.split()]
+    except ValueError:
+        raise _bad_field(path, field, value, "not whole numbers") from None
+    if (n is not None and len(vals) != n) or not vals or any(not low <= v <= high for v in vals):
+        raise _bad_field(path, field, value, f"where {n or 'some'} whole number(s) from {low} to {high} are needed")
+    return vals
+
+
+def _check_meta_fields(path: Path) -> None:
+    with open(path, "rb") as f:
+        head = f.read(_HEADER_LIMIT).decode("latin-1")
+    fields: dict[str, str] = {}
+    for line in head.split("\n"):
+        key, sep, value = line.partition("=")
+        if not sep:
+            continue
+        key = key.strip()
+        fields[key] = value.strip()
+        if key == "ElementDataFile":
+            break
+    if "NDims" not in fields:
+        return                               # not a MetaImage header: the reader says so
+    nd = _ints(path, "NDims", fields["NDims"], 1, 1, 8)[0]
+    if "DimSize" in fields:
+        _ints(path, "DimSize", fields["DimSize"], nd, 1, 2 ** 31 - 1)
+    if "ElementNumberOfChannels" in fields:
+        _ints(path, "ElementNumberOfChannels", fields["ElementNumberOfChannels"], 1, 1, 64)
+    if "HeaderSize" in fields:
+        _ints(path, "HeaderSize", fields["HeaderSize"], 1, -1, 2 ** 40)
+    if "CompressedDataSize" in fields:
+        _ints(path, "CompressedDataSize", fields["CompressedDataSize"], 1, 0, 2 ** 50)
+    et = fields.get("ElementType")
+    if et is not None and et not in _META_TYPES:
+        raise _bad_field(path, "ElementType", et, "not a voxel type")
+    for key, count in (("ElementSpacing", nd), ("ElementSize", nd), ("Offset", nd), ("Position", nd),
+                       ("Origin", nd), ("CenterOfRotation", nd), ("TransformMatrix", nd * nd),
+                       ("Rotation", nd * nd), ("Orientation", nd * nd)):
+        if key in fields:
+            try:
+                vals = [float(v) for v in fields[key].split()]
+            except ValueError:
+                raise _bad_field(path, key, fields[key], "not numbers") from None
+            if len(vals) != count or not all(math.isfinite(v) for v in vals):
+                raise _bad_field(path, key, fields[key], f"where {count} finite numbers are needed")
+
+
+def _check_nrrd_fields(path: Path) -> None:
+    with open(path, "rb") as f:
+        head = f.read(_HEADER_LIMIT)
+    if not head.startswith(b"NRRD"):
+        return
+    end = head.find(b"\n\n")
+    fields: dict[str, str] = {}
+    for line in (head if end < 0 else head[:end]).decode("latin-1").split("\n")[1:]:
+        line = line.rstrip("\r")
+        if not line or line.startswith("#") or ":=" in line:
+            continue
+        key, sep, value = line.partition(":")
+        if sep:
+            fields[key.strip().lower()] = value.strip()
+        if key.strip().lower() in ("data file", "datafile"):
+            break
+    if "dimension" not in fields:
+        return
+    nd = _ints(path, "dimension", fields["dimension"], 1, 1, 16)[0]
+    if "sizes" in fields:
+        _ints(path, "sizes", fields["sizes"], nd, 1, 2 ** 31 - 1)
+    if "type" in fields and fields["type"].lower() not in _NRRD_TYPES:
+        raise _bad_field(path, "type", fields["type"], "not a voxel type")
+    if "encoding" in fields and fields["encoding"].lower() not in _NRRD_ENCODINGS:
+        raise _bad_field(path, "encoding", fields["encoding"], "not an encoding NRRD knows")
+    for key in ("byte skip", "line skip"):
+        if key in fields:
+            _ints(path, key, fields[key], 1, -1, 2 ** 40)
 
 
 def check_image_bytes(path: Path, expected: int) -> None:
@@ -280,8 +380,9 @@ def check_regular_input(path: Path) -> None:
     """The file itself must be a regular file (a link to /dev/zero named ct.nrrd is a device)."""
     try:
         st = os.stat(path)
-    except OSError as exc:
-        raise InputError(f"{path} cannot be opened: {exc.strerror or exc}.") from None
+    except (OSError, ValueError) as exc:     # ValueError: a name with a NUL byte
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not a valid file name"
+        raise InputError(f"{path} cannot be opened: {why}.") from None
     if not stat.S_ISREG(st.st_mode):
         raise InputError(f"{path.name} is not a regular file (a device, pipe or folder); LiverPlan reads images "
                          "only from files.")

@@ -151,6 +151,15 @@ def describe_seg_nrrd(p: Path) -> dict:
 def describe_dicom_seg(p: Path) -> dict:
     """A DICOM SEG file (a label map that lives on its CT's grid): its segments, frames, the CT series it
     refers to; headers only."""
+    try:
+        return _describe_dicom_seg(p)
+    except (AttributeError, TypeError, ValueError, KeyError, IndexError, NotImplementedError, OverflowError) as exc:
+        # pydicom decodes elements lazily: a malformed one fails on first use
+        raise InputError(f"{p.name} could not be read as a DICOM segmentation: an element is missing or malformed "
+                         f"({type(exc).__name__}: {str(exc)[:120]}); the file may be damaged.") from None
+
+
+def _describe_dicom_seg(p: Path) -> dict:
     import pydicom
 
     try:

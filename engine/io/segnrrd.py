@@ -121,8 +121,13 @@ def header_segments(header: dict) -> list:
                 color = tuple(float(c) for c in str(header[pre + "Color"]).split()[:3])  # type: ignore
             except ValueError:
                 color = None
-        segments.append(SlicerSegment(i, name, int(str(header.get(pre + "Layer", 0)) or 0),
-                                      int(str(header.get(pre + "LabelValue", i + 1)) or i + 1), color))
+        try:
+            layer = int(str(header.get(pre + "Layer", 0)) or 0)
+            value = int(str(header.get(pre + "LabelValue", i + 1)) or i + 1)
+        except ValueError:
+            raise InputError(f"Segment {i} ('{name[:60]}') of this 3D Slicer segmentation has a layer or label "
+                             "value that is not a whole number; the file is damaged.") from None
+        segments.append(SlicerSegment(i, name, layer, value, color))
     return segments
 
 
