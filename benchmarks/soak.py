@@ -187,6 +187,7 @@ def main(argv=None) -> int:
     ap.add_argument("--shape", type=int, nargs=3, default=(300, 512, 512), metavar=("Z", "Y", "X"))
     ap.add_argument("--cases", type=int, default=30)
     ap.add_argument("--case-shape", type=int, nargs=3, default=(300, 512, 512), metavar=("Z", "Y", "X"))
+    ap.add_argument("--history-mb", type=float, help="undo history limit (default: the application's, 512 MB)")
     ap.add_argument("--no-3d", action="store_true", help="the window without its 3D pane")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args(argv)
@@ -197,7 +198,8 @@ def main(argv=None) -> int:
     out: dict = {}
     if args.strokes:
         print(f"strokes: {args.strokes} on {tuple(args.shape)} (z, y, x)")
-        out["strokes"] = stroke_soak(tuple(args.shape), args.strokes)
+        out["strokes"] = stroke_soak(tuple(args.shape), args.strokes,
+                                     history_bytes=int(args.history_mb * 1e6) if args.history_mb else None)
         s = out["strokes"]
         print(f"  -> RSS {s['rss_start_mb']:.0f} -> {s['rss_end_mb']:.0f} MB; ms/stroke by block "
               f"{s['ms_per_stroke_by_block']}; threads {s['threads_min']}-{s['threads_max']}; {s['seconds']} s")

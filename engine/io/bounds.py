@@ -22,7 +22,6 @@ import logging
 import math
 import os
 import re
-import resource
 import stat
 import zlib
 from pathlib import Path
@@ -57,10 +56,13 @@ def available_memory_bytes() -> Optional[int]:
         except OSError:
             pass
     try:
+        import resource            # POSIX only (no address-space limit to honour on Windows)
+
         soft, _ = resource.getrlimit(resource.RLIMIT_AS)
-    except (ValueError, OSError, AttributeError):
-        soft = resource.RLIM_INFINITY
-    if soft != resource.RLIM_INFINITY:
+        unlimited = soft == resource.RLIM_INFINITY
+    except (ImportError, ValueError, OSError, AttributeError):
+        soft, unlimited = 0, True
+    if not unlimited:
         used = 0
         try:
             with open("/proc/self/statm") as f:

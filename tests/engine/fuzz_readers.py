@@ -331,7 +331,8 @@ def main() -> int:
         assert before == after, "a reader created or removed files"
 
     check()
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+    # VmHWM: this program's peak resident memory (ru_maxrss would include the forking parent's on Linux)
+    rss = int([ln for ln in open("/proc/self/status") if ln.startswith("VmHWM")][0].split()[1]) // 1024
     print("FUZZ", json.dumps({"family": family, "examples": n, **outcomes, "max_rss_mb": rss}))
     return 0
 

@@ -91,7 +91,9 @@ BOUNDED = """
     resource.setrlimit(resource.RLIMIT_AS, (3 * 1024 ** 3, 3 * 1024 ** 3))
     import main
     rc = main.main([sys.argv[1], *sys.argv[2:]])
-    print("RC", rc, "MAXRSS_MB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+    # VmHWM: this program's peak (ru_maxrss would include the forking parent's on Linux)
+    hwm = [ln for ln in open("/proc/self/status") if ln.startswith("VmHWM")][0].split()[1]
+    print("RC", rc, "MAXRSS_MB", int(hwm) // 1024)
 """
 
 
