@@ -298,7 +298,19 @@ def _write_vtp(path: Path, mesh, space: str, name: str) -> None:
     out.points = _points_in(mesh, space)
     out.field_data["SPACE"] = np.array([space])
     out.field_data["name"] = np.array([name])
-    out.save(str(path), binary=True)
+    # VTK's file writer crashes the process when the disk fills ("free(): invalid size", SIGSEGV): it writes
+    # to memory here (base64 "binary" XML, ASCII-safe), and Python writes the file, raising OSError on a
+    # full disk like any other write (atomic_path turns it into words and removes the part-file)
+    from vtkmodules.vtkIOXML import vtkXMLPolyDataWriter
+
+    w = vtkXMLPolyDataWriter()
+    w.SetInputData(out)
+    w.SetDataModeToBinary()
+    w.WriteToOutputStringOn()
+    if not w.Write():
+        raise ExportError(f"The surface {name} could not be converted to VTK XML; nothing was written.")
+    with open(path, "wb") as f:
+        f.write(w.GetOutputString().encode("latin-1"))
 
 
 _WRITERS = {"stl": _write_stl, "obj": _write_obj, "vtp": _write_vtp}

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
 from .errors import ModelError
+from .model_safety import check_card, check_checkpoint, check_dataset_json, check_plans
 from .labels import BY_KEY, BY_LABEL, SYNONYMS, normalise_name, structure_for_name
 from .paths import bundled_models_dir, user_models_dir
 
@@ -302,6 +303,7 @@ def _card_from(folder: Path, dataset_json: dict, labels: dict[str, int]) -> Mode
     card_path = folder / MODEL_CARD_FILE
     if card_path.is_file():
         c = _read_json(card_path, "model card")
+        check_card(c, str(card_path))
         known = {"name", "version", "labels", "training_data", "demo", "not_for_clinical_use", "description"}
         td = c.get("training_data", "")
         return ModelCard(name=str(c.get("name") or folder.name), version=str(c.get("version", "unknown")),
@@ -335,6 +337,9 @@ def load_model(path: Union[str, os.PathLike], label_map: LabelMapSpec = None,
     folder = _pick_model_folder(root).resolve()
     dataset_json = _read_json(folder / "dataset.json", "dataset.json")
     plans = _read_json(folder / "plans.json", "plans.json")
+    # data, never code: every name nnU-Net would import and every number, before anything else reads them
+    check_dataset_json(dataset_json, str(folder / "dataset.json"))
+    check_plans(plans, where=str(folder / "plans.json"))
     warnings: list[str] = []
 
     # --- folds and checkpoints ------------------------------------------------------------------
@@ -371,12 +376,13 @@ def load_model(path: Union[str, os.PathLike], label_map: LabelMapSpec = None,
                          "plans.json does not describe; the folder is incomplete.")
     conf = _configuration_dict(plans, configuration)
     patch = conf.get("patch_size", [])
-    if len(patch) != 3:
+    if isinstance(patch, (list, tuple)) and len(patch) == 2:
         raise ModelError(f"The model in {folder} is a 2D model (configuration '{configuration}'); LiverPlan "
                          "needs a 3D nnU-Net model (e.g. 3d_fullres).")
     if conf.get("previous_stage") or "cascade" in configuration:
         raise ModelError(f"The model in {folder} is the second stage of an nnU-Net cascade, which needs the "
                          "low-resolution model's output; use a 3d_fullres model instead.")
+    check_plans(plans, configuration, where=str(folder / "plans.json"))
 
     # --- input channels ------------------------------------------------------------------------
     channels = dataset_json.get("channel_names", dataset_json.get("modality", {}))
@@ -489,21 +495,34 @@ def load_checkpoint(path: Union[str, os.PathLike]) -> dict:
             unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
         except Exception:  # noqa: BLE001 - a damaged file: say so below
             unsafe = []
+        # legacy (non-zip) checkpoints cannot be scanned up-front: torch names the foreign global in its error
+        unsafe = unsafe or re.findall(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
         if unsafe:
             raise ModelError(
-                f"The checkpoint {path.name} in {path.parent} was refused: it contains Python objects that are "
+                f"The checkpoint {path.name} in {path.parent} was refused as unsafe: it contains Python objects that are "
                 f"not model weights ({', '.join(unsafe[:6])}) and loading it could run code from the file. "
                 "Use a model from a trusted source saved by nnU-Net.") from None
-        # no foreign objects named in it: not a checkpoint at all, or a damaged one (torch's own text
-        # suggests loading it unsafely, which is never the answer here)
-        log.warning("checkpoint %s: %s", path, str(exc).splitlines()[0][:300])
+        # no foreign objects named in it: not a checkpoint at all, or a damaged one. torch's own text
+        # suggests loading it unsafely, which is never the answer here: it is not logged or shown.
+        log.warning("checkpoint %s: refused by the safe loader (%s)", path, _torch_reason(exc))
         raise ModelError(_damaged_checkpoint(path)) from None
     except (RuntimeError, OSError, EOFError, ValueError) as exc:
-        log.warning("checkpoint %s: %s", path, str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__)
+        log.warning("checkpoint %s: %s", path, _torch_reason(exc))
         raise ModelError(_damaged_checkpoint(path)) from None
     if not isinstance(ckpt, dict) or "network_weights" not in ckpt:
         raise ModelError(f"The checkpoint {path} is not an nnU-Net checkpoint (no network weights in it).")
+    check_checkpoint(ckpt, path)     # trainer name and init_args: data, never code (engine.model_safety)
     return ckpt
+
+
+def _torch_reason(exc: BaseException) -> str:
+    """torch's error without its advice to load with ``weights_only=False`` (never the answer here)."""
+    text = str(exc)
+    m = re.search(r"(Unsupported (?:operand|global)[^\n]*|Invalid magic number[^\n]*|[^\n]*corrupt[^\n]*)", text)
+    if m:
+        return m.group(1)[:200]
+    first = text.splitlines()[0][:200] if text else type(exc).__name__
+    return type(exc).__name__ if "weights_only" in first or "Weights only" in first else first
 
 
 # ------------------------------------------------------------------------------------------------

@@ -110,6 +110,8 @@ def run(args) -> int:
             lo, hi = d["value_range"]
             print(f"  values:      {lo:g} .. {hi:g}")
             print(f"  looks like:  {d['modality_guess']}")
+        for w in d.get("warnings", []):
+            print(f"  warning:     {w}")
         if kind == "label-map":
             print(f"  {'value':>5} {'voxels':>10} {'mL':>9}  LiverPlan structure")
             for lab in d["labels"]:

@@ -101,23 +101,12 @@ def _case_name(path, case) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
+    import math
     import sys
     from pathlib import Path
 
-    from engine.cli.progressbar import TextProgress
-    from engine.errors import LiverPlanError
-    from engine.inference import apply_result, segment
-    from engine.io import load_case, write_label_map
-    from engine.io.atomic import write_text_atomic
-    from engine.measure import measure
+    from engine.errors import InputError, LiverPlanError
     from engine.models import find_model
-    from engine.report import write_measurements_csv, write_measurements_json
-
-    import math
-
-    from engine.errors import ExportError, InputError
-    from engine.report import lesion_table_path
 
     if args.threads is not None and args.threads < 1:
         raise InputError(f"--threads must be 1 or more (got {args.threads}); leave it out to use every core.")
@@ -152,7 +141,36 @@ def run(args: argparse.Namespace) -> int:
         # be read as part of it
         raise InputError(f"--out {out} is inside the DICOM folder {folder}; source data is only ever read, and "
                          "files added there would be read with the series next time. Choose another --out.")
+    made_out = not out.exists()              # a failed run removes the folder it made (issue 13)
     _check_writable(out)                     # before any model runs, not after
+    try:
+        return _run_cases(args, models, out)
+    finally:
+        if made_out:
+            _remove_if_empty(out)
+
+
+def _remove_if_empty(folder) -> None:
+    """Remove a folder this run created when nothing was left in it (every case failed)."""
+    try:
+        folder.rmdir()                       # only succeeds when empty
+    except OSError:
+        pass
+
+
+def _run_cases(args: argparse.Namespace, models, out) -> int:
+    import json
+    import sys
+    from pathlib import Path
+
+    from engine.cli.progressbar import TextProgress
+    from engine.errors import ExportError, LiverPlanError
+    from engine.inference import apply_result, segment
+    from engine.io import load_case, write_label_map
+    from engine.io.atomic import write_text_atomic
+    from engine.measure import measure
+    from engine.report import lesion_table_path, write_measurements_csv, write_measurements_json
+
     inputs = _inputs(args.input)
     failures = 0
     used_names: dict[str, Path] = {}
@@ -213,9 +231,12 @@ def run(args: argparse.Namespace) -> int:
             if bar is not None:
                 bar.close()
             if written:
-                # each file is whole (atomic writes); say which of the set exist
-                err = ExportError(f"{err} {len(written)} of the case's 5 files had been written before: "
-                                  f"{', '.join(Path(p).name for p in written)}.")
+                # each file is whole (atomic writes), but an incomplete set would be read as a result: the
+                # files this run wrote for the failed case are removed
+                for p in written:
+                    Path(p).unlink(missing_ok=True)
+                err = ExportError(f"{err} The {len(written)} file(s) already written for this case were removed "
+                                  f"({', '.join(Path(p).name for p in written)}).")
             if len(inputs) == 1:
                 raise err from None
             failures += 1

@@ -26,6 +26,7 @@ import numpy as np
 from ..case import Case
 from ..errors import InputError, ModelError
 from ..labels import Label
+from ..model_safety import check_dataset_json, check_plans
 from ..models import ModelInfo, load_checkpoint
 from ..postprocess import PostprocessOptions, postprocess
 from ..progress import CancelToken, Cancelled, ProgressCallback, check, no_progress
@@ -121,6 +122,9 @@ def _load(model: ModelInfo, device, mode: str, progress: ProgressCallback, on_de
         params.append(ckpt["network_weights"])
         progress("load model", i + 1, len(folds) + 1)
     warnings: list[str] = []
+    # data, never code: the plans as nnU-Net will see them (a ModelInfo may have been built elsewhere)
+    check_plans(model.plans, model.configuration, where=str(model.path / "plans.json"))
+    check_dataset_json(model.dataset_json, where=str(model.path / "dataset.json"))
     plans_manager = PlansManager(model.plans)
     configuration_manager = plans_manager.get_configuration(model.configuration)
     label_manager = plans_manager.get_label_manager(model.dataset_json)

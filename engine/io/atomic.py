@@ -81,8 +81,9 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = False,
         os.replace(tmp, target)
     except OSError as exc:
         _unlink_quietly(tmp)
-        if exc.errno == errno.ENOSPC:
-            raise ExportError(f"The disk is full: {target.name} was not written (nothing was changed).") from exc
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise ExportError(f"The disk is full (or the file is larger than this disk or account allows): "
+                              f"{target.name} was not written (nothing was changed).") from exc
         raise ExportError(f"Could not write {target}: {exc.strerror or exc}.") from exc
     except BaseException:
         _unlink_quietly(tmp)

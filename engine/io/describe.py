@@ -14,7 +14,9 @@ from ..errors import InputError
 from ..geometry import Geometry
 from ..labels import BY_LABEL, structure_for_name
 from . import dicom
-from .images import _stem, file_format, is_dicom_file, looks_like_label_map, modality_guess, read_image_file
+from .bounds import check_regular_input
+from .images import (_nifti_nan_kept, _stem, file_format, finite_values, is_dicom_file, looks_like_label_map, modality_guess,
+                     non_finite_count, read_image_file)
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +30,7 @@ def describe_path(path, series: Optional[str] = None, mapping=None) -> dict:
         raise InputError(f"{p} does not exist.")
     if p.is_dir():
         return describe_folder(p, series, mapping)
+    check_regular_input(p)              # a device or pipe named like an image is never read
     if p.stat().st_size == 0:
         raise InputError(f"{p.name} is empty (0 bytes).")
     fmt = file_format(p)
@@ -80,8 +83,17 @@ def describe_image_file(p: Path, fmt: str, mapping=None) -> dict:
     img = read_image_file(p)
     g = Geometry.from_sitk(img)
     d["geometry"] = geometry_dict(g)
-    arr = sitk.GetArrayViewFromImage(img)
-    d["value_range"] = [float(arr.min()), float(arr.max())] if arr.size else [0.0, 0.0]
+    if fmt == "nifti" and img.GetPixelID() in (sitk.sitkFloat32, sitk.sitkFloat64):
+        img = _nifti_nan_kept(p, img)      # ITK reads NaN as 0 in NIfTI: count them as opening the case does
+    arr = sitk.GetArrayFromImage(img)       # a copy: no view outlives its image
+    n_bad = non_finite_count(arr)
+    finite = finite_values(arr)
+    d["value_range"] = [float(finite.min()), float(finite.max())] if finite.size else [0.0, 0.0]
+    if n_bad:
+        # the same rule and words as opening the case (engine.case.case_from_sitk)
+        d["non_finite_voxels"] = n_bad
+        d["warnings"] = [f"{n_bad} voxels ({100.0 * n_bad / arr.size:.2g} %) hold no value (NaN or infinite); "
+                         "LiverPlan treats them as air (-1024 HU)."]
     if looks_like_label_map(np.asarray(arr)):
         d["kind"] = "label-map"
         counts = np.bincount(np.asarray(arr, dtype=np.int64).ravel())
@@ -123,7 +135,7 @@ def describe_seg_nrrd(p: Path) -> dict:
 
     layers, segments, _ = read_seg_nrrd(p)
     g = Geometry.from_sitk(layers[0])
-    arrays = [sitk.GetArrayViewFromImage(im) for im in layers]
+    arrays = [sitk.GetArrayFromImage(im) for im in layers]      # copies: no view outlives its image
     segs = []
     for s in segments:
         n = int(np.count_nonzero(arrays[s.layer] == s.label_value)) if 0 <= s.layer < len(arrays) else 0
@@ -139,6 +151,15 @@ def describe_seg_nrrd(p: Path) -> dict:
 def describe_dicom_seg(p: Path) -> dict:
     """A DICOM SEG file (a label map that lives on its CT's grid): its segments, frames, the CT series it
     refers to; headers only."""
+    try:
+        return _describe_dicom_seg(p)
+    except (AttributeError, TypeError, ValueError, KeyError, IndexError, NotImplementedError, OverflowError) as exc:
+        # pydicom decodes elements lazily: a malformed one fails on first use
+        raise InputError(f"{p.name} could not be read as a DICOM segmentation: an element is missing or malformed "
+                         f"({type(exc).__name__}: {str(exc)[:120]}); the file may be damaged.") from None
+
+
+def _describe_dicom_seg(p: Path) -> dict:
     import pydicom
 
     try:

@@ -219,6 +219,19 @@ def _pixel_data_truncated(f, file_size: int) -> tuple[bool, bool]:
 
 
 def read_header(path: Path) -> Optional[_Header]:
+    """The header fields LiverPlan needs, or None when the file is not DICOM; a damaged header is a
+    "damaged DICOM file". pydicom decodes elements lazily, so a malformed element can raise almost anything
+    (NotImplementedError for an unknown VR, MemoryError for a huge length) well after the file was opened."""
+    try:
+        return _read_header(path)
+    except Exception as exc:  # noqa: BLE001 - see above: every failure of a header is a damaged file
+        if _looks_like_dicom(path):
+            log.info("unreadable DICOM header %s: %s: %s", path, type(exc).__name__, exc)
+            return _Header(path=path, kind="damaged DICOM file", truncated=True, has_pixels=False)
+        return None
+
+
+def _read_header(path: Path) -> Optional[_Header]:
     """The header fields LiverPlan needs, or None when the file is not DICOM."""
     import pydicom
     from pydicom.errors import InvalidDicomError
@@ -687,6 +700,11 @@ def read_series(info: SeriesInfo, progress: Optional[ProgressCallback] = None,
 
     if info.problem:
         raise InputError(info.problem)
+    if info.size_xyz:
+        # bounded reading: the slices' headers claim the size; refuse before decoding what cannot fit
+        from .bounds import check_memory
+        check_memory(f"The DICOM series '{info.description or info.key}'",
+                     int(info.size_xyz[0]) * int(info.size_xyz[1]) * int(info.size_xyz[2]) * 4)
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames([str(p) for p in info.files])
     reader.SetImageIO("GDCMImageIO")   # also for files without extension or "DICM" preamble

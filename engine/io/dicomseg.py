@@ -47,6 +47,15 @@ def _seq_item(ds, *names):
 
 def read_dicom_seg(path: Path, target: Geometry, mapping: Optional[LabelMapping] = None) -> np.ndarray:
     """A LiverPlan uint8 label map (z, y, x) on ``target`` (a canonical grid) from a DICOM SEG file."""
+    try:
+        return _read_dicom_seg(path, target, mapping)
+    except (AttributeError, TypeError, ValueError, KeyError, IndexError, NotImplementedError, OverflowError) as exc:
+        # a missing or malformed element (pydicom decodes them lazily, on first use): a damaged file
+        raise InputError(f"{path.name} could not be read as a DICOM segmentation: an element is missing or "
+                         f"malformed ({type(exc).__name__}: {str(exc)[:120]}); the file may be damaged.") from None
+
+
+def _read_dicom_seg(path: Path, target: Geometry, mapping: Optional[LabelMapping] = None) -> np.ndarray:
     import pydicom
 
     try:

@@ -60,6 +60,9 @@ def read_image_file(path: Path, information_only: bool = False):
     """A SimpleITK image from a NIfTI/NRRD/MHA file (or only its header, with ``information_only``)."""
     import SimpleITK as sitk
 
+    from .bounds import check_data_files, check_image_bytes
+
+    check_data_files(path)       # the file and any data file its header names: regular files, never devices
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:
@@ -70,7 +73,9 @@ def read_image_file(path: Path, information_only: bool = False):
         raise _read_error(path, exc) from None
     # SimpleITK fills a cut-off compressed file with zeros without complaint: check it is complete first.
     from .integrity import check_complete, nifti_data_bytes
-    expected = int(np.prod(reader.GetSize())) * reader.GetNumberOfComponents() * _component_bytes(reader)
+    expected = int(np.prod(reader.GetSize(), dtype=object)) * reader.GetNumberOfComponents() \
+        * _component_bytes(reader)
+    check_image_bytes(path, expected)   # detached data files hold the claimed bytes; the claim fits in memory
     if path.name.lower().endswith((".nii", ".nii.gz")):
         # the size on disk follows the header's own type: a scaled int16 CT is read back as float32
         on_disk = nifti_data_bytes(path)
@@ -116,10 +121,29 @@ def looks_like_label_map(arr: np.ndarray) -> bool:
     return n_values <= 160 and int(np.argmax(counts)) == 0
 
 
+def non_finite_count(arr: np.ndarray) -> int:
+    """Voxels holding NaN or +-inf (0 for integer data)."""
+    if not np.issubdtype(arr.dtype, np.floating):
+        return 0
+    return int(arr.size - np.count_nonzero(np.isfinite(arr)))
+
+
+def finite_values(arr: np.ndarray) -> np.ndarray:
+    """The finite values of ``arr`` (all of it, unchanged, when there is no NaN / inf)."""
+    if not np.issubdtype(arr.dtype, np.floating):
+        return arr
+    ok = np.isfinite(arr)
+    return arr if ok.all() else arr[ok]
+
+
 def modality_guess(arr: np.ndarray) -> str:
     """'label map', 'CT (Hounsfield units)', 'CT without HU rescale?' or 'not CT-like (MR or processed?)'."""
     if looks_like_label_map(arr):
         return "label map"
+    if np.issubdtype(arr.dtype, np.floating):
+        arr = finite_values(arr)            # NaN / inf voxels hold no value (counted by non_finite_count)
+        if arr.size == 0:
+            return "not CT-like (no voxel holds a value)"
     lo = float(np.min(arr))
     sample = np.asarray(arr).ravel()[:: max(1, arr.size // 1_000_000)]
     p1, p99 = (float(v) for v in np.percentile(sample, [1, 99]))
@@ -158,17 +182,21 @@ def load_image_file(path: Path, progress: Optional[ProgressCallback] = None,
     img = read_image_file(path)
     check(cancel)
     import SimpleITK as sitk
-    arr = sitk.GetArrayViewFromImage(img)
+    if fmt == "nifti" and img.GetPixelID() in (sitk.sitkFloat32, sitk.sitkFloat64):
+        img = _nifti_nan_kept(path, img)
+    # A copy, never a view: a view of an image that is replaced or freed reads freed memory (a NaN voxel in a
+    # float NIfTI once crashed the process that way). Non-finite voxels follow one rule for every format:
+    # case_from_sitk treats them as air and reports their count.
+    arr = sitk.GetArrayFromImage(img)
     if looks_like_label_map(arr):
         raise InputError(f"{path.name} looks like a label map (only {len(np.unique(arr))} distinct values, "
                          "no Hounsfield units), not a CT. Open the CT first, then load this file as labels.")
-    if fmt == "nifti" and img.GetPixelID() in (sitk.sitkFloat32, sitk.sitkFloat64):
-        img = _nifti_nan_kept(path, img)
     prov = Provenance(source=str(path), source_format=fmt or "image", modality="CT",
                       series_description=path.name)
     if fmt == "nifti":
         _note_nifti_transforms(path, prov, img)
-    guess = modality_guess(np.asarray(arr))
+    guess = modality_guess(arr)
+    del arr
     if not guess.startswith("CT (Hounsfield"):
         prov.warnings.append(f"The intensities of {path.name} do not look like CT Hounsfield units ({guess}); "
                              "segmentation results will be unreliable.")
@@ -279,6 +307,8 @@ def load_case(path, series: Optional[str] = None, progress: Optional[ProgressCal
     if p.is_dir():
         img, chosen, all_series = dicom.load_dicom_folder(p, series, progress, cancel)
         return _dicom_case(img, chosen, all_series, p)
+    from .bounds import check_regular_input
+    check_regular_input(p)              # a device or pipe named like an image is never read
     try:
         size = p.stat().st_size
     except OSError as exc:

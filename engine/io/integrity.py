@@ -21,10 +21,12 @@ def _stream_length(path: Path, offset: int, wbits: int) -> tuple[int, bool]:
         with open(path, "rb") as f:
             f.seek(offset)
             while not d.eof:
-                block = f.read(_CHUNK)
-                if not block:
+                # bounded output per call: 1 MB of compressed zeros inflates to ~1 GB in one unbounded call
+                block = d.unconsumed_tail or f.read(_CHUNK)
+                out = d.decompress(block, _CHUNK)      # b"" at the end flushes what zlib still holds
+                if not block and not out:
                     break
-                n += len(d.decompress(block))
+                n += len(out)
     except zlib.error:
         return n, False
     return n, d.eof

@@ -105,6 +105,8 @@ def read_label_map(path, geometry_or_case: Union[Geometry, Case],
         raise InputError(f"The label map {p} does not exist.")
     if p.is_dir():
         return _read_mask_folder(p, target, mapping, notes)
+    from .bounds import check_regular_input
+    check_regular_input(p)              # a device or pipe named like a label map is never read
     fmt = file_format(p)
     if fmt == "seg.nrrd" or (fmt == "nrrd" and _nrrd_has_segments(p)):
         return _read_seg_nrrd(p, target, mapping, notes)

@@ -59,6 +59,19 @@ def read_seg_nrrd(path: Path):
     import nrrd
     import SimpleITK as sitk
 
+    from .bounds import check_data_files, check_image_bytes
+
+    check_data_files(path)                 # never a device as the data file (bounded reading, issue 13)
+    try:
+        header = nrrd.read_header(str(path))
+        sizes = [int(v) for v in header.get("sizes", [])]
+        item = np.dtype(nrrd.reader._determine_datatype(header)).itemsize
+    except Exception as exc:  # noqa: BLE001 - pynrrd raises several types for damaged headers
+        raise InputError(f"{path.name} could not be read as a 3D Slicer segmentation ({exc}). The file may be "
+                         "damaged or incomplete.") from None
+    if not sizes or min(sizes) < 1:
+        raise InputError(f"{path.name} could not be read as a 3D Slicer segmentation (its header gives no size).")
+    check_image_bytes(path, int(np.prod(sizes, dtype=object)) * item)
     try:
         data, header = nrrd.read(str(path), index_order="C")
     except Exception as exc:  # pynrrd raises several types for damaged files
@@ -108,8 +121,13 @@ def header_segments(header: dict) -> list:
                 color = tuple(float(c) for c in str(header[pre + "Color"]).split()[:3])  # type: ignore
             except ValueError:
                 color = None
-        segments.append(SlicerSegment(i, name, int(str(header.get(pre + "Layer", 0)) or 0),
-                                      int(str(header.get(pre + "LabelValue", i + 1)) or i + 1), color))
+        try:
+            layer = int(str(header.get(pre + "Layer", 0)) or 0)
+            value = int(str(header.get(pre + "LabelValue", i + 1)) or i + 1)
+        except ValueError:
+            raise InputError(f"Segment {i} ('{name[:60]}') of this 3D Slicer segmentation has a layer or label "
+                             "value that is not a whole number; the file is damaged.") from None
+        segments.append(SlicerSegment(i, name, layer, value, color))
     return segments
 
 
