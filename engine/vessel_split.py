@@ -3,11 +3,37 @@
 Public models (TotalSegmentator's ``liver_vessels``, MSD Task08 "Vessel") label the vessels inside the
 liver as ONE structure. LiverPlan's label map keeps the portal vein (2) and the hepatic veins (3) apart,
 so those voxels are assigned here: to the portal system where they belong to the tree fed by the portal
-trunk (the cardiac model's ``portal_vein_and_splenic_vein``, or the hilum), to the hepatic veins where they
-drain into the inferior vena cava (4). What cannot be decided is written as
+trunk (the cardiac model's ``portal_vein_and_splenic_vein``, or failing that the hilum), to the hepatic
+veins where they drain into the inferior vena cava (4). What cannot be decided is written as
 :attr:`engine.labels.Label.VESSEL_UNASSIGNED` and said so in a note: never guessed silently.
 
-Arrays are numpy (z, y, x); spacing is (z, y, x) in mm.
+How (arrays (z, y, x) in LiverPlan's canonical LPS orientation: z runs inferior -> superior; mm):
+
+1. The vessel mask is thinned to its centre lines (Lee's 3D thinning, :func:`metrics.centerline.skeleton`)
+   and the centre-line voxels become a graph (26-neighbours, edge length in mm). Each centre-line voxel
+   carries the vessel radius there (the distance to the vessel wall, smoothed along the line).
+2. Roots: where the vessel mask touches the portal trunk, and where it touches the IVC (or hepatic veins
+   already labelled), grouped into contacts. In CT masks the trees also touch where they should not: a
+   portal branch running along the IVC, a hepatic vein grazing the portal trunk. A vessel tree narrows
+   away from its root, so a contact is only accepted as a hepatic root when it cannot be reached from the
+   portal contacts by going down the vessel calibre (the climb in radius on the way must be at least
+   ``ROOT_CLIMB`` x the radius at the contact: a portal branch that merely grazes the IVC is reached by
+   narrowing all the way) and when it lies above the lowest ``LOW_CONTACT`` fraction of the tree between
+   the hilum and its top (the hepatic veins drain into the IVC under the diaphragm; a branch touching the
+   IVC at the level of the hilum is more likely a portal branch). The same calibre test is then applied
+   the other way to the portal contacts (at least the thickest one is kept).
+3. Competing fronts: from the accepted roots of each system, the cheapest path along the centre lines
+   (Dijkstra on the directed graph) where a step costs its length / radius^``RADIUS_POWER`` (thin
+   connections, like the necks where two trees touch, are expensive) plus ``CLIMB_COST`` x the radius
+   gained (a front that runs into a wider vessel is leaving its own tree). Each centre-line voxel goes to
+   the system whose front reaches it more cheaply: the trees are cut at their thin contacts.
+4. Each vessel voxel takes the system of its nearest centre-line voxel in the same connected piece.
+   Pieces reached by neither system (connected to neither trunk, or only by a rejected contact) stay
+   "vessel, unassigned".
+
+If no portal trunk is given, the hilum is taken as the thickest place where the vessels leave the liver in
+the lower half of the tree (said in a note). If no IVC is given, nothing can be called a hepatic vein and
+everything stays unassigned (said in a note).
 """
 from __future__ import annotations
 
@@ -26,6 +52,22 @@ log = logging.getLogger(__name__)
 #: Stat keys of :class:`VesselAssignment` (always present).
 STAT_KEYS = ("portal_voxels", "hepatic_voxels", "unassigned_voxels", "portal_ml", "hepatic_ml",
              "unassigned_ml", "vessel_voxels", "vessel_ml")
+
+#: Step cost exponent: a step of length l (mm) through radius r (mm) costs l / r**RADIUS_POWER.
+RADIUS_POWER = 2.0
+#: Cost per mm of radius gained along a step (a front entering a wider vessel leaves its own tree).
+CLIMB_COST = 5.0
+#: A contact with the IVC reached from the portal contacts with a radius climb below this fraction of its
+#: own radius lies downstream on the portal tree (a portal branch grazing the IVC): not a hepatic root.
+ROOT_CLIMB = 0.5
+#: IVC contacts in the lowest fraction of the tree's height above the hilum are not hepatic roots.
+LOW_CONTACT = 0.15
+#: Smoothing passes of the radius along the centre lines (each averages a voxel with its neighbours).
+RADIUS_SMOOTHING = 3
+
+_OFFSETS = np.array([(dz, dy, dx) for dz in (-1, 0, 1) for dy in (-1, 0, 1) for dx in (-1, 0, 1)
+                     if (dz, dy, dx) != (0, 0, 0)])
+_HALF = _OFFSETS[[i for i, o in enumerate(_OFFSETS) if tuple(o) > (0, 0, 0)]]
 
 
 @dataclass
@@ -78,73 +120,233 @@ def _stats(out: np.ndarray, region: np.ndarray, voxel_ml: float) -> dict[str, fl
             "vessel_voxels": float(n), "vessel_ml": n * voxel_ml}
 
 
+def _touching(coords: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Which of the voxels ``coords`` (n, 3) have a 26-neighbour in ``mask`` (bool per voxel)."""
+    hit = np.zeros(len(coords), bool)
+    hi = np.array(mask.shape) - 1
+    for o in _OFFSETS:
+        c = np.clip(coords + o, 0, hi)
+        hit |= mask[c[:, 0], c[:, 1], c[:, 2]]
+    return hit
+
+
+class _Graph:
+    """The centre-line graph of one vessel mask (crop coordinates)."""
+
+    def __init__(self, skel: np.ndarray, edt: np.ndarray, spacing: np.ndarray):
+        from scipy import sparse
+
+        self.idx = np.argwhere(skel)                                   # (n, 3) voxel coordinates
+        n = self.n = len(self.idx)
+        id_map = np.full(skel.shape, -1, np.int64)
+        id_map[tuple(self.idx.T)] = np.arange(n)
+        hi = np.array(skel.shape) - 1
+        src, dst, length = [], [], []
+        for o in _HALF:
+            c = self.idx + o
+            ok = np.all((c >= 0) & (c <= hi), axis=1)
+            nb = np.full(n, -1, np.int64)
+            nb[ok] = id_map[c[ok, 0], c[ok, 1], c[ok, 2]]
+            has = nb >= 0
+            src.append(np.flatnonzero(has))
+            dst.append(nb[has])
+            length.append(np.full(int(has.sum()), float(np.linalg.norm(o * spacing))))
+        s, d, ln = np.concatenate(src), np.concatenate(dst), np.concatenate(length)
+        self.src, self.dst, self.length = np.r_[s, d], np.r_[d, s], np.r_[ln, ln]    # both directions
+        self.adj = sparse.csr_matrix((np.ones(len(self.src)), (self.src, self.dst)), shape=(n, n))
+        deg = np.asarray(self.adj.sum(axis=1)).ravel()
+        rad = edt[tuple(self.idx.T)].astype(float)
+        for _ in range(RADIUS_SMOOTHING):
+            rad = (self.adj @ rad + rad) / (deg + 1.0)
+        self.radius = rad                                              # mm
+        self.climb = np.maximum(0.0, rad[self.dst] - rad[self.src])   # mm of radius gained per step
+
+    def directed(self, weights: np.ndarray):
+        from scipy import sparse
+        return sparse.csr_matrix((weights, (self.src, self.dst)), shape=(self.n, self.n))
+
+    def clusters(self, nodes: np.ndarray) -> list[np.ndarray]:
+        """``nodes`` grouped into pieces connected in the graph."""
+        from scipy.sparse.csgraph import connected_components
+        if len(nodes) == 0:
+            return []
+        k, lab = connected_components(self.adj[nodes][:, nodes], directed=False)
+        return [nodes[lab == i] for i in range(k)]
+
+
+def _reached(graph_matrix, roots: np.ndarray) -> np.ndarray:
+    from scipy.sparse.csgraph import dijkstra
+    if len(roots) == 0:
+        return np.full(graph_matrix.shape[0], np.inf)
+    return dijkstra(graph_matrix, directed=True, indices=roots, min_only=True)
+
+
 def assign_vessel_tree(labels: np.ndarray, vessels: np.ndarray, spacing_zyx: tuple[float, float, float], *,
                        progress: ProgressCallback = no_progress, cancel: Optional[CancelToken] = None
                        ) -> VesselAssignment:
     """Assign each voxel of an unsplit vessel mask to the portal or the hepatic-venous system.
 
-    labels: uint8 (z, y, x) label map so far (engine.labels): the liver, and where another model gave them
-        the portal vein trunk (2) and the IVC (4) (hepatic veins (3) already labelled also count as seeds).
+    labels: uint8 (z, y, x) label map so far (engine.labels), in LiverPlan's canonical orientation (z index
+        inferior -> superior): the liver, and where another model gave them the portal vein trunk (2) and
+        the IVC (4) (hepatic veins (3) already labelled count with the IVC).
     vessels: bool (z, y, x) mask of the (intrahepatic) vessels without the split, same grid.
     spacing_zyx: voxel size (z, y, x) in mm.
 
-    Returns a :class:`VesselAssignment`. The vessel voxels that the input labels as background,
-    parenchyma or "vessel, unassigned" are rewritten; portal vein, hepatic veins, IVC and CRLM voxels keep
-    their label. The input arrays are not modified.
+    Returns a :class:`VesselAssignment` (see the module docstring for the method). The vessel voxels that
+    the input labels as background, parenchyma or "vessel, unassigned" are rewritten; portal vein, hepatic
+    veins, IVC and CRLM voxels keep their label. The input arrays are not modified.
+    Raises InputError for arrays that do not fit together; :class:`engine.progress.Cancelled` on cancel.
     """
     import cc3d
-    from scipy.ndimage import binary_dilation
+    from scipy import ndimage as ndi
+    from scipy.spatial import cKDTree
+
+    from metrics.centerline import skeleton
 
     labels, vessels, sp = _validate(labels, vessels, spacing_zyx)
-    voxel_ml = sp[0] * sp[1] * sp[2] / 1000.0
+    spacing = np.array(sp)
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    stage, n_stages = "Splitting the vessel tree", 5
+    progress(stage, 0, n_stages)
     out = labels.copy()
     region = vessels & np.isin(labels, (Label.BACKGROUND, Label.PARENCHYMA, Label.VESSEL_UNASSIGNED))
     notes: list[str] = []
-    progress("Splitting vessels", 0, 3)
-    if not region.any():
+    objs = ndi.find_objects(region.view(np.uint8))
+    if not objs or objs[0] is None:
         notes.append("No vessel voxels to assign.")
+        progress(stage, n_stages, n_stages)
         return VesselAssignment(out, notes, _stats(out, region, voxel_ml))
+    # Crop to the vessels with a one-voxel margin (the seeds they touch lie within it).
+    box = tuple(slice(max(0, s.start - 1), min(n, s.stop + 1)) for s, n in zip(objs[0], labels.shape))
+    lab_c = labels[box]
+    W = region[box]
+    portal_seed = lab_c == Label.PORTAL_VEIN
+    hepatic_seed = (lab_c == Label.IVC) | (lab_c == Label.HEPATIC_VEINS)
+    have_portal = bool(np.any(labels == Label.PORTAL_VEIN))
+    have_ivc = bool(np.any((labels == Label.IVC) | (labels == Label.HEPATIC_VEINS)))
     check(cancel)
 
-    portal_seed = labels == Label.PORTAL_VEIN
-    hepatic_seed = (labels == Label.IVC) | (labels == Label.HEPATIC_VEINS)
-    if not portal_seed.any():
-        notes.append("No portal vein trunk was given: no branch could be traced to it.")
-    if not hepatic_seed.any():
-        notes.append("No inferior vena cava was given: no branch could be traced to it.")
-
-    comp = cc3d.connected_components(region, connectivity=26)
-    n = int(comp.max())
-    progress("Splitting vessels", 1, 3)
+    # --- 1. centre lines and their graph ---
+    edt = ndi.distance_transform_edt(W, sampling=spacing)
     check(cancel)
-    st = np.ones((3, 3, 3), bool)
-    touches_p = np.zeros(n + 1, bool)
-    touches_h = np.zeros(n + 1, bool)
-    if portal_seed.any():
-        touches_p[np.unique(comp[binary_dilation(portal_seed, st)])] = True
+    skel = skeleton(W, use_cache=False) & W
+    progress(stage, 1, n_stages)
     check(cancel)
-    if hepatic_seed.any():
-        touches_h[np.unique(comp[binary_dilation(hepatic_seed, st)])] = True
-    touches_p[0] = touches_h[0] = False
-    progress("Splitting vessels", 2, 3)
+    g = _Graph(skel, edt, spacing)
+    wz = np.argwhere(W)                                                 # vessel voxels (crop coords)
+    comp = cc3d.connected_components(W, connectivity=26)
+    w_comp = comp[tuple(wz.T)]
+    s_comp = comp[tuple(g.idx.T)]
+    # nearest centre-line voxel within the same connected piece (the piece id as a far-apart 4th axis)
+    far = float(np.sum(np.array(W.shape) * spacing)) * 4.0
+    tree = cKDTree(np.c_[g.idx * spacing, s_comp * far])
+    _, near = tree.query(np.c_[wz * spacing, w_comp * far])
+    near_ok = s_comp[near] == w_comp if g.n else np.zeros(len(wz), bool)
+    progress(stage, 2, n_stages)
+    check(cancel)
 
-    lut = np.full(n + 1, Label.VESSEL_UNASSIGNED, np.uint8)
-    lut[touches_p & ~touches_h] = Label.PORTAL_VEIN
-    lut[touches_h & ~touches_p] = Label.HEPATIC_VEINS
-    out[region] = lut[comp[region]]
-    n_both = int(np.count_nonzero(touches_p & touches_h))
-    n_none = int(np.count_nonzero(~touches_p[1:] & ~touches_h[1:]))
+    # --- 2. roots ---
+    portal_nodes = np.unique(near[_touching(wz, portal_seed) & near_ok]) if g.n else np.zeros(0, int)
+    ivc_nodes = np.unique(near[_touching(wz, hepatic_seed) & near_ok]) if g.n else np.zeros(0, int)
+    climb_graph = g.directed(g.climb + 1e-4 * g.length)   # tiny length term: ties go to the shorter path
+    hilum_note = ""
+    if len(portal_nodes) == 0 and not have_portal and g.n:
+        portal_nodes, hilum_note = _hilum(g, wz, near, near_ok, lab_c, ivc_nodes, spacing, box)
+    portal_roots: list[np.ndarray] = g.clusters(portal_nodes)
+    ivc_clusters = g.clusters(ivc_nodes)
+    climb_from_portal = _reached(climb_graph, portal_nodes)
+    z_hilum = float(np.median(g.idx[portal_nodes, 0])) if len(portal_nodes) else -np.inf
+    z_top = float(g.idx[:, 0].max()) if g.n else 0.0
+    hepatic_roots, grazing, low = [], 0, 0
+    for cl in ivc_clusters:
+        r = float(g.radius[cl].max())
+        if float(climb_from_portal[cl].min()) < ROOT_CLIMB * r:
+            grazing += 1
+        elif np.isfinite(z_hilum) and float(g.idx[cl, 0].max()) - z_hilum <= LOW_CONTACT * (z_top - z_hilum):
+            low += 1
+        else:
+            hepatic_roots.append(cl)
+    h_nodes = np.concatenate(hepatic_roots) if hepatic_roots else np.zeros(0, int)
+    if len(portal_roots) > 1 and len(h_nodes):
+        climb_from_hepatic = _reached(climb_graph, h_nodes)
+        kept = [cl for cl in portal_roots if float(climb_from_hepatic[cl].min()) >= ROOT_CLIMB * g.radius[cl].max()]
+        if not kept:
+            kept = [max(portal_roots, key=lambda c: float(g.radius[c].max()))]
+        grazing_p = len(portal_roots) - len(kept)
+        portal_roots = kept
+    else:
+        grazing_p = 0
+    p_nodes = np.concatenate(portal_roots) if portal_roots else np.zeros(0, int)
+    progress(stage, 3, n_stages)
+    check(cancel)
+
+    # --- 3. competing fronts ---
+    cost = g.directed(g.length / np.maximum(g.radius[g.dst], 0.25 * spacing.min()) ** RADIUS_POWER
+                      + CLIMB_COST * g.climb + 1e-9)
+    node_label = np.full(g.n, Label.VESSEL_UNASSIGNED, np.uint8)
+    if have_ivc:
+        cp = _reached(cost, p_nodes)
+        check(cancel)
+        ch = _reached(cost, h_nodes)
+        node_label[cp < ch] = Label.PORTAL_VEIN
+        node_label[ch < cp] = Label.HEPATIC_VEINS
+    progress(stage, 4, n_stages)
+    check(cancel)
+
+    # --- 4. voxels follow their centre line ---
+    vox = np.full(len(wz), Label.VESSEL_UNASSIGNED, np.uint8)
+    if g.n:
+        vox[near_ok] = node_label[near[near_ok]]
+    out_c = out[box]
+    out_c[tuple(wz.T)] = vox
     stats = _stats(out, region, voxel_ml)
-    if n_both:
-        notes.append(f"{n_both} vessel tree(s) touch both the portal trunk and the IVC; they were left "
-                     "unassigned.")
-    if n_none:
-        notes.append(f"{n_none} vessel piece(s) connect to neither the portal trunk nor the IVC; they were left "
-                     "unassigned.")
-    notes.append(f"Assigned by connectivity: portal vein {stats['portal_ml']:.1f} mL, hepatic veins "
-                 f"{stats['hepatic_ml']:.1f} mL, unassigned {stats['unassigned_ml']:.1f} mL "
-                 f"of {stats['vessel_ml']:.1f} mL of vessels.")
-    progress("Splitting vessels", 3, 3)
+
+    # --- notes ---
+    if not have_ivc:
+        notes.append("No inferior vena cava was given, so no vessel can be traced to it: all vessels were left "
+                     "'vessel, unassigned'.")
+    elif not have_portal and not hilum_note:
+        notes.append("No portal vein trunk was given and no hilum was found: no vessel could be called portal.")
+    if hilum_note:
+        notes.append(hilum_note)
+    if grazing:
+        notes.append(f"{grazing} place(s) where a vessel touches the IVC were not taken as hepatic veins draining "
+                     "into it: the vessel there continues from the portal trunk, narrowing (a portal branch "
+                     "touching the IVC).")
+    if low:
+        notes.append(f"{low} place(s) where a vessel touches the IVC at the level of the hilum were not taken as "
+                     "hepatic veins draining into it (hepatic veins drain under the diaphragm).")
+    if grazing_p:
+        notes.append(f"{grazing_p} place(s) where a vessel touches the portal trunk were not taken as portal "
+                     "branches: the vessel there continues from the IVC, narrowing.")
+    if stats["unassigned_voxels"]:
+        notes.append(f"{stats['unassigned_ml']:.1f} mL of vessels could not be assigned (connected to neither "
+                     "trunk, or only through a contact that was not accepted) and are shown as 'vessel, "
+                     "unassigned': check them.")
+    notes.append(f"Vessel split by the tree's connectivity, calibre and contacts: portal vein "
+                 f"{stats['portal_ml']:.1f} mL, hepatic veins {stats['hepatic_ml']:.1f} mL, unassigned "
+                 f"{stats['unassigned_ml']:.1f} mL of {stats['vessel_ml']:.1f} mL of vessels.")
+    progress(stage, n_stages, n_stages)
     for s in notes:
         log.info("vessel split: %s", s)
     return VesselAssignment(out, notes, stats)
+
+
+def _hilum(g: _Graph, wz: np.ndarray, near: np.ndarray, near_ok: np.ndarray, lab_c: np.ndarray,
+           ivc_nodes: np.ndarray, spacing: np.ndarray, box: tuple[slice, ...]) -> tuple[np.ndarray, str]:
+    """Portal roots when no portal trunk is given: the thickest place where the vessels leave the liver
+    (touch background) in the lower half of the tree, away from the IVC contacts. Returns (nodes, note)."""
+    leaving = np.unique(near[_touching(wz, lab_c == Label.BACKGROUND) & near_ok])
+    if len(leaving) == 0:
+        return np.zeros(0, int), ""
+    z_lo, z_hi = g.idx[:, 0].min(), g.idx[:, 0].max()
+    cands = [cl for cl in g.clusters(np.setdiff1d(leaving, ivc_nodes))
+             if np.median(g.idx[cl, 0]) <= (z_lo + z_hi) / 2.0]
+    if not cands:
+        return np.zeros(0, int), ""
+    best = max(cands, key=lambda c: float(g.radius[c].max()))
+    z_slice = float(np.median(g.idx[best, 0])) + box[0].start
+    note = (f"No portal vein trunk was given: the hilum was taken as the thickest place where the vessels leave "
+            f"the liver in its lower half (axial slice {z_slice:.0f}, vessel radius {g.radius[best].max():.1f} mm); "
+            "check the portal vein.")
+    return best, note

@@ -44,3 +44,49 @@ def test_bad_inputs_are_refused_in_words():
         assign_vessel_tree(labels, vessels[1:], (1.0, 1.0, 1.0))
     with pytest.raises(InputError, match="spacing"):
         assign_vessel_tree(labels, vessels, (1.0, 0.0, 1.0))
+
+
+# --- accuracy: phantoms (truth by construction) and IRCADb 1.17 -----------------------------------------
+PHANTOM_SEEDS = (0, 1, 2, 3, 4, 5)
+
+
+def test_phantom_vessel_trees_are_split_right():
+    """The phantoms' portal and hepatic veins inside the liver merged into one vessel mask, with the IVC and
+    the extrahepatic portal trunk as seeds (what TotalSegmentator's models give): >= 90 % of the vessel
+    voxels over six patients come back in the right system, few in the wrong one."""
+    from engine.phantom import make_phantom
+    from vessel_problems import accuracy, phantom_problem
+
+    right = wrong = total = 0.0
+    for seed in PHANTOM_SEEDS:
+        case = make_phantom(seed=seed, shape=(160, 256, 256), spacing=(2.0, 1.25, 1.25), n_lesions=0)
+        labels, vessels, truth = phantom_problem(case.labels, case.geometry.spacing)
+        res = assign_vessel_tree(labels, vessels, case.geometry.spacing)
+        a = accuracy(res.labels, vessels, truth)
+        assert a["right"] >= 0.75, (seed, a, res.notes)
+        right += a["right"] * a["voxels"]
+        wrong += a["wrong"] * a["voxels"]
+        total += a["voxels"]
+        assert np.array_equal(res.labels[~vessels], labels[~vessels])
+    assert right / total >= 0.90, right / total
+    assert wrong / total <= 0.03, wrong / total
+
+
+@pytest.mark.real
+def test_ircadb_portal_vein_and_venous_system_are_told_apart():
+    """IRCADb 1.17: 'portalvein' and 'venoussystem' (hepatic veins + IVC) inside the liver merged; the portal
+    vein and the IVC outside it are the seeds. Measured 96.6 % right, 2.3 % wrong (README); floor 90 %."""
+    from realdata import real_path
+
+    from engine.evaluation import _geometry_of
+    from engine.io import read_label_map
+    from engine.labelmap import LabelMapping
+    from vessel_problems import accuracy, phantom_problem
+
+    masks = real_path("3dircadb1.17", "masks")
+    geom = _geometry_of(masks / "liver.nii.gz")
+    ref = read_label_map(masks, geom, LabelMapping.preset("ircadb"))
+    labels, vessels, truth = phantom_problem(ref, geom.spacing, hepatic_outside=Label.IVC)
+    res = assign_vessel_tree(labels, vessels, geom.spacing)
+    a = accuracy(res.labels, vessels, truth)
+    assert a["right"] >= 0.90 and a["wrong"] <= 0.05, (a, res.notes)

@@ -21,14 +21,22 @@ def liver_outline(labels: np.ndarray, spacing_zyx) -> np.ndarray:
     return out
 
 
-def phantom_problem(truth_labels: np.ndarray, spacing_zyx) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(input labels, vessel mask, true labels of the vessel voxels: 2 or 3) from a phantom's label map."""
+def phantom_problem(truth_labels: np.ndarray, spacing_zyx,
+                    hepatic_outside: int = Label.BACKGROUND) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(input labels, vessel mask, true labels) from a label map with the split (a phantom's, or IRCADb's
+    read with its preset, where 3 = 'venoussystem', the hepatic veins and the IVC together).
+
+    Portal vein and hepatic vein voxels inside the liver's filled outline become the vessel mask (and
+    liver in the input labels); portal vein outside stays the trunk; hepatic vein voxels outside become
+    ``hepatic_outside`` (background for a phantom, whose IVC is labelled; IVC for IRCADb, whose IVC is in
+    'venoussystem'). The true labels are the input map itself (2 or 3 on the vessel voxels).
+    """
     inside = liver_outline(truth_labels, spacing_zyx)
     pv, hv = truth_labels == Label.PORTAL_VEIN, truth_labels == Label.HEPATIC_VEINS
     vessels = (pv | hv) & inside
     labels = truth_labels.copy()
     labels[vessels] = Label.PARENCHYMA
-    labels[hv & ~inside] = Label.BACKGROUND
+    labels[hv & ~inside] = hepatic_outside
     return labels, vessels, truth_labels
 
 
