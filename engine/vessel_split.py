@@ -120,6 +120,50 @@ def _stats(out: np.ndarray, region: np.ndarray, voxel_ml: float) -> dict[str, fl
             "vessel_voxels": float(n), "vessel_ml": n * voxel_ml}
 
 
+_WRITABLE = (Label.BACKGROUND, Label.PARENCHYMA, Label.VESSEL_UNASSIGNED)
+_FACES = np.array([(-1, 0, 0), (1, 0, 0), (0, -1, 0), (0, 1, 0), (0, 0, -1), (0, 0, 1)])
+
+
+def _bbox(mask: np.ndarray, margin: int = 0) -> Optional[tuple[slice, ...]]:
+    """The bounding box of ``mask`` grown by ``margin`` voxels (clipped), or None when it is empty.
+
+    Three projections instead of ndimage.find_objects: a pass over the volume per axis, no label image."""
+    out = []
+    for ax in range(3):
+        nz = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != ax)))
+        if nz.size == 0:
+            return None
+        out.append(slice(max(0, int(nz[0]) - margin), min(mask.shape[ax], int(nz[-1]) + 1 + margin)))
+    return tuple(out)
+
+
+def _wall_distance(mask: np.ndarray, coords: np.ndarray, points: np.ndarray, spacing: np.ndarray) -> np.ndarray:
+    """Distance (mm) from each voxel of ``points`` (n, 3) to the nearest voxel outside ``mask``.
+
+    The same values as scipy's distance_transform_edt(mask, sampling=spacing) at those voxels (the nearest
+    outside voxel always has a face neighbour inside the mask, so only that shell is searched), without a
+    transform of the whole box: vessels fill a few per cent of their bounding box. ``coords``: the mask's
+    voxels (np.argwhere order). Outside the array counts as outside the mask."""
+    from scipy.spatial import cKDTree
+
+    if len(points) == 0:
+        return np.zeros(0)
+    hi = np.array(mask.shape) - 1
+    shell = []
+    for o in _FACES:
+        c = coords + o
+        inside = np.all((c >= 0) & (c <= hi), axis=1)
+        cc = np.clip(c, 0, hi)
+        out = ~inside | ~mask[cc[:, 0], cc[:, 1], cc[:, 2]]
+        shell.append(c[out])
+    pts = np.concatenate(shell) + 1                     # >= 0: the shell lies at most one voxel outside
+    dims = np.array(mask.shape, np.int64) + 2
+    lin = np.unique((pts[:, 0] * dims[1] + pts[:, 1]) * dims[2] + pts[:, 2])
+    shell_pts = np.stack(np.unravel_index(lin, tuple(dims)), axis=1) - 1
+    d, _ = cKDTree(shell_pts * spacing).query(points * spacing)
+    return d
+
+
 def _touching(coords: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Which of the voxels ``coords`` (n, 3) have a 26-neighbour in ``mask`` (bool per voxel)."""
     hit = np.zeros(len(coords), bool)
@@ -133,7 +177,7 @@ def _touching(coords: np.ndarray, mask: np.ndarray) -> np.ndarray:
 class _Graph:
     """The centre-line graph of one vessel mask (crop coordinates)."""
 
-    def __init__(self, skel: np.ndarray, edt: np.ndarray, spacing: np.ndarray):
+    def __init__(self, skel: np.ndarray, wall_mm: np.ndarray, spacing: np.ndarray):
         from scipy import sparse
 
         self.idx = np.argwhere(skel)                                   # (n, 3) voxel coordinates
@@ -155,7 +199,7 @@ class _Graph:
         self.src, self.dst, self.length = np.r_[s, d], np.r_[d, s], np.r_[ln, ln]    # both directions
         self.adj = sparse.csr_matrix((np.ones(len(self.src)), (self.src, self.dst)), shape=(n, n))
         deg = np.asarray(self.adj.sum(axis=1)).ravel()
-        rad = edt[tuple(self.idx.T)].astype(float)
+        rad = np.asarray(wall_mm, float)        # np.argwhere order, as self.idx
         for _ in range(RADIUS_SMOOTHING):
             rad = (self.adj @ rad + rad) / (deg + 1.0)
         self.radius = rad                                              # mm
@@ -198,7 +242,6 @@ def assign_vessel_tree(labels: np.ndarray, vessels: np.ndarray, spacing_zyx: tup
     Raises InputError for arrays that do not fit together; :class:`engine.progress.Cancelled` on cancel.
     """
     import cc3d
-    from scipy import ndimage as ndi
     from scipy.spatial import cKDTree
 
     from metrics.centerline import skeleton
@@ -209,31 +252,28 @@ def assign_vessel_tree(labels: np.ndarray, vessels: np.ndarray, spacing_zyx: tup
     stage, n_stages = "Splitting the vessel tree", 5
     progress(stage, 0, n_stages)
     out = labels.copy()
-    region = vessels & np.isin(labels, (Label.BACKGROUND, Label.PARENCHYMA, Label.VESSEL_UNASSIGNED))
     notes: list[str] = []
-    objs = ndi.find_objects(region.view(np.uint8))
-    if not objs or objs[0] is None:
+    # Crop to the vessels with a one-voxel margin (the seeds they touch lie within it).
+    box = _bbox(vessels, margin=1)
+    W = (vessels[box] & np.isin(labels[box], _WRITABLE)) if box is not None else np.zeros((0, 0, 0), bool)
+    if not W.any():
         notes.append("No vessel voxels to assign.")
         progress(stage, n_stages, n_stages)
-        return VesselAssignment(out, notes, _stats(out, region, voxel_ml))
-    # Crop to the vessels with a one-voxel margin (the seeds they touch lie within it).
-    box = tuple(slice(max(0, s.start - 1), min(n, s.stop + 1)) for s, n in zip(objs[0], labels.shape))
+        return VesselAssignment(out, notes, _stats(out, np.zeros(out.shape, bool), voxel_ml))
     lab_c = labels[box]
-    W = region[box]
     portal_seed = lab_c == Label.PORTAL_VEIN
     hepatic_seed = (lab_c == Label.IVC) | (lab_c == Label.HEPATIC_VEINS)
     have_portal = bool(np.any(labels == Label.PORTAL_VEIN))
-    have_ivc = bool(np.any((labels == Label.IVC) | (labels == Label.HEPATIC_VEINS)))
+    have_ivc = bool(np.any(labels == Label.IVC) or np.any(labels == Label.HEPATIC_VEINS))
     check(cancel)
 
     # --- 1. centre lines and their graph ---
-    edt = ndi.distance_transform_edt(W, sampling=spacing)
-    check(cancel)
     skel = skeleton(W, use_cache=False) & W
     progress(stage, 1, n_stages)
     check(cancel)
-    g = _Graph(skel, edt, spacing)
     wz = np.argwhere(W)                                                 # vessel voxels (crop coords)
+    edt = _wall_distance(W, wz, np.argwhere(skel), spacing)
+    g = _Graph(skel, edt, spacing)
     comp = cc3d.connected_components(W, connectivity=26)
     w_comp = comp[tuple(wz.T)]
     s_comp = comp[tuple(g.idx.T)]
@@ -299,7 +339,7 @@ def assign_vessel_tree(labels: np.ndarray, vessels: np.ndarray, spacing_zyx: tup
         vox[near_ok] = node_label[near[near_ok]]
     out_c = out[box]
     out_c[tuple(wz.T)] = vox
-    stats = _stats(out, region, voxel_ml)
+    stats = _stats(out_c, W, voxel_ml)
 
     # --- notes ---
     if not have_ivc:

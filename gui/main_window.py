@@ -23,7 +23,7 @@ from engine import edits
 from engine.case import Case
 from engine.errors import ExportError
 from engine.io.atomic import atomic_path
-from engine.labels import BY_KEY, BY_LABEL, STRUCTURES
+from engine.labels import ALL_STRUCTURES, BY_KEY, BY_LABEL
 from engine.session import AutosaveStore, EtaEstimator, RecentCases
 
 from .panels import (EvaluatePanel, MeasurePanel, SegmentPanel, StructuresPanel, ToolsPanel, _fmt, _item)
@@ -48,7 +48,7 @@ IMAGE_FILTER = ("CT images (*.nii.gz *.nii *.nrrd *.mha *.mhd *.dcm);;All files 
 def label_lut(visible: dict[int, bool]) -> np.ndarray:
     """256 x 4 RGBA table for the overlay: the study's colours, alpha 0 for background and hidden ones."""
     lut = np.zeros((256, 4), np.uint8)
-    for s in STRUCTURES:
+    for s in ALL_STRUCTURES:
         if visible.get(s.label, True):
             lut[s.label] = (*s.color, 255)
     return lut
@@ -185,7 +185,7 @@ class MainWindow(QMainWindow):
         self.evaluation: Optional[dict] = None
         self.pos = [0, 0, 0]
         self.level, self.width = WINDOW_PRESETS["abdomen"]
-        self.visible2d = {s.label: True for s in STRUCTURES}
+        self.visible2d = {s.label: True for s in ALL_STRUCTURES}
         self.selected_lesion: Optional[int] = None
         self._stroke: Optional[edits.Stroke] = None
         self._last_dab = None
@@ -363,7 +363,7 @@ class MainWindow(QMainWindow):
                                  ("eraser", "Eraser", "E"), ("fill", "Fill in slice", "F"),
                                  ("delete", "Delete component", "D")):
             self._act(e, f"{name} tool", lambda k=key: self.tools.set_tool(k), short)
-        for s in STRUCTURES:
+        for s in ALL_STRUCTURES:
             self._act(e, f"Active structure: {s.name}", lambda lab=s.label: self.tools.set_active_label(lab),
                       str(s.label))
         self._act(e, "Larger brush", lambda: self.tools.size.setValue(self.tools.size.value() * 1.25), "]")
@@ -947,7 +947,7 @@ class MainWindow(QMainWindow):
             + [f"Lesions are {report.connectivity}-connected components of label 5."]
         self.measure_panel.note.setText(" ".join(notes) if not self._pending_measure else "Updating the measurements…")
         self._counts = {}
-        for st in STRUCTURES:
+        for st in ALL_STRUCTURES:
             try:
                 self._counts[st.label] = int(report.value(f"{st.key}.voxels"))
             except KeyError:
