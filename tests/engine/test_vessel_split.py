@@ -50,26 +50,77 @@ def test_bad_inputs_are_refused_in_words():
 PHANTOM_SEEDS = (0, 1, 2, 3, 4, 5)
 
 
-def test_phantom_vessel_trees_are_split_right():
-    """The phantoms' portal and hepatic veins inside the liver merged into one vessel mask, with the IVC and
-    the extrahepatic portal trunk as seeds (what TotalSegmentator's models give): >= 90 % of the vessel
-    voxels over six patients come back in the right system, few in the wrong one."""
+@pytest.fixture(scope="module")
+def phantom_problems():
+    """Six phantom patients (2 x 1.25 x 1.25 mm) as a public model set would leave them: the portal and hepatic
+    veins inside the liver merged into one vessel mask, the IVC and the extrahepatic portal trunk as seeds."""
     from engine.phantom import make_phantom
-    from vessel_problems import accuracy, phantom_problem
+    from vessel_problems import phantom_problem
 
-    right = wrong = total = 0.0
+    out = []
     for seed in PHANTOM_SEEDS:
         case = make_phantom(seed=seed, shape=(160, 256, 256), spacing=(2.0, 1.25, 1.25), n_lesions=0)
-        labels, vessels, truth = phantom_problem(case.labels, case.geometry.spacing)
-        res = assign_vessel_tree(labels, vessels, case.geometry.spacing)
+        out.append((seed, *phantom_problem(case.labels, case.geometry.spacing), case.geometry.spacing))
+    return out
+
+
+def _pooled(problems, prepare=lambda labels: labels, per_case_floor=0.75):
+    from vessel_problems import accuracy
+
+    right = wrong = total = 0.0
+    notes = []
+    for seed, labels, vessels, truth, spacing in problems:
+        res = assign_vessel_tree(prepare(labels), vessels, spacing)
         a = accuracy(res.labels, vessels, truth)
-        assert a["right"] >= 0.75, (seed, a, res.notes)
+        assert a["right"] >= per_case_floor, (seed, a, res.notes)
+        assert np.array_equal(res.labels[~vessels], prepare(labels)[~vessels])
         right += a["right"] * a["voxels"]
         wrong += a["wrong"] * a["voxels"]
         total += a["voxels"]
-        assert np.array_equal(res.labels[~vessels], labels[~vessels])
-    assert right / total >= 0.90, right / total
-    assert wrong / total <= 0.03, wrong / total
+        notes.append(res.notes)
+    return right / total, wrong / total, notes
+
+
+def test_phantom_vessel_trees_are_split_right(phantom_problems):
+    """>= 90 % of the vessel voxels over six patients come back in the right system, few in the wrong one
+    (measured: 93.6 % right, 1.3 % wrong, 5.1 % unassigned)."""
+    right, wrong, _ = _pooled(phantom_problems)
+    assert right >= 0.90, right
+    assert wrong <= 0.03, wrong
+
+
+def test_without_a_portal_trunk_the_hilum_is_found_and_said(phantom_problems):
+    """No cardiac model: the portal trunk is missing; the hilum (the thickest place where the vessels leave the
+    liver low down) stands in for it, and a note says so (measured: 93.7 % right)."""
+    def no_trunk(labels):
+        out = labels.copy()
+        out[out == Label.PORTAL_VEIN] = Label.BACKGROUND
+        return out
+
+    right, _, notes = _pooled(phantom_problems, no_trunk)
+    assert right >= 0.90, right
+    assert all(any("hilum was taken" in n for n in ns) for ns in notes)
+
+
+def test_without_an_ivc_nothing_is_guessed():
+    labels, vessels = _tubes()
+    labels[labels == Label.IVC] = Label.PARENCHYMA
+    res = assign_vessel_tree(labels, vessels, (2.0, 1.0, 1.0))
+    assert np.all(res.labels[vessels] == Label.VESSEL_UNASSIGNED)
+    assert any("No inferior vena cava" in n for n in res.notes)
+
+
+def test_progress_is_reported_and_cancel_stops_it():
+    from engine.progress import CancelToken, Cancelled
+
+    labels, vessels = _tubes()
+    seen = []
+    assign_vessel_tree(labels, vessels, (2.0, 1.0, 1.0), progress=lambda s, d, t: seen.append((d, t)))
+    assert seen[0][0] == 0 and seen[-1][0] == seen[-1][1] and [d for d, _ in seen] == sorted(d for d, _ in seen)
+    tok = CancelToken()
+    tok.cancel()
+    with pytest.raises(Cancelled):
+        assign_vessel_tree(labels, vessels, (2.0, 1.0, 1.0), cancel=tok)
 
 
 @pytest.mark.real

@@ -75,3 +75,21 @@ def test_evaluation_scores_it_as_neither_system_and_says_so(case6):
     assert any(n.startswith(UNASSIGNED_POLICY) for n in res.table_notes)
     clean = evaluate_pair(ref, ref, case6.geometry, metrics_wanted=["dice"])
     assert not any(n.startswith(UNASSIGNED_POLICY) for n in clean.table_notes)
+
+
+@pytest.mark.real
+def test_dicom_seg_export_carries_it_and_reads_back(tmp_path):
+    import pydicom
+    from realdata import real_path
+
+    from engine.io import load_case, read_label_map
+    from engine.io.labelmaps import write_label_map
+    c = load_case(real_path("dcmqi", "ct-3slice"))
+    lab = np.zeros(c.geometry.shape, np.uint8)
+    lab[:, 100:200, 100:200] = Label.PARENCHYMA
+    lab[1, 150:160, 150:170] = Label.VESSEL_UNASSIGNED
+    c.set_labels(lab)
+    out = write_label_map(tmp_path / "seg.dcm", c)
+    ds = pydicom.dcmread(out)
+    assert [s.SegmentLabel for s in ds.SegmentSequence] == ["Liver parenchyma", "Vessel, unassigned"]
+    assert np.array_equal(read_label_map(out, c), lab)
