@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from .edits import box_union
-from .labels import BY_LABEL, STRUCTURES
+from .labels import ALL_STRUCTURES, BY_LABEL
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ class DerivedState:
         self._measurer, report = result
         self.report = report
         self.counts = {}
-        for st in STRUCTURES:
+        for st in ALL_STRUCTURES:
             try:
                 self.counts[st.label] = int(report.value(f"{st.key}.voxels"))
             except KeyError:

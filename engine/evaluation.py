@@ -37,7 +37,7 @@ from metrics.suite import ALL_METRICS, CaseResult
 from .errors import GeometryMismatchError, InputError, LiverPlanError
 from .geometry import Geometry
 from .labelmap import LabelMapping, looks_like_ircadb
-from .labels import BY_KEY, BY_LABEL
+from .labels import BY_KEY, BY_LABEL, STRUCTURES, Label
 from .progress import CancelToken, ProgressCallback, check
 
 log = logging.getLogger(__name__)
@@ -66,16 +66,21 @@ class StructurePlan:
     notes: list[str] = field(default_factory=list)
 
 
+#: How "vessel, unassigned" (label 6) in a prediction is scored (said in the table's notes when present).
+UNASSIGNED_POLICY = ("Vessel voxels the prediction left 'vessel, unassigned' count as neither portal vein nor "
+                     "hepatic veins: where the reference has either, they are missed (false negatives)")
+
+
 def structure_plan(ref_mapping: Optional[LabelMapping] = None) -> StructurePlan:
     """Columns to evaluate when the reference uses ``ref_mapping`` (None: LiverPlan's own five labels)."""
     if ref_mapping is None:
-        return StructurePlan({s.key: ((s.label,), (s.label,)) for s in BY_LABEL.values()}, [])
+        return StructurePlan({s.key: ((s.label,), (s.label,)) for s in STRUCTURES}, [])
     missing = set(ref_mapping.missing_structures())
     structures: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {}
     not_in_ref: list[str] = []
     notes = list(ref_mapping.notes)
     merged_members = {lab for group in ref_mapping.merged_groups.values() for lab in group}
-    for s in BY_LABEL.values():
+    for s in STRUCTURES:
         if s.label in merged_members or s.key in missing:
             not_in_ref.append(s.key)
             continue
@@ -93,7 +98,7 @@ def structure_plan(ref_mapping: Optional[LabelMapping] = None) -> StructurePlan:
                      + ", ".join(BY_KEY[k].name for k in absent) + ".")
     # keep LiverPlan's column order, merged groups where their first member would be
     order = []
-    for s in BY_LABEL.values():
+    for s in STRUCTURES:
         if s.key in structures:
             order.append(s.key)
         for key, (pl, _) in structures.items():
@@ -129,7 +134,7 @@ def evaluate_pair(pred_labels: np.ndarray, ref_labels: np.ndarray, geometry: Geo
         labels[k] = BY_KEY[k].label
     # LiverPlan's column order; a merged group right after its first member
     ordered: dict[str, Any] = {}
-    for s in BY_LABEL.values():
+    for s in STRUCTURES:
         if s.key in labels:
             ordered[s.key] = labels[s.key]
         for k, (pl, _) in plan.structures.items():
@@ -143,6 +148,9 @@ def evaluate_pair(pred_labels: np.ndarray, ref_labels: np.ndarray, geometry: Geo
                                    lesion_size_thresholds_mm=lesion_size_thresholds_mm,
                                    lesion_min_iou=lesion_min_iou, progress=progress, cancel=cancel)
     result.table_notes = list(plan.notes)
+    n_unassigned = int(np.count_nonzero(pred == Label.VESSEL_UNASSIGNED))
+    if n_unassigned:
+        result.table_notes.append(UNASSIGNED_POLICY + f" ({n_unassigned * geometry.voxel_volume_ml:.1f} mL here).")
     return result
 
 

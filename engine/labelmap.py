@@ -28,12 +28,13 @@ from typing import Iterable, Mapping, Optional, Union
 import numpy as np
 
 from .errors import InputError
-from .labels import BY_KEY, BY_LABEL, LABEL_VALUES, normalise_name, structure_for_name
+from .labels import BY_KEY, BY_LABEL, LABEL_VALUES, STRUCTURES, normalise_name, structure_for_name
 
 log = logging.getLogger(__name__)
 
-#: Painting order (later overwrites earlier): parenchyma, IVC, hepatic veins, portal vein, lesions.
-PAINT_ORDER: tuple[int, ...] = (1, 4, 3, 2, 5)
+#: Painting order (later overwrites earlier): parenchyma, unassigned vessel, IVC, hepatic veins, portal vein,
+#: lesions.
+PAINT_ORDER: tuple[int, ...] = (1, 6, 4, 3, 2, 5)
 PRECEDENCE_TEXT = ("Where reference structures overlap, lesions win over vessels and vessels over "
                    "parenchyma, so label 1 is the liver minus the labelled vessels and lesions.")
 
@@ -168,7 +169,7 @@ class LabelMapping:
         """
         merged_away = {lab for written, group in self.merged_groups.items() for lab in group if lab != written}
         out = []
-        for s in BY_LABEL.values():
+        for s in STRUCTURES:            # the study's five ("vessel, unassigned" is never a reference structure)
             if not self.sources.get(s.key) or s.label in merged_away:
                 out.append(s.key)
         return out

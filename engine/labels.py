@@ -4,6 +4,12 @@ Label map convention (uint8, one value per structure), after Chierici et al.:
 0 background, 1 liver parenchyma, 2 portal vein, 3 hepatic veins, 4 inferior vena cava, 5 CRLM lesions.
 Colours follow the study's figure: parenchyma brown, portal vein light blue, hepatic veins blue,
 IVC dark blue, CRLM green.
+
+One more value is not a study structure: 6 "vessel, unassigned" (magenta), intrahepatic vessel voxels that
+a public model gave without saying portal or hepatic and that engine.vessel_split could not assign. It is
+shown, measured, meshed and exported like a structure, but no model is trained on it and no metric is
+reported for it. ``STRUCTURES`` / ``STUDY_LABEL_VALUES`` are the study's five; ``ALL_STRUCTURES`` /
+``LABEL_VALUES`` every value a label map may hold.
 """
 from __future__ import annotations
 
@@ -18,6 +24,9 @@ class Label(IntEnum):
     HEPATIC_VEINS = 3
     IVC = 4
     CRLM = 5
+    #: Vessel voxels a model gave without saying portal or hepatic, which the split
+    #: (engine.vessel_split) could not assign: shown as such, never guessed. Not a study structure.
+    VESSEL_UNASSIGNED = 6
 
 
 @dataclass(frozen=True)
@@ -42,16 +51,29 @@ STRUCTURES: tuple[Structure, ...] = (
               "Colorectal liver metastases (each 26-connected component is one lesion)"),
 )
 
-BY_LABEL: dict[int, Structure] = {s.label: s for s in STRUCTURES}
-BY_KEY: dict[str, Structure] = {s.key: s for s in STRUCTURES}
-LABEL_VALUES: tuple[int, ...] = tuple(s.label for s in STRUCTURES)
+#: "Vessel, unassigned" (see Label.VESSEL_UNASSIGNED): not one of the study's five structures (no model is
+#: trained on it, no metric is reported for it), but a value a label map may hold.
+VESSEL_UNASSIGNED = Structure(6, "vessel_unassigned", "Vessel, unassigned", (230, 0, 200),
+                              "Intrahepatic vessel voxels that could not be assigned to the portal or the "
+                              "hepatic-venous system (check them and relabel by hand)")
+
+#: The label table: every value a LiverPlan label map may hold (the study's five + "vessel, unassigned").
+ALL_STRUCTURES: tuple[Structure, ...] = STRUCTURES + (VESSEL_UNASSIGNED,)
+
+BY_LABEL: dict[int, Structure] = {s.label: s for s in ALL_STRUCTURES}
+BY_KEY: dict[str, Structure] = {s.key: s for s in ALL_STRUCTURES}
+#: Every valid non-zero label value (what reading, writing and measuring accept).
+LABEL_VALUES: tuple[int, ...] = tuple(s.label for s in ALL_STRUCTURES)
+#: The study's five structures' values (what models are trained on and evaluations score).
+STUDY_LABEL_VALUES: tuple[int, ...] = tuple(s.label for s in STRUCTURES)
 
 #: Labels that make up "total liver volume" in LiverPlan's volumetry: parenchyma + the intrahepatic
-#: vessels as segmented inside the liver + lesions. The IVC is not part of the liver.
-TOTAL_LIVER_LABELS: tuple[int, ...] = (Label.PARENCHYMA, Label.PORTAL_VEIN, Label.HEPATIC_VEINS, Label.CRLM)
+#: vessels as segmented inside the liver (assigned or not) + lesions. The IVC is not part of the liver.
+TOTAL_LIVER_LABELS: tuple[int, ...] = (Label.PARENCHYMA, Label.PORTAL_VEIN, Label.HEPATIC_VEINS, Label.CRLM,
+                                       Label.VESSEL_UNASSIGNED)
 TOTAL_LIVER_DEFINITION = (
-    "Total liver volume = liver parenchyma + CRLM lesions + portal and hepatic vein voxels lying inside "
-    "the liver's filled outline; the IVC and extrahepatic vessel segments are excluded."
+    "Total liver volume = liver parenchyma + CRLM lesions + portal vein, hepatic vein and unassigned vessel "
+    "voxels lying inside the liver's filled outline; the IVC and extrahepatic vessel segments are excluded."
 )
 
 #: Lesion connectivity (stated in every report).
@@ -69,6 +91,7 @@ SYNONYMS: dict[str, str] = {
     "crlm": "crlm", "lesion": "crlm", "lesions": "crlm", "tumor": "crlm", "tumour": "crlm",
     "liver_tumor": "crlm", "liver_tumour": "crlm", "livertumor": "crlm", "metastasis": "crlm",
     "metastases": "crlm", "liver_lesion": "crlm", "liver_lesions": "crlm", "crlm_lesions": "crlm",
+    "vessel_unassigned": "vessel_unassigned", "vessel,_unassigned": "vessel_unassigned",
 }
 
 

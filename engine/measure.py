@@ -6,7 +6,7 @@ the geometry (spacing z-y-x mm, origin and direction in LPS) travels with them i
 Definitions (also written into every JSON report):
 - Structure volume = voxel count x voxel volume (mL).
 - Total liver volume: engine.labels.TOTAL_LIVER_DEFINITION. Implemented as parenchyma (1) + lesions (5)
-  + portal/hepatic vein voxels (2, 3) that lie inside the liver's *filled outline*: the parenchyma-and-
+  + portal/hepatic/unassigned vessel voxels (2, 3, 6) that lie inside the liver's *filled outline*: the parenchyma-and-
   lesion mask, closed in each axial slice with a square of half-width ``OUTLINE_CLOSING_MM`` (this seals the
   notches where vessels enter or leave the liver) and with its holes filled slice by slice. The IVC (4)
   is never counted, nor are vessel voxels outside that outline.
@@ -28,12 +28,15 @@ import numpy as np
 from .case import Case, as_label_array
 from .errors import GeometryMismatchError, InputError
 from .geometry import Geometry
-from .labels import (BY_LABEL, LESION_CONNECTIVITY, STRUCTURES, TOTAL_LIVER_DEFINITION, Label)
+from .labels import (ALL_STRUCTURES, BY_LABEL, LESION_CONNECTIVITY, TOTAL_LIVER_DEFINITION, Label)
 
 log = logging.getLogger(__name__)
 
 #: In-plane closing radius (mm) used to build the liver's filled outline (see the module docstring).
 OUTLINE_CLOSING_MM = 7.0
+
+#: The vessel labels counted in the total liver volume where they lie inside the liver's filled outline.
+VESSEL_LABELS = (Label.PORTAL_VEIN, Label.HEPATIC_VEINS, Label.VESSEL_UNASSIGNED)
 
 #: Mean CT values (HU) a labelled structure can have on a CT (fatty liver, enhancing vessels, calcified
 #: lesions included); outside it the label mostly covers air, fat, bone or metal and a warning is given.
@@ -44,7 +47,8 @@ DEFINITIONS: dict[str, str] = {
     "total_liver_volume": TOTAL_LIVER_DEFINITION + (
         f" Implementation: the liver's filled outline is the parenchyma + lesion mask closed in each axial "
         f"slice with a square of {OUTLINE_CLOSING_MM:g} mm half-width (sealing the notches where vessels "
-        "enter), holes filled slice by slice; portal and hepatic vein voxels inside it are counted."),
+        "enter), holes filled slice by slice; portal vein, hepatic vein and unassigned vessel voxels inside "
+        "it are counted."),
     "tumour_burden": "Tumour burden = total CRLM lesion volume / total liver volume x 100 (%).",
     "lesion": (f"A lesion is one {LESION_CONNECTIVITY}-connected component of the CRLM label (touching by a "
                "face, an edge or a corner joins two regions); lesions are numbered 1..n by decreasing volume."),
@@ -295,12 +299,11 @@ def measure(case_or_image: Union[Case, np.ndarray, None], labels: Optional[np.nd
 
     # --- total liver volume (definition in engine.labels) ---
     n_vessel_inside = 0
-    if counts[Label.PORTAL_VEIN] or counts[Label.HEPATIC_VEINS]:
+    if any(counts[v] for v in VESSEL_LABELS):
         outline, sl = filled_liver_outline(labels, spacing)
         if outline.size:
             sub = labels[sl]
-            n_vessel_inside = int(np.count_nonzero(
-                outline & ((sub == Label.PORTAL_VEIN) | (sub == Label.HEPATIC_VEINS))))
+            n_vessel_inside = int(np.count_nonzero(outline & np.isin(sub, VESSEL_LABELS)))
 
     raw = _lesion_raw(image, labels, idx, lab, geometry)
     return _build_report(counts, sums, sq, n_vessel_inside, raw, geometry, prov, image is not None)
@@ -363,7 +366,7 @@ def _build_report(counts: np.ndarray, sums: Optional[np.ndarray], sq: Optional[n
 
     ms: list[Measurement] = []
     implausible = []
-    for s in STRUCTURES:
+    for s in ALL_STRUCTURES:
         n = int(counts[s.label])
         ms.append(Measurement(f"{s.name} voxels", n, "voxels", f"Number of voxels labelled {s.name}.",
                               f"{s.key}.voxels"))
@@ -387,7 +390,8 @@ def _build_report(counts: np.ndarray, sums: Optional[np.ndarray], sq: Optional[n
     total_ml = n_total * vox_ml
     lesion_ml = int(counts[Label.CRLM]) * vox_ml
     ms.append(Measurement("Intrahepatic vessel volume", _r(n_vessel_inside * vox_ml), "mL",
-                          "Portal and hepatic vein voxels inside the liver's filled outline.",
+                          "Portal vein, hepatic vein and unassigned vessel voxels inside the liver's filled "
+                          "outline.",
                           "liver.intrahepatic_vessels_ml"))
     ms.append(Measurement("Total liver volume", _r(total_ml), "mL", DEFINITIONS["total_liver_volume"],
                           "liver.total_volume_ml"))
@@ -522,7 +526,7 @@ BoxZYX = tuple[int, int, int, int, int, int]
 
 
 def _vessels_inside_per_slice(labels: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray:
-    """Vessel (2, 3) voxels inside the filled liver outline, per axial slice of ``labels`` (int64).
+    """Vessel (2, 3, 6) voxels inside the filled liver outline, per axial slice of ``labels`` (int64).
 
     The outline is a per-slice operation whose result does not depend on the in-plane crop (the crop
     always keeps the closing radius + 1 voxel of background around the liver), so counting it on a run
@@ -532,7 +536,7 @@ def _vessels_inside_per_slice(labels: np.ndarray, spacing: tuple[float, float, f
     outline, sl = filled_liver_outline(labels, spacing)
     if outline.size:
         sub = labels[sl]
-        inside = outline & ((sub == Label.PORTAL_VEIN) | (sub == Label.HEPATIC_VEINS))
+        inside = outline & np.isin(sub, VESSEL_LABELS)
         out[sl[0]] = np.count_nonzero(inside, axis=(1, 2))
     return out
 

@@ -144,7 +144,8 @@ def postprocess(labels: np.ndarray, spacing_zyx: Sequence[float],
     # 1. largest liver ------------------------------------------------------------------------
     parenchyma = out == Label.PARENCHYMA
     if opts.keep_largest_liver and parenchyma.any():
-        whole = _any_of(out, (Label.PARENCHYMA, Label.PORTAL_VEIN, Label.HEPATIC_VEINS, Label.CRLM))
+        whole = _any_of(out, (Label.PARENCHYMA, Label.PORTAL_VEIN, Label.HEPATIC_VEINS, Label.CRLM,
+                              Label.VESSEL_UNASSIGNED))
         cc, n = _components(whole)
         if n > 1:
             # the component holding the most parenchyma is the liver

@@ -22,7 +22,7 @@ from engine.case import Case
 from engine.case_session import CaseSession
 from engine.errors import ExportError
 from engine.io.atomic import atomic_path
-from engine.labels import BY_LABEL, STRUCTURES
+from engine.labels import ALL_STRUCTURES, BY_LABEL
 from engine.session import EtaEstimator, RecentCases
 
 from .controllers import (CorrectController, EvaluateController, MeasureController,
@@ -52,7 +52,7 @@ __all__ = ["MainWindow", "SeriesPicker", "TABS", "WINDOW_PRESETS", "label_lut"]
 def label_lut(visible: dict[int, bool]) -> np.ndarray:
     """256 x 4 RGBA table for the overlay: the study's colours, alpha 0 for background and hidden ones."""
     lut = np.zeros((256, 4), np.uint8)
-    for s in STRUCTURES:
+    for s in ALL_STRUCTURES:
         if visible.get(s.label, True):
             lut[s.label] = (*s.color, 255)
     return lut
@@ -68,7 +68,7 @@ class MainWindow(QMainWindow):
         self.session = CaseSession()
         self.pos = [0, 0, 0]
         self.level, self.window_width = WINDOW_PRESETS["abdomen"]
-        self.visible2d = {s.label: True for s in STRUCTURES}
+        self.visible2d = {s.label: True for s in ALL_STRUCTURES}
         self.recent = RecentCases()
         self.layout_mode = "grid"
         self.last_error = ""

@@ -8,7 +8,7 @@ from __future__ import annotations
 from PySide6.QtGui import QAction, QActionGroup, QKeySequence
 from PySide6.QtWidgets import QMessageBox
 
-from engine.labels import STRUCTURES
+from engine.labels import ALL_STRUCTURES
 
 from .panels import TOOLS
 
@@ -53,7 +53,7 @@ def build_menus(win) -> None:
     e.addSeparator()
     for key, name, short in TOOLS:
         _act(win, e, f"{name} tool", lambda k=key: win.tools.set_tool(k), short)
-    for s in STRUCTURES:
+    for s in ALL_STRUCTURES:
         _act(win, e, f"Active structure: {s.name}", lambda lab=s.label: win.tools.set_active_label(lab),
              str(s.label))
     _act(win, e, "Larger brush", lambda: win.tools.scale_brush(1.25), "]")

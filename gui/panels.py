@@ -13,7 +13,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QButtonGroup, QCheckBox, QComb
                                QPushButton, QRadioButton, QSlider, QSpinBox, QTableWidget,
                                QTableWidgetItem, QTextBrowser, QVBoxLayout, QWidget)
 
-from engine.labels import STRUCTURES
+from engine.labels import ALL_STRUCTURES
 
 DEMO_WARNING = "demo — synthetic data — not for clinical use"
 
@@ -75,7 +75,7 @@ class StructuresPanel(QWidget):
     def __init__(self, parent: Optional[QWidget] = None) -> None:
         super().__init__(parent)
         lay = QVBoxLayout(self)
-        self.table = QTableWidget(len(STRUCTURES), len(self.COLS))
+        self.table = QTableWidget(len(ALL_STRUCTURES), len(self.COLS))
         self.table.setObjectName("structures_table")
         self.table.setHorizontalHeaderLabels(self.COLS)
         self.table.verticalHeader().setVisible(False)
@@ -84,7 +84,7 @@ class StructuresPanel(QWidget):
         self.check2d: dict[int, QCheckBox] = {}
         self.check3d: dict[int, QCheckBox] = {}
         self.opacity: dict[int, QSpinBox] = {}
-        for row, s in enumerate(STRUCTURES):
+        for row, s in enumerate(ALL_STRUCTURES):
             it = _item(s.name, s.description)
             it.setIcon(colour_icon(s.color))
             self.table.setItem(row, 0, it)
@@ -104,6 +104,9 @@ class StructuresPanel(QWidget):
             self.check2d[s.label], self.check3d[s.label], self.opacity[s.label] = c2, c3, sp
         self.table.resizeColumnsToContents()
         self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.Stretch)
+        # every row of the label table visible without scrolling (a sixth, 'Vessel, unassigned', included)
+        self.table.setMinimumHeight(self.table.horizontalHeader().sizeHint().height()
+                                    + self.table.verticalHeader().length() + 2 * self.table.frameWidth())
         lay.addWidget(self.table)
         row = QHBoxLayout()
         row.addWidget(QLabel("Overlay opacity"))
@@ -127,7 +130,7 @@ class StructuresPanel(QWidget):
         return {lab: sp.value() / 100.0 for lab, sp in self.opacity.items()}
 
     def set_volumes(self, volumes_ml: dict[int, float], total_text: str = "") -> None:
-        for row, s in enumerate(STRUCTURES):
+        for row, s in enumerate(ALL_STRUCTURES):
             v = volumes_ml.get(s.label)
             self.table.item(row, 4).setText("—" if v is None else f"{v:.1f}")
         self.total.setText(total_text)
@@ -403,7 +406,7 @@ class ToolsPanel(QWidget):
         form = QFormLayout()
         self.structure = QComboBox()
         self.structure.setObjectName("active_structure")
-        for s in STRUCTURES:
+        for s in ALL_STRUCTURES:
             self.structure.addItem(colour_icon(s.color), s.name, s.label)
         form.addRow("Structure", self.structure)
         self.size = QDoubleSpinBox()

@@ -244,7 +244,7 @@ def write_dicom_seg(tmp_path: Path, case, label_image) -> None:
     from pydicom.sr.coding import Code
 
     from ..errors import ExportError
-    from ..labels import STRUCTURES
+    from ..labels import ALL_STRUCTURES
     from .segnrrd import _TERMINOLOGY
 
     if case.provenance.extra.get("gantry_tilt_resampled_deg"):
@@ -253,7 +253,7 @@ def write_dicom_seg(tmp_path: Path, case, label_image) -> None:
     arr = sitk.GetArrayFromImage(label_image)          # (z, rows, cols) in the series' file order
     if arr.shape[0] != len(info.files):
         raise ExportError("The label map does not have one slice per DICOM image of the CT series.")
-    present = [s for s in STRUCTURES if np.any(arr == s.label)]
+    present = [s for s in ALL_STRUCTURES if np.any(arr == s.label)]
     if not present:
         raise ExportError("The label map is empty; a DICOM SEG needs at least one labelled structure.")
     sources = []

@@ -150,7 +150,7 @@ def _map_values(arr: np.ndarray, p: Path, mapping: Optional[LabelMapping], notes
         return arr.astype(np.uint8)
     raise InputError(
         f"The label map {p.name} uses label values ({_short_list(values)}) that are not LiverPlan's "
-        "(1 liver, 2 portal vein, 3 hepatic veins, 4 IVC, 5 lesions). Give a label mapping: a preset such as "
+        "(1 liver, 2 portal vein, 3 hepatic veins, 4 IVC, 5 lesions, 6 unassigned vessel). Give a label mapping: a preset such as "
         "'totalsegmentator' or a JSON file like {\"liver\": [5], \"portal_vein\": [64], \"ivc\": [63]}.")
 
 

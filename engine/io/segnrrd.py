@@ -16,7 +16,7 @@ from typing import Optional
 import numpy as np
 
 from ..errors import InputError
-from ..labels import STRUCTURES
+from ..labels import ALL_STRUCTURES, STRUCTURES
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +27,7 @@ _TERMINOLOGY = {
     "hepatic_veins": ("123037004", "Anatomical Structure", "8993003", "Hepatic vein"),
     "ivc": ("123037004", "Anatomical Structure", "64131007", "Inferior vena cava"),
     "crlm": ("49755003", "Morphologically Altered Structure", "4147007", "Mass"),
+    "vessel_unassigned": ("123037004", "Anatomical Structure", "59820001", "Blood vessel"),
 }
 
 
@@ -164,7 +165,9 @@ def write_seg_nrrd(tmp_path: Path, label_image) -> None:
         "Segmentation_ReferenceImageExtentOffset": "0 0 0",
         "Segmentation_ConversionParameters": "",
     }
-    for i, s in enumerate(STRUCTURES):
+    # the study's five always (empty ones too, as Slicer expects them); 'vessel, unassigned' where present
+    segments = [s for s in ALL_STRUCTURES if s in STRUCTURES or np.any(arr == s.label)]
+    for i, s in enumerate(segments):
         pre = f"Segment{i}_"
         cat_code, cat_name, type_code, type_name = _TERMINOLOGY[s.key]
         header[pre + "ID"] = s.key

@@ -43,7 +43,7 @@ import numpy as np
 
 from ..case import Case
 from ..errors import InputError, LiverPlanError
-from ..labels import BY_LABEL, LABEL_VALUES
+from ..labels import BY_LABEL, STUDY_LABEL_VALUES
 from ..progress import CancelToken, ProgressCallback, check, no_progress
 
 log = logging.getLogger(__name__)
@@ -255,7 +255,7 @@ def load_entry(entry: CohortEntry, mapping=None, notes: Optional[list[str]] = No
     return case
 
 
-def check_cohort(cohort: Cohort, require: tuple[int, ...] = LABEL_VALUES, min_train: int = 2,
+def check_cohort(cohort: Cohort, require: tuple[int, ...] = STUDY_LABEL_VALUES, min_train: int = 2,
                  progress: ProgressCallback = no_progress, cancel: Optional[CancelToken] = None,
                  allow_non_hu: bool = False, for_training: bool = True) -> CohortReport:
     """Read every pair and list the problems (nothing is written).

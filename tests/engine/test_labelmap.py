@@ -85,5 +85,5 @@ def test_unknown_preset_and_missing_file(tmp_path):
 
 def test_identity_keeps_liverplan_labels():
     arr = np.arange(8, dtype=np.uint8)
-    assert LabelMapping.identity().apply(arr).tolist() == [0, 1, 2, 3, 4, 5, 0, 0]
+    assert LabelMapping.identity().apply(arr).tolist() == [0, 1, 2, 3, 4, 5, 6, 0]   # 6: vessel, unassigned
     assert LabelMapping.identity().missing_structures() == []
