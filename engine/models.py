@@ -123,6 +123,14 @@ class ModelInfo:
     def target_spacing(self) -> list[float]:
         return list(_configuration_dict(self.plans, self.configuration).get("spacing", []))
 
+    @property
+    def image_reader(self) -> str:
+        """The nnU-Net image reader the model was trained with (decides the orientation of the array it is
+        given; see engine.inference.orientation)."""
+        from .inference.orientation import model_reader
+
+        return model_reader(self.dataset_json, self.plans)[0]
+
     def structures(self) -> list[str]:
         """Names of the LiverPlan structures this model produces."""
         return [BY_LABEL[v].name for v in sorted(set(self.label_to_structure.values()))]

@@ -5,9 +5,9 @@ Stages (the ``stage`` names given to ``progress``): "load model" (once per model
 "predict" (one step per sliding-window tile and fold), "resample" (torch, on the compute device, one
 step per slab) and "postprocess".
 
-The model sees the CT in the orientation of its source file, as ``nnUNetv2_predict`` on that file would
-(nnU-Net models are trained on arrays as SimpleITK reads them); the result is brought back to the
-case's canonical grid.
+The model sees the CT as the image reader it was trained with would give it (``nnUNetv2_predict`` on the
+CT's file: as stored for SimpleITKIO/NibabelIO, reoriented to RAS for NibabelIOWithReorient, see
+engine.inference.orientation); the result is brought back to the case's canonical grid.
 """
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ from ..models import ModelInfo, load_checkpoint
 from ..postprocess import PostprocessOptions, postprocess
 from ..progress import CancelToken, Cancelled, ProgressCallback, check, no_progress
 from .crop import BODY_THRESHOLD_HU, body_bbox, slices_to_list
+from .orientation import model_reader, model_view
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,6 @@ def _load(model: ModelInfo, device, mode: str, progress: ProgressCallback, on_de
         progress("load model", 1, 1)
         return hit
     import torch
-    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
     from .predictor import predictor_class
 
@@ -121,8 +121,7 @@ def _load(model: ModelInfo, device, mode: str, progress: ProgressCallback, on_de
         params.append(ckpt["network_weights"])
         progress("load model", i + 1, len(folds) + 1)
     warnings: list[str] = []
-    plans_manager = PlansManager(model.plans)
-    configuration_manager = plans_manager.get_configuration(model.configuration)
+    plans_manager, configuration_manager = plans_managers(model)
     label_manager = plans_manager.get_label_manager(model.dataset_json)
     try:
         network = _build_network(trainer_name, plans_manager, configuration_manager,
@@ -158,6 +157,36 @@ def _load(model: ModelInfo, device, mode: str, progress: ProgressCallback, on_de
     return loaded
 
 
+#: nnU-Net's warning for plans written before its 'architecture' entry (TotalSegmentator's v2.0 releases); it
+#: then rebuilds the network description itself, which is all that is needed.
+OLD_PLANS_WARNING = "Detected old nnU-Net plans format"
+
+
+def is_old_plans_format(model: ModelInfo) -> bool:
+    """True when the model's configuration has no ``architecture`` entry (nnU-Net's old plans format)."""
+    from ..models import _configuration_dict
+
+    return "architecture" not in _configuration_dict(model.plans, model.configuration)
+
+
+def plans_managers(model: ModelInfo):
+    """nnU-Net's (PlansManager, ConfigurationManager) for the model's configuration. nnU-Net's warning about
+    the old plans format is not repeated on every run: it is logged once per model load and recorded in the
+    run's provenance (``plans_format``)."""
+    import warnings as _warnings
+
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    with _warnings.catch_warnings():
+        _warnings.filterwarnings("ignore", message=OLD_PLANS_WARNING)
+        pm = PlansManager(model.plans)
+        cm = pm.get_configuration(model.configuration)
+    if is_old_plans_format(model):
+        log.info("model %s uses nnU-Net's old plans format; its network description was rebuilt by nnU-Net",
+                 model.path)
+    return pm, cm
+
+
 def _build_network(trainer_name: str, plans_manager, configuration_manager, n_out: int, warnings: list[str]):
     """The network as the model's trainer builds it (for the stock nnUNetTrainer: straight from the plans,
     which is all its build_network_architecture does, without importing the training machinery)."""
@@ -190,34 +219,6 @@ def _trainer_class(trainer_name: str, warnings: list[str]):
 
 
 # ------------------------------------------------------------------------------------------------
-def _source_oriented(case: Case) -> np.ndarray:
-    """The CT as the source file's array (what SimpleITK would read): canonical -> source orientation."""
-    src = case.source_geometry or case.geometry
-    if src.orientation_code() == case.geometry.orientation_code() and tuple(src.shape) == tuple(case.geometry.shape):
-        return case.image
-    import SimpleITK as sitk
-
-    from ..case import to_geometry
-
-    return sitk.GetArrayFromImage(to_geometry(case.image_sitk(canonical=True), src))
-
-
-def _to_canonical(labels_src: np.ndarray, case: Case) -> np.ndarray:
-    src = case.source_geometry or case.geometry
-    if labels_src.shape == case.image.shape and src.orientation_code() == case.geometry.orientation_code():
-        return labels_src
-    import SimpleITK as sitk
-
-    from ..case import to_canonical
-
-    img = sitk.GetImageFromArray(labels_src)
-    src.apply_to(img)
-    out = sitk.GetArrayFromImage(to_canonical(img))
-    if out.shape != case.image.shape:
-        raise ModelError("Internal error: the model's output could not be mapped back onto the case's grid.")
-    return out
-
-
 def _predict_one(image_src: np.ndarray, spacing_src: Sequence[float], model: ModelInfo, device, mode: str,
                  progress: ProgressCallback, cancel: Optional[CancelToken], warnings: list[str],
                  timings: dict, prov: dict, crop_to_body: bool, two_stage: Optional[dict] = None,
@@ -651,15 +652,25 @@ def segment(case: Case, model: Union[ModelInfo, Sequence[ModelInfo]], device: st
     timings: dict[str, float] = {}
     for m in models:
         warnings.extend(w for w in m.warnings if w not in warnings)
-    src_geom = case.source_geometry or case.geometry
-    spacing_src = tuple(float(s) for s in src_geom.spacing)
     per_model_prov: list[dict] = []
     maps: list[np.ndarray] = []
     device_used = str(dev)
     with torch_threads(threads) as n_threads:
-        image_src = _source_oriented(case)
+        views: dict = {}
         for m in models:
             prov: dict = {}
+            # the CT as this model's image reader gives it (TotalSegmentator's: reoriented to RAS)
+            reader, reader_warning = model_reader(m.dataset_json, m.plans)
+            if reader_warning and reader_warning not in warnings:
+                warnings.append(reader_warning)
+            view = views.get(reader)
+            if view is None:
+                view = views[reader] = model_view(case, reader)
+            image_src, spacing_src = view.array, view.spacing
+            prov["image_reader"] = reader
+            prov["plans_format"] = ("old (network rebuilt by nnU-Net from the plans' UNet entries)"
+                                    if is_old_plans_format(m) else "current")
+            prov["model_input_orientation"] = view.orientation
             two_stage = None
             if use_liver_crop and Label.PARENCHYMA in m.label_to_structure.values():
                 fast = _mode_settings(m, "fast")
@@ -678,7 +689,7 @@ def segment(case: Case, model: Union[ModelInfo, Sequence[ModelInfo]], device: st
                                 "segmented. Check that this is a CT in Hounsfield units.")
                 values = np.zeros(image_src.shape, dtype=np.uint8)
             device_used = prov.get("device", device_used)
-            maps.append(_to_canonical(_map_labels(values, m), case))
+            maps.append(view.to_canonical(_map_labels(values, m)))
             prov["model"] = m.to_provenance()
             per_model_prov.append(prov)
         check(cancel)
