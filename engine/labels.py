@@ -18,6 +18,9 @@ class Label(IntEnum):
     HEPATIC_VEINS = 3
     IVC = 4
     CRLM = 5
+    #: Vessel voxels a model gave without saying portal or hepatic, which the split
+    #: (engine.vessel_split) could not assign: shown as such, never guessed. Not a study structure.
+    VESSEL_UNASSIGNED = 6
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,12 @@ STRUCTURES: tuple[Structure, ...] = (
     Structure(5, "crlm", "CRLM lesions", (60, 190, 75),
               "Colorectal liver metastases (each 26-connected component is one lesion)"),
 )
+
+#: "Vessel, unassigned" (see Label.VESSEL_UNASSIGNED): not one of the study's five structures (no model is
+#: trained on it, no metric is reported for it), but a value a label map may hold.
+VESSEL_UNASSIGNED = Structure(6, "vessel_unassigned", "Vessel, unassigned", (230, 0, 200),
+                              "Intrahepatic vessel voxels that could not be assigned to the portal or the "
+                              "hepatic-venous system (check them and relabel by hand)")
 
 BY_LABEL: dict[int, Structure] = {s.label: s for s in STRUCTURES}
 BY_KEY: dict[str, Structure] = {s.key: s for s in STRUCTURES}

@@ -41,7 +41,8 @@ STAGES = ("load model", "crop", "preprocess", "predict", "resample", "postproces
 #: How several models' label maps are combined (written down, shown in provenance).
 PRECEDENCE_RULE = ("Combining models: lesions (CRLM) > hepatic veins / portal vein / IVC > liver parenchyma; "
                    "within the same rank the later model in the list wins; background never overwrites a label.")
-_RANK = {Label.PARENCHYMA: 0, Label.PORTAL_VEIN: 1, Label.HEPATIC_VEINS: 1, Label.IVC: 1, Label.CRLM: 2}
+_RANK = {Label.PARENCHYMA: 0, Label.PORTAL_VEIN: 1, Label.HEPATIC_VEINS: 1, Label.IVC: 1,
+         Label.VESSEL_UNASSIGNED: 1, Label.CRLM: 2}
 
 
 @dataclass
