@@ -1066,7 +1066,7 @@ class MainWindow(QMainWindow):
         if model is None:
             self.segment_panel.set_message("Choose a model first.", error=True)
             return
-        from engine.inference import keep_unsegmented_structures, segment
+        from engine.inference import SegmentOptions, keep_unsegmented_structures, segment
 
         device = self.segment_panel.device.currentText() or "auto"
         mode = self.segment_panel.mode.currentText()
@@ -1074,7 +1074,7 @@ class MainWindow(QMainWindow):
         eta = EtaEstimator()
         self.segment_panel.set_running(True)
         self.segment_panel.set_progress(f"Starting {model.name} on {device}…", 0)
-        task = self.runner.start("segment", segment, case, model, device=device, mode=mode)
+        task = self.runner.start("segment", segment, case, model, SegmentOptions(device=device, mode=mode))
         self.segment_task = task
 
         def on_progress(stage, done, total):

@@ -84,6 +84,9 @@ class ModelView:
     reader: str
     to_canonical: Callable[[np.ndarray], np.ndarray]
 
+    #: canonical (z, y, x) box (slices) -> the box of the same voxels in ``array`` (slices)
+    box_from_canonical: Callable[[tuple], tuple] = None  # type: ignore[assignment]
+
     def describe(self) -> str:
         return f"{self.reader}: the CT given to the model in {self.orientation} orientation"
 
@@ -96,11 +99,37 @@ def model_view(case: Case, reader: str) -> ModelView:
         arr = np.ascontiguousarray(case.image[:, ::-1, ::-1])
         return ModelView(array=arr, spacing=tuple(float(s) for s in case.geometry.spacing), orientation="RAS",
                          reader=reader,
-                         to_canonical=lambda lab: np.ascontiguousarray(np.asarray(lab)[:, ::-1, ::-1]))
+                         to_canonical=lambda lab: np.ascontiguousarray(np.asarray(lab)[:, ::-1, ::-1]),
+                         box_from_canonical=lambda box: _flip_box(box, arr.shape))
     src = case.source_geometry or case.geometry
     return ModelView(array=_source_oriented(case), spacing=tuple(float(s) for s in src.spacing),
                      orientation=src.orientation_code(), reader=reader,
-                     to_canonical=lambda lab: _source_to_canonical(lab, case))
+                     to_canonical=lambda lab: _source_to_canonical(lab, case),
+                     box_from_canonical=lambda box: _source_box(box, case))
+
+
+def _flip_box(box: tuple, shape) -> tuple:
+    """A canonical box in the RAS view: y and x reversed."""
+    z, y, x = box
+    return (z, slice(shape[1] - y.stop, shape[1] - y.start), slice(shape[2] - x.stop, shape[2] - x.start))
+
+
+def _source_box(box: tuple, case: Case) -> tuple:
+    """A canonical box on the source grid (axes permuted/flipped): the box of the same voxels there."""
+    src = case.source_geometry or case.geometry
+    if src.orientation_code() == case.geometry.orientation_code():
+        return tuple(box)
+    import SimpleITK as sitk
+
+    from ..case import to_geometry
+
+    mask = np.zeros(case.image.shape, dtype=np.uint8)
+    mask[tuple(box)] = 1
+    img = sitk.GetImageFromArray(mask)
+    case.geometry.apply_to(img)
+    arr = sitk.GetArrayFromImage(to_geometry(img, src))
+    idx = np.nonzero(arr)
+    return tuple(slice(int(i.min()), int(i.max()) + 1) for i in idx)
 
 
 def _source_oriented(case: Case) -> np.ndarray:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.inference import segment
+from engine.inference import SegmentOptions, segment
 from engine.models import load_model
 from engine.progress import no_progress
 from tiny_model import cached_tiny_model, small_phantom
@@ -128,15 +128,15 @@ def test_region_box_margin_and_edges():
 
 def test_defaults_accurate_uses_two_stages_fast_does_not(model):
     ct = small_phantom(seed=5, shape=(24, 48, 48))
-    acc = segment(ct, model, device="cpu", mode="accurate", threads=1, do_postprocess=False)
+    acc = segment(ct, model, SegmentOptions(device="cpu", mode="accurate", threads=1, postprocess=False))
     assert acc.provenance["liver_crop"] is True
     assert acc.provenance["liver_crop_requested"].startswith("default")
     run = acc.provenance["runs"][0]
     assert "liver_crop" in run and "two_stage" in run and run["two_stage"]["first_pass_tiles"] >= 1
     assert acc.labels.shape == ct.image.shape
-    off = segment(ct, model, device="cpu", mode="accurate", threads=1, liver_crop=False, do_postprocess=False)
+    off = segment(ct, model, SegmentOptions(device="cpu", mode="accurate", threads=1, liver_crop=False, postprocess=False))
     assert off.provenance["liver_crop"] is False and "two_stage" not in off.provenance["runs"][0]
-    fast = segment(ct, model, device="cpu", mode="fast", threads=1, liver_crop=True, do_postprocess=False)
+    fast = segment(ct, model, SegmentOptions(device="cpu", mode="fast", threads=1, liver_crop=True, postprocess=False))
     assert fast.provenance["liver_crop"] is False and "two_stage" not in fast.provenance["runs"][0]
     # the untrained tiny model's liver may or may not be found; either way the run says what it did
     assert any(w in run["liver_crop"] for w in ("liver found", "no liver", "every tile"))
@@ -146,8 +146,7 @@ def test_negative_margin_is_a_clear_error(model):
     from engine.errors import ModelError
 
     with pytest.raises(ModelError, match="margin"):
-        segment(small_phantom(seed=5, shape=(24, 48, 48)), model, device="cpu", mode="accurate",
-                liver_crop_margin_mm=-1)
+        segment(small_phantom(seed=5, shape=(24, 48, 48)), model, SegmentOptions(device="cpu", mode="accurate", liver_crop_margin_mm=-1))
 
 
 def test_channels_last_instance_norm_equals_torchs_instance_norm(predictor):

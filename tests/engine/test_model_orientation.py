@@ -93,7 +93,7 @@ def _nnunet_reference(model_folder, ct_path, out_path) -> np.ndarray:
 @pytest.fixture(scope="module")
 def results(stand_ins, ct_files, tmp_path_factory):
     """{(reader, storage): (liverplan canonical labels, nnU-Net canonical labels)}."""
-    from engine.inference import segment
+    from engine.inference import SegmentOptions, segment
     from engine.io import load_case
     from engine.models import load_model
 
@@ -104,7 +104,7 @@ def results(stand_ins, ct_files, tmp_path_factory):
         assert model.image_reader == reader
         for storage, path in ct_files.items():
             case = load_case(path)
-            ours = segment(case, model, device="cpu", threads=1, do_postprocess=False)
+            ours = segment(case, model, SegmentOptions(device="cpu", threads=1, postprocess=False))
             assert ours.provenance["runs"][0]["image_reader"] == reader
             theirs = _nnunet_reference(folder, path, out_dir / f"{reader}_{storage}.nii.gz")
             assert theirs.shape == ours.labels.shape
