@@ -309,26 +309,26 @@ def _predict_crop(sub: np.ndarray, spacing_src, model: ModelInfo, att: dict, opt
     loaded = _load(model, device, mode, progress, on_device=att["on_device"], half=att["half"], cancel=cancel)
     warnings.extend(w for w in loaded.warnings if w not in warnings)
     pred = loaded.predictor
-    pred.cancel_token = cancel
     # CPU: float32 in channels_last_3d layout with copy-free instance norms (~2x nnU-Net's float32 pass,
     # nnU-Net's numbers); bfloat16 autocast only on request: with the demo model 0.2 on the IRCADb CT it
     # dropped the hepatic veins' Dice against nnUNetv2_predict to 0.983 for ~1.2x more speed.
     on_cpu = device.type == "cpu"
-    pred.cpu_bf16 = bool(on_cpu and cpu_bf16)
-    if pred.cpu_bf16 and not cpu_has_native_bf16():
+    bf16 = bool(on_cpu and cpu_bf16)
+    # the run's own values, passed to the predictor as an argument (the cached predictor is not changed)
+    run = base_run(pred, cancel, cpu_bf16=bf16,
+                   cpu_batch=_cpu_batch(pred.configuration_manager, bf16) if on_cpu else 1)
+    if bf16 and not cpu_has_native_bf16():
         msg = ("This CPU has no native bfloat16 arithmetic; bfloat16 was used as requested but is likely slower "
                "than float32 here.")
         if msg not in warnings:
             warnings.append(msg)
     if on_cpu:
-        pred.mirror_batch = pred.tile_batch = _cpu_batch(pred.configuration_manager, pred.cpu_bf16)
-        prov["cpu_batch"] = pred.mirror_batch
+        prov["cpu_batch"] = run.cpu_batch
     if pred.channels_last != on_cpu:
         pred.network.to(memory_format=torch.channels_last_3d if on_cpu else torch.contiguous_format)
         pred.channels_last = on_cpu
-    prov["network_precision"] = "bfloat16 autocast (CPU)" if pred.cpu_bf16 else str(
+    prov["network_precision"] = "bfloat16 autocast (CPU)" if run.cpu_bf16 else str(
         pred.network_dtype or torch.float32).replace("torch.", "")
-    pred.fell_back_to_host_memory = False
     timings["load model"] = timings.get("load model", 0.0) + time.perf_counter() - t0
     check(cancel)
 
@@ -378,27 +378,22 @@ def _predict_crop(sub: np.ndarray, spacing_src, model: ModelInfo, att: dict, opt
     if att["half"]:
         data_t = data_t.half()
     del data
-    try:
-        if two_stage is not None and mode == "accurate":
-            logits, n_tiles = _two_stage_logits(pred, data_t, body, patch, cm, two_stage, progress, prov)
-        else:
-            pred.tile_filter = _tile_filter(body, patch)
-            n_tiles = pred.count_tiles(data_t.shape)
-            progress("predict", 0, n_tiles * len(pred.list_of_parameters))
-            pred.tile_callback = lambda done, total: progress("predict", done, total)
-            logits = pred.predict_logits(data_t, n_tiles)
-    finally:
-        pred.tile_callback = None
-        pred.cancel_token = None
-        pred.tile_filter = None
+    if two_stage is not None and mode == "accurate":
+        logits, n_tiles, run = _two_stage_logits(pred, data_t, body, patch, cm, two_stage, progress, prov, run)
+    else:
+        run = run.but(tile_filter=_tile_filter(body, patch),
+                      tile_callback=lambda done, total: progress("predict", done, total))
+        n_tiles = pred.count_tiles(data_t.shape, run)
+        progress("predict", 0, n_tiles * len(run.parameters))
+        logits = pred.predict_logits(data_t, run)
     del data_t
-    if pred.fell_back_to_host_memory:
+    if run.fell_back_to_host_memory:
         warnings.append("The GPU memory was too small to hold the whole prediction; nnU-Net kept it in host "
                         "memory (slower).")
     timings["predict"] = timings.get("predict", 0.0) + time.perf_counter() - t0
     prov.update({"tiles": n_tiles, "folds_used": list(loaded.folds), "trainer": loaded.trainer_name,
-                 "tile_step_size": pred.tile_step_size,
-                 "mirroring": bool(pred.use_mirroring and pred.allowed_mirroring_axes is not None),
+                 "tile_step_size": run.tile_step_size,
+                 "mirroring": bool(run.use_mirroring and pred.allowed_mirroring_axes is not None),
                  "patch_size": patch, "model_spacing": [float(s) for s in cm.spacing]})
 
     # --- resample back (torch, on the device) --------------------------------------------------------
@@ -488,8 +483,18 @@ def _tile_filter(body: Optional[np.ndarray], patch):
     return keep
 
 
+def base_run(pred, cancel: Optional[CancelToken] = None, **changes):
+    """The PredictRun of the predictor's load-time settings (folds, mirroring and tile step of its mode)."""
+    from .predictor import PredictRun
+
+    values = {"parameters": list(pred.list_of_parameters), "use_mirroring": bool(pred.use_mirroring),
+              "tile_step_size": float(pred.tile_step_size), "cancel": cancel}
+    values.update(changes)
+    return PredictRun(**values)
+
+
 def _two_stage_logits(pred, data, body: Optional[np.ndarray], patch, cm, two_stage: dict,
-                      progress: ProgressCallback, prov: dict):
+                      progress: ProgressCallback, prov: dict, run=None):
     """Accurate-mode logits (c, *spatial) of the preprocessed ``data`` (1, *spatial) in two stages.
 
     1. A fast pass (one fold, no mirroring, the fast tile step) over the whole CT finds the liver and the
@@ -505,27 +510,25 @@ def _two_stage_logits(pred, data, body: Optional[np.ndarray], patch, cm, two_sta
 
     No liver found, or a box reaching every tile: the plain whole-CT sweep (the fast pass is then the only
     extra cost: its tiles without mirroring, ~7 % of the accurate passes on the IRCADb CT).
-    Returns (logits, tiles of the accurate sweep)."""
+    run: the accurate sweep's PredictRun (default: the predictor's load-time settings); the first pass is a copy
+    with one fold, no mirroring and the fast step.
+    Returns (logits, tiles of the accurate sweep, the PredictRun that made the accurate logits)."""
     import torch
 
     from .crop import mask_bbox
 
-    params = pred.list_of_parameters
+    run = run if run is not None else base_run(pred)
+    params = list(run.parameters)
     folds = len(params)
-    pred.tile_filter = full_filter = _tile_filter(body, patch)
-    n_full = pred.count_tiles(data.shape)
-    saved = (pred.use_mirroring, pred.tile_step_size, params)
-    try:
-        pred.use_mirroring = False
-        pred.tile_step_size = two_stage["fast_step"]
-        pred.list_of_parameters = [params[two_stage["fast_fold_index"]]]
-        n1 = pred.count_tiles(data.shape)
-        total = n1 + n_full * folds
-        progress("predict", 0, total)
-        pred.tile_callback = lambda done, _t: progress("predict", done, total)
-        first = pred.predict_logits(data, n1)
-    finally:
-        pred.use_mirroring, pred.tile_step_size, pred.list_of_parameters = saved
+    full = run.but(tile_filter=_tile_filter(body, patch))
+    n_full = pred.count_tiles(data.shape, full)
+    fast = full.but(use_mirroring=False, tile_step_size=two_stage["fast_step"],
+                    parameters=[params[two_stage["fast_fold_index"]]])
+    n1 = pred.count_tiles(data.shape, fast)
+    total = n1 + n_full * folds
+    progress("predict", 0, total)
+    fast.tile_callback = lambda done, _t: progress("predict", done, total)
+    first = pred.predict_logits(data, fast)
     labels1 = first.argmax(0)
     liver_found = bool(torch.isin(labels1, torch.as_tensor(two_stage["liver_values"], device=labels1.device)).any())
     roi = torch.isin(labels1, torch.as_tensor(two_stage["roi_values"], device=labels1.device)).cpu().numpy()
@@ -540,29 +543,30 @@ def _two_stage_logits(pred, data, body: Optional[np.ndarray], patch, cm, two_sta
         box = mask_bbox(roi, margin)
     del roi
     n2 = n_full
+    accurate_run = full
     if box is not None:
         region = np.zeros(spatial, dtype=bool)
         region[box] = True
         if body is not None:
             region &= body
-        pred.tile_filter = _tile_filter(region, patch)
-        n2 = pred.count_tiles(data.shape)
+        accurate_run = full.but(tile_filter=_tile_filter(region, patch))
+        n2 = pred.count_tiles(data.shape, accurate_run)
         del region
         if n2 >= n_full:
             box = None        # the box reaches every tile: the whole-CT sweep it is
             n2 = n_full
+            accurate_run = full
     total = n1 + n2 * folds
     progress("predict", n1, total)
-    pred.tile_callback = lambda done, _t: progress("predict", n1 + done, total)
+    accurate_run.tile_callback = lambda done, _t: progress("predict", n1 + done, total)
     if box is None:
-        pred.tile_filter = full_filter
         del first
-        logits = pred.predict_logits(data, n_full)
+        logits = pred.predict_logits(data, accurate_run)
         prov["liver_crop"] = ("no liver in the first pass: accurate mode ran on the whole CT" if not liver_found else
                               "the region of the liver and the other structures reaches every tile: accurate mode "
                               "ran on the whole CT")
     else:
-        accurate = pred.predict_logits(data, n2)
+        accurate = pred.predict_logits(data, accurate_run)
         with torch.inference_mode():    # the logits are inference tensors: update them in that mode
             first[(slice(None), *box)] = accurate[(slice(None), *box)].to(first.device, first.dtype)
         del accurate
@@ -574,7 +578,8 @@ def _two_stage_logits(pred, data, body: Optional[np.ndarray], patch, cm, two_sta
                               f"{float(two_stage['margin_mm']):g} mm; the first pass's prediction is kept outside it")
     record["accurate_tiles"] = n2
     prov["two_stage"] = record
-    return logits, n2
+    accurate_run.fell_back_to_host_memory |= fast.fell_back_to_host_memory
+    return logits, n2, accurate_run
 
 
 def _map_labels(model_values: np.ndarray, model: ModelInfo) -> np.ndarray:
