@@ -753,16 +753,39 @@ def _choose_by_name(name: str, models: list[ModelInfo]) -> Optional[ModelInfo]:
     raise ModelError(f"'{name}' could mean {len(groups)} installed models; say which: {listed}.")
 
 
-def find_model_set(spec: str, label_maps: Optional[Mapping[str, LabelMapSpec]] = None):
-    """The parts of a model set (engine.releases.MODEL_SETS) installed here: (ModelSet, [ModelInfo in run
-    order], notes). None when ``spec`` names no set. ModelError naming what to install when a required part
-    is missing."""
-    from .releases import BY_RELEASE_KEY, find_model_set as _find_set
+@dataclass
+class ModelSetEntry:
+    """A model set (engine.releases.MODEL_SETS) as installed here: the parts found (run order), the required
+    parts missing, notes on optional parts left out. What a model list offers beside single models."""
 
-    ms = _find_set(str(spec))
-    if ms is None:
-        return None
-    models = discover_models()
+    name: str
+    description: str
+    parts: list[ModelInfo]
+    missing: list[str]
+    notes: list[str]
+
+    @property
+    def complete(self) -> bool:
+        return not self.missing
+
+    def headline(self) -> str:
+        state = "" if self.complete else f" — incomplete: install {', '.join(self.missing)}"
+        return f"{self.name} (model set, {len(self.parts)} parts){state}"
+
+    def structures(self) -> list[str]:
+        return sorted({s for m in self.parts for s in m.structures()})
+
+    def describe(self) -> str:
+        lines = [self.headline(), f"  {self.description}"]
+        for i, m in enumerate(self.parts, 1):
+            lines.append(f"  {i}. {m.display_name} — licence: {m.card.licence or 'not stated'}")
+        lines += [f"  note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+
+def _set_entry(ms, models: list[ModelInfo]) -> ModelSetEntry:
+    from .releases import BY_RELEASE_KEY
+
     parts: list[ModelInfo] = []
     notes: list[str] = []
     missing: list[str] = []
@@ -772,16 +795,58 @@ def find_model_set(spec: str, label_maps: Optional[Mapping[str, LabelMapSpec]] =
             if key in ms.parts:
                 missing.append(BY_RELEASE_KEY[key].title)
             else:
-                notes.append(f"{BY_RELEASE_KEY[key].title} is not installed; the set ran without it.")
+                notes.append(f"{BY_RELEASE_KEY[key].title} is not installed; the set runs without it.")
             continue
-        best = min(cands, key=lambda m: (not runs_by_default(m, models), configuration_rank(m.path)))
-        lm = (label_maps or {}).get(key)
-        parts.append(load_model(best.path, label_map=lm) if lm is not None else best)
-    if missing:
-        raise ModelError(f"The model set '{ms.name}' needs {', '.join(missing)}, which "
-                         f"{'is' if len(missing) == 1 else 'are'} not installed. Install the release zips "
+        parts.append(min(cands, key=lambda m: (not runs_by_default(m, models), configuration_rank(m.path))))
+    return ModelSetEntry(ms.name, ms.description, parts, missing, notes)
+
+
+def available_model_sets(models: list[ModelInfo]) -> list[ModelSetEntry]:
+    """The model sets of which at least one part is installed among ``models``."""
+    from .releases import MODEL_SETS
+
+    out = []
+    for ms in MODEL_SETS:
+        e = _set_entry(ms, models)
+        if e.parts:
+            out.append(e)
+    return out
+
+
+def find_model_set(spec: str, label_maps: Optional[Mapping[str, LabelMapSpec]] = None):
+    """The parts of a model set (engine.releases.MODEL_SETS) installed here: (ModelSet, [ModelInfo in run
+    order], notes). None when ``spec`` names no set. ModelError naming what to install when a required part
+    is missing."""
+    from .releases import find_model_set as _find_set
+
+    ms = _find_set(str(spec))
+    if ms is None:
+        return None
+    e = _set_entry(ms, discover_models())
+    if e.missing:
+        raise ModelError(f"The model set '{ms.name}' needs {', '.join(e.missing)}, which "
+                         f"{'is' if len(e.missing) == 1 else 'are'} not installed. Install the release zips "
                          "(`liverplan models install-folder DIR`, or Models > Install a folder of model zips...).")
-    return ms, parts, notes
+    parts = [load_model(m.path, label_map=(label_maps or {})[m.release]) if (label_maps or {}).get(m.release)
+             else m for m in e.parts]
+    return ms, parts, e.notes
+
+
+def zip_model_labels(zip_path: Union[str, os.PathLike]) -> dict[str, int]:
+    """The labels (name -> value, background left out) of the model in a zip, read without extracting it:
+    what a label-mapping dialog asks about before an install."""
+    zp = Path(zip_path)
+    try:
+        with zipfile.ZipFile(zp) as zf:
+            names = [n for n in zf.namelist() if n.replace("\\", "/").rsplit("/", 1)[-1] == "dataset.json"]
+            if not names:
+                raise ModelError(f"{zp.name} holds no dataset.json; it is not an nnU-Net model package.")
+            data = json.loads(zf.read(sorted(names, key=len)[0]).decode("utf-8"))
+    except (zipfile.BadZipFile, OSError, ValueError, UnicodeDecodeError) as exc:
+        raise ModelError(f"The labels of {zp.name} cannot be read ({exc}).") from None
+    labels = data.get("labels", {}) if isinstance(data, dict) else {}
+    return {str(k): int(v) for k, v in labels.items()
+            if not isinstance(v, (list, tuple)) and str(v).lstrip("-").isdigit() and int(v) != 0}
 
 
 def installed_name(path: Path) -> str:

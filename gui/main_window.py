@@ -206,6 +206,7 @@ class MainWindow(QMainWindow):
         self.layout_mode = "grid"
         self._closing = False
         self.segment_task = None
+        self.segment_extra_maps: dict = {}   # per-voxel maps beside the labels from the last segmentation (e.g. "couinaud")
         self.models_task = None
         self.last_error = ""
         # Per state of the undo history, so that it follows the labels through Undo and Redo: what an opened
@@ -238,6 +239,9 @@ class MainWindow(QMainWindow):
         # --- panels -----------------------------------------------------------------------
         self.structures = StructuresPanel()
         self.segment_panel = SegmentPanel()
+        from .model_extras import attach_to       # issue 14: extra models, label maps, model sets
+        self.model_extras = attach_to(self.segment_panel)
+        self.model_extras.label_map_requested.connect(self._label_map_for_chosen_model)
         self.measure_panel = MeasurePanel()
         self.tools = ToolsPanel()
         self.evaluate_panel = EvaluatePanel()
@@ -397,6 +401,7 @@ class MainWindow(QMainWindow):
 
         m = mb.addMenu("&Models")
         self._act(m, "Install model package (.zip)…", self._install_model_dialog)
+        self._act(m, "Install a folder of model zips…", self._install_model_folder_dialog)
         self._act(m, "Refresh the model list", self.refresh_models)
 
         h = mb.addMenu("&Help")
@@ -1027,16 +1032,83 @@ class MainWindow(QMainWindow):
         if p:
             self.install_model(p)
 
-    def install_model(self, path):
+    def install_model(self, path, overwrite: bool = False, label_map=None):
         """Validate and install an nnU-Net model zip (engine.models) in the background, then list it."""
         from engine.models import install_model_zip
 
-        task = self.runner.start("install", install_model_zip, str(path), progress=False)
+        task = self.runner.start("install", install_model_zip, str(path), progress=False, overwrite=overwrite,
+                                 label_map=label_map)
         self._task_progress(task, "Installing model")
-        task.succeeded.connect(lambda model: (self._message(f"Model {model.card.headline()} installed."),
+        task.succeeded.connect(lambda model: (self._message(f"Model {model.headline()} installed."),
                                               self.refresh_models()))
+        task.failed.connect(lambda msg, exc: self._install_failed(path, msg, overwrite, label_map))
+        return task
+
+    # -- issue 14: install with overwrite / a label map, a folder of zips, label map of the chosen model ------
+    def _install_failed(self, path, msg: str, overwrite: bool, label_map) -> None:
+        """An install refused because the name is taken offers to replace it; one refused because no label is
+        known offers the label-mapping dialog; anything else is shown."""
+        from .model_extras import unknown_labels_error
+
+        if not overwrite and "already installed" in msg and self.ask_yes_no("Replace the installed model?", msg):
+            self.install_model(path, overwrite=True, label_map=label_map)
+            return
+        if unknown_labels_error(msg):
+            from engine.models import zip_model_labels
+
+            lm = self.ask_label_map(str(path), zip_model_labels(path), label_map)
+            if lm:
+                self.install_model(path, overwrite=overwrite, label_map=lm)
+                return
+        self._message(msg, error=True)
+        self._show_error("Model not installed", msg)
+
+    def ask_yes_no(self, title: str, text: str) -> bool:
+        if os.environ.get("LIVERPLAN_NO_DIALOGS"):
+            return False
+        return QMessageBox.question(self, title, text) == QMessageBox.Yes
+
+    def ask_label_map(self, model_name: str, labels: dict, current=None):
+        """The label-mapping dialog (gui/label_map_dialog.py); the map chosen, or None when cancelled."""
+        from .label_map_dialog import LabelMapDialog
+
+        dlg = LabelMapDialog(model_name, labels, current, self)
+        self.label_map_dialog = dlg            # tests drive it
+        if os.environ.get("LIVERPLAN_NO_DIALOGS"):
+            return None
+        return dlg.label_map() if dlg.exec() else None
+
+    def _label_map_for_chosen_model(self) -> None:
+        m = self.segment_panel.current_model()
+        if m is None or not hasattr(m, "card"):
+            return
+        lm = self.ask_label_map(m.display_name, dict(m.card.labels), self.model_extras.label_map_for(m))
+        if lm is not None:
+            self.model_extras.set_label_map(m, lm)
+
+    def _install_model_folder_dialog(self) -> None:
+        p = QFileDialog.getExistingDirectory(self, "Folder of model zips (e.g. TotalSegmentator's release zips)")
+        if p:
+            self.install_model_folder(p)
+
+    def install_model_folder(self, folder):
+        """Install every model zip in a folder in the background, then list them and say what failed."""
+        from engine.models import install_model_folder
+
+        task = self.runner.start("install", install_model_folder, str(folder), progress=False)
+        self._task_progress(task, "Installing models")
+
+        def done(result):
+            ok, failed = result
+            msg = f"{len(ok)} model(s) installed from {folder}."
+            if failed:
+                msg += " Not installed: " + "; ".join(f"{z.name}: {why}" for z, why in failed)
+            self._message(msg, error=bool(failed))
+            self.refresh_models()
+
+        task.succeeded.connect(done)
         task.failed.connect(lambda msg, exc: (self._message(msg, error=True),
-                                              self._show_error("Model not installed", msg)))
+                                              self._show_error("Models not installed", msg)))
         return task
 
     def _on_models(self, found) -> None:
@@ -1046,7 +1118,9 @@ class MainWindow(QMainWindow):
         device = self.segment_panel.device.currentText()
         if chosen is not None:
             pre = next((m for m in models if Path(m.path) == Path(chosen.path)), pre)
-        self.segment_panel.set_models(models, preselect=pre)
+        from engine.models import available_model_sets
+        self.segment_panel.set_models(models + available_model_sets(models), preselect=pre)
+        self.model_extras.set_models(models)
         self.segment_panel.set_devices(devices)
         if device and self.segment_panel.device.findText(device) >= 0:
             self.segment_panel.device.setCurrentText(device)
@@ -1066,15 +1140,21 @@ class MainWindow(QMainWindow):
         if model is None:
             self.segment_panel.set_message("Choose a model first.", error=True)
             return
+        from engine.errors import LiverPlanError
         from engine.inference import SegmentOptions, keep_unsegmented_structures, segment
 
+        try:
+            target, parts, shown_name = self.model_extras.run_target(model)   # extras, label maps, sets
+        except LiverPlanError as err:
+            self.segment_panel.set_message(str(err), error=True)
+            return
         device = self.segment_panel.device.currentText() or "auto"
         mode = self.segment_panel.mode.currentText()
         case = self.case
         eta = EtaEstimator()
         self.segment_panel.set_running(True)
-        self.segment_panel.set_progress(f"Starting {model.name} on {device}…", 0)
-        task = self.runner.start("segment", segment, case, model, SegmentOptions(device=device, mode=mode))
+        self.segment_panel.set_progress(f"Starting {shown_name} on {device}…", 0)
+        task = self.runner.start("segment", segment, case, target, SegmentOptions(device=device, mode=mode))
         self.segment_task = task
 
         def on_progress(stage, done, total):
@@ -1087,14 +1167,17 @@ class MainWindow(QMainWindow):
             if case is not self.case:
                 return
             # a model that does not segment every structure leaves the others as they were
-            labels, kept = keep_unsegmented_structures(result.labels, self.case.labels, model)
-            shown = model.name
+            labels, kept = keep_unsegmented_structures(result.labels, self.case.labels, parts)
+            shown = shown_name
             if sum(getattr(m, "name", None) == model.name for m in self.segment_panel._models) > 1:
                 from engine.models import installed_name
                 shown = f"{model.name}, {installed_name(model.path)}"    # two models with one card name
             e = self.apply_edit(f"Segmentation ({shown})", edits.replace_all, labels)
-            self.case.provenance.label_source = f"model: {model.name}"
-            self.case.provenance.model_card = model.to_provenance() if hasattr(model, "to_provenance") else None
+            self.case.provenance.label_source = f"model: {shown_name}"
+            self.case.provenance.model_card = (parts[0].to_provenance() if len(parts) == 1 else
+                                               {"combined": [m.to_provenance() for m in parts]})
+            self.case.provenance.extra["segmentation"] = getattr(result, "provenance", {})
+            self.segment_extra_maps = dict(getattr(result, "extra_maps", {}) or {})   # e.g. "couinaud" for planning
             # the model's own output (a DICOM SEG says AUTOMATIC); labels kept from before make it a mix
             self.case.provenance.extra["edited"] = bool(kept)
             self._record_origin()

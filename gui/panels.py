@@ -178,7 +178,7 @@ class SegmentPanel(QWidget):
         self.model.clear()
         labels = []
         for m in self._models:
-            label = m.card.headline() if hasattr(m, "card") else str(m)
+            label = m.card.headline() if hasattr(m, "card") else m.headline() if hasattr(m, "headline") else str(m)
             if getattr(m, "is_demo", False) and "not for clinical use" not in label:   # said once
                 label += f" [{DEMO_WARNING}]"
             labels.append(label)
@@ -209,6 +209,9 @@ class SegmentPanel(QWidget):
         m = self.current_model()
         if m is None:
             return
+        if not hasattr(m, "card"):        # a model set (engine.models.ModelSetEntry): its parts and licences
+            self.card.setHtml("<p>" + "<br>".join(m.describe().splitlines()) + "</p>")
+            return
         c = m.card
         html = []
         if m.is_demo or c.not_for_clinical_use:
@@ -221,6 +224,7 @@ class SegmentPanel(QWidget):
         if c.description:
             html.append(f"<p>{c.description}</p>")
         html.append(f"<p>Training data: {c.training_data or 'not stated'}</p>")
+        html.append(f"<p>Licence: {getattr(c, 'licence', '') or 'not stated'}</p>")
         html.append("<p>Structures: " + ", ".join(m.structures()) + "</p>")
         for w in m.warnings:
             html.append(f"<p style='color:#c08000'>{w}</p>")
