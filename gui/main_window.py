@@ -1116,10 +1116,13 @@ class MainWindow(QMainWindow):
         # a refresh (a model installed, a folder copied in) keeps the user's choice of model and device
         chosen = self.segment_panel.current_model()
         device = self.segment_panel.device.currentText()
-        if chosen is not None:
-            pre = next((m for m in models if Path(m.path) == Path(chosen.path)), pre)
         from engine.models import available_model_sets
-        self.segment_panel.set_models(models + available_model_sets(models), preselect=pre)
+        sets = available_model_sets(models)
+        if chosen is not None and hasattr(chosen, "path"):
+            pre = next((m for m in models if Path(m.path) == Path(chosen.path)), pre)
+        elif chosen is not None:         # a model set: the same set again
+            pre = next((e for e in sets if e.name == chosen.name), pre)
+        self.segment_panel.set_models(models + sets, preselect=pre)
         self.model_extras.set_models(models)
         self.segment_panel.set_devices(devices)
         if device and self.segment_panel.device.findText(device) >= 0:

@@ -188,6 +188,12 @@ class SegmentPanel(QWidget):
                 # first (the end of a long entry is cut off in the list)
                 from engine.models import installed_name
                 label = f"{installed_name(m.path)}: {label}"
+                if sum(getattr(o, "path", None) is not None and installed_name(o.path) == installed_name(m.path)
+                       for o in self._models) > 1:
+                    # several configurations of one installed model: say which (the default one runs for
+                    # `--model NAME` on the command line)
+                    from engine.models import runs_by_default
+                    label += f" [{m.configuration}{', default' if runs_by_default(m, self._models_only()) else ''}]"
             self.model.addItem(label)
             self.model.setItemData(self.model.count() - 1, label + (f"\n{m.path}" if hasattr(m, "path") else ""),
                                    Qt.ToolTipRole)
@@ -200,6 +206,9 @@ class SegmentPanel(QWidget):
         if not self._models:
             self.card.setHtml("<p>No segmentation model is installed. Use <b>Models &gt; Install model "
                               "package…</b> or train one with <code>liverplan train</code>.</p>")
+
+    def _models_only(self) -> list:
+        return [m for m in self._models if hasattr(m, "path")]
 
     def current_model(self):
         i = self.model.currentIndex()

@@ -152,3 +152,23 @@ def test_the_label_map_dialog_reads_back_what_was_chosen(qtbot, win):
     dlg.set_choice("b", "hepatic_veins")
     assert dlg.label_map() == {"liver": ["a"], "hepatic_veins": ["b"], "none": ["c"]}
     dlg.close()
+
+
+def test_two_configurations_of_one_model_are_two_entries_with_the_default_marked(qtbot, win, tmp_path):
+    import zipfile
+
+    root = tmp_path / "two"
+    folders = [build_standin(root, "msd_vessel", seed=1),
+               build_standin(root, "msd_vessel", seed=2, configuration="3d_lowres")]
+    z = tmp_path / "two_configs.zip"
+    with zipfile.ZipFile(z, "w") as zf:
+        for folder in folders:
+            for f in sorted(folder.rglob("*")):
+                if f.is_file():
+                    zf.write(f, f"{folder.parent.name}/{folder.name}/{f.relative_to(folder).as_posix()}")
+    task = win.install_model(z)
+    qtbot.waitUntil(lambda: task.finished, timeout=60000)
+    qtbot.waitUntil(lambda: sum("two_configs" in t for t in _combo_texts(win)) == 2, timeout=60000)
+    mine = [t for t in _combo_texts(win) if "two_configs" in t]
+    assert len(set(mine)) == 2
+    assert sum("3d_fullres, default" in t for t in mine) == 1 and sum("[3d_lowres]" in t for t in mine) == 1
