@@ -41,13 +41,21 @@ def coded():
 
 @pytest.fixture(scope="module")
 def win(qapp, coded):
+    import shutil
+
+    from engine.paths import user_models_dir
     from gui.main_window import MainWindow
 
+    # the data folder is shared by the session's GUI tests: take away the models installed here afterwards
+    before = set(p.name for p in user_models_dir().iterdir())
     w = MainWindow(with_3d=False)
     w.show()
     w.set_case(coded[0])
     yield w
     close_window(w)
+    for p in user_models_dir().iterdir():
+        if p.name not in before:
+            shutil.rmtree(p, ignore_errors=True)
 
 
 def _fake_predict(image_src, spacing, model, dev, opts, progress, cancel, record, prov, two_stage=None):
