@@ -27,7 +27,7 @@ def main() -> int:
     args = ap.parse_args()
 
     from engine.evaluation import CaseRecord, CohortResult, cohort_table, evaluate_pair, write_outputs
-    from engine.inference import segment
+    from engine.inference import SegmentOptions, segment
     from engine.io import load_case, read_label_map, write_label_map
     from engine.labelmap import LabelMapping
     from engine.models import load_model
@@ -41,7 +41,7 @@ def main() -> int:
     case = load_case(case_dir / "PATIENT_DICOM.nii.gz")
     ref = read_label_map(case_dir / "masks", case, mapping)
     t0 = time.perf_counter()
-    seg = segment(case, model, device=args.device, mode=args.mode)
+    seg = segment(case, model, SegmentOptions(device=args.device, mode=args.mode))
     seconds = time.perf_counter() - t0
     res = evaluate_pair(seg.labels, ref, case.geometry, mapping)
     out = Path(args.out)

@@ -268,7 +268,7 @@ VARIANTS = [("default", [], ("fast", "accurate")), ("body-crop", ["--body-crop"]
 def cancel_latency(args) -> int:
     """Seconds from CancelToken.cancel() to segment() raising Cancelled, pressing Cancel 0.2 s after each
     stage's first progress report (as the GUI's Cancel button does, from another thread)."""
-    from engine.inference import segment
+    from engine.inference import SegmentOptions, segment
     from engine.io import load_case
     from engine.models import find_model
     from engine.progress import CancelToken, Cancelled
@@ -276,7 +276,7 @@ def cancel_latency(args) -> int:
     ct = Path(args.ct) if args.ct else REPO.parent / "shared" / "data" / "real" / "3dircadb1.17" / "PATIENT_DICOM.nii.gz"
     case = load_case(ct)
     model = find_model(args.model or "demo")
-    segment(case, model, device="cpu", mode="fast", do_postprocess=False)     # warm: model cached, imports done
+    segment(case, model, SegmentOptions(device="cpu", mode="fast", postprocess=False))     # warm: model cached, imports done
     rows = []
     for stage in ("preprocess", "predict", "resample"):
         for preprocessing in (("torch", "nnunet") if stage == "preprocess" else ("torch",)):
@@ -297,8 +297,7 @@ def cancel_latency(args) -> int:
             th = threading.Thread(target=press, daemon=True)
             th.start()
             try:
-                segment(case, model, device="cpu", mode="fast", progress=prog, cancel=token,
-                        preprocessing=preprocessing, do_postprocess=False)
+                segment(case, model, SegmentOptions(device="cpu", mode="fast", preprocessing=preprocessing, postprocess=False), progress=prog, cancel=token)
                 latency = None       # the stage ended before the press
             except Cancelled:
                 latency = time.perf_counter() - pressed["t"]

@@ -108,9 +108,9 @@ def run_model(case: Case, models, *, device: str = "auto", mode: str = "fast", p
     """Segment ``case`` with one model or several (engine.inference.segment): the one place the session
     and the window call inference from, so a change of its options is made here only. Runs on a worker
     thread in the window. Returns an engine.inference.SegmentationResult."""
-    from .inference import segment
+    from .inference import SegmentOptions, segment
 
-    return segment(case, models, device=device, mode=mode, progress=progress, cancel=cancel)
+    return segment(case, models, SegmentOptions(device=device, mode=mode), progress=progress, cancel=cancel)
 
 
 def write_labels(path, case: Case) -> Path:
@@ -132,6 +132,8 @@ class CaseSession:
         self.reference: Optional[np.ndarray] = None
         self.reference_name = ""
         self.reference_mapping = None
+        #: per-voxel maps from the last segmentation beside its labels (e.g. "couinaud": segment 1-8, uint8)
+        self.extra_maps: dict[str, np.ndarray] = {}
         self.evaluation = None
         self.evaluation_stale = False
         self._evaluated_version = -1
@@ -222,6 +224,7 @@ class CaseSession:
         self.history.reset(case.labels)
         self.history.base_meta = self._origin()
         self.evaluation, self.evaluation_stale = None, False
+        self.extra_maps = {}
         self.last_save_path = None              # Save must not write this case over the last one's file
         self.derived.reset(case)
         self._autosaved_state = self.history.state_id
@@ -329,9 +332,12 @@ class CaseSession:
         """A model's result (engine.inference.SegmentationResult) as one step, through
         engine.inference.apply_result as the CLI does (same labels, same provenance). A structure the
         model does not segment keeps the labels shown. Returns (the step or None if equal, kept labels)."""
-        from .inference import apply_result, keep_unsegmented_structures
+        from .inference import ModelSetChoice, apply_result, keep_unsegmented_structures
 
-        labels, kept = keep_unsegmented_structures(result.labels, self.case.labels, models)
+        parts = models.parts if isinstance(models, ModelSetChoice) else models
+        labels, kept = keep_unsegmented_structures(result.labels, self.case.labels, parts)
+        # per-voxel maps beside the labels (e.g. "couinaud" from a liver-segments model, for planning)
+        self.extra_maps = dict(getattr(result, "extra_maps", {}) or {})
         seg = apply_result(self.case, result)
         origin = {"label_source": seg.provenance.label_source, "model_card": seg.provenance.model_card,
                   # the model's own output (a DICOM SEG says AUTOMATIC); labels kept from before make it a mix

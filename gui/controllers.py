@@ -256,6 +256,10 @@ class SegmentController(TabController):
         super().__init__(win, panel, parent)
         self.models_task = None
         self.segment_task = None
+        self.label_map_dialog = None           # the last label-mapping dialog (tests drive it)
+        from .model_extras import attach_to    # extra models, label maps, model sets (README "Getting real models")
+        self.extras = attach_to(panel)
+        self.extras.label_map_requested.connect(self.label_map_for_chosen_model)
 
     SIGNALS = (("run_requested", "run"), ("cancel_requested", "cancel"))
 
@@ -285,26 +289,97 @@ class SegmentController(TabController):
         self.models_task = None
         self.populate()
 
-    def install(self, path):
-        """Validate and install an nnU-Net model zip (engine.models) in the background, then list it."""
+    def install(self, path, overwrite: bool = False, label_map=None):
+        """Validate and install an nnU-Net model zip (engine.models) in the background, then list it. A zip
+        refused because its name is taken offers to replace it; one refused because none of its labels is
+        known offers the label-mapping dialog."""
         from engine.models import install_model_zip
 
-        task = self.win.runner.start("install", install_model_zip, str(path), progress=False)
+        task = self.win.runner.start("install", install_model_zip, str(path), progress=False, overwrite=overwrite,
+                                     label_map=label_map)
         self.win.track_task(task, "Installing model")
-        task.succeeded.connect(lambda model: (self.win.message(f"Model {model.card.headline()} installed."),
+        task.succeeded.connect(lambda model: (self.win.message(f"Model {model.headline()} installed."),
                                               self.refresh()))
-        task.failed.connect(lambda msg, exc: (self.win.message(msg, error=True),
-                                              self.win.show_error("Model not installed", msg)))
+        task.failed.connect(lambda msg, exc: self._install_failed(path, msg, overwrite, label_map))
         return task
+
+    def _install_failed(self, path, msg: str, overwrite: bool, label_map) -> None:
+        from .model_extras import unknown_labels_error
+
+        if not overwrite and "already installed" in msg and self.ask_yes_no("Replace the installed model?", msg):
+            self.install(path, overwrite=True, label_map=label_map)
+            return
+        if unknown_labels_error(msg):
+            from engine.models import zip_model_labels
+
+            lm = self.ask_label_map(str(path), zip_model_labels(path), label_map)
+            if lm:
+                self.install(path, overwrite=overwrite, label_map=lm)
+                return
+        self.win.message(msg, error=True)
+        self.win.show_error("Model not installed", msg)
+
+    def install_folder(self, folder):
+        """Install every model zip in a folder in the background, then list them and say what failed."""
+        from engine.models import install_model_folder
+
+        task = self.win.runner.start("install", install_model_folder, str(folder), progress=False)
+        self.win.track_task(task, "Installing models")
+
+        def done(result):
+            ok, failed = result
+            msg = f"{len(ok)} model(s) installed from {folder}."
+            if failed:
+                msg += " Not installed: " + "; ".join(f"{z.name}: {why}" for z, why in failed)
+            self.win.message(msg, error=bool(failed))
+            self.refresh()
+
+        task.succeeded.connect(done)
+        task.failed.connect(lambda msg, exc: (self.win.message(msg, error=True),
+                                              self.win.show_error("Models not installed", msg)))
+        return task
+
+    def ask_yes_no(self, title: str, text: str) -> bool:
+        import os
+
+        from PySide6.QtWidgets import QMessageBox
+        if os.environ.get("LIVERPLAN_NO_DIALOGS"):
+            return False
+        return QMessageBox.question(self.panel.window(), title, text) == QMessageBox.Yes
+
+    def ask_label_map(self, model_name: str, labels: dict, current=None):
+        """The label-mapping dialog (gui/label_map_dialog.py); the map chosen, or None when cancelled."""
+        import os
+
+        from .label_map_dialog import LabelMapDialog
+
+        dlg = LabelMapDialog(model_name, labels, current, self.panel.window())
+        self.label_map_dialog = dlg
+        if os.environ.get("LIVERPLAN_NO_DIALOGS"):
+            return None
+        return dlg.label_map() if dlg.exec() else None
+
+    def label_map_for_chosen_model(self) -> None:
+        m = self.panel.current_model()
+        if m is None or not hasattr(m, "card"):
+            return
+        lm = self.ask_label_map(m.display_name, dict(m.card.labels), self.extras.label_map_for(m))
+        if lm is not None:
+            self.extras.set_label_map(m, lm)
 
     def _on_models(self, found) -> None:
         models, pre, devices, skipped = found
         # a refresh (a model installed, a folder copied in) keeps the user's choice of model and device
         chosen = self.panel.current_model()
         device = self.panel.device_name()
-        if chosen is not None:
+        from engine.models import available_model_sets
+        sets = available_model_sets(models)
+        if chosen is not None and hasattr(chosen, "path"):
             pre = next((m for m in models if Path(m.path) == Path(chosen.path)), pre)
-        self.panel.set_models(models, preselect=pre)
+        elif chosen is not None:         # a model set: the same set again
+            pre = next((e for e in sets if e.name == chosen.name), pre)
+        self.panel.set_models(models + sets, preselect=pre)
+        self.extras.set_models(models)
         self.panel.set_devices(devices)
         self.panel.set_device_name(device)
         # a model the user installed by copying a folder and that is not offered: say why (and keep saying it
@@ -324,12 +399,18 @@ class SegmentController(TabController):
         if model is None:
             self.panel.set_message("Choose a model first.", error=True)
             return
+        from engine.errors import LiverPlanError
+        try:
+            target, parts, shown_name = self.extras.run_target(model)   # extras, label maps, sets
+        except LiverPlanError as err:
+            self.panel.set_message(str(err), error=True)
+            return
         device, mode = self.panel.device_name(), self.panel.mode_name()
         case = s.case
         eta = EtaEstimator()
         self.panel.set_running(True)
-        self.panel.set_progress(f"Starting {model.name} on {device}…", 0)
-        task = self.win.runner.start("segment", run_model, case, model, device=device, mode=mode)
+        self.panel.set_progress(f"Starting {shown_name} on {device}…", 0)
+        task = self.win.runner.start("segment", run_model, case, target, device=device, mode=mode)
         self.segment_task = task
 
         def on_progress(stage, done, total):
@@ -341,11 +422,11 @@ class SegmentController(TabController):
             self.panel.set_running(False)
             if case is not s.case:
                 return
-            shown = model.name
-            if sum(getattr(m, "name", None) == model.name for m in self.panel.models()) > 1:
+            shown = shown_name
+            if hasattr(model, "path") and sum(getattr(m, "name", None) == model.name for m in self.panel.models()) > 1:
                 from engine.models import installed_name
                 shown = f"{model.name}, {installed_name(model.path)}"    # two models with one card name
-            e, kept = s.apply_segmentation(result, model, shown_name=shown)
+            e, kept = s.apply_segmentation(result, parts, shown_name=shown)
             secs = (getattr(result, "timings", None) or {}).get("total", 0.0)
             msg = f"Segmented with {shown} on {getattr(result, 'device_used', device)}"
             msg += f" in {secs:.1f} s." if secs else "."

@@ -501,8 +501,16 @@ class MainWindow(QMainWindow):
         if p:
             self.install_model(p)
 
-    def install_model(self, path):
-        return self.segment_ctl.install(path)
+    def install_model(self, path, overwrite: bool = False, label_map=None):
+        return self.segment_ctl.install(path, overwrite=overwrite, label_map=label_map)
+
+    def install_model_folder_dialog(self) -> None:
+        p = QFileDialog.getExistingDirectory(self, "Folder of model zips (e.g. TotalSegmentator's release zips)")
+        if p:
+            self.install_model_folder(p)
+
+    def install_model_folder(self, folder):
+        return self.segment_ctl.install_folder(folder)
 
     def run_segmentation(self, model=None) -> None:
         self.segment_ctl.run(model)

@@ -87,6 +87,7 @@ def build_menus(win) -> None:
 
     m = mb.addMenu("&Models")
     _act(win, m, "Install model package (.zip)…", win.install_model_dialog)
+    _act(win, m, "Install a folder of model zips…", win.install_model_folder_dialog)
     _act(win, m, "Refresh the model list", win.refresh_models)
 
     h = mb.addMenu("&Help")

@@ -189,7 +189,7 @@ class SegmentPanel(QWidget):
         self.model.clear()
         labels = []
         for m in self._models:
-            label = m.card.headline() if hasattr(m, "card") else str(m)
+            label = m.card.headline() if hasattr(m, "card") else m.headline() if hasattr(m, "headline") else str(m)
             if getattr(m, "is_demo", False) and "not for clinical use" not in label:   # said once
                 label += f" [{DEMO_WARNING}]"
             labels.append(label)
@@ -199,6 +199,12 @@ class SegmentPanel(QWidget):
                 # first (the end of a long entry is cut off in the list)
                 from engine.models import installed_name
                 label = f"{installed_name(m.path)}: {label}"
+                if sum(getattr(o, "path", None) is not None and installed_name(o.path) == installed_name(m.path)
+                       for o in self._models) > 1:
+                    # several configurations of one installed model: say which (the default one runs for
+                    # `--model NAME` on the command line)
+                    from engine.models import runs_by_default
+                    label += f" [{m.configuration}{', default' if runs_by_default(m, self._models_only()) else ''}]"
             self.model.addItem(label)
             self.model.setItemData(self.model.count() - 1, label + (f"\n{m.path}" if hasattr(m, "path") else ""),
                                    Qt.ToolTipRole)
@@ -211,6 +217,9 @@ class SegmentPanel(QWidget):
         if not self._models:
             self.card.setHtml("<p>No segmentation model is installed. Use <b>Models &gt; Install model "
                               "package…</b> or train one with <code>liverplan train</code>.</p>")
+
+    def _models_only(self) -> list:
+        return [m for m in self._models if hasattr(m, "path")]
 
     def current_model(self):
         i = self.model.currentIndex()
@@ -243,6 +252,9 @@ class SegmentPanel(QWidget):
         m = self.current_model()
         if m is None:
             return
+        if not hasattr(m, "card"):        # a model set (engine.models.ModelSetEntry): its parts and licences
+            self.card.setHtml("<p>" + "<br>".join(m.describe().splitlines()) + "</p>")
+            return
         c = m.card
         html = []
         if m.is_demo or c.not_for_clinical_use:
@@ -255,6 +267,7 @@ class SegmentPanel(QWidget):
         if c.description:
             html.append(f"<p>{c.description}</p>")
         html.append(f"<p>Training data: {c.training_data or 'not stated'}</p>")
+        html.append(f"<p>Licence: {getattr(c, 'licence', '') or 'not stated'}</p>")
         html.append("<p>Structures: " + ", ".join(m.structures()) + "</p>")
         for w in m.warnings:
             html.append(f"<p style='color:#c08000'>{w}</p>")

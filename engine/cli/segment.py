@@ -15,12 +15,14 @@ CT_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".mha", ".mhd")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("input", help="CT file, DICOM folder, or a folder of CT files (batch)")
     parser.add_argument("--model", default="demo",
-                        help="model folder, installed model name, or 'demo' (default: the bundled demo model)")
+                        help="model folder, installed model name, a model set such as \"TotalSegmentator liver "
+                             "set\", or 'demo' (default: the bundled demo model)")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps")
     parser.add_argument("--mode", default="fast", choices=("fast", "accurate"),
                         help="fast: one fold, no mirroring; accurate: all folds with mirroring (default fast)")
-    parser.add_argument("--label-map", help="JSON mapping the model's labels to LiverPlan structures")
+    parser.add_argument("--label-map", help="JSON file or preset (e.g. totalsegmentator, msd) mapping the model's "
+                                            "labels to LiverPlan structures; it adds to matching by name")
     parser.add_argument("--extra-model", action="append", default=[],
                         help="another model whose labels are combined with the first (lesions > vessels > "
                              "parenchyma; later model wins ties); may be repeated")
@@ -62,6 +64,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            "gets exactly nnU-Net's prediction")
     parser.set_defaults(body_crop=False)
     parser.add_argument("--no-postprocess", action="store_true", help="keep the model's raw output")
+    parser.add_argument("--no-vessel-split", action="store_true",
+                        help="leave vessels a model gives without the portal/hepatic split as 'vessel, unassigned'")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -116,7 +120,17 @@ def run(args: argparse.Namespace) -> int:
     if len(args.extra_label_map) > len(args.extra_model):
         raise InputError(f"{len(args.extra_label_map)} --extra-label-map given for {len(args.extra_model)} "
                          "--extra-model: each label map goes with the --extra-model in the same position.")
-    models = [find_model(args.model, label_map=args.label_map)]
+    from engine.inference import ModelSetChoice, SegmentOptions
+    from engine.models import find_model_set
+
+    chosen_set = find_model_set(args.model) if not Path(args.model).expanduser().exists() else None
+    if chosen_set is not None:
+        if args.label_map:
+            raise InputError("--label-map applies to one model; a model set uses the built-in maps of its parts.")
+        ms, parts, set_notes = chosen_set
+        models = list(parts)
+    else:
+        models = [find_model(args.model, label_map=args.label_map)]
     extra_maps = list(args.extra_label_map) + [None] * (len(args.extra_model) - len(args.extra_label_map))
     for extra, extra_map in zip(args.extra_model, extra_maps):
         if extra_map is not None and extra_map.strip().lower() == "none":
@@ -126,7 +140,14 @@ def run(args: argparse.Namespace) -> int:
         except LiverPlanError as err:
             raise type(err)(f"Extra model {extra}: {err}") from None
     for m in models:
-        print(f"model: {m.card.headline()}", file=sys.stderr)
+        print(f"model: {m.headline()}" + (f" [{m.card.licence}]" if m.card.licence else ""), file=sys.stderr)
+    run_model = (ModelSetChoice(ms.name, models, list(set_notes)) if chosen_set is not None
+                 else models if len(models) > 1 else models[0])
+    options = SegmentOptions(mode=args.mode, device=args.device, threads=args.threads, liver_crop=args.liver_crop,
+                             liver_crop_margin_mm=args.liver_crop_margin, crop_to_body=args.body_crop,
+                             preprocessing=args.preprocessing, cpu_bf16=args.cpu_bf16,
+                             skip_empty_tiles=not args.all_tiles, postprocess=not args.no_postprocess,
+                             split_vessels=not args.no_vessel_split)
     out = Path(args.out).expanduser()
     from engine.cli.paths import out_in_folder, source_folder
 
@@ -202,11 +223,7 @@ def _run_cases(args: argparse.Namespace, models, out) -> int:
                 problem = dicom_seg_problem(case)      # known before the model runs, not after
                 if problem:
                     raise ExportError(problem)
-            result = segment(case, models if len(models) > 1 else models[0], device=args.device, mode=args.mode,
-                             progress=bar, threads=args.threads, liver_crop=args.liver_crop,
-                             liver_crop_margin_mm=args.liver_crop_margin, crop_to_body=args.body_crop,
-                             preprocessing=args.preprocessing, cpu_bf16=args.cpu_bf16,
-                             skip_empty_tiles=not args.all_tiles, do_postprocess=not args.no_postprocess)
+            result = segment(case, run_model, options, progress=bar)
             if bar is not None:
                 bar.close()
             seg_case = apply_result(case, result)
@@ -220,6 +237,10 @@ def _run_cases(args: argparse.Namespace, models, out) -> int:
             written.append(write_label_map(targets["seg"], seg_case, overwrite=args.overwrite))
             written += write_measurements_csv(targets["csv"], report, overwrite=args.overwrite)
             written.append(write_measurements_json(targets["json"], report, overwrite=args.overwrite))
+            if "couinaud" in result.extra_maps:
+                # the planning segment map (Couinaud 1-8, 0 outside the liver) in the CT's own geometry
+                written.append(write_label_map(out / f"{name}_couinaud.nii.gz", seg_case,
+                                               labels=result.extra_maps["couinaud"], overwrite=args.overwrite))
             written.append(write_text_atomic(targets["prov"], json.dumps(
                 {"case": str(path), "warnings": warnings, "provenance": result.provenance}, indent=2,
                 default=str) + "\n", overwrite=args.overwrite))

@@ -5,13 +5,14 @@ Stages (the ``stage`` names given to ``progress``): "load model" (once per model
 "predict" (one step per sliding-window tile and fold), "resample" (torch, on the compute device, one
 step per slab) and "postprocess".
 
-The model sees the CT in the orientation of its source file, as ``nnUNetv2_predict`` on that file would
-(nnU-Net models are trained on arrays as SimpleITK reads them); the result is brought back to the
-case's canonical grid.
+The model sees the CT as the image reader it was trained with would give it (``nnUNetv2_predict`` on the
+CT's file: as stored for SimpleITKIO/NibabelIO, reoriented to RAS for NibabelIOWithReorient, see
+engine.inference.orientation); the result is brought back to the case's canonical grid.
 """
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as _dt
 import io
 import logging
@@ -31,6 +32,7 @@ from ..models import ModelInfo, load_checkpoint
 from ..postprocess import PostprocessOptions, postprocess
 from ..progress import CancelToken, Cancelled, ProgressCallback, check, no_progress
 from .crop import BODY_THRESHOLD_HU, body_bbox, slices_to_list
+from .orientation import model_reader, model_view
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +41,13 @@ PREPROCESSING = ("torch", "nnunet")
 STAGES = ("load model", "crop", "preprocess", "predict", "resample", "postprocess")
 
 #: How several models' label maps are combined (written down, shown in provenance).
-PRECEDENCE_RULE = ("Combining models: lesions (CRLM) > hepatic veins / portal vein / IVC > liver parenchyma; "
-                   "within the same rank the later model in the list wins; background never overwrites a label.")
-_RANK = {Label.PARENCHYMA: 0, Label.PORTAL_VEIN: 1, Label.HEPATIC_VEINS: 1, Label.IVC: 1,
-         Label.VESSEL_UNASSIGNED: 1, Label.CRLM: 2}
+PRECEDENCE_RULE = ("Combining models: lesions (CRLM) > hepatic veins / portal vein / IVC > vessels without the "
+                   "portal/hepatic split > liver parenchyma; within the same rank the later model in the list "
+                   "wins; background never overwrites a label.")
+# Unsplit vessels rank below the named ones: a cardiac model's portal trunk or IVC keeps its name where an
+# unsplit vessel model overlaps it, and is then the seed the split starts from.
+_RANK = {Label.PARENCHYMA: 0, Label.VESSEL_UNASSIGNED: 1, Label.PORTAL_VEIN: 2, Label.HEPATIC_VEINS: 2,
+         Label.IVC: 2, Label.CRLM: 3}
 
 
 @dataclass
@@ -58,6 +63,9 @@ class SegmentationResult:
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
+    #: further per-voxel maps on the same grid, e.g. "couinaud": uint8 Couinaud segment 1..8 (0: none), from a
+    #: model with liver_segment_N labels (TotalSegmentator's liver_segments) for the planning segment map
+    extra_maps: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def label_source(self) -> str:
@@ -106,7 +114,6 @@ def _load(model: ModelInfo, device, mode: str, progress: ProgressCallback, on_de
         progress("load model", 1, 1)
         return hit
     import torch
-    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
     from .predictor import predictor_class
 
@@ -126,8 +133,7 @@ def _load(model: ModelInfo, device, mode: str, progress: ProgressCallback, on_de
     # data, never code: the plans as nnU-Net will see them (a ModelInfo may have been built elsewhere)
     check_plans(model.plans, model.configuration, where=str(model.path / "plans.json"))
     check_dataset_json(model.dataset_json, where=str(model.path / "dataset.json"))
-    plans_manager = PlansManager(model.plans)
-    configuration_manager = plans_manager.get_configuration(model.configuration)
+    plans_manager, configuration_manager = plans_managers(model)
     label_manager = plans_manager.get_label_manager(model.dataset_json)
     try:
         network = _build_network(trainer_name, plans_manager, configuration_manager,
@@ -163,6 +169,36 @@ def _load(model: ModelInfo, device, mode: str, progress: ProgressCallback, on_de
     return loaded
 
 
+#: nnU-Net's warning for plans written before its 'architecture' entry (TotalSegmentator's v2.0 releases); it
+#: then rebuilds the network description itself, which is all that is needed.
+OLD_PLANS_WARNING = "Detected old nnU-Net plans format"
+
+
+def is_old_plans_format(model: ModelInfo) -> bool:
+    """True when the model's configuration has no ``architecture`` entry (nnU-Net's old plans format)."""
+    from ..models import _configuration_dict
+
+    return "architecture" not in _configuration_dict(model.plans, model.configuration)
+
+
+def plans_managers(model: ModelInfo):
+    """nnU-Net's (PlansManager, ConfigurationManager) for the model's configuration. nnU-Net's warning about
+    the old plans format is not repeated on every run: it is logged once per model load and recorded in the
+    run's provenance (``plans_format``)."""
+    import warnings as _warnings
+
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    with _warnings.catch_warnings():
+        _warnings.filterwarnings("ignore", message=OLD_PLANS_WARNING)
+        pm = PlansManager(model.plans)
+        cm = pm.get_configuration(model.configuration)
+    if is_old_plans_format(model):
+        log.info("model %s uses nnU-Net's old plans format; its network description was rebuilt by nnU-Net",
+                 model.path)
+    return pm, cm
+
+
 def _build_network(trainer_name: str, plans_manager, configuration_manager, n_out: int, warnings: list[str]):
     """The network as the model's trainer builds it (for the stock nnUNetTrainer: straight from the plans,
     which is all its build_network_architecture does, without importing the training machinery)."""
@@ -195,50 +231,21 @@ def _trainer_class(trainer_name: str, warnings: list[str]):
 
 
 # ------------------------------------------------------------------------------------------------
-def _source_oriented(case: Case) -> np.ndarray:
-    """The CT as the source file's array (what SimpleITK would read): canonical -> source orientation."""
-    src = case.source_geometry or case.geometry
-    if src.orientation_code() == case.geometry.orientation_code() and tuple(src.shape) == tuple(case.geometry.shape):
-        return case.image
-    import SimpleITK as sitk
-
-    from ..case import to_geometry
-
-    return sitk.GetArrayFromImage(to_geometry(case.image_sitk(canonical=True), src))
-
-
-def _to_canonical(labels_src: np.ndarray, case: Case) -> np.ndarray:
-    src = case.source_geometry or case.geometry
-    if labels_src.shape == case.image.shape and src.orientation_code() == case.geometry.orientation_code():
-        return labels_src
-    import SimpleITK as sitk
-
-    from ..case import to_canonical
-
-    img = sitk.GetImageFromArray(labels_src)
-    src.apply_to(img)
-    out = sitk.GetArrayFromImage(to_canonical(img))
-    if out.shape != case.image.shape:
-        raise ModelError("Internal error: the model's output could not be mapped back onto the case's grid.")
-    return out
-
-
-def _predict_one(image_src: np.ndarray, spacing_src: Sequence[float], model: ModelInfo, device, mode: str,
-                 progress: ProgressCallback, cancel: Optional[CancelToken], warnings: list[str],
-                 timings: dict, prov: dict, crop_to_body: bool, two_stage: Optional[dict] = None,
-                 skip_empty_tiles: bool = True, preprocessing: str = "torch",
-                 cpu_bf16: Optional[bool] = None) -> np.ndarray:
-    """Model output values (uint8, source orientation, full source grid) for one model; None when the
-    image holds no body."""
+def _predict_one(image_src: np.ndarray, spacing_src: Sequence[float], model: ModelInfo, device,
+                 opts: "SegmentOptions", progress: ProgressCallback, cancel: Optional[CancelToken],
+                 record: "RunRecord", prov: dict, two_stage: Optional[dict] = None) -> np.ndarray:
+    """Model output values (uint8, the model's view of the CT, full grid of ``image_src``) for one model; None
+    when the image holds no body."""
     import torch
 
     from .device import empty_device_cache, is_out_of_memory
 
+    warnings, timings = record.warnings, record.timings
     t0 = time.perf_counter()
     check(cancel)
     # --- crop ----------------------------------------------------------------------------------
     progress("crop", 0, 1)
-    if crop_to_body:
+    if opts.crop_to_body:
         margin = [max(1, int(round(8.0 / s))) for s in spacing_src]   # 8 mm around the body
         box = body_bbox(image_src, margin_vox=margin)
         if box is None:
@@ -259,8 +266,7 @@ def _predict_one(image_src: np.ndarray, spacing_src: Sequence[float], model: Mod
     last_exc: Optional[BaseException] = None
     for k, att in enumerate(attempts):
         try:
-            labels_sub = _predict_crop(sub, spacing_src, model, att, mode, progress, cancel, warnings, timings, prov,
-                                       skip_empty_tiles, preprocessing, cpu_bf16, two_stage)
+            labels_sub = _predict_crop(sub, spacing_src, model, att, opts, progress, cancel, record, prov, two_stage)
             if k > 0:
                 warnings.append(
                     "The GPU ran out of memory; the prediction was repeated "
@@ -287,10 +293,9 @@ def _predict_one(image_src: np.ndarray, spacing_src: Sequence[float], model: Mod
     return full
 
 
-def _predict_crop(sub: np.ndarray, spacing_src, model: ModelInfo, att: dict, mode: str,
-                  progress: ProgressCallback, cancel, warnings: list[str], timings: dict, prov: dict,
-                  skip_empty_tiles: bool = True, preprocessing: str = "torch",
-                  cpu_bf16: Optional[bool] = None, two_stage: Optional[dict] = None) -> np.ndarray:
+def _predict_crop(sub: np.ndarray, spacing_src, model: ModelInfo, att: dict, opts: "SegmentOptions",
+                  progress: ProgressCallback, cancel, record: "RunRecord", prov: dict,
+                  two_stage: Optional[dict] = None) -> np.ndarray:
     """Model output values (uint8, source orientation) for the cropped source array ``sub``.
 
     two_stage: None, or the two-stage settings :func:`segment` builds ("liver_values", "roi_values": model
@@ -301,31 +306,33 @@ def _predict_crop(sub: np.ndarray, spacing_src, model: ModelInfo, att: dict, mod
     from .device import cpu_has_native_bf16, empty_device_cache, is_out_of_memory
     from .resample import resample_logits_to_labels
 
+    warnings, timings = record.warnings, record.timings
+    mode, preprocessing, cpu_bf16, skip_empty_tiles = opts.mode, opts.preprocessing, opts.cpu_bf16, opts.skip_empty_tiles
     device = att["device"]
     t0 = time.perf_counter()
     loaded = _load(model, device, mode, progress, on_device=att["on_device"], half=att["half"], cancel=cancel)
     warnings.extend(w for w in loaded.warnings if w not in warnings)
     pred = loaded.predictor
-    pred.cancel_token = cancel
     # CPU: float32 in channels_last_3d layout with copy-free instance norms (~2x nnU-Net's float32 pass,
     # nnU-Net's numbers); bfloat16 autocast only on request: with the demo model 0.2 on the IRCADb CT it
     # dropped the hepatic veins' Dice against nnUNetv2_predict to 0.983 for ~1.2x more speed.
     on_cpu = device.type == "cpu"
-    pred.cpu_bf16 = bool(on_cpu and cpu_bf16)
-    if pred.cpu_bf16 and not cpu_has_native_bf16():
+    bf16 = bool(on_cpu and cpu_bf16)
+    # the run's own values, passed to the predictor as an argument (the cached predictor is not changed)
+    run = base_run(pred, cancel, cpu_bf16=bf16,
+                   cpu_batch=_cpu_batch(pred.configuration_manager, bf16) if on_cpu else 1)
+    if bf16 and not cpu_has_native_bf16():
         msg = ("This CPU has no native bfloat16 arithmetic; bfloat16 was used as requested but is likely slower "
                "than float32 here.")
         if msg not in warnings:
             warnings.append(msg)
     if on_cpu:
-        pred.mirror_batch = pred.tile_batch = _cpu_batch(pred.configuration_manager, pred.cpu_bf16)
-        prov["cpu_batch"] = pred.mirror_batch
+        prov["cpu_batch"] = run.cpu_batch
     if pred.channels_last != on_cpu:
         pred.network.to(memory_format=torch.channels_last_3d if on_cpu else torch.contiguous_format)
         pred.channels_last = on_cpu
-    prov["network_precision"] = "bfloat16 autocast (CPU)" if pred.cpu_bf16 else str(
+    prov["network_precision"] = "bfloat16 autocast (CPU)" if run.cpu_bf16 else str(
         pred.network_dtype or torch.float32).replace("torch.", "")
-    pred.fell_back_to_host_memory = False
     timings["load model"] = timings.get("load model", 0.0) + time.perf_counter() - t0
     check(cancel)
 
@@ -375,27 +382,22 @@ def _predict_crop(sub: np.ndarray, spacing_src, model: ModelInfo, att: dict, mod
     if att["half"]:
         data_t = data_t.half()
     del data
-    try:
-        if two_stage is not None and mode == "accurate":
-            logits, n_tiles = _two_stage_logits(pred, data_t, body, patch, cm, two_stage, progress, prov)
-        else:
-            pred.tile_filter = _tile_filter(body, patch)
-            n_tiles = pred.count_tiles(data_t.shape)
-            progress("predict", 0, n_tiles * len(pred.list_of_parameters))
-            pred.tile_callback = lambda done, total: progress("predict", done, total)
-            logits = pred.predict_logits(data_t, n_tiles)
-    finally:
-        pred.tile_callback = None
-        pred.cancel_token = None
-        pred.tile_filter = None
+    if two_stage is not None and mode == "accurate":
+        logits, n_tiles, run = _two_stage_logits(pred, data_t, body, patch, cm, two_stage, progress, prov, run)
+    else:
+        run = run.but(tile_filter=_tile_filter(body, patch),
+                      tile_callback=lambda done, total: progress("predict", done, total))
+        n_tiles = pred.count_tiles(data_t.shape, run)
+        progress("predict", 0, n_tiles * len(run.parameters))
+        logits = pred.predict_logits(data_t, run)
     del data_t
-    if pred.fell_back_to_host_memory:
+    if run.fell_back_to_host_memory:
         warnings.append("The GPU memory was too small to hold the whole prediction; nnU-Net kept it in host "
                         "memory (slower).")
     timings["predict"] = timings.get("predict", 0.0) + time.perf_counter() - t0
     prov.update({"tiles": n_tiles, "folds_used": list(loaded.folds), "trainer": loaded.trainer_name,
-                 "tile_step_size": pred.tile_step_size,
-                 "mirroring": bool(pred.use_mirroring and pred.allowed_mirroring_axes is not None),
+                 "tile_step_size": run.tile_step_size,
+                 "mirroring": bool(run.use_mirroring and pred.allowed_mirroring_axes is not None),
                  "patch_size": patch, "model_spacing": [float(s) for s in cm.spacing]})
 
     # --- resample back (torch, on the device) --------------------------------------------------------
@@ -485,8 +487,18 @@ def _tile_filter(body: Optional[np.ndarray], patch):
     return keep
 
 
+def base_run(pred, cancel: Optional[CancelToken] = None, **changes):
+    """The PredictRun of the predictor's load-time settings (folds, mirroring and tile step of its mode)."""
+    from .predictor import PredictRun
+
+    values = {"parameters": list(pred.list_of_parameters), "use_mirroring": bool(pred.use_mirroring),
+              "tile_step_size": float(pred.tile_step_size), "cancel": cancel}
+    values.update(changes)
+    return PredictRun(**values)
+
+
 def _two_stage_logits(pred, data, body: Optional[np.ndarray], patch, cm, two_stage: dict,
-                      progress: ProgressCallback, prov: dict):
+                      progress: ProgressCallback, prov: dict, run=None):
     """Accurate-mode logits (c, *spatial) of the preprocessed ``data`` (1, *spatial) in two stages.
 
     1. A fast pass (one fold, no mirroring, the fast tile step) over the whole CT finds the liver and the
@@ -502,27 +514,25 @@ def _two_stage_logits(pred, data, body: Optional[np.ndarray], patch, cm, two_sta
 
     No liver found, or a box reaching every tile: the plain whole-CT sweep (the fast pass is then the only
     extra cost: its tiles without mirroring, ~7 % of the accurate passes on the IRCADb CT).
-    Returns (logits, tiles of the accurate sweep)."""
+    run: the accurate sweep's PredictRun (default: the predictor's load-time settings); the first pass is a copy
+    with one fold, no mirroring and the fast step.
+    Returns (logits, tiles of the accurate sweep, the PredictRun that made the accurate logits)."""
     import torch
 
     from .crop import mask_bbox
 
-    params = pred.list_of_parameters
+    run = run if run is not None else base_run(pred)
+    params = list(run.parameters)
     folds = len(params)
-    pred.tile_filter = full_filter = _tile_filter(body, patch)
-    n_full = pred.count_tiles(data.shape)
-    saved = (pred.use_mirroring, pred.tile_step_size, params)
-    try:
-        pred.use_mirroring = False
-        pred.tile_step_size = two_stage["fast_step"]
-        pred.list_of_parameters = [params[two_stage["fast_fold_index"]]]
-        n1 = pred.count_tiles(data.shape)
-        total = n1 + n_full * folds
-        progress("predict", 0, total)
-        pred.tile_callback = lambda done, _t: progress("predict", done, total)
-        first = pred.predict_logits(data, n1)
-    finally:
-        pred.use_mirroring, pred.tile_step_size, pred.list_of_parameters = saved
+    full = run.but(tile_filter=_tile_filter(body, patch))
+    n_full = pred.count_tiles(data.shape, full)
+    fast = full.but(use_mirroring=False, tile_step_size=two_stage["fast_step"],
+                    parameters=[params[two_stage["fast_fold_index"]]])
+    n1 = pred.count_tiles(data.shape, fast)
+    total = n1 + n_full * folds
+    progress("predict", 0, total)
+    fast.tile_callback = lambda done, _t: progress("predict", done, total)
+    first = pred.predict_logits(data, fast)
     labels1 = first.argmax(0)
     liver_found = bool(torch.isin(labels1, torch.as_tensor(two_stage["liver_values"], device=labels1.device)).any())
     roi = torch.isin(labels1, torch.as_tensor(two_stage["roi_values"], device=labels1.device)).cpu().numpy()
@@ -537,29 +547,30 @@ def _two_stage_logits(pred, data, body: Optional[np.ndarray], patch, cm, two_sta
         box = mask_bbox(roi, margin)
     del roi
     n2 = n_full
+    accurate_run = full
     if box is not None:
         region = np.zeros(spatial, dtype=bool)
         region[box] = True
         if body is not None:
             region &= body
-        pred.tile_filter = _tile_filter(region, patch)
-        n2 = pred.count_tiles(data.shape)
+        accurate_run = full.but(tile_filter=_tile_filter(region, patch))
+        n2 = pred.count_tiles(data.shape, accurate_run)
         del region
         if n2 >= n_full:
             box = None        # the box reaches every tile: the whole-CT sweep it is
             n2 = n_full
+            accurate_run = full
     total = n1 + n2 * folds
     progress("predict", n1, total)
-    pred.tile_callback = lambda done, _t: progress("predict", n1 + done, total)
+    accurate_run.tile_callback = lambda done, _t: progress("predict", n1 + done, total)
     if box is None:
-        pred.tile_filter = full_filter
         del first
-        logits = pred.predict_logits(data, n_full)
+        logits = pred.predict_logits(data, accurate_run)
         prov["liver_crop"] = ("no liver in the first pass: accurate mode ran on the whole CT" if not liver_found else
                               "the region of the liver and the other structures reaches every tile: accurate mode "
                               "ran on the whole CT")
     else:
-        accurate = pred.predict_logits(data, n2)
+        accurate = pred.predict_logits(data, accurate_run)
         with torch.inference_mode():    # the logits are inference tensors: update them in that mode
             first[(slice(None), *box)] = accurate[(slice(None), *box)].to(first.device, first.dtype)
         del accurate
@@ -571,7 +582,8 @@ def _two_stage_logits(pred, data, body: Optional[np.ndarray], patch, cm, two_sta
                               f"{float(two_stage['margin_mm']):g} mm; the first pass's prediction is kept outside it")
     record["accurate_tiles"] = n2
     prov["two_stage"] = record
-    return logits, n2
+    accurate_run.fell_back_to_host_memory |= fast.fell_back_to_host_memory
+    return logits, n2, accurate_run
 
 
 def _map_labels(model_values: np.ndarray, model: ModelInfo) -> np.ndarray:
@@ -587,7 +599,7 @@ def combine_label_maps(maps: Sequence[np.ndarray]) -> np.ndarray:
     if not maps:
         raise ValueError("no label maps to combine")
     out = np.zeros(maps[0].shape, dtype=np.uint8)
-    for rank in (0, 1, 2):
+    for rank in sorted(set(_RANK.values())):
         labs = [lab for lab, r in _RANK.items() if r == rank]
         for m in maps:
             sel = np.isin(m, labs)
@@ -596,120 +608,278 @@ def combine_label_maps(maps: Sequence[np.ndarray]) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------------
-def segment(case: Case, model: Union[ModelInfo, Sequence[ModelInfo]], device: str = "auto", mode: str = "fast",
-            progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None, *,
-            threads: Optional[int] = None, crop_to_body: bool = False, skip_empty_tiles: bool = True,
-            liver_crop: Optional[bool] = None, liver_crop_margin_mm: float = 20.0,
-            preprocessing: str = "torch", cpu_bf16: Optional[bool] = None,
-            postprocess_options: Optional[PostprocessOptions] = None,
-            do_postprocess: bool = True) -> SegmentationResult:
-    """Segment ``case`` with one model (or several, combined by :data:`PRECEDENCE_RULE`).
+@dataclass(frozen=True)
+class SegmentOptions:
+    """How :func:`segment` runs (one object instead of a long parameter list; the CLI and the window build it).
 
-    device: "auto" (CUDA, then MPS, then CPU), "cpu", "cuda", "cuda:N", "mps" or "gpu".
     mode: "fast" (one fold, no mirroring, tile step 0.75) or "accurate" (all folds, the model's mirroring,
         tile step 0.5).
+    device: "auto" (CUDA, then MPS, then CPU), "cpu", "cuda", "cuda:N", "mps" or "gpu".
+    threads: CPU threads for torch (None: all cores).
     skip_empty_tiles (default): predict only the sliding-window tiles that hold body voxels (> -500 HU); the
         tiles kept are exactly where nnU-Net puts them, so every body voxel gets nnU-Net's own prediction
         (measured: Dice 0.9997 against nnUNetv2_predict on a real CT).
-    crop_to_body (option, off by default): crop the CT to the body's bounding box (> -500 HU, largest
-        component) before nnU-Net's preprocessing: less to preprocess and resample, but the tiles then
-        sit elsewhere than in nnU-Net's sweep, and a weakly trained model noticed (Dice 0.89 against
-        nnUNetv2_predict on the IRCADb CT with the interim demo model).
+    crop_to_body (off by default): crop the CT to the body's bounding box (> -500 HU, largest component)
+        before nnU-Net's preprocessing: less to preprocess and resample, but the tiles then sit elsewhere than
+        in nnU-Net's sweep (Dice 0.89 against nnUNetv2_predict on the IRCADb CT with the interim demo model).
     liver_crop: two-stage accurate mode. None (default): on in accurate mode, off in fast mode; True / False:
-        on / off (it only applies to accurate mode). A fast pass (one fold, no mirroring) over the whole CT
-        finds the liver; the accurate sweep (all folds, mirroring) then runs only nnU-Net's tiles that reach
-        into the box of the liver and the other structures it found (+ ``liver_crop_margin_mm``), so inside the
-        box the result is the whole-CT accurate sweep's; outside it the fast pass's prediction is kept. No liver
-        found, or a box reaching every tile: the whole-CT sweep (the fast pass was the extra cost). What was
-        done is recorded in each run's provenance ("liver_crop", "two_stage").
-    preprocessing: "torch" (default): nnU-Net's CT normalisation, crop and cubic-spline resampling (written
-        as one matrix per axis) with torch, in chunks with cancel checks — nnU-Net's numbers to float32
-        rounding, faster; "nnunet": nnU-Net's own ``run_case_npy`` (scipy, not interruptible). Models whose preprocessing is not nnU-Net's default CT scheme always use "nnunet".
-    cpu_bf16: on the CPU, run the network under bfloat16 autocast (True), or in float32, nnU-Net's precision
-        (None, the default, or False). The float32 CPU path runs in channels_last_3d layout with copy-free
-        instance norms, ~2x nnU-Net's float32 per pass; bfloat16 is ~1.2x faster again but changed fine
-        structures (Dice 0.983 for the hepatic veins against nnUNetv2_predict with the demo model 0.2 on the
-        IRCADb CT), so it is not the default.
-    Raises Cancelled (not a RuntimeError) when ``cancel`` is set; ModelError for unusable models.
+        on / off (it only applies to accurate mode). A fast pass over the whole CT finds the liver; the
+        accurate sweep then runs only nnU-Net's tiles that reach into the box of the liver and the other
+        structures it found (+ ``liver_crop_margin_mm``); outside it the fast pass's prediction is kept.
+    preprocessing: "torch" (default): nnU-Net's CT normalisation, crop and cubic-spline resampling written as
+        torch matrices (nnU-Net's numbers to float32 rounding, faster, interruptible); "nnunet": nnU-Net's own
+        ``run_case_npy``. Models whose preprocessing is not nnU-Net's default CT scheme always use "nnunet".
+    cpu_bf16: on the CPU, bfloat16 autocast (True) or float32, nnU-Net's precision (None/False, default;
+        bfloat16 is ~1.2x faster but moved fine structures: hepatic veins Dice 0.983 against nnUNetv2_predict).
+    postprocess / postprocess_options: LiverPlan's clean-up of the raw output (engine.postprocess).
+    split_vessels: where a model gives intrahepatic vessels without the portal/hepatic split, assign them
+        (engine.vessel_split); off: they stay "vessel, unassigned".
+    set_crop: in a multi-model run (a model set), run the parts that only need the liver (known releases such
+        as liver_vessels, liver_lesions, liver_segments) on the box of the liver found so far + the release's
+        margin.
+    """
+
+    mode: str = "fast"
+    device: str = "auto"
+    threads: Optional[int] = None
+    crop_to_body: bool = False
+    skip_empty_tiles: bool = True
+    liver_crop: Optional[bool] = None
+    liver_crop_margin_mm: float = 20.0
+    preprocessing: str = "torch"
+    cpu_bf16: Optional[bool] = None
+    postprocess: bool = True
+    postprocess_options: Optional[PostprocessOptions] = None
+    split_vessels: bool = True
+    set_crop: bool = True
+
+    def validate(self) -> None:
+        """ModelError in words for a value that cannot run."""
+        if self.mode not in MODES:
+            raise ModelError(f"Unknown mode '{self.mode}': choose 'fast' or 'accurate'.")
+        if self.preprocessing not in PREPROCESSING:
+            raise ModelError(f"Unknown preprocessing '{self.preprocessing}': choose 'torch' or 'nnunet'.")
+        if not (self.liver_crop_margin_mm >= 0):
+            raise ModelError("The liver-crop margin must be zero or more millimetres.")
+        if self.threads is not None and self.threads < 1:
+            raise ModelError(f"The number of threads must be 1 or more (got {self.threads}).")
+
+    @property
+    def uses_liver_crop(self) -> bool:
+        return (self.mode == "accurate") if self.liver_crop is None else bool(self.liver_crop) and self.mode == "accurate"
+
+
+@dataclass
+class RunRecord:
+    """What one :func:`segment` run noted on its way: warnings (each once), seconds per stage, one provenance
+    dict per model run. Filled by the pipeline (pass one in to read it even when the run fails)."""
+
+    warnings: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    runs: list[dict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def warn(self, message: str) -> None:
+        if message not in self.warnings:
+            self.warnings.append(message)
+
+
+@dataclass
+class ModelSetChoice:
+    """A model set chosen as one model (engine.models.find_model_set): its name, parts in run order, notes."""
+
+    name: str
+    parts: list
+    notes: list[str] = field(default_factory=list)
+
+
+def _liver_box_canonical(labels: np.ndarray, spacing, margin_mm: float):
+    """Box (slices, canonical grid) of the parenchyma + lesions + intrahepatic vessels so far, + margin."""
+    from .crop import mask_bbox
+
+    liver = np.isin(labels, (Label.PARENCHYMA, Label.CRLM))
+    if not liver.any():
+        return None
+    margin = [int(np.ceil(margin_mm / float(s))) for s in spacing]
+    return mask_bbox(liver, margin)
+
+
+def _as_parts(model) -> tuple[list[ModelInfo], Optional[str], list[str]]:
+    if isinstance(model, ModelSetChoice):
+        return list(model.parts), model.name, list(model.notes)
+    if isinstance(model, ModelInfo):
+        return [model], None, []
+    return list(model), None, []
+
+
+def segment(case: Case, model: Union[ModelInfo, Sequence[ModelInfo], ModelSetChoice],
+            options: Optional[SegmentOptions] = None, progress: Optional[ProgressCallback] = None,
+            cancel: Optional[CancelToken] = None, record: Optional[RunRecord] = None) -> SegmentationResult:
+    """Segment ``case`` with one model, several (combined by :data:`PRECEDENCE_RULE`), or a model set.
+
+    options: :class:`SegmentOptions` (defaults: fast mode, automatic device). record: a :class:`RunRecord` the
+    run fills (warnings, timings, per-model provenance); the result carries the same.
+    Each model sees the CT as its image reader would give it (engine.inference.orientation). Parts of a set
+    (and extra models) that only need the liver run on the liver's box found by the parts before them.
+    Intrahepatic vessels given without the portal/hepatic split are split once, after all models ran
+    (:func:`_split_unassigned_vessels`). Couinaud segments (models with liver_segment_N labels) go to
+    ``result.extra_maps["couinaud"]``.
+    Raises Cancelled (not a RuntimeError) when ``cancel`` is set; ModelError for unusable models or options.
     The case is never modified.
     """
     from .device import resolve_device, torch_threads
 
+    opts = options or SegmentOptions()
+    if not isinstance(opts, SegmentOptions):
+        raise ModelError(f"segment() takes its options as a SegmentOptions, not {type(opts).__name__}.")
     progress = progress or no_progress
+    rec = record if record is not None else RunRecord()
     if not isinstance(case, Case):
         raise InputError(f"segment() takes a Case, not {type(case).__name__}: open the CT first with "
                          "engine.io.load_case(path).")
-    models = [model] if isinstance(model, ModelInfo) else list(model)
+    models, set_name, set_notes = _as_parts(model)
     if not models:
         raise ModelError("No model was given.")
-    if mode not in MODES:
-        raise ModelError(f"Unknown mode '{mode}': choose 'fast' or 'accurate'.")
-    if preprocessing not in PREPROCESSING:
-        raise ModelError(f"Unknown preprocessing '{preprocessing}': choose 'torch' or 'nnunet'.")
-    if liver_crop_margin_mm < 0:
-        raise ModelError("The liver-crop margin must be zero or more millimetres.")
-    use_liver_crop = (mode == "accurate") if liver_crop is None else bool(liver_crop) and mode == "accurate"
+    opts.validate()
+    use_liver_crop = opts.uses_liver_crop
     t_start = time.perf_counter()
     check(cancel)
-    dev = resolve_device(device)
-    warnings: list[str] = []
-    timings: dict[str, float] = {}
+    dev = resolve_device(opts.device)
+    warnings, timings = rec.warnings, rec.timings
     for m in models:
-        warnings.extend(w for w in m.warnings if w not in warnings)
-    src_geom = case.source_geometry or case.geometry
-    spacing_src = tuple(float(s) for s in src_geom.spacing)
-    per_model_prov: list[dict] = []
+        for w in m.warnings:
+            rec.warn(w)
+    for n in set_notes:
+        rec.warn(n)
     maps: list[np.ndarray] = []
+    couinaud: Optional[np.ndarray] = None
     device_used = str(dev)
-    with torch_threads(threads) as n_threads:
-        image_src = _source_oriented(case)
-        for m in models:
+    with torch_threads(opts.threads) as n_threads:
+        views: dict = {}
+        for i, m in enumerate(models):
             prov: dict = {}
+            # the CT as this model's image reader gives it (TotalSegmentator's: reoriented to RAS)
+            reader, reader_warning = model_reader(m.dataset_json, m.plans)
+            if reader_warning:
+                rec.warn(reader_warning)
+            view = views.get(reader)
+            if view is None:
+                view = views[reader] = model_view(case, reader)
+            prov["image_reader"] = reader
+            prov["model_input_orientation"] = view.orientation
+            prov["plans_format"] = ("old (network rebuilt by nnU-Net from the plans' UNet entries)"
+                                    if is_old_plans_format(m) else "current")
+            image_src, box_view = view.array, None
+            release = _release_of(m)
+            if opts.set_crop and i > 0 and release is not None and release.crop_to_liver:
+                box = _liver_box_canonical(combine_label_maps(maps), case.geometry.spacing, release.crop_margin_mm)
+                if box is None:
+                    prov["set_crop"] = "no liver found by the parts before: ran on the whole CT"
+                else:
+                    box_view = view.box_from_canonical(box)
+                    image_src = np.ascontiguousarray(view.array[box_view])
+                    prov["set_crop"] = (f"run on the liver's box found by the parts before + "
+                                        f"{release.crop_margin_mm:g} mm ({'x'.join(str(s.stop - s.start) for s in box_view)} "
+                                        "voxels of the model's view)")
             two_stage = None
             if use_liver_crop and Label.PARENCHYMA in m.label_to_structure.values():
                 fast = _mode_settings(m, "fast")
                 two_stage = {"liver_values": sorted(v for v, lab in m.label_to_structure.items()
                                                     if lab == Label.PARENCHYMA),
                              "roi_values": sorted(m.label_to_structure),
-                             "margin_mm": float(liver_crop_margin_mm), "fast_fold": fast["folds"][0],
+                             "margin_mm": float(opts.liver_crop_margin_mm), "fast_fold": fast["folds"][0],
                              "fast_fold_index": list(m.folds).index(fast["folds"][0]),
                              "fast_step": fast["tile_step_size"]}
             elif use_liver_crop:
                 prov["liver_crop"] = "the model has no liver label: accurate mode ran on the whole CT"
-            values = _predict_one(image_src, spacing_src, m, dev, mode, progress, cancel, warnings, timings, prov,
-                                  crop_to_body, two_stage, skip_empty_tiles, preprocessing, cpu_bf16)
+            values = _predict_one(image_src, view.spacing, m, dev, opts, progress, cancel, rec, prov, two_stage)
             if values is None:
-                warnings.append("No body found in this image (nothing denser than -500 HU); nothing was "
-                                "segmented. Check that this is a CT in Hounsfield units.")
+                rec.warn("No body found in this image (nothing denser than -500 HU); nothing was "
+                         "segmented. Check that this is a CT in Hounsfield units.")
                 values = np.zeros(image_src.shape, dtype=np.uint8)
+            if box_view is not None:
+                full = np.zeros(view.array.shape, dtype=np.uint8)
+                full[box_view] = values
+                values = full
             device_used = prov.get("device", device_used)
-            maps.append(_to_canonical(_map_labels(values, m), case))
+            maps.append(view.to_canonical(_map_labels(values, m)))
+            if m.segment_values:
+                seg = view.to_canonical(_map_values(values, m.segment_values))
+                couinaud = seg if couinaud is None else np.where(seg > 0, seg, couinaud)
             prov["model"] = m.to_provenance()
-            per_model_prov.append(prov)
+            rec.runs.append(prov)
         check(cancel)
         labels = combine_label_maps(maps) if len(maps) > 1 else maps[0]
+        split_record = None
+        if opts.split_vessels:
+            labels, split_record = _split_unassigned_vessels(labels, case, progress, cancel, rec)
         t0 = time.perf_counter()
         pp_record = None
-        if do_postprocess:
+        if opts.postprocess:
             progress("postprocess", 0, 1)
-            labels, pp_record = postprocess(labels, case.geometry.spacing, postprocess_options)
+            labels, pp_record = postprocess(labels, case.geometry.spacing, opts.postprocess_options)
             progress("postprocess", 1, 1)
         timings["postprocess"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_start
-    if any(m.card.demo or m.card.not_for_clinical_use for m in models):
-        note = "Made by a demonstration model (synthetic training data): not for clinical use."
-        if any(m.card.demo for m in models) and note not in warnings:
-            warnings.append(note)
-    provenance = _provenance(models, per_model_prov, mode, device_used, n_threads, pp_record, warnings, timings,
-                             crop_to_body, {"used": use_liver_crop, "requested": liver_crop,
-                                            "margin_mm": float(liver_crop_margin_mm)}, skip_empty_tiles)
+    if any(m.card.demo for m in models):
+        rec.warn("Made by a demonstration model (synthetic training data): not for clinical use.")
+    provenance = _provenance(models, rec.runs, opts, device_used, n_threads, pp_record, warnings, timings,
+                             use_liver_crop)
+    if set_name:
+        provenance["model_set"] = {"name": set_name, "parts": [p["model"]["card"]["name"] for p in rec.runs],
+                                   "notes": list(set_notes)}
+    if split_record is not None:
+        provenance["vessel_split"] = split_record
+    extra_maps = {}
+    if couinaud is not None:
+        # segment numbers only where the final map has liver (parenchyma, vessels or lesions inside it)
+        inside = np.isin(labels, (Label.PARENCHYMA, Label.PORTAL_VEIN, Label.HEPATIC_VEINS, Label.CRLM,
+                                  Label.VESSEL_UNASSIGNED))
+        extra_maps["couinaud"] = np.where(inside, couinaud, 0).astype(np.uint8)
+        provenance["extra_maps"] = {"couinaud": "Couinaud segment 1-8 per voxel (0: none), uint8, same grid"}
     return SegmentationResult(labels=np.ascontiguousarray(labels, dtype=np.uint8), device_used=device_used,
-                              mode=mode, warnings=warnings, timings={k: round(v, 3) for k, v in timings.items()},
-                              provenance=provenance)
+                              mode=opts.mode, warnings=warnings, timings={k: round(v, 3) for k, v in timings.items()},
+                              provenance=provenance, extra_maps=extra_maps)
 
 
-def _provenance(models, per_model, mode, device_used, n_threads, pp_record, warnings, timings, crop_to_body,
-                liver_crop, skip_empty_tiles) -> dict:
+def _release_of(m: ModelInfo):
+    from ..releases import BY_RELEASE_KEY
+
+    return BY_RELEASE_KEY.get(m.release) if m.release else None
+
+
+def _map_values(model_values: np.ndarray, table: dict[int, int]) -> np.ndarray:
+    lut = np.zeros(256, dtype=np.uint8)
+    for v, out in table.items():
+        if 0 <= v < 256:
+            lut[v] = out
+    return lut[model_values]
+
+
+def _split_unassigned_vessels(labels: np.ndarray, case: Case, progress: ProgressCallback,
+                              cancel: Optional[CancelToken], rec: RunRecord) -> tuple[np.ndarray, Optional[dict]]:
+    """The one place where vessels a model gave without the portal/hepatic split ("vessel, unassigned", 6)
+    are assigned, by engine.vessel_split, after every model ran (so the cardiac model's portal trunk and IVC
+    are there to start from). What stays unassigned is said in a warning, never guessed."""
+    if not (labels == Label.VESSEL_UNASSIGNED).any():
+        return labels, None
+    from ..vessel_split import assign_vessel_tree
+
+    t0 = time.perf_counter()
+    res = assign_vessel_tree(labels, labels == Label.VESSEL_UNASSIGNED, case.geometry.spacing,
+                             progress=lambda _s, d, t: progress("split vessels", d, t), cancel=cancel)
+    rec.timings["split vessels"] = time.perf_counter() - t0
+    rec.notes.extend(res.notes)
+    if res.stats.get("unassigned_voxels", 0) > 0:
+        rec.warn(f"{res.stats['unassigned_ml']:.1f} mL of the model's intrahepatic vessels could not be assigned to "
+                 "the portal or the hepatic-venous system; they are shown as 'Vessel, unassigned': check them and "
+                 "relabel by hand.")
+    return res.labels, {"method": "engine.vessel_split.assign_vessel_tree", "notes": list(res.notes),
+                        "stats": dict(res.stats)}
+
+
+def _provenance(models, per_model, opts: SegmentOptions, device_used, n_threads, pp_record, warnings, timings,
+                use_liver_crop: bool) -> dict:
     import importlib.metadata as md
 
     def version(pkg: str) -> str:
@@ -721,11 +891,13 @@ def _provenance(models, per_model, mode, device_used, n_threads, pp_record, warn
     return {
         "engine": "LiverPlan in-process nnU-Net inference",
         "date": _dt.datetime.now().isoformat(timespec="seconds"),
-        "mode": mode, "device": device_used, "torch_threads": n_threads,
-        "crop_to_body": crop_to_body, "skip_empty_tiles": skip_empty_tiles, "liver_crop": liver_crop["used"],
-        "liver_crop_requested": ("default (on in accurate mode)" if liver_crop["requested"] is None
-                                 else bool(liver_crop["requested"])),
-        "liver_crop_margin_mm": liver_crop["margin_mm"],
+        "mode": opts.mode, "device": device_used, "torch_threads": n_threads,
+        "crop_to_body": opts.crop_to_body, "skip_empty_tiles": opts.skip_empty_tiles, "liver_crop": use_liver_crop,
+        "liver_crop_requested": ("default (on in accurate mode)" if opts.liver_crop is None
+                                 else bool(opts.liver_crop)),
+        "liver_crop_margin_mm": float(opts.liver_crop_margin_mm),
+        "options": {k: (v if not isinstance(v, PostprocessOptions) else repr(v))
+                    for k, v in dataclasses.asdict(opts).items()},
         "models": [p["model"] for p in per_model],
         "runs": [{k: v for k, v in p.items() if k != "model"} for p in per_model],
         "combination_rule": PRECEDENCE_RULE if len(models) > 1 else None,

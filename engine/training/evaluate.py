@@ -35,7 +35,7 @@ def evaluate_split(model_dir: Path, raw_dir: Path, set_name: str, case_ids: Sequ
     A case that fails is listed in the table's notes, not silently dropped.
     """
     from ..evaluation import CaseRecord, CohortResult, cohort_table, write_outputs
-    from ..inference import segment
+    from ..inference import SegmentOptions, segment
     from ..io import load_case, read_label_map, write_label_map
     from ..models import load_model
 
@@ -51,7 +51,7 @@ def evaluate_split(model_dir: Path, raw_dir: Path, set_name: str, case_ids: Sequ
         try:
             case = load_case(img)
             ref = read_label_map(lab, case)     # written by LiverPlan: its own labels (ref_mapping: merges)
-            seg = segment(case, model, device=device, mode=mode, cancel=cancel)
+            seg = segment(case, model, SegmentOptions(device=device, mode=mode), cancel=cancel)
             rec.result = evaluate_case_arrays(seg.labels, ref, case.geometry, ref_mapping)
             rec.spacing = tuple(case.geometry.spacing)
             if save_predictions:

@@ -9,7 +9,7 @@ import pytest
 from engine.case import Case
 from engine.errors import ModelError
 from engine.geometry import Geometry
-from engine.inference import (PRECEDENCE_RULE, STAGES, apply_result, available_devices, combine_label_maps,
+from engine.inference import (SegmentOptions, PRECEDENCE_RULE, STAGES, apply_result, available_devices, combine_label_maps,
                               keep_unsegmented_structures, segment)
 from engine.labels import Label
 from engine.models import load_model
@@ -50,7 +50,7 @@ def test_segment_end_to_end(model, phantom):
     image_before = phantom.image.copy()
     labels_before = phantom.labels.copy()
     prog = Recorder()
-    res = segment(phantom, model, device="cpu", mode="fast", progress=prog, threads=1)
+    res = segment(phantom, model, SegmentOptions(device="cpu", mode="fast", threads=1), progress=prog)
     # every stage reported, and each finished
     assert set(STAGES) <= prog.stages()
     for stage in ("load model", "preprocess", "predict", "resample", "postprocess"):
@@ -80,7 +80,7 @@ def test_segment_end_to_end(model, phantom):
 
 def test_second_run_uses_cached_model(model, phantom):
     prog = Recorder()
-    segment(phantom, model, device="cpu", mode="fast", progress=prog, threads=1)
+    segment(phantom, model, SegmentOptions(device="cpu", mode="fast", threads=1), progress=prog)
     loads = [c for c in prog.calls if c[0] == "load model"]
     assert loads == [("load model", 1, 1)]
 
@@ -108,7 +108,7 @@ def test_cancel_from_another_thread_stops_before_all_tiles(model, phantom):
     t = threading.Thread(target=canceller)
     t.start()
     with pytest.raises(Cancelled):
-        segment(phantom, model, device="cpu", mode="fast", progress=prog, cancel=token, threads=1)
+        segment(phantom, model, SegmentOptions(device="cpu", mode="fast", threads=1), progress=prog, cancel=token)
     t.join(10.0)
     assert tiles, "prediction never started"
     done, total = tiles[-1]
@@ -122,13 +122,13 @@ def test_cancel_before_start(model, phantom):
     token = CancelToken()
     token.cancel()
     with pytest.raises(Cancelled):
-        segment(phantom, model, device="cpu", progress=None, cancel=token, threads=1)
+        segment(phantom, model, SegmentOptions(device="cpu", threads=1), progress=None, cancel=token)
 
 
 def test_all_air_volume_warns_no_body(model):
     img = np.full((20, 40, 40), -1000, dtype=np.int16)
     case = Case(image=img, geometry=Geometry((20, 40, 40), (2.5, 1.6, 1.6)))
-    res = segment(case, model, device="cpu", threads=1)
+    res = segment(case, model, SegmentOptions(device="cpu", threads=1))
     assert not res.labels.any()
     assert any("No body found" in w for w in res.warnings)
 
@@ -136,7 +136,7 @@ def test_all_air_volume_warns_no_body(model):
 def test_small_ct_is_padded_with_a_warning_and_accurate_mode(model):
     # 12 x 40 x 40 voxels at the model's 3 x 2.4 x 2.4 mm: shorter than the 32^3 patch head to foot only
     case = small_phantom(seed=5, shape=(12, 40, 40), spacing=(3.0, 2.4, 2.4))
-    res = segment(case, model, device="cpu", mode="accurate", threads=1)
+    res = segment(case, model, SegmentOptions(device="cpu", mode="accurate", threads=1))
     assert res.labels.shape == case.image.shape
     # the warning names that axis alone
     pad = [w for w in res.warnings if "shorter than the model's patch" in w]
@@ -159,7 +159,7 @@ def test_output_geometry_follows_source_through_export(model, tmp_path):
     sitk.WriteImage(flipped, str(path))
     case = load_case(path)
     assert case.source_geometry.orientation_code() == "RAS"
-    res = segment(case, model, device="cpu", threads=1)
+    res = segment(case, model, SegmentOptions(device="cpu", threads=1))
     out = write_label_map(tmp_path / "seg.nii.gz", apply_result(case, res))
     back = sitk.ReadImage(str(out))
     ref = sitk.ReadImage(str(path))
@@ -188,7 +188,7 @@ def test_oom_falls_back_to_smaller_footprint_then_cpu(model, phantom, monkeypatc
 
     monkeypatch.setattr(pipeline, "_predict_crop", fake)
     monkeypatch.setattr("engine.inference.device.resolve_device", lambda d: torch.device("cuda", 0))
-    res = segment(phantom, model, device="cuda", threads=1)
+    res = segment(phantom, model, SegmentOptions(device="cuda", threads=1))
     assert devices_tried == [("cuda", True, False), ("cuda", False, True), ("cpu", False, False)]
     assert res.device_used == "cpu"
     assert any("ran out of memory" in w and "CPU" in w for w in res.warnings)
@@ -203,11 +203,11 @@ def test_a_path_instead_of_a_case_is_a_clear_error(model, tmp_path):
 
 def test_unknown_mode_and_device_are_clear_errors(model, phantom):
     with pytest.raises(ModelError, match="mode"):
-        segment(phantom, model, mode="turbo")
+        segment(phantom, model, SegmentOptions(mode="turbo"))
     with pytest.raises(ModelError, match="'tpu' is not a device name: choose auto, cpu"):
-        segment(phantom, model, device="tpu")
+        segment(phantom, model, SegmentOptions(device="tpu"))
     with pytest.raises(ModelError, match="not available here"):
-        segment(phantom, model, device="cuda:7")
+        segment(phantom, model, SegmentOptions(device="cuda:7"))
 
 
 def test_combine_precedence_rule():
@@ -224,7 +224,7 @@ def test_two_models_combined(model, tmp_path_factory, phantom):
     lesion_model = load_model(cached_tiny_model(tmp_path_factory, "lesion", labels={"background": 0, "tumor": 1},
                                                 seed=7))
     assert lesion_model.label_to_structure == {1: Label.CRLM}
-    res = segment(phantom, [model, lesion_model], device="cpu", threads=1, do_postprocess=False)
+    res = segment(phantom, [model, lesion_model], SegmentOptions(device="cpu", threads=1, postprocess=False))
     assert res.provenance["combination_rule"] == PRECEDENCE_RULE
     assert len(res.provenance["models"]) == 2
     assert res.labels.shape == phantom.image.shape
@@ -250,7 +250,7 @@ def test_a_partial_model_keeps_the_structures_it_does_not_segment(model, tmp_pat
 
 
 def test_two_stage_liver_crop_is_recorded(model, phantom):
-    res = segment(phantom, model, device="cpu", mode="accurate", threads=1, liver_crop=True)
+    res = segment(phantom, model, SegmentOptions(device="cpu", mode="accurate", threads=1, liver_crop=True))
     assert res.labels.shape == phantom.image.shape
     run = res.provenance["runs"][0]
     assert "liver_crop" in run and res.provenance["liver_crop"] is True
@@ -267,10 +267,8 @@ def test_skipping_air_tiles_keeps_nnunet_predictions_inside_the_body(model):
     img = np.full((20, 40, 110), -1000, dtype=np.int16)          # 70 columns of air beside the body
     img[:, :, :40] = src.image
     case = Case(image=img, geometry=Geometry(img.shape, (3.0, 2.4, 2.4)))
-    full = segment(case, model, device="cpu", threads=1, crop_to_body=False, skip_empty_tiles=False,
-                   do_postprocess=False)
-    skip = segment(case, model, device="cpu", threads=1, crop_to_body=False, skip_empty_tiles=True,
-                   do_postprocess=False)
+    full = segment(case, model, SegmentOptions(device="cpu", threads=1, crop_to_body=False, skip_empty_tiles=False, postprocess=False))
+    skip = segment(case, model, SegmentOptions(device="cpu", threads=1, crop_to_body=False, skip_empty_tiles=True, postprocess=False))
     assert skip.provenance["runs"][0]["tiles"] < full.provenance["runs"][0]["tiles"]
     body = img > -500
     assert np.array_equal(skip.labels[body], full.labels[body])

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from engine.errors import ModelError
-from engine.inference import segment
+from engine.inference import SegmentOptions, segment
 from engine.models import load_model
 from engine.progress import CancelToken, Cancelled
 from tiny_model import cached_tiny_model, small_phantom
@@ -98,8 +98,7 @@ def test_segmentations_agree_with_nnunet_preprocessing_and_float32(demo_model):
     """Torch preprocessing and the CPU's bfloat16 network each keep Dice >= 0.99 against nnU-Net's own
     preprocessing with a float32 network, and match the phantom's truth as well."""
     ct = small_phantom(seed=3, shape=(48, 96, 96), spacing=(2.5, 2.0, 2.0))
-    runs = {(pre, bf): segment(ct, demo_model, device="cpu", threads=1, preprocessing=pre, cpu_bf16=bf,
-                               do_postprocess=False)
+    runs = {(pre, bf): segment(ct, demo_model, SegmentOptions(device="cpu", threads=1, preprocessing=pre, cpu_bf16=bf, postprocess=False))
             for pre, bf in (("nnunet", False), ("torch", False), ("torch", True))}
     ref = runs["nnunet", False]
     assert ref.provenance["runs"][0]["preprocessing"].startswith("nnU-Net")
@@ -128,7 +127,7 @@ def test_cancel_at_first_preprocessing_slab_stops_before_prediction(model, monke
             token.cancel()
 
     with pytest.raises(Cancelled):
-        segment(small_phantom(seed=3), model, device="cpu", threads=1, progress=prog, cancel=token)
+        segment(small_phantom(seed=3), model, SegmentOptions(device="cpu", threads=1), progress=prog, cancel=token)
     pre_calls = [c for c in calls if c[0] == "preprocess"]
     assert pre_calls and pre_calls[-1][2] > 2, "expected several preprocessing slabs"
     assert pre_calls[-1][1] < pre_calls[-1][2], "preprocessing ran to its end"
@@ -169,7 +168,7 @@ def test_cancel_inside_a_forward_pass(model):
 
 def test_unknown_preprocessing_is_a_clear_error(model):
     with pytest.raises(ModelError, match="preprocessing"):
-        segment(small_phantom(seed=3), model, device="cpu", threads=1, preprocessing="scipy")
+        segment(small_phantom(seed=3), model, SegmentOptions(device="cpu", threads=1, preprocessing="scipy"))
 
 
 def test_other_normalisation_falls_back_to_nnunets_preprocessor(model, managers):

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.inference import segment
+from engine.inference import SegmentOptions, segment
 from engine.models import load_model
 from engine.progress import no_progress
 from tiny_model import cached_tiny_model, small_phantom
@@ -34,19 +34,19 @@ class StandIn:
     def __init__(self, pred, liver_box):
         self.pred, self.liver_box, self.calls = pred, liver_box, []
 
-    def __call__(self, data, n_tiles):
+    def __call__(self, data, run):
         import torch
 
         pred = self.pred
         shape = tuple(data.shape[1:])
-        slicers = pred._internal_get_sliding_window_slicers(shape)
-        kept = [sl for sl in slicers if pred.tile_filter is None or pred.tile_filter(sl)]
-        self.calls.append({"mirroring": pred.use_mirroring, "step": pred.tile_step_size,
-                           "folds": len(pred.list_of_parameters), "kept": kept, "all": slicers,
-                           "n_tiles": n_tiles})
+        slicers = pred.sliding_window_slicers(shape, run.tile_step_size)
+        kept = [sl for sl in slicers if run.tile_filter is None or run.tile_filter(sl)]
+        self.calls.append({"mirroring": run.use_mirroring, "step": run.tile_step_size,
+                           "folds": len(run.parameters), "kept": kept, "all": slicers,
+                           "n_tiles": pred.count_tiles(data.shape, run)})
         logits = torch.zeros((6, *shape), dtype=torch.half)
         logits[0] = 1
-        if not pred.use_mirroring:
+        if not run.use_mirroring:
             if self.liver_box is not None:
                 logits[(1, *self.liver_box)] = 5
         else:
@@ -68,9 +68,9 @@ def _run(pred, monkeypatch, liver_box, shape=(40, 96, 128), margin_mm=5.0):
     two_stage = {"liver_values": [1], "roi_values": [1, 2, 3, 4, 5], "margin_mm": margin_mm, "fast_fold": "0",
                  "fast_fold_index": 0,
                  "fast_step": 0.75}
-    logits, n = _two_stage_logits(pred, data, None, list(pred.configuration_manager.patch_size),
-                                  pred.configuration_manager, two_stage, no_progress, prov)
-    assert (pred.use_mirroring, pred.tile_step_size, pred.list_of_parameters) == before, "settings not restored"
+    logits, n, _run_used = _two_stage_logits(pred, data, None, list(pred.configuration_manager.patch_size),
+                                             pred.configuration_manager, two_stage, no_progress, prov)
+    assert (pred.use_mirroring, pred.tile_step_size, pred.list_of_parameters) == before, "the predictor was changed"
     return logits.argmax(0).numpy(), n, prov, stand_in.calls
 
 
@@ -128,15 +128,15 @@ def test_region_box_margin_and_edges():
 
 def test_defaults_accurate_uses_two_stages_fast_does_not(model):
     ct = small_phantom(seed=5, shape=(24, 48, 48))
-    acc = segment(ct, model, device="cpu", mode="accurate", threads=1, do_postprocess=False)
+    acc = segment(ct, model, SegmentOptions(device="cpu", mode="accurate", threads=1, postprocess=False))
     assert acc.provenance["liver_crop"] is True
     assert acc.provenance["liver_crop_requested"].startswith("default")
     run = acc.provenance["runs"][0]
     assert "liver_crop" in run and "two_stage" in run and run["two_stage"]["first_pass_tiles"] >= 1
     assert acc.labels.shape == ct.image.shape
-    off = segment(ct, model, device="cpu", mode="accurate", threads=1, liver_crop=False, do_postprocess=False)
+    off = segment(ct, model, SegmentOptions(device="cpu", mode="accurate", threads=1, liver_crop=False, postprocess=False))
     assert off.provenance["liver_crop"] is False and "two_stage" not in off.provenance["runs"][0]
-    fast = segment(ct, model, device="cpu", mode="fast", threads=1, liver_crop=True, do_postprocess=False)
+    fast = segment(ct, model, SegmentOptions(device="cpu", mode="fast", threads=1, liver_crop=True, postprocess=False))
     assert fast.provenance["liver_crop"] is False and "two_stage" not in fast.provenance["runs"][0]
     # the untrained tiny model's liver may or may not be found; either way the run says what it did
     assert any(w in run["liver_crop"] for w in ("liver found", "no liver", "every tile"))
@@ -146,8 +146,7 @@ def test_negative_margin_is_a_clear_error(model):
     from engine.errors import ModelError
 
     with pytest.raises(ModelError, match="margin"):
-        segment(small_phantom(seed=5, shape=(24, 48, 48)), model, device="cpu", mode="accurate",
-                liver_crop_margin_mm=-1)
+        segment(small_phantom(seed=5, shape=(24, 48, 48)), model, SegmentOptions(device="cpu", mode="accurate", liver_crop_margin_mm=-1))
 
 
 def test_channels_last_instance_norm_equals_torchs_instance_norm(predictor):
@@ -177,18 +176,17 @@ def test_two_stage_equals_the_whole_ct_sweep_inside_the_region(predictor, monkey
     arithmetic and order), while fewer tiles ran."""
     import torch
 
-    from engine.inference.pipeline import _two_stage_logits
+    from engine.inference.pipeline import _two_stage_logits, base_run
 
     gen = torch.Generator().manual_seed(1)
     data = torch.nn.functional.avg_pool3d(torch.randn((1, 1, 32, 64, 112), generator=gen) * 3, 5, 1, 2)[0]
     patch = list(predictor.configuration_manager.patch_size)
-    predictor.tile_filter = None
-    whole = predictor.predict_logits(data, 0)
+    whole = predictor.predict_logits(data, base_run(predictor))
     real = predictor.predict_logits
 
-    def first_pass_stand_in(d, n_tiles):
-        if predictor.use_mirroring:
-            return real(d, n_tiles)
+    def first_pass_stand_in(d, run):
+        if run.use_mirroring:
+            return real(d, run)
         out = torch.zeros((6, *d.shape[1:]), dtype=torch.half)
         out[0] = 1
         out[1, 10:20, 5:15, 80:95] = 5
@@ -198,8 +196,8 @@ def test_two_stage_equals_the_whole_ct_sweep_inside_the_region(predictor, monkey
     prov: dict = {}
     two_stage = {"liver_values": [1], "roi_values": [1, 2, 3, 4, 5], "margin_mm": 0.0, "fast_fold": "0",
                  "fast_fold_index": 0, "fast_step": 0.75}
-    logits, n = _two_stage_logits(predictor, data, None, patch, predictor.configuration_manager, two_stage,
-                                  no_progress, prov)
+    logits, n, _run_used = _two_stage_logits(predictor, data, None, patch, predictor.configuration_manager,
+                                             two_stage, no_progress, prov)
     rec = prov["two_stage"]
     assert rec["region_model_grid"] == [[10, 20], [5, 15], [80, 95]]
     assert n < rec["accurate_tiles_whole_ct"]                         # the region saved tiles
@@ -213,17 +211,14 @@ def test_several_tiles_per_call_give_each_tiles_own_result(predictor):
     tile (the fast mode's and the first pass's batching)."""
     import torch
 
+    from engine.inference.pipeline import base_run
+
     gen = torch.Generator().manual_seed(2)
     patch = list(predictor.configuration_manager.patch_size)
     x = torch.randn((3, 1, *patch), generator=gen)
-    old = (predictor.mirror_batch, predictor.use_mirroring)
-    try:
-        for mirroring in (True, False):
-            predictor.mirror_batch, predictor.use_mirroring = 8, mirroring
-            together = predictor._internal_maybe_mirror_and_predict(x)
-            alone = torch.cat([predictor._internal_maybe_mirror_and_predict(x[i:i + 1]) for i in range(3)])
-            torch.testing.assert_close(together, alone, rtol=1e-4, atol=1e-4)
-        predictor.use_mirroring = True
-        assert predictor.tiles_per_call() == 1            # 8 passes of one tile fill the batch
-    finally:
-        predictor.mirror_batch, predictor.use_mirroring = old
+    for mirroring in (True, False):
+        run = base_run(predictor, cpu_batch=8, use_mirroring=mirroring)
+        together = predictor.predict_tile(x, run)
+        alone = torch.cat([predictor.predict_tile(x[i:i + 1], run) for i in range(3)])
+        torch.testing.assert_close(together, alone, rtol=1e-4, atol=1e-4)
+    assert predictor.tiles_per_call(base_run(predictor, cpu_batch=8, use_mirroring=True)) == 1   # 8 passes fill it

@@ -93,7 +93,7 @@ def test_running_again_without_continue_does_not_wipe_the_finished_training(tiny
 
 def test_package_installs_and_segments(tiny_run, tmp_path, monkeypatch):
     opts, res, _ = tiny_run
-    from engine.inference import segment
+    from engine.inference import SegmentOptions, segment
     from engine.models import install_model_zip
     from engine.phantom import make_phantom
 
@@ -101,7 +101,7 @@ def test_package_installs_and_segments(tiny_run, tmp_path, monkeypatch):
     model = install_model_zip(res.zip_path, dest_root=tmp_path / "models")
     assert model.is_demo
     case = make_phantom(seed=5, shape=(32, 48, 48), spacing=(7.5, 6.67, 6.67))
-    out = segment(case, model, device="cpu")
+    out = segment(case, model, SegmentOptions(device="cpu"))
     assert out.labels.shape == case.image.shape and out.labels.dtype.name == "uint8"
 
 

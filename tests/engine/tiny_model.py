@@ -20,14 +20,14 @@ FIVE_LABELS = {"background": 0, "liver": 1, "portal_vein": 2, "hepatic_veins": 3
 
 
 def tiny_plans(patch=(32, 32, 32), features=(4, 8, 16), spacing=(2.5, 1.6, 1.6), configuration="3d_fullres",
-               dataset_name="Dataset999_TinyLiver") -> dict:
+               dataset_name="Dataset999_TinyLiver", reader: str = "SimpleITKIO") -> dict:
     n = len(features)
     return {
         "dataset_name": dataset_name,
         "plans_name": "nnUNetPlans",
         "original_median_spacing_after_transp": list(spacing),
         "original_median_shape_after_transp": [96, 128, 128],
-        "image_reader_writer": "SimpleITKIO",
+        "image_reader_writer": reader,
         "transpose_forward": [0, 1, 2],
         "transpose_backward": [0, 1, 2],
         "configurations": {configuration: {
@@ -80,22 +80,31 @@ def build_tiny_model(root: Path, *, labels: Optional[dict] = None, channel: str 
                      features=(4, 8, 16), spacing=(2.5, 1.6, 1.6), configuration: str = "3d_fullres",
                      folds: Sequence[str] = ("0",), trainer_name: str = "nnUNetTrainer", seed: int = 0,
                      card: Optional[dict] = None, train_on: Optional[list] = None, train_steps: int = 0,
-                     mirror_axes=(0, 1, 2), train_patch=None) -> Path:
+                     mirror_axes=(0, 1, 2), train_patch=None, dataset_name: str = "Dataset999_TinyLiver",
+                     reader: Optional[str] = None, dataset_json_extra: Optional[dict] = None,
+                     plans_name: str = "nnUNetPlans") -> Path:
     """Write a tiny model below ``root``; returns the model folder (the one holding dataset.json).
 
     train_on: list of (image_hu (z,y,x), labels (z,y,x) in model values) already at ``spacing``; the
     network then gets ``train_steps`` Adam steps of cross-entropy on random ``train_patch`` crops (default:
     the inference patch; any size divisible by the pooling works for a fully convolutional net).
+    dataset_name / reader / dataset_json_extra / plans_name: a public release's layout (folder
+    ``<dataset_name>/<trainer>__<plans_name>__<configuration>``; ``reader`` written to plans.json's
+    ``image_reader_writer`` and dataset.json's ``overwrite_image_reader_writer`` as nnU-Net's planner does).
     """
     import torch
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
     labels = dict(labels or FIVE_LABELS)
-    plans = tiny_plans(patch, features, spacing, configuration)
+    plans = tiny_plans(patch, features, spacing, configuration, dataset_name, reader or "SimpleITKIO")
+    plans["plans_name"] = plans_name
     dataset_json = {"channel_names": {"0": channel}, "labels": labels, "numTraining": 4, "file_ending": ".nii.gz",
                     "name": "TinyLiver", "description": "tiny test model (random or briefly trained weights)"}
-    folder = Path(root) / "Dataset999_TinyLiver" / f"{trainer_name}__nnUNetPlans__{configuration}"
+    if reader is not None:
+        dataset_json["overwrite_image_reader_writer"] = reader
+    dataset_json.update(dataset_json_extra or {})
+    folder = Path(root) / dataset_name / f"{trainer_name}__{plans_name}__{configuration}"
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "dataset.json").write_text(json.dumps(dataset_json, indent=2))
     (folder / "plans.json").write_text(json.dumps(plans, indent=2))
