@@ -95,13 +95,13 @@ def test_install_a_folder_then_the_set_is_one_choice_and_one_action_gives_five_s
     win.segment_panel.model.setCurrentIndex(i)
     card = win.segment_panel.card.toPlainText()
     assert "Apache-2.0" in card and "TotalSegmentator cardiac" in card
-    assert "built-in maps" in win.model_extras.summary.text()
+    assert "built-in maps" in win.segment_ctl.extras.summary.text()
     win.tabs.setCurrentWidget(win.segment_panel)
     win.grab().save(str(Path(os.environ.get("LIVERPLAN_SHOTS", tmp_path)) / "segment_tab_model_set.png"))
 
     monkeypatch.setattr(pipeline, "_predict_one", _fake_predict)
     win.run_segmentation()                                   # one action
-    qtbot.waitUntil(lambda: win.segment_task is not None and win.segment_task.finished, timeout=120000)
+    qtbot.waitUntil(lambda: win.segment_ctl.segment_task is not None and win.segment_ctl.segment_task.finished, timeout=120000)
     wait_idle(qtbot, win)
     labels, truth = win.case.labels, coded[1]
     for lab in (1, 2, 4, 5):
@@ -112,7 +112,7 @@ def test_install_a_folder_then_the_set_is_one_choice_and_one_action_gives_five_s
     prov = win.case.provenance
     assert len(prov.model_card["combined"]) == 5
     assert prov.extra["segmentation"]["model_set"]["name"] == "TotalSegmentator liver set"
-    assert "couinaud" in win.segment_extra_maps
+    assert "couinaud" in win.session.extra_maps
     assert "TotalSegmentator liver set" in win.segment_panel.status.text()
 
 
@@ -136,11 +136,10 @@ def test_a_model_with_other_labels_gets_the_label_mapping_dialog(qtbot, win, tmp
         asked.append(labels)
         return dlg.label_map()
 
-    monkeypatch.setattr(win, "ask_label_map", drive_dialog)
+    monkeypatch.setattr(win.segment_ctl, "ask_label_map", drive_dialog)
     win.install_model(z)
     qtbot.waitUntil(lambda: bool(asked) and not win.runner.running("install"), timeout=60000)
-    qtbot.waitUntil(lambda: any("odd_labels" in str(getattr(m, "path", "")) for m in win.model_extras._models)
-                    or _installed("odd_labels"), timeout=60000)
+    qtbot.waitUntil(lambda: _installed("odd_labels"), timeout=60000)
     assert asked[0] == {"tree": 1, "mass": 2}
     m = find_model("odd_labels")
     assert m.label_to_structure == {1: 6, 2: 5}
