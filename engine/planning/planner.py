@@ -1,0 +1,363 @@
+"""The planning state of one case: segment map, lesion locations and distances, named resection scenarios.
+
+One object serves the CLI (``liverplan plan``) and the window's Plan tab, so both give the same figures.
+It caches what it computed and, after an edit of the label map, recomputes only what the edit touched
+(:meth:`Planner.update`): a change of vessel voxels re-estimates the segments and rebuilds the vessel
+indices; a change of lesion voxels re-locates only the lesions whose voxels changed; a change of liver
+voxels rebuilds the liver voxel list. ``recomputed`` counts each kind of work, for tests and benchmarks.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+
+from ..errors import InputError
+from ..geometry import Geometry
+from ..labels import Label
+from ..progress import CancelToken, ProgressCallback, check, no_progress
+from . import couinaud as cn
+from .location import (DEFAULT_CONTACT_MM, LesionLocation, bilobar, lesion_components, locate_lesion,
+                       vessel_indices)
+from .resection import Patient, ResectionModel, Scenario
+
+log = logging.getLogger(__name__)
+
+#: Structures whose change means the segment estimate / the vessel distances are stale.
+VESSEL_LABELS = (Label.PORTAL_VEIN, Label.HEPATIC_VEINS, Label.IVC)
+
+
+class Planner:
+    """Planning for a label map (z, y, x uint8) on ``geometry``.
+
+    segment_map: None (estimate from the vessels) or a uint8 0..8 map with its source text (e.g. a file
+    or a Couinaud model's output), which then replaces the estimate.
+    """
+
+    def __init__(self, labels: np.ndarray, geometry: Geometry, segment_map: Optional[np.ndarray] = None,
+                 segment_source: str = "", contact_mm: float = DEFAULT_CONTACT_MM) -> None:
+        if tuple(labels.shape) != tuple(geometry.shape):
+            raise InputError("The label map and the CT do not have the same grid.")
+        self.labels = labels
+        self.geometry = geometry
+        self.spacing = tuple(float(s) for s in geometry.spacing)
+        self.contact_mm = float(contact_mm)
+        self.segment_map = None if segment_map is None else np.asarray(segment_map, np.uint8)
+        self.segment_source = segment_source or "from a file"
+        if self.segment_map is not None:
+            if self.segment_map.shape != labels.shape:
+                raise InputError("The segment map does not lie on the CT's grid.")
+            if int(self.segment_map.max(initial=0)) > 8:
+                raise InputError("A segment map holds the values 0-8 (Couinaud I-VIII); this one has "
+                                 f"{int(self.segment_map.max())}. Give a label mapping for it.")
+        self.scenarios: dict[str, Scenario] = {}
+        self.patient = Patient()
+        self.recomputed = {"segments": 0, "vessel_index": 0, "lesions": 0, "liver": 0}
+        self._snapshot: Optional[np.ndarray] = None
+        self.liver: Optional[np.ndarray] = None
+        self.estimate: Optional[cn.SegmentEstimate] = None
+        self.vessels = None
+        self.lesions: list[LesionLocation] = []
+        self._lesion_cache: dict[bytes, LesionLocation] = {}
+        self._components: list = []
+        self.model: Optional[ResectionModel] = None
+
+    # --- computing ----------------------------------------------------------------------------
+    def run(self, progress: ProgressCallback = no_progress, cancel: Optional[CancelToken] = None) -> "Planner":
+        """Compute everything (segments, lesion locations and distances, the resection model)."""
+        self._snapshot = self.labels.copy()
+        self._compute_liver()
+        check(cancel)
+        self._compute_segments(progress, cancel)
+        check(cancel)
+        self._compute_vessels()
+        self._compute_lesions(progress, cancel)
+        self._compute_model()
+        return self
+
+    def _compute_liver(self) -> None:
+        self.recomputed["liver"] += 1
+        self.liver = cn.liver_mask(self.labels, self.spacing)
+
+    def _compute_segments(self, progress=no_progress, cancel=None) -> None:
+        self.recomputed["segments"] += 1
+        if self.segment_map is not None:
+            seg = np.where(self.liver, self.segment_map, 0).astype(np.uint8)
+            self.estimate = cn.estimate_from_map(seg, self.segment_source)
+            outside = int(np.count_nonzero(self.segment_map[~self.liver]))
+            if outside:
+                self.estimate.quality.append(
+                    f"{outside * self.geometry.voxel_volume_ml:.1f} mL of the segment map lie outside the labelled "
+                    "liver and were not used.")
+            uncovered = int(np.count_nonzero(self.liver & (self.segment_map == 0)))
+            if uncovered:
+                self.estimate.quality.append(
+                    f"{uncovered * self.geometry.voxel_volume_ml:.1f} mL of the labelled liver have no segment in "
+                    "the segment map.")
+        else:
+            self.estimate = cn.estimate_segments(self.labels, self.spacing, self.liver, progress, cancel)
+
+    def _compute_vessels(self) -> None:
+        self.recomputed["vessel_index"] += 1
+        self.vessels = vessel_indices(self.labels, self.spacing, self.estimate)
+
+    def _compute_lesions(self, progress=no_progress, cancel=None) -> None:
+        comps = lesion_components(self.labels)
+        self._components = comps
+        out = []
+        cache = {}
+        for k, (lid, flat, c) in enumerate(comps):
+            check(cancel)
+            progress("Lesion locations and distances", k, len(comps))
+            key = flat.tobytes()
+            loc = self._lesion_cache.get(key)
+            if loc is None:
+                self.recomputed["lesions"] += 1
+                loc = locate_lesion(lid, flat, c, self.labels.shape, self.geometry, self.estimate, self.vessels,
+                                    self.contact_mm)
+            loc.id = lid
+            cache[key] = loc
+            out.append(loc)
+        progress("Lesion locations and distances", len(comps), len(comps))
+        self._lesion_cache = cache
+        self.lesions = out
+
+    def _compute_model(self) -> None:
+        seg = self.estimate.segments if self.estimate is not None and self.estimate.segments_ok else None
+        self.model = ResectionModel(self.liver, self.spacing, seg, [(lid, flat) for lid, flat, _ in self._components])
+
+    def update(self, box: Optional[tuple[slice, slice, slice]] = None) -> set[str]:
+        """Bring the planning up to date after the label map changed (in ``box`` when given); returns what
+        was recomputed: {"liver", "segments", "vessels", "lesions"} (subsets)."""
+        if self._snapshot is None:
+            self.run()
+            return {"liver", "segments", "vessels", "lesions"}
+        box = box or (slice(None),) * 3
+        old, new = self._snapshot[box], self.labels[box]
+        diff = old != new
+        if not diff.any():
+            return set()
+        touched = set(np.unique(old[diff]).tolist()) | set(np.unique(new[diff]).tolist())
+        self._snapshot[box] = new
+        done: set[str] = set()
+        if touched & {Label.PARENCHYMA, Label.CRLM, Label.PORTAL_VEIN, Label.HEPATIC_VEINS, 0}:
+            self._compute_liver()
+            done.add("liver")
+        if touched & set(VESSEL_LABELS):
+            if self.segment_map is None:
+                self._compute_segments()
+                done.add("segments")
+                self._lesion_cache.clear()               # shares and branch names follow the new estimate
+            self._compute_vessels()
+            done.add("vessels")
+            self._lesion_cache.clear()
+        elif "liver" in done and self.estimate is not None:
+            # the vessel model is unchanged: only the new liver voxels need their segment
+            self._reassign_segments()
+            done.add("segments")
+        self._compute_lesions()
+        done.add("lesions")
+        self._compute_model()
+        return done
+
+    def _reassign_segments(self) -> None:
+        est = self.estimate
+        if self.segment_map is not None:
+            self._compute_segments()
+            self._lesion_cache.clear()
+            return
+        if not est.hemilivers_ok:
+            return
+        flat = np.flatnonzero(self.liver)
+        zyx = np.stack(np.unravel_index(flat, self.liver.shape), 1) * np.asarray(self.spacing)
+        seg, hemi = cn.segments_from_model(zyx, est.vessels, self.spacing[0])
+        est.hemilivers = np.zeros(self.liver.shape, np.uint8)
+        est.hemilivers.reshape(-1)[flat] = hemi
+        if est.segments_ok:
+            est.segments = np.zeros(self.liver.shape, np.uint8)
+            est.segments.reshape(-1)[flat] = seg
+        self._lesion_cache.clear()
+
+    # --- scenarios ----------------------------------------------------------------------------
+    def set_scenario(self, sc: Scenario) -> Scenario:
+        if not sc.name.strip():
+            raise InputError("A scenario needs a name.")
+        self.scenarios[sc.name] = sc
+        return sc
+
+    def remove_scenario(self, name: str) -> None:
+        self.scenarios.pop(name, None)
+
+    def figures(self, sc: Union[Scenario, str]) -> dict:
+        if self.model is None:
+            self.run()
+        if isinstance(sc, str):
+            if sc not in self.scenarios:
+                raise InputError(f"There is no scenario called '{sc}'.")
+            sc = self.scenarios[sc]
+        fig = self.model.figures(sc, self.patient)
+        fig["segment_source"] = self.estimate.source if self.estimate else ""
+        return fig
+
+    def compare(self) -> list[dict]:
+        """Every scenario's figures, in the order they were made."""
+        return [self.figures(sc) for sc in self.scenarios.values()]
+
+    # --- summaries ----------------------------------------------------------------------------
+    def segment_volumes(self) -> dict[str, float]:
+        """mL per segment (I..VIII) and per hemiliver ('right'/'left'); empty where not estimated."""
+        out: dict[str, float] = {}
+        v = self.geometry.voxel_volume_ml
+        est = self.estimate
+        if est is None:
+            return out
+        if est.segments_ok and est.segments is not None:
+            cnt = np.bincount(est.segments[self.liver], minlength=9)
+            out.update({cn.SEGMENT_NAMES[k]: round(float(cnt[k] * v), 2) for k in range(1, 9)})
+        if est.hemilivers_ok and est.hemilivers is not None:
+            h = np.bincount(est.hemilivers[self.liver], minlength=3)
+            out["right hemiliver"] = round(float(h[1] * v), 2)
+            out["left hemiliver"] = round(float(h[2] * v), 2)
+        return out
+
+    def bilobar(self) -> Optional[bool]:
+        return bilobar(self.lesions)
+
+    def to_json_dict(self) -> dict:
+        return {"software": "LiverPlan", "kind": "planning", "geometry": self.geometry.to_dict(),
+                "coordinate_system": "LPS (mm); voxel indices (z, y, x)",
+                "segments": self.estimate.to_dict() if self.estimate else None,
+                "segment_volumes_ml": self.segment_volumes(),
+                "contact_threshold_mm": self.contact_mm,
+                "bilobar": self.bilobar(),
+                "lesions": [l.to_dict() for l in self.lesions],
+                "patient": {"height_cm": self.patient.height_cm, "weight_kg": self.patient.weight_kg,
+                            "condition": self.patient.condition},
+                "scenarios": [dict(sc.to_dict(), figures=self.figures(sc)) for sc in self.scenarios.values()],
+                "definitions": {
+                    "distance": "surface to surface between the lesion's and the vessel's voxels (mm)",
+                    "contact": f"distance <= {self.contact_mm:g} mm",
+                    "total_liver": "parenchyma + lesions + intrahepatic portal/hepatic vein voxels (no IVC)",
+                    "functional_liver": "total liver - tumour volume",
+                    "flr_pct": "non-tumour liver left in the remnant / functional liver x 100",
+                    "sflr_pct": "FLR / eTLV x 100; eTLV = -794.41 + 1267.28 x BSA (Vauthey 2002), BSA Mosteller",
+                    "bilobar": "lesions (>= 10 % of a lesion's volume) in both hemilivers"}}
+
+    def lesion_rows(self) -> list[dict]:
+        return [l.to_row() for l in self.lesions]
+
+    def scenario_rows(self) -> list[dict]:
+        rows = []
+        for fig in self.compare():
+            r = {k: v for k, v in fig.items() if k not in ("lesions_left", "reference_note")}
+            r["lesions_left"] = " ".join(str(d["lesion"]) for d in fig["lesions_left"])
+            rows.append(r)
+        return rows
+
+    def write(self, out_dir: Union[str, Path], overwrite: bool = False) -> list[Path]:
+        """planning.json, planning_lesions.csv, planning_scenarios.csv, planning_segments.csv (atomic)."""
+        from ..io.atomic import write_text_atomic
+
+        out = Path(out_dir).expanduser()
+        out.mkdir(parents=True, exist_ok=True)
+        files = {"planning.json": json.dumps(self.to_json_dict(), indent=2, default=_json_default),
+                 "planning_lesions.csv": _csv(self.lesion_rows()),
+                 "planning_scenarios.csv": _csv(self.scenario_rows()),
+                 "planning_segments.csv": _csv([{"region": k, "volume_ml": v}
+                                                for k, v in self.segment_volumes().items()])}
+        paths = [out / n for n in files]
+        if not overwrite:
+            for p in paths:
+                if p.exists():
+                    raise InputError(f"{p} already exists; nothing was written. Use --overwrite or another folder.")
+        for p, text in zip(paths, files.values()):
+            write_text_atomic(p, text, overwrite=True)
+        return paths
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.bool_):
+        return bool(o)
+    raise TypeError(type(o))
+
+
+def _csv(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    if not rows:
+        return ""
+    keys = list(rows[0].keys())
+    for r in rows[1:]:
+        keys += [k for k in r if k not in keys]
+    w = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in keys})
+    return buf.getvalue()
+
+
+# ------------------------------------------------------------------------------------------------
+# segment maps from files
+# ------------------------------------------------------------------------------------------------
+def parse_segment_mapping(data: dict) -> dict[int, list[int]]:
+    """{segment 1..8: [file values]} from a JSON object such as {"I": [11], "2": 12} or
+    {"liver_segment_1": 1, ...} (TotalSegmentator's names)."""
+    from .resection import segment_number
+
+    out: dict[int, list[int]] = {}
+    for key, vals in data.items():
+        k = str(key).lower().replace("liver_segment_", "").replace("couinaud_", "").replace("segment_", "")
+        seg = segment_number(k)
+        vals = vals if isinstance(vals, list) else [vals]
+        for v in vals:
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise InputError(f"The segment mapping gives '{v}' for segment {key}; use label numbers.")
+        out.setdefault(seg, []).extend(int(v) for v in vals)
+    return out
+
+
+def read_segment_map(path: Union[str, Path], geometry: Geometry,
+                     mapping: Optional[Union[str, Path, dict]] = None) -> np.ndarray:
+    """A uint8 (z, y, x) segment map 0..8 on ``geometry`` from a label file (NIfTI/NRRD/MHA).
+
+    Without ``mapping`` the file must hold 0..8 (0 background, 1..8 = Couinaud I..VIII), e.g. a Couinaud
+    model's output. With a mapping (a JSON file or object, see :func:`parse_segment_mapping`) other values
+    are read through it; unmapped values become 0 and are reported in the log."""
+    from ..io.images import read_image_file
+    from ..io.labelmaps import _as_integer_labels, _onto_grid
+
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise InputError(f"The segment map {p} does not exist.")
+    if p.is_dir():
+        raise InputError(f"The segment map {p} is a folder; give one label file (NIfTI/NRRD/MHA) with values 0-8.")
+    img = read_image_file(p)
+    if img.GetDimension() != 3:
+        raise InputError(f"The segment map {p.name} is not a 3D volume.")
+    arr = _as_integer_labels(_onto_grid(img, geometry, p.name), f"The segment map {p.name}")
+    if mapping is None:
+        if int(arr.max(initial=0)) > 8:
+            raise InputError(f"The segment map {p.name} holds values up to {int(arr.max())}; a segment map holds 0-8 "
+                             "(Couinaud I-VIII). Give --segments-mapping to read other values.")
+        return arr.astype(np.uint8)
+    if not isinstance(mapping, dict):
+        mp = Path(mapping).expanduser()
+        try:
+            mapping = json.loads(mp.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise InputError(f"The segment mapping {mp} could not be read as JSON ({exc}).") from None
+        if not isinstance(mapping, dict):
+            raise InputError(f"The segment mapping {mp} must be a JSON object such as {{\"I\": [11], \"II\": [12]}}.")
+    table = parse_segment_mapping(mapping)
+    out = np.zeros(arr.shape, np.uint8)
+    for seg, vals in table.items():
+        out[np.isin(arr, vals)] = seg
+    return out
