@@ -145,9 +145,12 @@ class Planner:
         touched = set(np.unique(old[diff]).tolist()) | set(np.unique(new[diff]).tolist())
         self._snapshot[box] = new
         done: set[str] = set()
-        if touched & {Label.PARENCHYMA, Label.CRLM, Label.PORTAL_VEIN, Label.HEPATIC_VEINS, 0}:
+        # parenchyma <-> lesion keeps the liver as it is; anything else may change which voxels it holds
+        if not touched <= {Label.PARENCHYMA, Label.CRLM}:
+            previous = self.liver
             self._compute_liver()
-            done.add("liver")
+            if previous is None or not np.array_equal(previous, self.liver):
+                done.add("liver")
         if touched & set(VESSEL_LABELS):
             if self.segment_map is None:
                 self._compute_segments()

@@ -213,20 +213,19 @@ class ResectionModel:
         total, tumour = n_total * v, n_tumour * v
         functional = total - tumour
         flr = n_flr * v
+        # unrounded: the arithmetic is exact to floating point; text and tables round
         fig: dict = {
             "scenario": sc.name, "description": sc.describe(),
-            "total_liver_ml": round(total, 2), "tumour_ml": round(tumour, 2),
-            "functional_liver_ml": round(functional, 2),
-            "resected_ml": round(n_res * v, 2), "remnant_ml": round((n_total - n_res) * v, 2),
-            "flr_ml": round(flr, 2),
-            "flr_pct": round(100.0 * n_flr / (n_total - n_tumour), 2) if n_total > n_tumour else None,
+            "total_liver_ml": total, "tumour_ml": tumour, "functional_liver_ml": functional,
+            "resected_ml": n_res * v, "remnant_ml": (n_total - n_res) * v, "flr_ml": flr,
+            "flr_pct": 100.0 * n_flr / (n_total - n_tumour) if n_total > n_tumour else None,
             "condition": patient.condition, "minimum_flr_pct": FLR_MINIMUM_PCT[patient.condition],
             "bsa_m2": None, "etlv_ml": None, "sflr_pct": None,
         }
         if patient.height_cm and patient.weight_kg:
             bsa = bsa_mosteller(float(patient.height_cm), float(patient.weight_kg))
             etlv = etlv_vauthey(bsa)
-            fig.update(bsa_m2=round(bsa, 3), etlv_ml=round(etlv, 1), sflr_pct=round(100.0 * flr / etlv, 2))
+            fig.update(bsa_m2=bsa, etlv_ml=etlv, sflr_pct=100.0 * flr / etlv)
         # lesions left in the remnant (share of each lesion's voxels not resected)
         left = []
         for lid, pos in sorted(self.lesion_pos.items()):
@@ -234,7 +233,7 @@ class ResectionModel:
                 continue
             kept = float(np.count_nonzero(remnant[pos])) / pos.size
             if kept > 0:
-                left.append({"lesion": int(lid), "share_left_pct": round(100.0 * kept, 1)})
+                left.append({"lesion": int(lid), "share_left_pct": 100.0 * kept})
         fig["lesions_left"] = left
         fig["all_lesions_removed"] = not left
         ref = fig["sflr_pct"] if fig["sflr_pct"] is not None else fig["flr_pct"]
