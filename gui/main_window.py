@@ -241,10 +241,12 @@ class MainWindow(QMainWindow):
         self.measure_panel = MeasurePanel()
         self.tools = ToolsPanel()
         self.evaluate_panel = EvaluatePanel()
+        from gui.plan_panel import PlanPanel   # issue 17: the Plan tab
+        self.plan_panel = PlanPanel(self)
         self.tabs = QTabWidget()
         for w, name in ((self.structures, "Structures"), (self.segment_panel, "Segment"),
                         (self.measure_panel, "Measure"), (self.tools, "Correct"),
-                        (self.evaluate_panel, "Evaluate")):
+                        (self.evaluate_panel, "Evaluate"), (self.plan_panel, "Plan")):
             self.tabs.addTab(w, name)
         dock = QDockWidget("Case", self)
         dock.setObjectName("side_panel")
@@ -658,6 +660,7 @@ class MainWindow(QMainWindow):
         self.evaluate_panel.status.setText("")
         self.segment_panel.set_progress("", 0)      # the last case's result message is not this case's
         self.measure_panel.clear()                  # nor its numbers, until this case's are measured
+        self.plan_panel.set_case(case)              # nor its planning
         self.structures.set_volumes({}, "")
         self.pos = [n // 2 for n in case.image.shape]
         for v in self.views:
@@ -720,6 +723,8 @@ class MainWindow(QMainWindow):
     def _on_mouse(self, kind: str, zyx, axis: int, modifiers) -> None:
         if self.case is None:
             return
+        if not modifiers & Qt.ShiftModifier and self.plan_panel.handle_mouse(kind, zyx, axis):
+            return                                  # the Plan tab ticks segments / paints a resection
         tool = self.tools.tool()
         if tool == "navigate" or modifiers & Qt.ShiftModifier:
             if kind in ("click", "press", "move"):
@@ -864,6 +869,7 @@ class MainWindow(QMainWindow):
         measurements and the touched structures' surfaces from that box only (in the background)."""
         for v in self.views:
             v.refresh_labels()
+        self.plan_panel.labels_changed(box)     # the planning follows the edit (only what it touched)
         self._update_readout()                  # the crosshair voxel may have changed structure
         if self.evaluation is not None:
             self.evaluate_panel.status.setText("The labels have changed since this evaluation; press Evaluate "

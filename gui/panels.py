@@ -255,7 +255,10 @@ class SegmentPanel(QWidget):
 class MeasurePanel(QWidget):
     lesion_selected = Signal(int)  # row in the lesion table
 
-    LESION_COLS = ("Lesion", "Volume (mL)", "Longest ⌀ (mm)", "Axial ⌀ (mm)", "Slices", "Mean HU")
+    LESION_COLS = ("Lesion", "Volume (mL)", "Longest ⌀ (mm)", "Axial ⌀ (mm)", "Slices", "Mean HU",
+                   "Segment", "Hemiliver", "Nearest vessel", "Distance (mm)")
+    #: the columns the Plan tab fills (engine.planning.display.lesion_columns), "—" until it has
+    PLAN_COLS = 4
     # The values a tumour board asks for first; the per-structure values follow.
     FIRST = ("liver.total_volume_ml", "crlm.tumour_burden_pct", "crlm.count", "crlm.total_volume_ml",
              "crlm.max_diameter_mm")
@@ -290,6 +293,20 @@ class MeasurePanel(QWidget):
         self.note = QLabel("")
         self.note.setWordWrap(True)
         lay.addWidget(self.note)
+        self._planning: dict[int, tuple] = {}
+
+    def set_planning(self, columns: dict[int, tuple]) -> None:
+        """Lesion id -> (segment, hemiliver, nearest vessel, distance) from the Plan tab."""
+        self._planning = dict(columns)
+        self._fill_planning()
+
+    def _fill_planning(self) -> None:
+        n0 = len(self.LESION_COLS) - self.PLAN_COLS
+        for r in range(self.lesions.rowCount()):
+            it = self.lesions.item(r, 0)
+            vals = self._planning.get(int(it.text()), ("—",) * self.PLAN_COLS) if it else ("—",) * self.PLAN_COLS
+            for c, v in enumerate(vals):
+                self.lesions.setItem(r, n0 + c, _item(str(v), align_right=c == self.PLAN_COLS - 1))
 
     def _selected(self) -> None:
         rows = {i.row() for i in self.lesions.selectedItems()}
@@ -303,6 +320,7 @@ class MeasurePanel(QWidget):
         self.lesions.setRowCount(0)
         self.lesions.blockSignals(False)
         self.note.setText("")
+        self._planning = {}
 
     def set_report(self, report) -> None:
         self.summary.setRowCount(0)
@@ -330,6 +348,7 @@ class MeasurePanel(QWidget):
                     _fmt(les.mean_hu, 0)]
             for c, v in enumerate(vals):
                 self.lesions.setItem(r, c, _item(v, align_right=c > 0))
+        self._fill_planning()
         if selected and min(selected) < self.lesions.rowCount():
             self.lesions.selectRow(min(selected))
         self.lesions.blockSignals(False)
