@@ -63,16 +63,28 @@ def distance_lines(lesions, max_mm: float):
     return poly
 
 
-def lesion_columns(lesions) -> dict[int, tuple[str, str, str, str]]:
-    """Lesion id -> (segment, hemiliver, nearest vessel, distance text) for the lesion table."""
-    out: dict[int, tuple[str, str, str, str]] = {}
+#: Short vessel names for the narrow lesion table (the full name is its tooltip).
+SHORT_VESSEL = {"right hepatic vein": "RHV", "middle hepatic vein": "MHV", "left hepatic vein": "LHV",
+                "hepatic vein": "HV", "main portal vein": "MPV", "right portal vein": "RPV",
+                "left portal vein": "LPV", "portal vein": "PV", "IVC": "IVC"}
+
+
+def lesion_columns(lesions) -> dict[int, list[tuple[str, str]]]:
+    """Lesion id -> [(text, tooltip)] for the lesion table's segment, hemiliver, nearest vessel and
+    distance columns (short texts: the table sits in a narrow dock)."""
+    out: dict[int, list[tuple[str, str]]] = {}
     for l in lesions:
         n = l.nearest
         seg = l.main_segment or "—"
-        if l.main_segment and len(l.segment_shares) > 1:
-            seg = l.segments_text
-        out[l.id] = (seg, l.hemiliver or "—", n.branch if n else "—",
-                     "—" if n is None else f"{n.distance_mm:.1f}{' contact' if n.contact else ''}")
+        hemi = {"right": "R", "left": "L", "both": "R+L"}.get(l.hemiliver or "", "—")
+        out[l.id] = [
+            (seg + ("+" if len(l.segment_shares) > 1 else ""), l.segments_text or "segments not estimated"),
+            (hemi, l.hemiliver or "hemilivers not estimated"),
+            ("—" if n is None else SHORT_VESSEL.get(n.branch, n.branch), "" if n is None else n.branch),
+            ("—" if n is None else f"{n.distance_mm:.1f}",
+             "" if n is None else f"{n.distance_mm:.1f} mm surface to surface"
+             + (" (contact)" if n.contact else "")),
+        ]
     return out
 
 

@@ -95,13 +95,25 @@ def test_scenario_by_clicks_equals_the_command_line(qtbot, qapp, tmp_path):
         # the lesion table gains segment, hemiliver, nearest vessel and distance
         t = w.measure_panel.lesions
         heads = [t.horizontalHeaderItem(c).text().replace("\n", " ") for c in range(t.columnCount())]
-        assert heads[-4:] == ["Segment", "Hemiliver", "Nearest vessel", "Distance (mm)"]
+        assert heads[-4:] == ["Seg", "Hemi", "Vessel", "Dist (mm)"]
+        shown = [h for c, h in enumerate(heads) if not t.isColumnHidden(c)]
+        assert shown == ["Lesion", "Volume (mL)", "Longest ⌀ (mm)", "Mean HU", "Seg", "Hemi", "Vessel", "Dist (mm)"]
         loc = {l.id: l for l in panel.planner.lesions}
         for r in range(t.rowCount()):
             lid = int(t.item(r, 0).text())
-            assert t.item(r, 7).text() == loc[lid].hemiliver
-            assert t.item(r, 8).text() == loc[lid].nearest.branch
-            assert float(t.item(r, 9).text().split()[0]) == pytest.approx(loc[lid].nearest.distance_mm, abs=0.05)
+            assert t.item(r, 6).text().rstrip("+") == loc[lid].main_segment
+            assert t.item(r, 7).text() == {"right": "R", "left": "L", "both": "R+L"}[loc[lid].hemiliver]
+            assert t.item(r, 8).toolTip() == loc[lid].nearest.branch
+            assert float(t.item(r, 9).text()) == pytest.approx(loc[lid].nearest.distance_mm, abs=0.05)
+        w.tabs.setCurrentWidget(w.measure_panel)
+        qtbot.wait(50)
+        assert t.horizontalHeader().length() <= t.viewport().width(), (t.horizontalHeader().length(),
+                                                                       t.viewport().width())
+        if SCRATCH.exists():
+            w.grab().save(str(SCRATCH / "gui_plan_lesion_table.png"))
+        from gui.panels import copy_table
+        assert copy_table(t).splitlines()[0].endswith("\tDist (mm)")
+        w.tabs.setCurrentWidget(panel)
         # click-to-jump still works
         t.selectRow(0)
         assert w.selected_lesion == 0
