@@ -331,7 +331,7 @@ class PlanPanel(QWidget):
         box, self._pending_box, self._has_pending = self._pending_box, None, False
         whole = (slice(None),) * 3
         # the planner works on its own copy: bring the edited box over, then let it see what changed
-        self.planner.labels[box or whole] = w.case.labels[box or whole]
+        self.planner.full_labels[box or whole] = w.case.labels[box or whole]
         t = w.runner.start("plan", _update, self.planner, box, progress=False)
         case = w.case
         t.succeeded.connect(lambda done, c=case: self._on_updated(done, c))
@@ -465,8 +465,7 @@ class PlanPanel(QWidget):
 
     # --- the slices -------------------------------------------------------------------------------
     def _show_layer(self, on: bool) -> None:
-        est = self.planner.estimate if self.planner else None
-        vol = est.segments if (on and est is not None and est.segments_ok) else None
+        vol = self.planner.segments_full() if (on and self.planner is not None) else None
         lut = display.segment_lut() if vol is not None else None
         for v in self.window.views:
             v.set_layer(vol, lut)
@@ -481,7 +480,7 @@ class PlanPanel(QWidget):
             return False
         if mode == "segment":
             if kind == "click":
-                seg = display.segment_at(self.planner.estimate, zyx)
+                seg = self.planner.segment_at(zyx)
                 if seg:
                     cb = self.segment_checks[seg]
                     cb.setChecked(not cb.isChecked())
@@ -511,7 +510,7 @@ class PlanPanel(QWidget):
             return
         if self.window.runner.running("plan3d"):
             return
-        masks = self.planner.model.masks(sc)
+        masks = self.planner.masks(sc)
         t = self.window.runner.start("plan3d", display.scenario_surfaces, masks, self.window.case.geometry,
                                      progress=False)
         t.succeeded.connect(self._on_parts)

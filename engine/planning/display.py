@@ -2,8 +2,6 @@
 map's colour table, painted disks, remnant/resected surfaces and lesion-vessel lines (LPS mm)."""
 from __future__ import annotations
 
-from typing import Optional
-
 import numpy as np
 
 from ..geometry import Geometry
@@ -86,10 +84,3 @@ def lesion_columns(lesions) -> dict[int, list[tuple[str, str]]]:
              + (" (contact)" if n.contact else "")),
         ]
     return out
-
-
-def segment_at(est: Optional[cn.SegmentEstimate], zyx) -> int:
-    """The segment (1..8) at a voxel, 0 outside the liver or without a segment map."""
-    if est is None or not est.segments_ok or est.segments is None:
-        return 0
-    return int(est.segments[tuple(int(v) for v in zyx)])

@@ -241,11 +241,13 @@ def _portal_names(pv: np.ndarray, shape, spacing, est: cn.SegmentEstimate) -> np
 
 def locate_lesion(lid: int, flat: np.ndarray, centroid, labels_shape, geometry: Geometry,
                   est: Optional[cn.SegmentEstimate], vessels: dict[str, VesselIndex],
-                  contact_mm: float = DEFAULT_CONTACT_MM) -> LesionLocation:
-    """The location and vessel distances of one lesion (its flat voxel indices on the grid)."""
+                  contact_mm: float = DEFAULT_CONTACT_MM, offset=(0, 0, 0)) -> LesionLocation:
+    """The location and vessel distances of one lesion (its flat voxel indices on the grid). Voxel indices in
+    the result are shifted by ``offset`` (the grid is a crop of the case's, which starts there)."""
     vox_ml = geometry.voxel_volume_ml
+    off = np.asarray(offset, float)
     loc = LesionLocation(id=lid, voxel_count=int(flat.size), volume_ml=flat.size * vox_ml,
-                         centroid_zyx=tuple(float(v) for v in centroid))
+                         centroid_zyx=tuple(float(v) for v in np.asarray(centroid, float) + off))
     if est is not None and est.segments_ok and est.segments is not None:
         seg = est.segments.reshape(-1)[flat]
         cnt = np.bincount(seg, minlength=9)
@@ -266,10 +268,10 @@ def locate_lesion(lid: int, flat: np.ndarray, centroid, labels_shape, geometry: 
         name = STRUCTURE_NAMES[s]
         if idx.names is not None:
             name = str(idx.names[np.searchsorted(idx.flat, vf)])
-        lz = tuple(int(v) for v in np.unravel_index(lf, labels_shape))
-        vz = tuple(int(v) for v in np.unravel_index(vf, labels_shape))
+        lz = np.asarray(np.unravel_index(lf, labels_shape), float)
+        vz = np.asarray(np.unravel_index(vf, labels_shape), float)
         loc.distances[s] = VesselDistance(
-            s, round(gap, 2), name, lz, vz,
+            s, round(gap, 2), name, tuple(int(v) for v in lz + off), tuple(int(v) for v in vz + off),
             tuple(round(float(v), 2) for v in geometry.index_to_physical(lz)),
             tuple(round(float(v), 2) for v in geometry.index_to_physical(vz)), gap <= contact_mm)
     return loc

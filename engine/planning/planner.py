@@ -28,6 +28,8 @@ from .resection import Patient, ResectionModel, Scenario
 
 log = logging.getLogger(__name__)
 
+#: The planning crop reaches this far (mm) beyond the liver's parenchyma and lesions.
+CROP_MARGIN_MM = 25.0
 #: Structures whose change means the segment estimate / the vessel distances are stale.
 VESSEL_LABELS = (Label.PORTAL_VEIN, Label.HEPATIC_VEINS, Label.IVC)
 
@@ -43,14 +45,23 @@ class Planner:
                  segment_source: str = "", contact_mm: float = DEFAULT_CONTACT_MM) -> None:
         if tuple(labels.shape) != tuple(geometry.shape):
             raise InputError("The label map and the CT do not have the same grid.")
+        # The planner works in a crop around the liver (CROP_MARGIN_MM beyond the parenchyma and lesions):
+        # a CT's field of view is mostly not liver, and every full-volume pass costs ~0.1 s on 512^2 x 300.
+        # ``labels``/``geometry`` are the crop's (a view into ``full_labels``); results that leave the
+        # planner (voxel indices, segment maps, masks) are on the full grid.
+        self.full_labels = labels
+        self.full_geometry = geometry
+        self.offset = (0, 0, 0)
+        self.crop: tuple[slice, slice, slice] = (slice(None),) * 3
         self.labels = labels
         self.geometry = geometry
         self.spacing = tuple(float(s) for s in geometry.spacing)
         self.contact_mm = float(contact_mm)
-        self.segment_map = None if segment_map is None else np.asarray(segment_map, np.uint8)
+        self.full_segment_map = None if segment_map is None else np.asarray(segment_map, np.uint8)
+        self.segment_map = self.full_segment_map
         self.segment_source = segment_source or "from a file"
         if self.segment_map is not None:
-            if self.segment_map.shape != labels.shape:
+            if self.full_segment_map.shape != labels.shape:
                 raise InputError("The segment map does not lie on the CT's grid.")
             if int(self.segment_map.max(initial=0)) > 8:
                 raise InputError("A segment map holds the values 0-8 (Couinaud I-VIII); this one has "
@@ -70,6 +81,7 @@ class Planner:
     # --- computing ----------------------------------------------------------------------------
     def run(self, progress: ProgressCallback = no_progress, cancel: Optional[CancelToken] = None) -> "Planner":
         """Compute everything (segments, lesion locations and distances, the resection model)."""
+        self._set_crop()
         self._snapshot = self.labels.copy()
         self._compute_liver()
         check(cancel)
@@ -79,6 +91,69 @@ class Planner:
         self._compute_lesions(progress, cancel)
         self._compute_model()
         return self
+
+    def _set_crop(self) -> None:
+        lab = self.full_labels
+        m = lab == Label.PARENCHYMA
+        m |= lab == Label.CRLM
+        zs = np.flatnonzero(m.any(axis=(1, 2)))
+        if zs.size == 0:
+            lo, hi = np.zeros(3, int), np.asarray(lab.shape)
+        else:
+            ys = np.flatnonzero(m[zs[0]:zs[-1] + 1].any(axis=(0, 2)))
+            xs = np.flatnonzero(m[zs[0]:zs[-1] + 1, ys[0]:ys[-1] + 1].any(axis=(0, 1)))
+            pad = np.ceil(CROP_MARGIN_MM / np.asarray(self.full_geometry.spacing)).astype(int)
+            lo = np.maximum(np.array([zs[0], ys[0], xs[0]]) - pad, 0)
+            hi = np.minimum(np.array([zs[-1], ys[-1], xs[-1]]) + 1 + pad, lab.shape)
+        del m
+        self.offset = tuple(int(v) for v in lo)
+        self.crop = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+        self.labels = self.full_labels[self.crop]
+        g = self.full_geometry
+        self.geometry = Geometry(tuple(int(b - a) for a, b in zip(lo, hi)), g.spacing,
+                                 tuple(float(v) for v in g.index_to_physical(np.asarray(lo, float))), g.direction)
+        self.segment_map = None if self.full_segment_map is None else self.full_segment_map[self.crop]
+
+    # --- the crop <-> the full grid ----------------------------------------------------------------
+    def to_full_flat(self, flat: np.ndarray) -> np.ndarray:
+        """Flat indices in the crop -> flat indices on the full grid."""
+        zyx = np.stack(np.unravel_index(np.asarray(flat, np.int64), self.labels.shape), 0) \
+            + np.asarray(self.offset)[:, None]
+        return np.ravel_multi_index(tuple(zyx), self.full_labels.shape)
+
+    def _full(self, arr: Optional[np.ndarray]) -> Optional[np.ndarray]:
+        if arr is None:
+            return None
+        out = np.zeros(self.full_labels.shape, arr.dtype)
+        out[self.crop] = arr
+        return out
+
+    def liver_full(self) -> Optional[np.ndarray]:
+        """The planning liver (bool) on the full grid."""
+        return self._full(self.liver)
+
+    def segments_full(self) -> Optional[np.ndarray]:
+        """The segment map (uint8 0..8) on the full grid, or None when there is none."""
+        est = self.estimate
+        return self._full(est.segments) if est is not None and est.segments_ok else None
+
+    def hemilivers_full(self) -> Optional[np.ndarray]:
+        est = self.estimate
+        return self._full(est.hemilivers) if est is not None and est.hemilivers_ok else None
+
+    def segment_at(self, zyx) -> int:
+        """The segment (1..8) at a voxel (z, y, x) of the full grid; 0 outside the liver or without a map."""
+        est = self.estimate
+        if est is None or not est.segments_ok or est.segments is None:
+            return 0
+        local = [int(v) - o for v, o in zip(zyx, self.offset)]
+        if any(v < 0 or v >= n for v, n in zip(local, est.segments.shape)):
+            return 0
+        return int(est.segments[tuple(local)])
+
+    def masks(self, sc: Scenario) -> np.ndarray:
+        """uint8 on the full grid: 1 remnant, 2 resected (for the 3D view and exports)."""
+        return self._full(self.model.masks(sc))
 
     def _compute_liver(self) -> None:
         self.recomputed["liver"] += 1
@@ -119,7 +194,7 @@ class Planner:
             if loc is None:
                 self.recomputed["lesions"] += 1
                 loc = locate_lesion(lid, flat, c, self.labels.shape, self.geometry, self.estimate, self.vessels,
-                                    self.contact_mm)
+                                    self.contact_mm, offset=self.offset)
             loc.id = lid
             cache[key] = loc
             out.append(loc)
@@ -129,15 +204,36 @@ class Planner:
 
     def _compute_model(self) -> None:
         seg = self.estimate.segments if self.estimate is not None and self.estimate.segments_ok else None
-        self.model = ResectionModel(self.liver, self.spacing, seg, [(lid, flat) for lid, flat, _ in self._components])
+        self.model = ResectionModel(self.liver, self.spacing, seg, [(lid, flat) for lid, flat, _ in self._components],
+                                    full_shape=self.full_labels.shape, offset=self.offset)
 
     def update(self, box: Optional[tuple[slice, slice, slice]] = None) -> set[str]:
         """Bring the planning up to date after the label map changed (in ``box`` when given); returns what
         was recomputed: {"liver", "segments", "vessels", "lesions"} (subsets)."""
+        everything = {"liver", "segments", "vessels", "lesions"}
         if self._snapshot is None:
             self.run()
-            return {"liver", "segments", "vessels", "lesions"}
-        box = box or (slice(None),) * 3
+            return everything
+        if box is None:
+            box = (slice(None),) * 3
+            outside = True
+        else:
+            outside = any((s.start or 0) < c.start or (s.stop if s.stop is not None else n) > c.stop
+                          for s, c, n in zip(box, self.crop, self.full_labels.shape))
+        if outside:
+            # beyond the crop: did the liver grow there? then plan again in a new crop
+            full_box = tuple(slice(s.start or 0, s.stop if s.stop is not None else n)
+                             for s, n in zip(box, self.full_labels.shape))
+            region = self.full_labels[full_box].copy()
+            inner = tuple(slice(max(c.start, b.start) - b.start, min(c.stop, b.stop) - b.start)
+                          for c, b in zip(self.crop, full_box))
+            if all(i.stop > i.start for i in inner):
+                region[inner] = 0
+            if np.isin(region, (Label.PARENCHYMA, Label.CRLM)).any():
+                self.run()
+                return everything
+        box = tuple(slice(max((s.start or 0) - o, 0), max(min((s.stop if s.stop is not None else n) - o, m), 0))
+                    for s, o, n, m in zip(box, self.offset, self.full_labels.shape, self.labels.shape))
         old, new = self._snapshot[box], self.labels[box]
         diff = old != new
         if not diff.any():
@@ -232,7 +328,7 @@ class Planner:
         return bilobar(self.lesions)
 
     def to_json_dict(self) -> dict:
-        return {"software": "LiverPlan", "kind": "planning", "geometry": self.geometry.to_dict(),
+        return {"software": "LiverPlan", "kind": "planning", "geometry": self.full_geometry.to_dict(),
                 "coordinate_system": "LPS (mm); voxel indices (z, y, x)",
                 "segments": self.estimate.to_dict() if self.estimate else None,
                 "segment_volumes_ml": self.segment_volumes(),

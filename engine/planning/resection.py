@@ -129,8 +129,11 @@ class ResectionModel:
     """
 
     def __init__(self, liver: np.ndarray, spacing, segments: Optional[np.ndarray],
-                 lesions: list[tuple[int, np.ndarray]]) -> None:
+                 lesions: list[tuple[int, np.ndarray]], full_shape=None, offset=(0, 0, 0)) -> None:
         self.shape = liver.shape
+        # a scenario's painted voxels are flat indices on the case's full grid, of which this is a crop
+        self.full_shape = tuple(full_shape) if full_shape is not None else tuple(liver.shape)
+        self.offset = np.asarray(offset, np.int64)
         self.spacing = tuple(float(s) for s in spacing)
         self.vox_ml = float(np.prod(self.spacing)) / 1000.0
         self.liver_flat = np.flatnonzero(liver)
@@ -192,7 +195,10 @@ class ResectionModel:
         for lid in sc.wedges:
             out[self.wedge_positions(int(lid), sc.margin_mm)] = True
         if sc.painted is not None and sc.painted.size:
-            p = np.unique(np.asarray(sc.painted, np.int64))
+            zyx = np.stack(np.unravel_index(np.unique(np.asarray(sc.painted, np.int64)), self.full_shape), 0) \
+                - self.offset[:, None]
+            inside = np.all((zyx >= 0) & (zyx < np.asarray(self.shape)[:, None]), axis=0)
+            p = np.ravel_multi_index(tuple(zyx[:, inside]), self.shape)
             pos = np.searchsorted(self.liver_flat, p)
             ok = pos < self.liver_flat.size
             ok[ok] = self.liver_flat[pos[ok]] == p[ok]

@@ -96,17 +96,18 @@ def test_phantom_segments_agree_with_the_truth_away_from_boundaries(phantom_plan
     case, truth, p = phantom_plan
     assert p.estimate.segments_ok, p.estimate.status_text
     sp = case.geometry.spacing
-    ts, th = truth.segments(p.liver)
-    far = np.zeros(p.liver.shape, bool)
+    liver, seg, hemi = p.liver_full(), p.segments_full(), p.hemilivers_full()
+    ts, th = truth.segments(liver)
+    far = np.zeros(liver.shape, bool)
     for k in range(1, 9):
-        d = ndi.distance_transform_edt(~(p.liver & (ts != k)), sampling=sp)
+        d = ndi.distance_transform_edt(~(liver & (ts != k)), sampling=sp)
         far |= (ts == k) & (d > 5.0)
-    agree = float((p.estimate.segments == ts)[far].mean())
-    assert far.sum() > 0.5 * p.liver.sum()
+    agree = float((seg == ts)[far].mean())
+    assert far.sum() > 0.5 * liver.sum()
     assert agree >= 0.95, agree
     # the hemilivers follow, and every segment of the truth got voxels
-    assert float((p.estimate.hemilivers == th)[p.liver].mean()) >= 0.95
-    assert set(np.unique(p.estimate.segments[p.liver])) == set(np.unique(ts[p.liver]))
+    assert float((hemi == th)[liver].mean()) >= 0.95
+    assert set(np.unique(seg[liver])) == set(np.unique(ts[liver]))
     # a quality note travels with the result, and says it is an estimate
     assert any("estimate" in q for q in p.estimate.quality)
 
@@ -115,7 +116,7 @@ def test_phantom_lesions_hemiliver_distances_and_bilobar(phantom_plan):
     case, truth, p = phantom_plan
     sp = np.asarray(case.geometry.spacing)
     diag = float(np.linalg.norm(sp))
-    ts, th = truth.segments(p.liver)
+    ts, th = truth.segments(p.liver_full())
     assert len(p.lesions) >= 2
     comps = {lid: flat for lid, flat, _ in lesion_components(case.labels)}
     truth_hemis = set()
@@ -166,7 +167,7 @@ def test_deleting_a_hepatic_vein_gives_cannot_be_estimated():
     assert p.estimate.segments_ok
     for vein in ("middle", "left", "right"):
         lab = case.labels.copy()
-        lab.reshape(-1)[p.estimate.vein_voxels[vein]] = Label.PARENCHYMA
+        lab.reshape(-1)[p.to_full_flat(p.estimate.vein_voxels[vein])] = Label.PARENCHYMA
         q = Planner(lab, case.geometry).run()
         assert not q.estimate.segments_ok, vein
         assert q.estimate.status_text.startswith("Couinaud segments cannot be estimated, because"), vein

@@ -62,7 +62,7 @@ def test_a_deleted_hepatic_vein_gives_cannot_be_estimated(ircadb):
 
     labels, geom, p = ircadb
     lab = labels.copy()
-    lab.reshape(-1)[p.estimate.vein_voxels["middle"]] = Label.PARENCHYMA
+    lab.reshape(-1)[p.to_full_flat(p.estimate.vein_voxels["middle"])] = Label.PARENCHYMA
     q = Planner(lab, geom).run()
     assert not q.estimate.segments_ok and not q.estimate.hemilivers_ok
     assert q.estimate.status_text.startswith("Couinaud segments cannot be estimated, because"), q.estimate.status_text

@@ -60,7 +60,8 @@ def test_scenario_by_clicks_equals_the_command_line(qtbot, qapp, tmp_path):
             assert panel.segment_checks[k].isChecked()
         assert panel.current_scenario().segments == [5, 7, 8]
         # ... and VI by a click in the axial pane, on a voxel of segment VI
-        zyx = [int(v) for v in np.argwhere(est.segments == 6)[len(np.argwhere(est.segments == 6)) // 2]]
+        six = np.argwhere(panel.planner.segments_full() == 6)
+        zyx = [int(v) for v in six[len(six) // 2]]
         w.set_position(zyx)
         panel.click_mode.setCurrentIndex(panel.click_mode.findData("segment"))
         _click_voxel(qtbot, w.views[0], zyx)
