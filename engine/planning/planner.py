@@ -94,18 +94,21 @@ class Planner:
 
     def _set_crop(self) -> None:
         lab = self.full_labels
-        m = lab == Label.PARENCHYMA
-        m |= lab == Label.CRLM
+        # the liver's box from every 4th row and slice (1/16 of the memory traffic), widened by the step
+        step = 4
+        sub = lab[::step, ::step, :]
+        m = sub == Label.PARENCHYMA
+        m |= sub == Label.CRLM
         zs = np.flatnonzero(m.any(axis=(1, 2)))
         if zs.size == 0:
             lo, hi = np.zeros(3, int), np.asarray(lab.shape)
         else:
-            ys = np.flatnonzero(m[zs[0]:zs[-1] + 1].any(axis=(0, 2)))
-            xs = np.flatnonzero(m[zs[0]:zs[-1] + 1, ys[0]:ys[-1] + 1].any(axis=(0, 1)))
-            pad = np.ceil(CROP_MARGIN_MM / np.asarray(self.full_geometry.spacing)).astype(int)
-            lo = np.maximum(np.array([zs[0], ys[0], xs[0]]) - pad, 0)
-            hi = np.minimum(np.array([zs[-1], ys[-1], xs[-1]]) + 1 + pad, lab.shape)
-        del m
+            ys = np.flatnonzero(m.any(axis=(0, 2)))
+            xs = np.flatnonzero(m.any(axis=(0, 1)))
+            pad = np.ceil(CROP_MARGIN_MM / np.asarray(self.full_geometry.spacing)).astype(int) + [step, step, 0]
+            lo = np.maximum(np.array([zs[0] * step, ys[0] * step, xs[0]]) - pad, 0)
+            hi = np.minimum(np.array([zs[-1] * step, ys[-1] * step, xs[-1]]) + 1 + pad, lab.shape)
+        del m, sub
         self.offset = tuple(int(v) for v in lo)
         self.crop = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
         self.labels = self.full_labels[self.crop]
