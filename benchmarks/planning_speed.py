@@ -20,12 +20,19 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
+CPU = {"s": 0.0}
+
+
 def _t(fn, *a, repeat: int = 1, **k):
+    """Best wall time of ``repeat`` runs; the CPU time of that run is kept in CPU["s"] (the machine is shared:
+    under load the wall time overstates what the code costs, the process CPU time does not)."""
     best, out = float("inf"), None
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         out = fn(*a, **k)
-        best = min(best, time.perf_counter() - t0)
+        dt = time.perf_counter() - t0
+        if dt < best:
+            best, CPU["s"] = dt, time.process_time() - c0
     return best, out
 
 
@@ -35,9 +42,9 @@ def bench(labels, geometry, name: str) -> None:
     from engine.planning.resection import Scenario
 
     print(f"\n== {name}: {geometry.describe()}, {int(np.count_nonzero(labels == Label.CRLM))} lesion voxels")
-    t_run, p = _t(lambda: Planner(labels.copy(), geometry).run())
-    print(f"segments + lesion locations + distances ({len(p.lesions)} lesions): {t_run:.2f} s "
-          f"[{p.estimate.status_text[:60]}...]")
+    t_run, p = _t(lambda: Planner(labels.copy(), geometry).run(), repeat=2)
+    print(f"segments + lesion locations + distances ({len(p.lesions)} lesions): {t_run:.2f} s wall, "
+          f"{CPU['s']:.2f} s CPU, load average {os.getloadavg()[0]:.1f} [{p.estimate.status_text[:60]}...]")
     sc = p.set_scenario(Scenario("right", [5, 6, 7, 8] if p.estimate.segments_ok else []))
     t_first, _ = _t(p.figures, sc)
     sc.segments = sc.segments + [1] if p.estimate.segments_ok else []
@@ -54,20 +61,21 @@ def bench(labels, geometry, name: str) -> None:
     if p.lesions:
         small = p.lesions[-1]
         z, y, x = (int(round(v)) for v in small.centroid_zyx)
-        box = (slice(z - 1, z + 2), slice(y - 1, y + 2), slice(x - 1, x + 2))
+        r = 4                               # a box around the lesion's centre that reaches the parenchyma
+        box = (slice(z - r, z + r + 1), slice(y - r, y + r + 1), slice(x - r, x + r + 1))
         before = dict(p.recomputed)
-        p.labels[box][p.labels[box] == Label.PARENCHYMA] = Label.CRLM
+        p.full_labels[box][p.full_labels[box] == Label.PARENCHYMA] = Label.CRLM
         t_up, done = _t(p.update, box)
         delta = {k: p.recomputed[k] - before[k] for k in before}
-        print(f"update after a lesion edit: {t_up:.2f} s, recomputed {sorted(done)} {delta}")
-        hv = np.argwhere(p.labels == Label.HEPATIC_VEINS)
+        print(f"update after a lesion edit: {t_up:.2f} s wall ({CPU['s']:.2f} s CPU), recomputed {sorted(done)} {delta}")
+        hv = np.argwhere(p.full_labels == Label.HEPATIC_VEINS)
         if len(hv):
             box = tuple(slice(int(v), int(v) + 1) for v in hv[len(hv) // 2])
-            p.labels[box] = Label.PARENCHYMA
+            p.full_labels[box] = Label.PARENCHYMA
             before = dict(p.recomputed)
             t_up, done = _t(p.update, box)
             delta = {k: p.recomputed[k] - before[k] for k in before}
-            print(f"update after a vessel edit: {t_up:.2f} s, recomputed {sorted(done)} {delta}")
+            print(f"update after a vessel edit: {t_up:.2f} s wall ({CPU['s']:.2f} s CPU), recomputed {sorted(done)} {delta}")
 
 
 def main() -> int:

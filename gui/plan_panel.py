@@ -64,6 +64,7 @@ class PlanPanel(QWidget):
         self._painting = False
         self._scenario_counter = 0
         self._building = False
+        self._picking_3d = None            # the 3D view whose double clicks tick segments
 
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
@@ -290,6 +291,18 @@ class PlanPanel(QWidget):
         self._load_scenario_controls()
         self.refresh_figures()
         self._update_3d_lines()
+        v3 = self.window.view3d
+        if v3 is not None and self._picking_3d is not v3:
+            v3.point_picked.connect(self.pick_3d)
+            self._picking_3d = v3
+
+    def pick_3d(self, xyz) -> None:
+        """A double click on a 3D surface (LPS mm): in the segment mode, tick / untick the segment there."""
+        w = self.window
+        if self.planner is None or w.case is None or self.click_mode.currentData() != "segment":
+            return
+        zyx = [int(round(v)) for v in w.case.geometry.physical_to_index(xyz)]
+        self.handle_mouse("click", zyx, 0)
 
     def _fill_wedges(self) -> None:
         sc = self.current_scenario()

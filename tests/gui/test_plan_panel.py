@@ -66,6 +66,12 @@ def test_scenario_by_clicks_equals_the_command_line(qtbot, qapp, tmp_path):
         panel.click_mode.setCurrentIndex(panel.click_mode.findData("segment"))
         _click_voxel(qtbot, w.views[0], zyx)
         assert panel.segment_checks[6].isChecked()
+        # a double click on a surface in the 3D view does the same (here: untick VI, tick it again)
+        xyz = tuple(w.case.geometry.index_to_physical(zyx))
+        w.view3d.point_picked.emit(xyz)
+        assert not panel.segment_checks[6].isChecked()
+        w.view3d.point_picked.emit(xyz)
+        assert panel.segment_checks[6].isChecked()
         panel.click_mode.setCurrentIndex(panel.click_mode.findData("navigate"))
         # a wedge around lesion 1 (ticked in the wedge list), the patient's height and weight
         item = panel.wedge_list.item(0)
