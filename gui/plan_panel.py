@@ -26,7 +26,8 @@ from engine.planning.resection import CONDITION_TEXT, Patient, Scenario, figures
 log = logging.getLogger(__name__)
 
 CLICK_MODES = (("navigate", "Click: move the crosshair"), ("segment", "Click: tick / untick the segment"),
-               ("paint", "Drag: paint a region to resect"), ("unpaint", "Drag: erase painted region"))
+               ("paint", "Drag: paint a region to resect"), ("unpaint", "Drag: erase painted region"),
+               ("correct", "Drag: correct the segment map"))
 
 
 def _swatch(rgb, size: int = 12) -> QLabel:
@@ -65,6 +66,7 @@ class PlanPanel(QWidget):
         self._scenario_counter = 0
         self._building = False
         self._picking_3d = None            # the 3D view whose double clicks tick segments
+        self._correction = None            # flat voxel indices of the correction drag in progress
 
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
@@ -157,6 +159,11 @@ class PlanPanel(QWidget):
         self.paint_radius.setValue(8.0)
         self.paint_radius.setSuffix(" mm")
         form.addRow("Paint radius", self.paint_radius)
+        self.correct_segment = QComboBox()
+        for k, name in cn.SEGMENT_NAMES.items():
+            self.correct_segment.addItem(f"segment {name}", k)
+        self.correct_segment.setToolTip("The segment the 'correct the segment map' drag paints (liver voxels only)")
+        form.addRow("Correct to", self.correct_segment)
         bl.addLayout(form)
         lay.addWidget(box)
 
@@ -499,6 +506,23 @@ class PlanPanel(QWidget):
                     cb.setChecked(not cb.isChecked())
                 else:
                     self.window.statusBar().showMessage("No liver segment there.", 4000)
+            return True
+        if mode == "correct":
+            if kind in ("press", "click") or self._correction is None:
+                self._correction = np.zeros(0, np.int64)
+            if kind in ("press", "move", "click"):
+                dab = display.disk_voxels(zyx, axis, float(self.paint_radius.value()), self.window.case.geometry)
+                self._correction = np.union1d(self._correction, dab)
+            if kind in ("release", "click"):
+                flat, self._correction = self._correction, None
+                try:
+                    n = self.planner.correct_segments(flat, int(self.correct_segment.currentData()))
+                except Exception as exc:
+                    self.status.setText(str(exc))
+                    return True
+                self._after_planning()
+                self.window.statusBar().showMessage(
+                    f"{n} voxels set to segment {self.correct_segment.currentText()}.", 5000)
             return True
         # painting: press / move / click add (or erase) a disk in the pane's slice
         if kind in ("press", "move", "click"):

@@ -67,6 +67,7 @@ class Planner:
                 raise InputError("A segment map holds the values 0-8 (Couinaud I-VIII); this one has "
                                  f"{int(self.segment_map.max())}. Give a label mapping for it.")
         self.scenarios: dict[str, Scenario] = {}
+        self._naming: Optional[cn.SegmentEstimate] = None   # the vessel finding, when a map gives the segments
         self.patient = Patient()
         self.recomputed = {"segments": 0, "vessel_index": 0, "lesions": 0, "liver": 0}
         self._snapshot: Optional[np.ndarray] = None
@@ -166,7 +167,14 @@ class Planner:
         self.recomputed["segments"] += 1
         if self.segment_map is not None:
             seg = np.where(self.liver, self.segment_map, 0).astype(np.uint8)
+            if self._naming is None:
+                # the vessels are still found: they name the nearest branch, and an IVC inside the
+                # hepatic-vein label must be told apart from the veins whatever the segments' source
+                self._naming = cn.estimate_segments(self.labels, self.spacing, self.liver, progress, cancel)
             self.estimate = cn.estimate_from_map(seg, self.segment_source)
+            n = self._naming
+            self.estimate.vessels, self.estimate.vein_voxels = n.vessels, n.vein_voxels
+            self.estimate.ivc_voxels, self.estimate.portal_trunk_voxels = n.ivc_voxels, n.portal_trunk_voxels
             outside = int(np.count_nonzero(self.segment_map[~self.liver]))
             if outside:
                 self.estimate.quality.append(
@@ -251,10 +259,10 @@ class Planner:
             if previous is None or not np.array_equal(previous, self.liver):
                 done.add("liver")
         if touched & set(VESSEL_LABELS):
-            if self.segment_map is None:
-                self._compute_segments()
-                done.add("segments")
-                self._lesion_cache.clear()               # shares and branch names follow the new estimate
+            self._naming = None
+            self._compute_segments()                     # with a segment map: only the vessel finding
+            done.add("segments")
+            self._lesion_cache.clear()                   # shares and branch names follow the new estimate
             self._compute_vessels()
             done.add("vessels")
             self._lesion_cache.clear()
@@ -266,6 +274,39 @@ class Planner:
         done.add("lesions")
         self._compute_model()
         return done
+
+    def correct_segments(self, flat_full: np.ndarray, segment: int) -> int:
+        """Set the segment of these voxels (flat indices on the full grid; liver voxels only count) to
+        ``segment`` (1..8): a hand correction of the map. The estimate becomes a segment map of its own
+        ("corrected by hand"); lesion shares and scenario figures follow. Returns the voxels changed."""
+        if not 1 <= int(segment) <= 8:
+            raise InputError(f"Segment {segment} does not exist; Couinaud segments are I-VIII (1-8).")
+        if self.model is None:
+            self.run()
+        if self.full_segment_map is None:
+            full = self.segments_full()
+            if full is None:
+                raise InputError("There is no segment map to correct: the segments could not be estimated. "
+                                 "Load a segment map from a file first.")
+            self._naming = self.estimate
+            self.full_segment_map = full
+            self.segment_source = "estimated from the vessels, corrected by hand"
+        elif "corrected by hand" not in self.segment_source:
+            self.segment_source += ", corrected by hand"
+        zyx = np.stack(np.unravel_index(np.unique(np.asarray(flat_full, np.int64)), self.full_labels.shape), 0)
+        local = zyx - np.asarray(self.offset)[:, None]
+        inside = np.all((local >= 0) & (local < np.asarray(self.labels.shape)[:, None]), axis=0)
+        local, zyx = local[:, inside], zyx[:, inside]
+        in_liver = self.liver[tuple(local)]
+        target = tuple(zyx[:, in_liver])
+        changed = int(np.count_nonzero(self.full_segment_map[target] != segment))
+        self.full_segment_map[target] = segment
+        self.segment_map = self.full_segment_map[self.crop]
+        self._compute_segments()
+        self._lesion_cache.clear()
+        self._compute_lesions()
+        self._compute_model()
+        return changed
 
     def _reassign_segments(self) -> None:
         est = self.estimate

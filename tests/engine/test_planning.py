@@ -362,6 +362,34 @@ def test_segment_map_file_replaces_the_estimate(tmp_path):
     assert p.segment_volumes()["V"] == 2.0
 
 
+def test_hand_correction_of_the_segment_map():
+    from engine.phantom import make_phantom
+
+    case = make_phantom(seed=0, shape=(96, 128, 128), n_lesions=3)
+    p = Planner(case.labels.copy(), case.geometry).run()
+    les = p.lesions[0]
+    before = dict(les.segment_shares)
+    names = {v: k for k, v in __import__("engine.planning.couinaud", fromlist=["x"]).SEGMENT_NAMES.items()}
+    target = 1 if "I" not in before else 2
+    flat = lesion_components(case.labels)[0][1]
+    changed = p.correct_segments(flat, target)
+    assert changed == flat.size - round(before.get(cn.SEGMENT_NAMES[target], 0) * flat.size)
+    assert p.estimate.source == "estimated from the vessels, corrected by hand"
+    assert p.lesions[0].segment_shares == {cn.SEGMENT_NAMES[target]: 1.0}
+    # the branch names survive (the vessel finding is kept)
+    assert p.lesions[0].distances["hepatic_veins"].branch.endswith("hepatic vein")
+    assert p.lesions[0].distances["hepatic_veins"].branch != "hepatic vein"
+    # a scenario resecting that segment now takes the lesion
+    fig = p.figures(Scenario("s", [target]))
+    assert 1 not in [d["lesion"] for d in fig["lesions_left"]]
+    assert names[p.lesions[0].main_segment] == target
+    with pytest.raises(InputError, match="I-VIII"):
+        p.correct_segments(flat, 9)
+    # voxels outside the liver are not given a segment
+    outside = np.flatnonzero(case.labels == 0)[:10]
+    assert p.correct_segments(outside, 3) == 0
+
+
 def test_planning_imports_no_qt():
     import subprocess
     import sys

@@ -134,6 +134,28 @@ def test_scenario_by_clicks_equals_the_command_line(qtbot, qapp, tmp_path):
         wait_idle(qtbot, w, timeout=60000)
         if SCRATCH.exists():
             w.grab().save(str(SCRATCH / "gui_plan_tab.png"))
+        # painting a region to resect adds to the resection; erasing it takes it back
+        sc = panel.current_scenario()
+        base = panel.figures["resected_ml"]
+        panel.click_mode.setCurrentIndex(panel.click_mode.findData("paint"))
+        liver_vox = np.argwhere(panel.planner.liver_full())
+        zyx = [int(v) for v in liver_vox[len(liver_vox) // 3]]
+        w.set_position(zyx)
+        for kind in ("press", "move", "release"):
+            w._on_mouse(kind, tuple(zyx), 0, Qt.NoModifier)
+        assert sc.painted is not None and panel.figures["resected_ml"] > base
+        panel.click_mode.setCurrentIndex(panel.click_mode.findData("unpaint"))
+        for kind in ("press", "release"):
+            w._on_mouse(kind, tuple(zyx), 0, Qt.NoModifier)
+        assert panel.figures["resected_ml"] == pytest.approx(base)
+        # the segment map corrected by hand with a drag in a pane
+        panel.click_mode.setCurrentIndex(panel.click_mode.findData("correct"))
+        panel.correct_segment.setCurrentIndex(panel.correct_segment.findData(1))
+        for kind in ("press", "move", "release"):
+            w._on_mouse(kind, tuple(zyx), 0, Qt.NoModifier)
+        assert panel.planner.segment_at(zyx) == 1
+        assert "corrected by hand" in panel.status.text()
+        panel.click_mode.setCurrentIndex(panel.click_mode.findData("navigate"))
         # an edit: delete the smallest lesion; the planning follows (only the lesions are redone)
         before = dict(panel.planner.recomputed)
         small = panel.planner.lesions[-1]
