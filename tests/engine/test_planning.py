@@ -3,8 +3,6 @@
 Truth comes from analytic shapes and from the phantoms' own anatomy (engine.phantom_truth)."""
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 from scipy import ndimage as ndi
@@ -135,10 +133,33 @@ def test_phantom_lesions_hemiliver_distances_and_bilobar(phantom_plan):
             want_d, branch = truth.lesion_distance_mm(i, s)
             got = loc.distances[s]
             assert abs(got.distance_mm - want_d) <= diag, (loc.id, s, got.distance_mm, want_d)
-        # the portal branch is named after the tree; the phantom knows which branch is nearest
-        _, pv_branch = truth.lesion_distance_mm(i, "portal_vein")
         assert loc.distances["portal_vein"].branch in ("main portal vein", "right portal vein", "left portal vein")
     assert p.bilobar() == (truth_hemis >= {"right", "left"})
+
+
+def test_phantom_branch_names_match_the_generators_trees():
+    """The nearest vessel is named after the branch the generator grew it in (right/middle/left hepatic
+    vein; main/right/left portal vein) for at least 85 % of the lesions of five phantoms (a branch running
+    into the neighbouring sector is named after the sector: the plane model's view)."""
+    from engine.phantom import make_phantom_with_truth
+
+    hv_ok = hv_n = pv_ok = pv_n = 0
+    for seed in (0, 1, 3, 4, 5):
+        case, truth = make_phantom_with_truth(seed=seed, shape=(96, 128, 128), n_lesions=5)
+        p = Planner(case.labels, case.geometry).run()
+        sp = np.asarray(case.geometry.spacing)
+        for loc in p.lesions:
+            c = np.asarray(loc.centroid_zyx) * sp
+            i = int(np.argmin([np.linalg.norm(truth.lesion_centre_grid_mm(k) - c) for k in range(truth.n_lesions)]))
+            _, vein = truth.lesion_distance_mm(i, "hepatic_veins")
+            if vein != "common":
+                hv_n += 1
+                hv_ok += loc.distances["hepatic_veins"].branch == f"{vein} hepatic vein"
+            _, branch = truth.lesion_distance_mm(i, "portal_vein")
+            pv_n += 1
+            pv_ok += loc.distances["portal_vein"].branch == f"{branch} portal vein"
+    assert hv_n >= 20 and pv_n >= 20
+    assert hv_ok / hv_n >= 0.85 and pv_ok / pv_n >= 0.85, (hv_ok, hv_n, pv_ok, pv_n)
 
 
 def test_phantom_whose_veins_cannot_be_told_apart_says_so():
