@@ -220,15 +220,22 @@ class PlanPanel(QWidget):
         self.compare.setSelectionMode(QAbstractItemView.NoSelection)
         self.compare.setMaximumHeight(130)
         lay.addWidget(self.compare)
+        row = QHBoxLayout()
         self.export_btn = QPushButton("Export planning (CSV + JSON)…")
         self.export_btn.clicked.connect(self._export_dialog)
-        lay.addWidget(self.export_btn)
+        self.import_btn = QPushButton("Import scenarios…")
+        self.import_btn.setToolTip("The scenarios of a planning.json exported earlier for this case")
+        self.import_btn.clicked.connect(self._import_dialog)
+        row.addWidget(self.export_btn)
+        row.addWidget(self.import_btn)
+        lay.addLayout(row)
         lay.addStretch(1)
         self._set_enabled(False)
 
     # --- state ----------------------------------------------------------------------------------
     def _set_enabled(self, on: bool) -> None:
-        for w in (self.new_btn, self.rename_btn, self.delete_btn, self.margin, self.export_btn, self.show3d,
+        for w in (self.new_btn, self.rename_btn, self.delete_btn, self.margin, self.export_btn, self.import_btn,
+                  self.show3d,
                   self.show_segments, *self.segment_checks.values(), self.wedge_list):
             w.setEnabled(on)
 
@@ -596,6 +603,29 @@ class PlanPanel(QWidget):
         folder = QFileDialog.getExistingDirectory(self, "Export the planning into a folder")
         if folder:
             self.export(folder)
+
+    def _import_dialog(self) -> None:
+        if self.planner is None:
+            return
+        path, _ = QFileDialog.getOpenFileName(self, "Import scenarios", "", "Planning (planning.json);;JSON (*.json)")
+        if path:
+            self.import_scenarios(path)
+
+    def import_scenarios(self, path: str) -> int:
+        """Add the scenarios of a planning.json (same case) to the list; returns how many."""
+        try:
+            got = self.planner.load_scenarios(path)
+        except Exception as exc:
+            self.status.setText(f"The scenarios could not be imported: {exc}")
+            return 0
+        names = [self.scenario_list.item(i).text() for i in range(self.scenario_list.count())]
+        for sc in got:
+            if sc.name not in names:
+                self.scenario_list.addItem(sc.name)
+        if got:
+            self.scenario_list.setCurrentRow(self.scenario_list.count() - 1)
+        self.refresh_figures()
+        return len(got)
 
     def export(self, folder: str) -> list:
         try:

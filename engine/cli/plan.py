@@ -26,6 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="wedge margin around each lesion, clipped to the liver (default 10 mm)")
     parser.add_argument("--scenario", metavar="SPEC", action="append", default=[],
                         help="a combined scenario NAME:segments=5,6;wedges=2;margin=5 (repeatable)")
+    parser.add_argument("--scenarios-from", metavar="JSON",
+                        help="the scenarios of a planning.json written earlier for this case (e.g. by the window)")
     parser.add_argument("--height", metavar="CM", type=float, help="patient height (cm) for the standardised FLR")
     parser.add_argument("--weight", metavar="KG", type=float, help="patient weight (kg) for the standardised FLR")
     parser.add_argument("--condition", choices=("normal", "chemotherapy", "cirrhosis"), default="normal",
@@ -163,8 +165,11 @@ def run(args: argparse.Namespace) -> int:
     planner = Planner(case.labels, case.geometry, seg_map, source, contact_mm=args.contact)
     planner.patient = patient
     planner.run(progress=progress)
+    if args.scenarios_from:
+        planner.load_scenarios(args.scenarios_from)
     for sc in scenarios:
         planner.set_scenario(sc)
+    for sc in planner.scenarios.values():
         planner.figures(sc)              # a bad lesion number or missing segments fail here, before printing
     if hasattr(progress, "close"):
         progress.close()

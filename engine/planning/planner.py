@@ -336,6 +336,23 @@ class Planner:
     def remove_scenario(self, name: str) -> None:
         self.scenarios.pop(name, None)
 
+    def load_scenarios(self, path: Union[str, Path]) -> list[Scenario]:
+        """Read the scenarios of a planning.json written for this case (same grid); they are added (a
+        scenario of the same name is replaced)."""
+        p = Path(path).expanduser()
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise InputError(f"{p.name} could not be read as a planning file ({exc}).") from None
+        if not isinstance(data, dict) or data.get("kind") != "planning":
+            raise InputError(f"{p.name} is not a LiverPlan planning file (planning.json).")
+        shape = tuple((data.get("geometry") or {}).get("shape_zyx", ()))
+        if shape != tuple(self.full_labels.shape):
+            raise InputError(f"The scenarios in {p.name} were made for a grid of {shape[::-1]} voxels (x, y, z); "
+                             f"this case has {tuple(self.full_labels.shape)[::-1]}.")
+        out = [self.set_scenario(Scenario.from_dict(d)) for d in data.get("scenarios", [])]
+        return out
+
     def figures(self, sc: Union[Scenario, str]) -> dict:
         if self.model is None:
             self.run()

@@ -103,11 +103,26 @@ class Scenario:
             parts.append("a painted region")
         return " + ".join(parts) if parts else "nothing resected"
 
-    def to_dict(self) -> dict:
-        return {"name": self.name, "segments": [cn.SEGMENT_NAMES[s] for s in sorted(self.segments)],
-                "wedge_lesions": sorted(int(w) for w in self.wedges), "margin_mm": self.margin_mm,
-                "painted_voxels": 0 if self.painted is None else int(self.painted.size),
-                "description": self.describe()}
+    def to_dict(self, with_painted: bool = True) -> dict:
+        d = {"name": self.name, "segments": [cn.SEGMENT_NAMES[s] for s in sorted(self.segments)],
+             "wedge_lesions": sorted(int(w) for w in self.wedges), "margin_mm": self.margin_mm,
+             "painted_voxels": 0 if self.painted is None else int(self.painted.size),
+             "description": self.describe()}
+        if with_painted and self.painted is not None and self.painted.size:
+            # flat indices (z, y, x C order) on the case's grid: the scenario can be read back
+            d["painted_flat_indices"] = [int(v) for v in np.unique(self.painted)]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Scenario":
+        """A scenario as :meth:`to_dict` writes it (planning.json's "scenarios")."""
+        try:
+            painted = d.get("painted_flat_indices")
+            return cls(str(d["name"]), [segment_number(s) for s in d.get("segments", [])],
+                       [int(w) for w in d.get("wedge_lesions", [])], float(d.get("margin_mm", DEFAULT_MARGIN_MM)),
+                       None if not painted else np.asarray(painted, np.int64))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InputError(f"A scenario in the file could not be read ({exc}).") from None
 
 
 @dataclass

@@ -63,6 +63,9 @@ def test_plan_prints_and_writes_the_engine_figures(phantom, tmp_path):
     with open(out / "planning_segments.csv") as f:
         seg = {r["region"]: float(r["volume_ml"]) for r in csv.DictReader(f)}
     assert set(seg) >= {"I", "VIII", "right hemiliver", "left hemiliver"}
+    # the scenarios read back from planning.json give the same figures
+    again = cli("plan", ct, labels, "--scenarios-from", out / "planning.json", "--no-progress")
+    assert "right hepatectomy: segments V, VI, VII, VIII" in again.stdout and "mixed: segments II, III" in again.stdout
     # nothing is overwritten without --overwrite
     again = cli("plan", ct, labels, "--out", out, check=False)
     assert again.returncode == 2 and "already exists" in again.stderr

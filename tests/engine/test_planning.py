@@ -311,6 +311,17 @@ def test_scenarios_compare_and_export(tmp_path):
     with pytest.raises(InputError, match="already exists"):
         p.write(tmp_path)
     assert len(paths) == 4
+    # the scenarios read back (painted voxels included) give the same figures
+    painted = np.ravel_multi_index(np.nonzero(labels == Label.PARENCHYMA), labels.shape)[:500]
+    p.set_scenario(Scenario("painted", painted=painted))
+    p.write(tmp_path, overwrite=True)
+    q = Planner(labels, geom, segment_map=seg).run()
+    got = q.load_scenarios(tmp_path / "planning.json")
+    assert [s.name for s in got] == ["right hemihepatectomy", "wedge 1", "painted"]
+    assert [q.figures(s)["resected_ml"] for s in got] == [r["resected_ml"] for r in p.compare()]
+    other = Planner(np.pad(labels, 1), Geometry(tuple(n + 2 for n in labels.shape), (1.0, 1.0, 1.0)))
+    with pytest.raises(InputError, match="were made for a grid"):
+        other.load_scenarios(tmp_path / "planning.json")
 
 
 # ------------------------------------------------------------------------------------------------

@@ -134,6 +134,12 @@ def test_scenario_by_clicks_equals_the_command_line(qtbot, qapp, tmp_path):
         wait_idle(qtbot, w, timeout=60000)
         if SCRATCH.exists():
             w.grab().save(str(SCRATCH / "gui_plan_tab.png"))
+        # export, then import into a fresh list: the same scenarios come back
+        exported = panel.export(str(tmp_path / "gui_plan"))
+        assert len(exported) == 4
+        n_before = panel.scenario_list.count()
+        assert panel.import_scenarios(str(tmp_path / "gui_plan" / "planning.json")) == n_before
+        assert panel.scenario_list.count() == n_before
         # painting a region to resect adds to the resection; erasing it takes it back
         sc = panel.current_scenario()
         base = panel.figures["resected_ml"]
