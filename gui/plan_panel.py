@@ -522,6 +522,10 @@ class PlanPanel(QWidget):
                 self._correction = np.union1d(self._correction, dab)
             if kind in ("release", "click"):
                 flat, self._correction = self._correction, None
+                if self.window.runner.running("plan"):
+                    # the planning is being brought up to date after an edit: it must not change under it
+                    self.status.setText("The planning is being updated; correct the segment map again in a moment.")
+                    return True
                 try:
                     n = self.planner.correct_segments(flat, int(self.correct_segment.currentData()))
                 except Exception as exc:
