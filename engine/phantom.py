@@ -400,6 +400,7 @@ class _Anatomy:
         mid = (origin + hilum) / 2 + np.array([-6, -4, 0])
         self.pv.append(_Segment(origin, mid, r_trunk, r_trunk))
         self.pv.append(_Segment(mid, hilum, r_trunk, r_trunk * 0.97))
+        self.pv_branch = ["main", "main"]        # which branch each portal segment belongs to (no RNG used)
         # Right portal vein (anterior + posterior sectors) and left portal vein.
         right = _unit(np.array([-1.0, 0.1, 0.25]) + rng.normal(scale=0.1, size=3))
         left = _unit(np.array([0.9, -0.6, 0.3]) + rng.normal(scale=0.1, size=3))
@@ -408,10 +409,13 @@ class _Anatomy:
         lp_end = hilum + left * rng.uniform(25, 35)
         self.pv.append(_Segment(hilum, rp_end, r_right, r_right * 0.95))
         self.pv.append(_Segment(hilum, lp_end, r_left, r_left * 0.95))
+        self.pv_branch += ["right", "left"]
         self._tree(self.pv, rp_end, _unit(right + np.array([0, -0.8, 0.4])), r_right * 0.8, 1, "portal")
         self._tree(self.pv, rp_end, _unit(right + np.array([0, 0.7, 0.2])), r_right * 0.8, 1, "portal")
+        self.pv_branch += ["right"] * (len(self.pv) - len(self.pv_branch))
         self._tree(self.pv, lp_end, _unit(left + np.array([0.3, -0.2, 0.3])), r_left * 0.8, 1, "portal")
         self._tree(self.pv, lp_end, _unit(left + np.array([-0.1, 0.0, -0.6])), r_left * 0.7, 1, "portal")
+        self.pv_branch += ["left"] * (len(self.pv) - len(self.pv_branch))
 
     def _grow_hepatic(self) -> None:
         rng = self.rng
@@ -430,6 +434,7 @@ class _Anatomy:
             r_t = rng.uniform(5.5, 6.5)
             trunk_end = self.hv_confluence + dt * (self.ivc_r + rng.uniform(5, 9))
             self.hv.append(_Segment(self.hv_confluence.copy(), trunk_end, r_t, r_t * 0.95))
+        self.hv_vein = ["common"] * len(self.hv)      # which vein each hepatic segment belongs to (no RNG)
         for name, d in dirs.items():
             r = radii[name]
             if common and name in ("middle", "left"):
@@ -441,6 +446,7 @@ class _Anatomy:
                 stem_end = start + d * (self.ivc_r + rng.uniform(6, 12))
             self.hv.append(_Segment(start, stem_end, r, r))
             self._tree(self.hv, stem_end, d, r * 0.95, 1, "hepatic")
+            self.hv_vein += [name] * (len(self.hv) - len(self.hv_vein))
 
     # --- lesions -----------------------------------------------------------------------------------
     def _clearance(self, p: np.ndarray, segs: Sequence[_Segment], min_r: float) -> float:
@@ -740,6 +746,22 @@ def make_phantom(seed: int = 0, shape: Sequence[int] = (96, 128, 128),
     label_source "phantom" and ``extra`` = {"seed", "generator_version", "n_lesions", "lesions": [
     {"centre_lps_mm": [x, y, z], "diameter_mm", ...}]}.
     """
+    return _build(seed, shape, spacing, n_lesions, lesion_diameters_mm)[0]
+
+
+def make_phantom_with_truth(seed: int = 0, shape: Sequence[int] = (96, 128, 128),
+                            spacing: Optional[Sequence[float]] = None, n_lesions: Optional[int] = None,
+                            lesion_diameters_mm: Optional[Sequence[float]] = None):
+    """:func:`make_phantom` (the same case, voxel for voxel) and its planning truth
+    (:class:`engine.phantom_truth.PhantomTruth`: segments, hemilivers, named vessels, analytic distances)."""
+    from .phantom_truth import PhantomTruth
+
+    case, anat = _build(seed, shape, spacing, n_lesions, lesion_diameters_mm)
+    return case, PhantomTruth(anat, case.geometry)
+
+
+def _build(seed, shape, spacing, n_lesions, lesion_diameters_mm):
+    """The case and the anatomy it was sampled from (arguments checked as make_phantom documents)."""
     shape = tuple(int(v) for v in shape)
     if len(shape) != 3 or min(shape) < 2:
         raise InputError(f"A phantom needs three dimensions of at least 2 voxels (z, y, x); got {shape}.")
@@ -752,7 +774,6 @@ def make_phantom(seed: int = 0, shape: Sequence[int] = (96, 128, 128),
         raise InputError(f"The voxel spacing must be three positive numbers in mm (z, y, x); got {spacing}.")
     if n_lesions is not None and not 0 <= int(n_lesions) <= MAX_LESIONS:
         raise InputError(f"A phantom can have 0 to {MAX_LESIONS} lesions; {n_lesions} were asked for.")
-
     if lesion_diameters_mm is not None:
         lesion_diameters_mm = [float(v) for v in lesion_diameters_mm]
         lmin, lmax = LESION_DIAMETER_RANGE_MM
@@ -789,7 +810,8 @@ def make_phantom(seed: int = 0, shape: Sequence[int] = (96, 128, 128),
     if n_lesions is not None and len(lesion_info) < int(n_lesions):
         prov.warnings.append(f"Only {len(lesion_info)} of the {int(n_lesions)} requested lesions fitted "
                              "inside this phantom's liver.")
-    return Case(image=image, geometry=geometry, labels=labels, provenance=prov, name=f"phantom_{int(seed):03d}")
+    return (Case(image=image, geometry=geometry, labels=labels, provenance=prov, name=f"phantom_{int(seed):03d}"),
+            anat)
 
 
 def demo_case() -> Case:

@@ -107,6 +107,9 @@ class MainWindow(QMainWindow):
             self.tabs.addTab(panel, title)
             if ctl_cls is not None:
                 setattr(self, ctl_attr, ctl_cls(self, panel, self))
+        from .plan_panel import PlanPanel      # the Plan tab (README "Planning"): it reads the window's public parts
+        self.plan_panel = PlanPanel(self)
+        self.tabs.addTab(self.plan_panel, "Plan")
         dock = QDockWidget("Case", self)
         dock.setObjectName("side_panel")
         dock.setWidget(self.tabs)
@@ -191,6 +194,7 @@ class MainWindow(QMainWindow):
         elif kind == "labels":
             for v in self.views:
                 v.refresh_labels()
+            self.plan_panel.labels_changed(data.box)   # the planning follows the edit (only what it touched)
             self._update_readout()          # the crosshair voxel may have changed structure
             self._update_undo_actions()
             self.update_title()
@@ -220,6 +224,7 @@ class MainWindow(QMainWindow):
             self.update_title()
 
     def _show_case(self, case: Case) -> None:
+        self.plan_panel.set_case(case)              # the last case's planning is not this case's
         self.pos = [n // 2 for n in case.image.shape]
         for v in self.views:
             v.set_volume(case.image, case.labels, case.geometry, self.pos)
@@ -435,6 +440,8 @@ class MainWindow(QMainWindow):
     def on_mouse(self, kind: str, zyx, axis: int, modifiers) -> None:
         if self.case is None:
             return
+        if not modifiers & Qt.ShiftModifier and self.plan_panel.handle_mouse(kind, zyx, axis):
+            return                                  # the Plan tab ticks segments / paints a resection
         if not self.correct_ctl.on_mouse(kind, zyx, axis, modifiers):
             if kind in ("click", "press", "move"):
                 self.set_position(zyx)

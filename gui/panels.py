@@ -36,13 +36,13 @@ def _item(text: str, tooltip: str = "", align_right: bool = False) -> QTableWidg
 
 def table_to_text(table: QTableWidget) -> str:
     """Tab-separated text of a table (headers first): pastes into a spreadsheet or a report."""
-    cols = table.columnCount()
+    cols = [c for c in range(table.columnCount()) if not table.isColumnHidden(c)]   # what is shown
     # a header drawn on two lines (narrow columns) is one line in the text
     lines = ["\t".join(table.horizontalHeaderItem(c).text().replace("\n", " ") if table.horizontalHeaderItem(c)
-                       else "" for c in range(cols))]
+                       else "" for c in cols)]
     for r in range(table.rowCount()):
         row = []
-        for c in range(cols):
+        for c in cols:
             it = table.item(r, c)
             row.append(it.text() if it is not None else "")
         lines.append("\t".join(row))
@@ -302,7 +302,10 @@ class SegmentPanel(QWidget):
 class MeasurePanel(QWidget):
     lesion_selected = Signal(int)  # row in the lesion table
 
-    LESION_COLS = ("Lesion", "Volume (mL)", "Longest ⌀ (mm)", "Axial ⌀ (mm)", "Slices", "Mean HU")
+    LESION_COLS = ("Lesion", "Volume (mL)", "Longest ⌀ (mm)", "Axial ⌀ (mm)", "Slices", "Mean HU",
+                   "Seg", "Hemi", "Vessel", "Dist (mm)")
+    #: the columns the Plan tab fills (engine.planning.display.lesion_columns), "—" until it has
+    PLAN_COLS = 4
     # The values a tumour board asks for first; the per-structure values follow.
     FIRST = ("liver.total_volume_ml", "crlm.tumour_burden_pct", "crlm.count", "crlm.total_volume_ml",
              "crlm.max_diameter_mm")
@@ -326,6 +329,11 @@ class MeasurePanel(QWidget):
         # two-line headers keep the columns narrow enough for the dock (Mean HU was cut off)
         self.lesions.setHorizontalHeaderLabels([c.replace(" (", "\n(").replace("Mean HU", "Mean\nHU")
                                                 for c in self.LESION_COLS])
+        for c, tip in zip(range(len(self.LESION_COLS) - self.PLAN_COLS, len(self.LESION_COLS)),
+                          ("Couinaud segment (+: more than one; the tooltip gives the shares)", "Hemiliver",
+                           "Nearest vessel (RHV/MHV/LHV hepatic veins, MPV/RPV/LPV portal vein, IVC)",
+                           "Distance to the nearest vessel, surface to surface")):
+            self.lesions.horizontalHeaderItem(c).setToolTip(tip)
         self.lesions.verticalHeader().setVisible(False)
         self.lesions.setSelectionBehavior(QAbstractItemView.SelectRows)
         self.lesions.setSelectionMode(QAbstractItemView.SingleSelection)
@@ -337,6 +345,30 @@ class MeasurePanel(QWidget):
         self.note = QLabel("")
         self.note.setWordWrap(True)
         lay.addWidget(self.note)
+        self._planning: dict[int, list] = {}
+        self._fill_planning()
+
+    def set_planning(self, columns: dict[int, list]) -> None:
+        """Lesion id -> [(text, tooltip)] for the segment, hemiliver, nearest vessel and distance columns
+        (from the Plan tab); the columns show once there is a planning."""
+        self._planning = dict(columns)
+        self._fill_planning()
+
+    def _fill_planning(self) -> None:
+        n0 = len(self.LESION_COLS) - self.PLAN_COLS
+        for c in range(n0, len(self.LESION_COLS)):
+            self.lesions.setColumnHidden(c, not self._planning)
+        # with the planning columns the table would not fit the dock: the axial diameter and the slice
+        # range step aside (they stay in the exports)
+        for name in ("Axial ⌀ (mm)", "Slices"):
+            self.lesions.setColumnHidden(self.LESION_COLS.index(name), bool(self._planning))
+        none = [("—", "")] * self.PLAN_COLS
+        for r in range(self.lesions.rowCount()):
+            it = self.lesions.item(r, 0)
+            vals = self._planning.get(int(it.text()), none) if it else none
+            for c, (text, tip) in enumerate(vals):
+                self.lesions.setItem(r, n0 + c, _item(str(text), tip, align_right=c == self.PLAN_COLS - 1))
+        self.lesions.resizeColumnsToContents()
 
     def set_note(self, text: str) -> None:
         self.note.setText(text)
@@ -353,6 +385,8 @@ class MeasurePanel(QWidget):
         self.lesions.setRowCount(0)
         self.lesions.blockSignals(False)
         self.note.setText("")
+        self._planning = {}
+        self._fill_planning()
 
     def set_report(self, report) -> None:
         self.summary.setRowCount(0)
@@ -380,6 +414,7 @@ class MeasurePanel(QWidget):
                     _fmt(les.mean_hu, 0)]
             for c, v in enumerate(vals):
                 self.lesions.setItem(r, c, _item(v, align_right=c > 0))
+        self._fill_planning()
         if selected and min(selected) < self.lesions.rowCount():
             self.lesions.selectRow(min(selected))
         self.lesions.blockSignals(False)

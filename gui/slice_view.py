@@ -110,8 +110,15 @@ class SliceView(QWidget):
         self.ct_item = pg.ImageItem()
         self.label_item = pg.ImageItem()
         self.label_item.setOpacity(0.45)
+        # an optional second layer above the labels (the Plan tab's Couinaud segment map)
+        self.layer_item = pg.ImageItem()
+        self.layer_item.setOpacity(0.35)
+        self.layer_item.setVisible(False)
+        self._layer: Optional[np.ndarray] = None
+        self._layer_lut: Optional[np.ndarray] = None
         self.vb.addItem(self.ct_item)
         self.vb.addItem(self.label_item)
+        self.vb.addItem(self.layer_item)
         pen = pg.mkPen(QColor(255, 210, 0, 170), width=1)
         self.vline = pg.InfiniteLine(angle=90, movable=False, pen=pen)
         self.hline = pg.InfiniteLine(angle=0, movable=False, pen=pen)
@@ -210,6 +217,16 @@ class SliceView(QWidget):
             return
         self.label_item.setImage(self._plane(self.labels), autoLevels=False, levels=(0, 255), lut=self._lut)
         self.label_item.setRect(self._rect())
+        if self._layer is not None and self._layer.shape == self.labels.shape:
+            self.layer_item.setImage(self._plane(self._layer), autoLevels=False, levels=(0, 255), lut=self._layer_lut)
+            self.layer_item.setRect(self._rect())
+
+    def set_layer(self, volume: Optional[np.ndarray], lut: Optional[np.ndarray] = None) -> None:
+        """Show a uint8 (z, y, x) map on the case's grid over the labels, coloured by ``lut`` (256 x 4
+        RGBA); None hides it."""
+        self._layer, self._layer_lut = volume, lut
+        self.layer_item.setVisible(volume is not None and self.image is not None)
+        self.refresh_labels()
 
     def set_lut(self, lut: np.ndarray) -> None:
         """RGBA lookup table (256 x 4 uint8) for the label overlay; hidden structures have alpha 0."""

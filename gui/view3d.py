@@ -59,6 +59,7 @@ class View3D(QWidget):
         self.visible: dict[int, bool] = {lab: True for lab in BY_LABEL}
         self.opacity: dict[int, float] = {lab: (0.35 if lab == 1 else 1.0) for lab in BY_LABEL}
         self._marker = None
+        self.extras: dict[str, object] = {}
         self._plane_actor = None
         self.show_plane = False
         self._closed = False
@@ -111,6 +112,8 @@ class View3D(QWidget):
         for lab in list(self.actors):
             self.plotter.remove_actor(self.actors.pop(lab), render=False)
         self.meshes.clear()
+        for key in list(self.extras):
+            self.plotter.remove_actor(self.extras.pop(key), render=False)
         self.set_marker(None)
         self._camera_set = False
         if self._plane_actor is not None:
@@ -172,6 +175,21 @@ class View3D(QWidget):
             sphere = pv.Sphere(radius=max(float(radius_mm), 2.0), center=tuple(float(v) for v in point_lps))
             self._marker = self.plotter.add_mesh(sphere, color="yellow", style="wireframe", line_width=1,
                                                  name="selected_lesion", render=False)
+        self.request_render()
+
+    # --- extra objects (the Plan tab: remnant / resected parts, lesion-vessel lines) ---------------
+    def set_extra(self, key: str, mesh: Optional[pv.PolyData], color=(1.0, 1.0, 1.0), opacity: float = 1.0,
+                  line_width: float = 0.0) -> None:
+        """Show (or with None remove) an extra mesh under ``key``; line_width > 0 draws lines."""
+        if self._closed:
+            return
+        old = self.extras.pop(key, None)
+        if old is not None:
+            self.plotter.remove_actor(old, render=False)
+        if mesh is not None and mesh.n_points:
+            kw = {"line_width": line_width} if line_width else {"smooth_shading": True, "specular": 0.3}
+            self.extras[key] = self.plotter.add_mesh(mesh, color=color, opacity=opacity, name=f"extra_{key}",
+                                                     render=False, **kw)
         self.request_render()
 
     # --- CT plane ---------------------------------------------------------------------------
