@@ -64,6 +64,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-postprocess", action="store_true", help="keep the model's raw output")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    from engine.cli.cluster import add_arguments as add_cluster_arguments   # issue 21: --cluster, --resume
+    add_cluster_arguments(parser)
 
 
 def _check_writable(out) -> None:
@@ -101,6 +103,9 @@ def _case_name(path, case) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.cluster or args.resume:                 # issue 21: a cohort on Dask, one task per case
+        from engine.cli.cluster import run_on_cluster
+        return run_on_cluster("segment", args)
     import json
     import sys
     from pathlib import Path
