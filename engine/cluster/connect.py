@@ -127,7 +127,7 @@ def local_cluster(n_workers: int, threads_per_worker: int, gpus: int = 0):
             env["CUDA_VISIBLE_DEVICES"] = str(i % gpus)
         workers[f"liverplan-{i}"] = {"cls": Nanny, "options": {
             "nthreads": 1, "host": "127.0.0.1", "env": env, "dashboard": False, "silence_logs": logging.ERROR}}
-    scheduler = {"cls": Scheduler, "options": {"host": "127.0.0.1", "dashboard_address": None}}
+    scheduler = {"cls": Scheduler, "options": {"host": "127.0.0.1", "dashboard_address": "127.0.0.1:0"}}
     return SpecCluster(workers=workers, scheduler=scheduler, silence_logs=logging.ERROR, name="liverplan-local")
 
 

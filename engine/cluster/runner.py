@@ -22,7 +22,7 @@ import logging
 import secrets
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -105,7 +105,7 @@ class RunSummary:
             "cases_per_hour": round(done / max(self.wall_seconds, 1e-9) * 3600.0, 1),
             "cases_per_hour_per_worker": round(done / max(self.wall_seconds, 1e-9) * 3600.0 / n_workers, 1),
             "per_worker": self.per_worker(),
-            "per_case": [{k: v for k, v in asdict(o).items() if k != "value"} for o in self.outcomes],
+            "per_case": [{f.name: getattr(o, f.name) for f in fields(o) if f.name != "value"} for o in self.outcomes],
         }
 
     def text(self) -> str:
