@@ -128,7 +128,12 @@ def local_cluster(n_workers: int, threads_per_worker: int, gpus: int = 0):
         workers[f"liverplan-{i}"] = {"cls": Nanny, "options": {
             "nthreads": 1, "host": "127.0.0.1", "env": env, "dashboard": False, "silence_logs": logging.ERROR}}
     scheduler = {"cls": Scheduler, "options": {"host": "127.0.0.1", "dashboard_address": "127.0.0.1:0"}}
-    return SpecCluster(workers=workers, scheduler=scheduler, silence_logs=logging.ERROR, name="liverplan-local")
+    import dask
+
+    # one case per worker at a time, the rest queued on the scheduler (Dask's default sends a worker a
+    # second task in advance: a case of minutes would wait behind another while a worker stands idle)
+    with dask.config.set({"distributed.scheduler.worker-saturation": 1.0}):
+        return SpecCluster(workers=workers, scheduler=scheduler, silence_logs=logging.ERROR, name="liverplan-local")
 
 
 def _batch_cluster(spec: ClusterSpec):
