@@ -9,8 +9,9 @@ time stamps of the lines each run prints as a case finishes (serial) and from th
   and in steady state (cases after the first / time between the first and the last case's line);
 - the cluster's start + stop cost (end-to-end wall minus the run's wall in its summary);
 - the overhead per case of the cluster path: workers x run wall / cases (what one case costs a worker,
-  dispatch, result transfer and resume record included) minus the serial steady per-case time at the
-  same thread count;
+  dispatch, result transfer and resume record included) minus the mean time the case's task ran on its
+  worker (dispatch overhead), and minus the serial steady per-case time at the same thread count (all of
+  the cluster path's extra cost per case, contention between the workers included);
 - identical label maps (serial vs cluster), as a check.
 """
 from __future__ import annotations
@@ -100,6 +101,7 @@ def main() -> int:
                     "steady_s_between_cases": round(c_steady, 2),
                     "worker_busy_s_per_case_median": round(statistics.median(busy), 2),
                     "worker_s_per_case": round(per_case_worker, 2),
+                    "dispatch_overhead_s_per_case": round(per_case_worker - statistics.mean(busy), 2),
                     "overhead_s_per_case_vs_serial": round(per_case_worker - s_steady, 2)},
         "identical_label_maps": same,
     }

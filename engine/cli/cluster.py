@@ -6,6 +6,7 @@ The serial commands call :func:`run_on_cluster` (segment, measure) or :func:`eva
 from __future__ import annotations
 
 import argparse
+import secrets
 import sys
 from pathlib import Path
 
@@ -18,7 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser, resume: bool = True) -> None:
     g.add_argument("--cluster", metavar="SPEC",
                    help="run one task per case on Dask: local[:N] (N worker processes on this computer), "
                         "tcp://HOST:PORT (a running Dask scheduler), slurm[:FILE.yaml] (dask-jobqueue; also pbs, "
-                        "sge, lsf). Without it everything runs in this process, as before")
+                        "sge, lsf). The input may then also be a cohort file (CSV/JSON as for train --cohort). Without it "
+                        "everything runs in this process, as before")
     g.add_argument("--cluster-timeout", type=float, default=30.0, metavar="S",
                    help="seconds to wait for the scheduler to answer and for a first worker (default 30)")
     if resume:
@@ -175,7 +177,8 @@ def run_on_cluster(command: str, args: argparse.Namespace) -> int:
 
     from engine.cli.progressbar import TextProgress
     from engine.cluster.connect import open_cluster, parse_cluster_spec
-    from engine.cluster.runner import check_visibility, host_workers, install_plugin, plan, run_jobs
+    from engine.cluster.runner import (check_visibility, host_workers, install_plugin, plan, remove_plugin,
+                                       run_jobs, skipped_only)
     from engine.cluster.worker import LiverPlanWorker, measure_task, segment_task
     from engine.errors import InputError, LiverPlanError
 
@@ -232,23 +235,29 @@ def run_on_cluster(command: str, args: argparse.Namespace) -> int:
         worker_models = []
         task = measure_task
     todo, skipped = plan(jobs, out, command, settings, resume=args.resume, overwrite=args.overwrite)
-    bar = None if getattr(args, "no_progress", False) else TextProgress()
-    with open_cluster(spec, threads=getattr(args, "threads", None), timeout_s=args.cluster_timeout,
-                      say=_say) as (client, info):
-        shared = check_visibility(client, [p for j in todo for p in j.inputs], out) if todo else True
-        _say(f"Cluster: {info.description} at {info.address}, {len(info.workers)} worker(s); "
-             f"{len(todo)} case(s) to run, {len(skipped)} already complete. Outputs "
-             + ("are written by the workers into the shared folder " if shared else
-                "are returned to this computer (the workers cannot see ") + f"{out}" + ("" if shared else ")") + ".")
-        install_plugin(client, LiverPlanWorker(worker_models, device=getattr(args, "device", "cpu"),
-                                               mode=getattr(args, "mode", "fast"), threads=getattr(args, "threads", None),
-                                               host_workers=host_workers(client)))
-        try:
-            summary = run_jobs(client, info, command, task, todo, out=out, settings=settings, skipped=skipped,
-                               shared=shared, progress=bar, say=_say)
-        finally:
-            if bar is not None:
-                bar.close()
+    if not todo:
+        summary = skipped_only(command, skipped, out, say=_say)
+    else:
+        bar = None if getattr(args, "no_progress", False) else TextProgress()
+        with open_cluster(spec, threads=getattr(args, "threads", None), timeout_s=args.cluster_timeout,
+                          say=_say) as (client, info):
+            shared = check_visibility(client, [p for j in todo for p in j.inputs], out)
+            _say(f"Cluster: {info.description} at {info.address}, {len(info.workers)} worker(s); "
+                 f"{len(todo)} case(s) to run, {len(skipped)} already complete. Outputs "
+                 + ("are written by the workers into the shared folder " if shared else
+                    "are returned to this computer (the workers cannot see ") + f"{out}" + ("" if shared else ")")
+                 + ".")
+            plugin = LiverPlanWorker(worker_models, device=getattr(args, "device", "cpu"),
+                                     mode=getattr(args, "mode", "fast"), threads=getattr(args, "threads", None),
+                                     host_workers=host_workers(client), name=f"liverplan-{secrets.token_hex(4)}")
+            install_plugin(client, plugin)
+            try:
+                summary = run_jobs(client, info, command, task, todo, out=out, settings=settings, skipped=skipped,
+                                   shared=shared, plugin_name=plugin.name, progress=bar, say=_say)
+            finally:
+                if bar is not None:
+                    bar.close()
+                remove_plugin(client, plugin)
     paths = summary.write(out)
     print(summary.text())
     print(f"Summary written to {paths[0]} and {paths[1].name}.")
@@ -261,7 +270,7 @@ def evaluate_on_cluster(args: argparse.Namespace, pred_map, ref_map, sizes, prog
     --out, written there."""
     from engine import evaluation
     from engine.cluster.connect import open_cluster, parse_cluster_spec
-    from engine.cluster.runner import Job, check_visibility, host_workers, install_plugin, run_jobs
+    from engine.cluster.runner import Job, check_visibility, host_workers, install_plugin, remove_plugin, run_jobs
     from engine.cluster.worker import LiverPlanWorker, evaluate_task
 
     spec = parse_cluster_spec(args.cluster)
@@ -273,9 +282,13 @@ def evaluate_on_cluster(args: argparse.Namespace, pred_map, ref_map, sizes, prog
     with open_cluster(spec, timeout_s=args.cluster_timeout, say=_say) as (client, info):
         check_visibility(client, [p for j in jobs for p in j.inputs], None)
         _say(f"Cluster: {info.description} at {info.address}, {len(info.workers)} worker(s); {len(jobs)} pair(s).")
-        install_plugin(client, LiverPlanWorker([], host_workers=host_workers(client)))
-        summary = run_jobs(client, info, "evaluate", evaluate_task, jobs, out=None, settings={}, shared=False,
-                           progress=progress, say=_say)
+        plugin = LiverPlanWorker([], host_workers=host_workers(client), name=f"liverplan-{secrets.token_hex(4)}")
+        install_plugin(client, plugin)
+        try:
+            summary = run_jobs(client, info, "evaluate", evaluate_task, jobs, out=None, settings={}, shared=False,
+                               plugin_name=plugin.name, progress=progress, say=_say)
+        finally:
+            remove_plugin(client, plugin)
     by_name = {o.name: o for o in summary.outcomes}
     records, notes = [], []
     for name, pp, rp in pairing.pairs:

@@ -269,6 +269,7 @@ def check_visibility(client, inputs: Sequence[Path], out: Optional[Path]) -> boo
 # ------------------------------------------------------------------------------------------------
 def run_jobs(client, info, command: str, task: Callable[[dict], dict], jobs: Sequence[Job], *,
              out: Optional[Path], settings: dict, skipped: Sequence[Job] = (), shared: bool = True,
+             plugin_name: str = "",
              progress: Optional[Callable[[str, int, int], None]] = None,
              say: Callable[[str], None] = log.info) -> RunSummary:
     """Run ``task`` once per job on the cluster and return the summary (also written in ``out``).
@@ -296,7 +297,7 @@ def run_jobs(client, info, command: str, task: Callable[[dict], dict], jobs: Seq
     futures = {}
     for k, j in enumerate(jobs):
         payload = dict(j.payload, name=j.name, run=run_id, out=str(out) if out else "", shared=shared,
-                       targets=j.targets)
+                       targets=j.targets, plugin=plugin_name)
         fut = client.submit(task, payload, key=f"liverplan-{command}-{k:05d}-{j.name}-{run_id}", pure=False,
                             priority=-k)
         futures[fut] = j
@@ -358,6 +359,16 @@ def run_jobs(client, info, command: str, task: Callable[[dict], dict], jobs: Seq
     return summary
 
 
+def skipped_only(command: str, skipped: Sequence[Job], out: Path,
+                 say: Callable[[str], None] = log.info) -> RunSummary:
+    """The summary of a run in which every case was already complete (no cluster needed)."""
+    for j in skipped:
+        say(f"{j.name}: already complete (inputs unchanged), skipped")
+    return RunSummary(command=command, cluster="no cluster needed", workers=[], outputs=f"already in {out}",
+                      wall_seconds=0.0, outcomes=[Outcome(j.name, "skipped") for j in skipped],
+                      started=_dt.datetime.now().isoformat(timespec="seconds"))
+
+
 def _collect_files(out: Path, files: dict, shared: bool) -> dict:
     """Write returned bytes into ``out`` (atomically), or check that the worker's files are there."""
     from ..io.atomic import write_bytes_atomic
@@ -398,8 +409,16 @@ def host_workers(client) -> dict:
 def install_plugin(client, plugin) -> None:
     """Install the worker plugin on every worker (and on workers that join later); a model that no worker
     can load is reported in each case's reason."""
-    client.register_plugin(plugin)
+    client.register_plugin(plugin, name=plugin.name)
+
+
+def remove_plugin(client, plugin) -> None:
+    """Take the run's plugin (and the models it holds) off the workers of a scheduler that outlives the run."""
+    import contextlib
+
+    with contextlib.suppress(Exception):
+        client.unregister_worker_plugin(plugin.name)
 
 
 __all__ = ["Job", "Outcome", "RunSummary", "plan", "run_jobs", "check_visibility", "fingerprint", "host_workers",
-           "install_plugin", "is_complete", "record_path"]
+           "install_plugin", "remove_plugin", "is_complete", "record_path", "skipped_only"]

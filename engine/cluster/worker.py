@@ -24,6 +24,7 @@ from typing import Any, Optional
 
 log = logging.getLogger(__name__)
 
+#: Worker plugins are registered as PLUGIN_NAME-<run id>: two LiverPlan runs sharing a scheduler keep their own.
 PLUGIN_NAME = "liverplan"
 #: Worker event topic: one event per case attempt (the client counts attempts to name retried cases).
 START_TOPIC = "liverplan-case-start"
@@ -43,10 +44,9 @@ class LiverPlanWorker(_PluginBase):
         {host: number of workers the client saw there}) or LIVERPLAN_WORKER_THREADS set by a local cluster.
     """
 
-    name = PLUGIN_NAME
-
     def __init__(self, models: list, device: str = "auto", mode: str = "fast", threads: Optional[int] = None,
-                 host_workers: Optional[dict] = None) -> None:
+                 host_workers: Optional[dict] = None, name: str = PLUGIN_NAME) -> None:
+        self.name = name
         self.models_spec = [tuple(m) for m in models]
         self.device = device
         self.mode = mode
@@ -70,12 +70,25 @@ class LiverPlanWorker(_PluginBase):
             self.setup_error = str(exc) if isinstance(exc, LiverPlanError) else f"{type(exc).__name__}: {exc}"
             log.warning("LiverPlan worker setup failed: %s", self.setup_error)
 
+    def teardown(self, worker) -> None:
+        """The run is over (or the plugin replaced): free the loaded networks (GPU memory above all)."""
+        if self.models:
+            from ..inference import clear_model_cache
+
+            clear_model_cache()
+            self.models = []
+
     def _setup(self, worker) -> None:
         t0 = time.perf_counter()
         host = _host_of(getattr(worker, "address", "") or "")
         self.threads = worker_threads(self.requested_threads, self.host_workers.get(host, 1))
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
             os.environ[var] = str(self.threads)
+        import SimpleITK as sitk
+
+        # ITK's filters (reading, resampling) use every core by default: N workers on one host would each
+        # take them all
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(self.threads)
         if self.models_spec:
             self.device, self.device_note = pin_gpu(worker, self.device, self.host_workers, host)
             import torch
@@ -136,11 +149,11 @@ def pin_gpu(worker, device: str, host_workers: dict, host: str) -> tuple[str, st
     return f"cuda:{rank % n}", f"GPU {rank % n} of {n}"
 
 
-def _plugin() -> LiverPlanWorker:
+def _plugin(job: dict) -> LiverPlanWorker:
     from distributed import get_worker
 
     worker = get_worker()
-    plugin = worker.plugins.get(PLUGIN_NAME)
+    plugin = worker.plugins.get(job.get("plugin", PLUGIN_NAME))
     if plugin is None:   # registered by the client before any task; a worker that missed it sets up here
         raise RuntimeError("LiverPlan's worker plugin is not installed on this worker.")
     return plugin
@@ -205,7 +218,7 @@ def segment_task(job: dict) -> dict:
     from ..report import write_measurements_csv, write_measurements_json
 
     worker, t0 = _start(job)
-    plugin = _plugin()
+    plugin = _plugin(job)
     tmp = None
     try:
         if plugin.setup_error:
