@@ -339,3 +339,21 @@ def test_a_folder_the_workers_cannot_see(tiny, cohort, serial, tmp_path, capsys)
                 worker.wait(20)
             except subprocess.TimeoutExpired:
                 worker.kill()
+
+
+@pytest.mark.timeout(300)
+def test_a_cohort_file_is_segmented_and_measured_by_case_id(tiny, cohort, serial, cluster, tmp_path, capsys):
+    csv = tmp_path / "cohort.csv"
+    csv.write_text("case_id,image,reference\n"
+                   + "".join(f"patient{s},{cohort / 'cts' / f'ct{s}.nii.gz'},{serial / f'ct{s}_seg.nii.gz'}\n"
+                             for s in (1, 2)))
+    out = tmp_path / "seg"
+    assert main.main(["segment", str(csv), "--out", str(out), "--cluster", cluster.scheduler_address]
+                     + _common(tiny)) == 0
+    for s in (1, 2):
+        assert np.array_equal(_seg(out / f"patient{s}_seg.nii.gz"), _seg(serial / f"ct{s}_seg.nii.gz"))
+    tables = tmp_path / "tables"
+    assert main.main(["measure", str(csv), "--out", str(tables), "--cluster", cluster.scheduler_address]) == 0
+    assert sorted(p.name for p in tables.glob("*_measurements.csv")) == ["patient1_measurements.csv",
+                                                                          "patient2_measurements.csv"]
+    capsys.readouterr()
