@@ -28,6 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="lesion-wise recall also for reference lesions >= these diameters (default 10)")
     parser.add_argument("--lesion-min-iou", type=float, default=0.1,
                         help="IoU a predicted lesion needs to count as finding a reference lesion (default 0.1)")
+    from engine.cli.cluster import add_arguments as add_cluster_arguments   # issue 21: --cluster
+    add_cluster_arguments(parser, resume=False)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,8 +49,12 @@ def run(args: argparse.Namespace) -> int:
     pred_map = load_mapping(args.pred_labels or args.labels)
     bar = TextProgress()
     try:
-        cohort = evaluation.evaluate_cohort(args.pred, args.ref, pred_map, ref_map, progress=bar,
-                                            lesion_size_thresholds_mm=sizes, lesion_min_iou=args.lesion_min_iou)
+        if args.cluster:                            # issue 21: one task per pair on Dask
+            from engine.cli.cluster import evaluate_on_cluster
+            cohort = evaluate_on_cluster(args, pred_map, ref_map, sizes, progress=bar)
+        else:
+            cohort = evaluation.evaluate_cohort(args.pred, args.ref, pred_map, ref_map, progress=bar,
+                                                lesion_size_thresholds_mm=sizes, lesion_min_iou=args.lesion_min_iou)
     finally:
         bar.close()
     rows = None

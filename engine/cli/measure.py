@@ -5,8 +5,11 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("ct", help="CT file (NIfTI/NRRD/MHA) or DICOM folder")
-    parser.add_argument("labels", help="label map (NIfTI/NRRD/MHA, 3D Slicer .seg.nrrd, or a folder of masks)")
+    parser.add_argument("ct", help="CT file (NIfTI/NRRD/MHA) or DICOM folder; with --cluster: a folder of CTs or a "
+                                   "cohort file (CSV/JSON, as for train --cohort)")
+    parser.add_argument("labels", nargs="?",
+                        help="label map (NIfTI/NRRD/MHA, 3D Slicer .seg.nrrd, or a folder of masks); with --cluster: "
+                             "a folder of label maps matched to the CTs by case name (not needed with a cohort file)")
     parser.add_argument("--csv", metavar="FILE", help="write the measurement table here (and the lesion "
                         "table beside it as FILE_lesions.csv)")
     parser.add_argument("--json", metavar="FILE", help="write the full report (with definitions) as JSON")
@@ -14,6 +17,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="JSON label mapping or a preset name (ircadb, totalsegmentator) for foreign labels")
     parser.add_argument("--series", help="DICOM series key when the folder holds several series")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    # issue 21: a cohort on Dask
+    parser.add_argument("--out", metavar="DIR", help="with --cluster: the folder receiving each case's tables")
+    from engine.cli.cluster import add_arguments as add_cluster_arguments
+    add_cluster_arguments(parser)
 
 
 def load_mapping(spec):
@@ -59,6 +66,12 @@ def run(args: argparse.Namespace) -> int:
     from engine.measure import format_tables
     from engine.report import lesion_table_path, write_measurements_csv, write_measurements_json
 
+    if args.cluster or args.resume or args.out:      # issue 21: a cohort on Dask, one task per case
+        from engine.cli.cluster import run_on_cluster
+        return run_on_cluster("measure", args)
+    if not args.labels:
+        from engine.errors import InputError
+        raise InputError("measure needs the CT and its label map: liverplan measure CT LABELS.")
     if not args.overwrite:
         # all targets first, so that a refused run writes none of them
         wanted = ([Path(args.csv), lesion_table_path(Path(args.csv))] if args.csv else []) \

@@ -68,6 +68,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="leave vessels a model gives without the portal/hepatic split as 'vessel, unassigned'")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    from engine.cli.cluster import add_arguments as add_cluster_arguments   # issue 21: --cluster, --resume
+    add_cluster_arguments(parser)
 
 
 def _check_writable(out) -> None:
@@ -105,6 +107,9 @@ def _case_name(path, case) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.cluster or args.resume:                 # issue 21: a cohort on Dask, one task per case
+        from engine.cli.cluster import run_on_cluster
+        return run_on_cluster("segment", args)
     import math
     import sys
     from pathlib import Path
@@ -165,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
     made_out = not out.exists()              # a failed run removes the folder it made (issue 13)
     _check_writable(out)                     # before any model runs, not after
     try:
-        return _run_cases(args, models, out)
+        return _run_cases(args, run_model, options, out)
     finally:
         if made_out:
             _remove_if_empty(out)
@@ -179,7 +184,7 @@ def _remove_if_empty(folder) -> None:
         pass
 
 
-def _run_cases(args: argparse.Namespace, models, out) -> int:
+def _run_cases(args: argparse.Namespace, run_model, options, out) -> int:
     import json
     import sys
     from pathlib import Path

@@ -71,6 +71,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     t = parser.add_argument_group("training")
     t.add_argument("--fold", type=int, default=0, help="fold to train (default 0: the 80/20 split)")
     t.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu", "mps"), help="default auto")
+    t.add_argument("--num-gpus", type=int, default=1, metavar="N",
+                   help="train on N CUDA GPUs of this machine with nnU-Net's own multi-GPU training (DDP: one "
+                        "process per GPU, the batch split among them; default 1). Needs N CUDA GPUs; not with "
+                        "--time-limit")
     t.add_argument("--epochs", type=int, default=100, help="epochs (default 100)")
     t.add_argument("--iterations", type=int, default=50, help="training iterations per epoch (default 50)")
     t.add_argument("--val-iterations", type=int, default=5, help="validation batches per epoch (default 5)")
@@ -126,6 +130,7 @@ def run(args: argparse.Namespace) -> int:
         val_iterations=args.val_iterations, time_limit_min=args.time_limit, oversample_foreground=args.oversample,
         initial_lr=args.lr, continue_training=args.continue_training,
         init_weights=Path(args.init_weights) if args.init_weights else None, threads=args.threads, n_proc=args.processes, da_processes=args.da_processes,
+        num_gpus=args.num_gpus,
         export_dir=Path(args.export) if args.export else None, zip_path=Path(args.zip) if args.zip else None,
         model_name=args.model_name, model_version=args.model_version, demo=args.demo,
         training_data=args.training_data, evaluate=not args.no_evaluate, eval_mode=args.eval_mode,

@@ -939,3 +939,9 @@ def apply_result(case: Case, result: SegmentationResult) -> Case:
     out.provenance.warnings.extend(w for w in result.warnings if w not in out.provenance.warnings)
     out.provenance.extra["segmentation"] = result.provenance
     return out
+
+
+def preload(model: ModelInfo, device, mode: str = "fast") -> None:
+    """Load ``model`` for ``device`` (a torch.device) and ``mode`` into this process's model cache, as the
+    first :func:`segment` call would: a cluster worker loads its model once, before its first case."""
+    _load(model, device, mode, no_progress)

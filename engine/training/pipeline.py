@@ -63,6 +63,7 @@ class TrainOptions:
     threads: Optional[int] = None
     n_proc: int = 1
     da_processes: Optional[int] = None      # nnU-Net data-augmentation workers (None: nnU-Net's choice)
+    num_gpus: int = 1                       # > 1: nnU-Net's multi-GPU training (DDP), one process per GPU
     # --- export / evaluation ---
     export_dir: Optional[Path] = None
     zip_path: Optional[Path] = None
@@ -97,6 +98,10 @@ class TrainOptions:
         need(self.initial_lr >= 0, f"--lr must be 0 or more (got {self.initial_lr:g})")
         need(0.0 <= self.oversample_foreground <= 1.0,
              f"--oversample is a fraction of the batch, 0 to 1 (got {self.oversample_foreground:g})")
+        need(self.num_gpus >= 1, f"--num-gpus must be 1 or more (got {self.num_gpus})")
+        need(self.num_gpus == 1 or self.time_limit_min is None,
+             "--time-limit cannot be combined with --num-gpus above 1 (the GPUs' processes would each stop on "
+             "their own clock and wait for one another forever); give --epochs instead")
         need(self.time_limit_min is None or self.time_limit_min > 0,
              f"--time-limit must be above 0 minutes (got {self.time_limit_min})")
         need(0.0 < self.test_fraction < 1.0, f"--test-fraction must lie between 0 and 1 (got {self.test_fraction:g})")
@@ -260,6 +265,14 @@ def run_pipeline(opts: TrainOptions, progress: ProgressCallback = no_progress,
             say(f"Note: {err} (--check-only checked the rest; training here would be refused.)")
     elif not (opts.skip_training and not opts.evaluate):
         device = resolve_training_device(opts.device)
+    if opts.num_gpus > 1 and not opts.skip_training:
+        from .runner import check_ddp_gpus
+        try:
+            check_ddp_gpus(opts.num_gpus, opts.device)
+        except InputError as err:
+            if not opts.check_only:
+                raise
+            say(f"Note: {err} (--check-only checked the rest.)")
     from .dataset import dataset_folder_name, read_split, write_nnunet_dataset
     folder = dataset_folder_name(opts.dataset_id, opts.dataset_name)
     reuse = opts.continue_training or opts.skip_training or opts.init_weights is not None
@@ -332,7 +345,8 @@ def run_pipeline(opts: TrainOptions, progress: ProgressCallback = no_progress,
         if opts.da_processes is not None:
             # Set only now: nnU-Net's planning crashes with nnUNet_n_proc_DA=0, training is fine with it.
             os.environ["nnUNet_n_proc_DA"] = str(int(opts.da_processes))
-        say(f"Training {opts.configuration} fold {opts.fold} on {device}: {opts.epochs} epochs x "
+        say(f"Training {opts.configuration} fold {opts.fold} on "
+            f"{f'{opts.num_gpus} GPUs (DDP)' if opts.num_gpus > 1 else device}: {opts.epochs} epochs x "
             f"{opts.iterations_per_epoch} iterations"
             + (f", at most {opts.time_limit_min:g} min" if opts.time_limit_min else "")
             + (" (continuing)" if opts.continue_training else "")
@@ -342,7 +356,7 @@ def run_pipeline(opts: TrainOptions, progress: ProgressCallback = no_progress,
                           opts.iterations_per_epoch, opts.val_iterations,
                           opts.time_limit_min * 60 if opts.time_limit_min else None, opts.continue_training,
                           opts.oversample_foreground, opts.initial_lr, opts.threads, progress, cancel,
-                          init_weights=opts.init_weights)
+                          init_weights=opts.init_weights, num_gpus=opts.num_gpus)
         say(f"Training finished after {res.train.epochs_done} epochs ({res.train.stopped_by}, "
             f"{res.train.seconds / 60:.1f} min).")
 

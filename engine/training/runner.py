@@ -151,8 +151,14 @@ def train(dataset_id: int, configuration: str = SMALL_CONFIGURATION, fold: int =
           time_limit_s: Optional[float] = None, continue_training: bool = False,
           oversample_foreground: float = 0.5, initial_lr: float = 1e-2, threads: Optional[int] = None,
           progress: ProgressCallback = no_progress, cancel: Optional[CancelToken] = None,
-          init_weights: Optional[Path] = None) -> TrainResult:
+          init_weights: Optional[Path] = None, num_gpus: int = 1) -> TrainResult:
     """Train one fold with :class:`LiverPlanTrainer`; resumable with ``continue_training``.
+
+    num_gpus > 1: nnU-Net's own multi-GPU training (DDP, as ``nnUNetv2_train -num_gpus N``): one process
+    per GPU (torch.multiprocessing.spawn, NCCL), each running the same trainer on ``cuda:rank``; nnU-Net's
+    trainer splits the batch among them and averages the gradients. Progress and cancel do not cross into
+    those processes (nnU-Net's log file and Ctrl+C do); ``time_limit_s`` is refused (each process would stop on
+    its own clock). Needs ``num_gpus`` CUDA GPUs; not runnable on a CPU-only machine.
 
     device: "cuda", "cpu" or "mps". nnU-Net's final validation (minutes on the CPU) is not run; the
     held-out evaluation of :mod:`engine.training.evaluate` replaces it.
@@ -185,18 +191,50 @@ def train(dataset_id: int, configuration: str = SMALL_CONFIGURATION, fold: int =
     init_state = _read_network_weights(Path(init_weights)) if init_weights is not None else None
     plans["continue_training"] = continue_training
     dataset_json = load_json(str(pre / "dataset.json"))
-    trainer = LiverPlanTrainer(plans=plans, configuration=configuration, fold=fold, dataset_json=dataset_json,
-                               device=torch.device(device))
-    trainer.num_epochs = int(epochs)
-    trainer.num_iterations_per_epoch = int(iterations_per_epoch)
-    trainer.num_val_iterations_per_epoch = int(val_iterations)
-    trainer.oversample_foreground_percent = float(oversample_foreground)
-    trainer.initial_lr = float(initial_lr)
+    settings = {"plans": plans, "configuration": configuration, "fold": fold, "dataset_json": dataset_json,
+                "epochs": epochs, "iterations_per_epoch": iterations_per_epoch, "val_iterations": val_iterations,
+                "oversample_foreground": oversample_foreground, "initial_lr": initial_lr,
+                "continue_training": continue_training,
+                "init_weights": str(init_weights) if init_weights is not None else None}
+    if num_gpus > 1:
+        return _train_ddp(num_gpus, settings, time_limit_s)
+    trainer = _make_trainer(settings, torch.device(device), time_limit_s, progress, cancel)
+    _start_trainer(trainer, settings, init_state)
+    out = Path(trainer.output_folder)
+    t0 = time.monotonic()
+    trainer.run_training()
+    ckpt = out / "checkpoint_final.pth"
+    if trainer.stopped_by == "cancel":
+        from ..progress import Cancelled
+        raise Cancelled("Training was cancelled; checkpoint_latest.pth keeps the last finished epoch "
+                        "(resume with --continue).")
+    dice = trainer.logger.get_value("dice_per_class_or_region", None) or [[]]
+    return TrainResult(Path(trainer.output_folder_base), fold, configuration, trainer.current_epoch,
+                       trainer.stopped_by, time.monotonic() - t0, ckpt, list(dice[-1]))
+
+
+def _make_trainer(settings: dict, device, time_limit_s: Optional[float], progress, cancel):
+    """A LiverPlanTrainer with the run's schedule (one per process: the DDP ranks build their own)."""
+    from .nnunet_ext.liverplan_trainer import LiverPlanTrainer
+
+    trainer = LiverPlanTrainer(plans=settings["plans"], configuration=settings["configuration"],
+                               fold=settings["fold"], dataset_json=settings["dataset_json"], device=device)
+    trainer.num_epochs = int(settings["epochs"])
+    trainer.num_iterations_per_epoch = int(settings["iterations_per_epoch"])
+    trainer.num_val_iterations_per_epoch = int(settings["val_iterations"])
+    trainer.oversample_foreground_percent = float(settings["oversample_foreground"])
+    trainer.initial_lr = float(settings["initial_lr"])
     trainer.time_limit_s = time_limit_s
     trainer.progress_callback = progress
     trainer.cancel = cancel
+    return trainer
+
+
+def _start_trainer(trainer, settings: dict, init_state: Optional[dict]) -> None:
+    """Resume from the latest checkpoint (--continue) or load the first weights (--init-weights)."""
     out = Path(trainer.output_folder)
-    if continue_training:
+    init_weights = settings["init_weights"]
+    if settings["continue_training"]:
         for ck in ("checkpoint_final.pth", "checkpoint_latest.pth"):
             if (out / ck).is_file():
                 trainer.load_checkpoint(str(out / ck))
@@ -210,16 +248,67 @@ def train(dataset_id: int, configuration: str = SMALL_CONFIGURATION, fold: int =
         trainer.initialize()
         _load_network_weights(trainer.network, init_state, Path(init_weights))
         log.info("new training phase from the weights in %s", init_weights)
+
+
+def check_ddp_gpus(num_gpus: int, device: str) -> None:
+    """Refuse, in words, multi-GPU training where it cannot run (no CUDA, fewer GPUs than asked)."""
+    if num_gpus <= 1:
+        return
+    if device not in ("auto", "cuda"):
+        raise InputError(f"--num-gpus {num_gpus} trains on CUDA GPUs (nnU-Net's DDP); it cannot run on '{device}'.")
+    import torch
+
+    have = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if have < num_gpus:
+        raise InputError(f"--num-gpus {num_gpus} asks for {num_gpus} CUDA GPUs, and this machine has {have}: "
+                         "run it on the GPU server, or lower --num-gpus.")
+
+
+def _ddp_rank(rank: int, world_size: int, settings: dict) -> None:
+    """One DDP process (what nnU-Net's run_ddp does, with LiverPlan's trainer and schedule)."""
+    import torch
+    import torch.distributed as dist
+
+    dist.init_process_group("nccl", rank=rank, world_size=world_size)
+    try:
+        torch.cuda.set_device(torch.device("cuda", rank))
+        init_state = _read_network_weights(Path(settings["init_weights"])) if settings["init_weights"] else None
+        trainer = _make_trainer(settings, torch.device("cuda", rank), None, no_progress, None)
+        _start_trainer(trainer, settings, init_state)
+        torch.backends.cudnn.deterministic = False
+        torch.backends.cudnn.benchmark = True
+        trainer.run_training()
+    finally:
+        dist.destroy_process_group()
+
+
+def _train_ddp(num_gpus: int, settings: dict, time_limit_s: Optional[float]) -> TrainResult:
+    """nnU-Net's multi-GPU training: ``num_gpus`` processes joined by NCCL on this machine."""
+    import torch.multiprocessing as mp
+
+    if time_limit_s:
+        raise InputError("A time limit cannot be combined with multi-GPU training; give a number of epochs.")
+    check_ddp_gpus(num_gpus, "cuda")
+    os.environ.setdefault("MASTER_ADDR", "localhost")
+    if "MASTER_PORT" not in os.environ:
+        import socket
+
+        with socket.socket() as s:                     # a free port for the ranks' rendezvous (local only)
+            s.bind(("127.0.0.1", 0))
+            os.environ["MASTER_PORT"] = str(s.getsockname()[1])
+    plans, cfg, fold = settings["plans"], settings["configuration"], settings["fold"]
+    out = Path(os.environ["nnUNet_results"]) / plans["dataset_name"] / f"{TRAINER}__{plans['plans_name']}__{cfg}"
     t0 = time.monotonic()
-    trainer.run_training()
-    ckpt = out / "checkpoint_final.pth"
-    if trainer.stopped_by == "cancel":
-        from ..progress import Cancelled
-        raise Cancelled("Training was cancelled; checkpoint_latest.pth keeps the last finished epoch "
-                        "(resume with --continue).")
-    dice = trainer.logger.get_value("dice_per_class_or_region", None) or [[]]
-    return TrainResult(Path(trainer.output_folder_base), fold, configuration, trainer.current_epoch,
-                       trainer.stopped_by, time.monotonic() - t0, ckpt, list(dice[-1]))
+    mp.spawn(_ddp_rank, args=(num_gpus, settings), nprocs=num_gpus, join=True)
+    fold_dir = out / f"fold_{fold}"
+    ckpt = fold_dir / "checkpoint_final.pth"
+    epochs_done, dice = 0, []
+    if ckpt.is_file():
+        from ..models import load_checkpoint
+        state = load_checkpoint(ckpt)
+        epochs_done = int(state.get("current_epoch", 0))
+        dice = list((state.get("logging", {}).get("dice_per_class_or_region") or [[]])[-1])
+    return TrainResult(out, fold, cfg, epochs_done, "epochs", time.monotonic() - t0, ckpt, dice)
 
 
 def _read_network_weights(path: Path) -> dict:
