@@ -1,0 +1,42 @@
+"""Write a report as HTML and PDF, atomically (nothing half-written is left on failure)."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Sequence, Union
+
+from ..errors import ExportError
+from ..io.atomic import write_bytes_atomic, write_text_atomic
+from .document import Document
+from .html import render_html
+from .pdf import html_to_pdf
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("html", "pdf")
+
+
+def write_document(doc: Document, out_dir: Union[str, Path], stem: str = "report",
+                   formats: Sequence[str] = FORMATS, overwrite: bool = False) -> list[Path]:
+    """Write ``doc`` as ``out_dir/<stem>.html`` and/or ``.pdf``; returns the paths written.
+
+    Both targets are checked before either is written, so a refused export leaves nothing done.
+    """
+    out = Path(out_dir).expanduser()
+    bad = [f for f in formats if f not in FORMATS]
+    if bad:
+        raise ExportError(f"Unknown report format(s): {', '.join(bad)} (choose from html, pdf).")
+    targets = {f: out / f"{stem}.{f}" for f in formats}
+    if not overwrite:
+        there = [str(p) for p in targets.values() if p.exists()]
+        if there:
+            raise ExportError(f"{', '.join(there)} already exist(s); choose another folder or allow overwriting.")
+    out.mkdir(parents=True, exist_ok=True)
+    html_text = render_html(doc)
+    written = []
+    pdf = html_to_pdf(html_text, title=doc.meta.get("title", doc.title), meta=doc.meta) if "pdf" in targets else None
+    if "html" in targets:
+        written.append(write_text_atomic(targets["html"], html_text, overwrite=overwrite))
+    if pdf is not None:
+        written.append(write_bytes_atomic(targets["pdf"], pdf, overwrite=overwrite))
+    return written
