@@ -630,6 +630,34 @@ def liverplan_version() -> str:
         return "source tree (not installed)"
 
 
+def model_of_predictions(pred: Union[str, Path]) -> Optional[dict]:
+    """The model that made the predictions, from LiverPlan's ``<case>_segmentation.json`` records written
+    beside them by ``segment`` (None when there are none): the first record's model card, and the names
+    of every model seen when they differ."""
+    import json
+
+    p = Path(pred).expanduser()
+    folder = p if p.is_dir() else p.parent
+    models: list[dict] = []
+    for f in sorted(folder.glob("*_segmentation.json"))[:500]:
+        try:
+            prov = json.loads(f.read_text(encoding="utf-8")).get("provenance", {})
+        except (OSError, ValueError, AttributeError):
+            continue
+        for m in prov.get("models", []) if isinstance(prov, dict) else []:
+            if isinstance(m, dict) and m not in models:
+                models.append(m)
+    if not models:
+        return None
+    first = models[0]
+    out = dict(first.get("card") or {})      # the model card's fields (name, version, training data ...)
+    out.update({k: first[k] for k in ("path", "configuration", "folds", "checkpoint", "label_mapping") if k in first})
+    names = sorted({str((m.get("card") or {}).get("name", "")) for m in models if (m.get("card") or {}).get("name")})
+    if len(names) > 1:
+        out["note"] = "the predictions were made by several models: " + ", ".join(names)
+    return out
+
+
 def evaluation_manifest(cohort: CohortResult, provenance: Optional[Mapping] = None) -> dict:
     """What an evaluation folder needs to be reported later: where each case's files are (to picture it),
     its grid, the label mappings, the model that made the predictions, versions and date."""

@@ -1068,9 +1068,14 @@ def comparison_blocks(a: Evaluation, b: Evaluation, data: ReportData, level: int
     for t in tests:
         rows.append([_sname(t.structure), _mtitle(t.metric), str(t.n_pairs), str(t.n_excluded), _f(t.median_diff),
                      _f(t.mean_diff), _f(t.rank_biserial, 2), _f(t.statistic, 1), _p(t.p_value), _p(t.p_holm),
-                     {"A": "A", "B": "B"}.get(t.favours, "–"), t.note])
+                     {"A": "A", "B": "B"}.get(t.favours, "–")])
+    notes: dict[str, list[str]] = {}
+    for t in tests:
+        if t.note:
+            notes.setdefault(t.note, []).append(f"{_sname(t.structure)} {_mtitle(t.metric)}")
     blocks.append(Table(["Structure", "Metric", "pairs", "excl.", "median Δ", "mean Δ", "r (rank-biserial)", "W",
-                         "p", "p (Holm)", "favours", "note"], rows, caption="Wilcoxon signed-rank tests", small=True))
+                         "p", "p (Holm)", "favours"], rows, caption="Wilcoxon signed-rank tests", small=True,
+                        notes=[f"{k}: {', '.join(v)}." for k, v in notes.items()]))
     shown = [m for m in COMPARE_METRICS if any(t.metric == m and t.n_pairs for t in tests)]
     if shown:
         with style():

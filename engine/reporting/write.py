@@ -16,25 +16,36 @@ log = logging.getLogger(__name__)
 FORMATS = ("html", "pdf")
 
 
-def write_document(doc: Document, out_dir: Union[str, Path], stem: str = "report",
-                   formats: Sequence[str] = FORMATS, overwrite: bool = False) -> list[Path]:
-    """Write ``doc`` as ``out_dir/<stem>.html`` and/or ``.pdf``; returns the paths written.
-
-    Both targets are checked before either is written, so a refused export leaves nothing done.
-    """
+def check_targets(out_dir: Union[str, Path], stem: str = "report", formats: Sequence[str] = FORMATS,
+                  overwrite: bool = False) -> None:
+    """Refuse, before any work, report files that exist (unless ``overwrite``) or formats unknown."""
     out = Path(out_dir).expanduser()
     bad = [f for f in formats if f not in FORMATS]
     if bad:
         raise ExportError(f"Unknown report format(s): {', '.join(bad)} (choose from html, pdf).")
-    targets = {f: out / f"{stem}.{f}" for f in formats}
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"{out} is a file; a report is written into a folder.")
     if not overwrite:
-        there = [str(p) for p in targets.values() if p.exists()]
+        there = [str(out / f"{stem}.{f}") for f in formats if (out / f"{stem}.{f}").exists()]
         if there:
-            raise ExportError(f"{', '.join(there)} already exist(s); choose another folder or allow overwriting.")
-    out.mkdir(parents=True, exist_ok=True)
+            raise ExportError(f"{', '.join(there)} already exist(s); choose another folder or allow overwriting "
+                              "(--overwrite).")
+
+
+def write_document(doc: Document, out_dir: Union[str, Path], stem: str = "report",
+                   formats: Sequence[str] = FORMATS, overwrite: bool = False) -> list[Path]:
+    """Write ``doc`` as ``out_dir/<stem>.html`` and/or ``.pdf``; returns the paths written.
+
+    Both targets are checked before either is written, and the PDF is rendered before anything is
+    written, so a refused or failed export leaves nothing half-done.
+    """
+    out = Path(out_dir).expanduser()
+    check_targets(out, stem, formats, overwrite)
+    targets = {f: out / f"{stem}.{f}" for f in formats}
     html_text = render_html(doc)
-    written = []
     pdf = html_to_pdf(html_text, title=doc.meta.get("title", doc.title), meta=doc.meta) if "pdf" in targets else None
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
     if "html" in targets:
         written.append(write_text_atomic(targets["html"], html_text, overwrite=overwrite))
     if pdf is not None:
