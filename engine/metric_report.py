@@ -1186,3 +1186,27 @@ def write_metric_report(eval_dir: Union[str, Path], out_dir: Optional[Union[str,
     paths = write_document(doc, out_dir or eval_dir, "report" if other is None else "comparison", formats,
                            overwrite=overwrite)
     return paths, data
+
+
+def write_case_report(result: CaseResult, pred: np.ndarray, ref: np.ndarray, geometry, out_dir: Union[str, Path], *,
+                      case_name: str = "case", ref_mapping=None, reference_name: str = "",
+                      label_source: str = "", worst_k: int = 1, formats: Sequence[str] = ("html", "pdf"),
+                      overwrite: bool = False, progress: ProgressCallback = no_progress,
+                      cancel: Optional[CancelToken] = None) -> list[Path]:
+    """The metric report of one evaluated case held in memory (the window's Evaluate tab > Export report).
+
+    result: what :func:`engine.evaluation.evaluate_pair` returned for ``pred`` vs ``ref`` (uint8 (z, y, x)
+    LiverPlan label maps on ``geometry``). Writes ``<case_name>_metric_report.html/.pdf`` into ``out_dir``.
+    """
+    from .evaluation import structure_plan
+    from .reporting import write_document
+
+    manifest = {"pred": label_source or "the labels on screen", "ref": reference_name or "reference",
+                "model": {"name": label_source} if label_source else None}
+    ev = evaluation_from_results(case_name, [(case_name, result)], manifest,
+                                 {case_name: (pred, ref, tuple(geometry.spacing),
+                                              dict(structure_plan(ref_mapping).structures))})
+    doc, _ = build_metric_report(ev, worst_k=worst_k, title=f"Metric report: {case_name}", progress=progress,
+                                 cancel=cancel)
+    stem = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in case_name) + "_metric_report"
+    return write_document(doc, out_dir, stem, formats, overwrite=overwrite)

@@ -274,6 +274,7 @@ class MainWindow(QMainWindow):
         self.evaluate_panel.load_reference.connect(self._load_reference_dialog)
         self.evaluate_panel.run_requested.connect(self.run_evaluation)
         self.evaluate_panel.export_csv.connect(self._export_evaluation_dialog)
+        self.evaluate_panel.export_report.connect(self._export_report_dialog)
         self.evaluate_panel.view_changed.connect(self._show_evaluation)
 
         # --- status bar -------------------------------------------------------------------
@@ -1184,6 +1185,7 @@ class MainWindow(QMainWindow):
         def ok(result):
             self.evaluate_panel.run.setEnabled(True)
             self.evaluation = result
+            self.evaluated_labels = pred     # what the evaluation scored (a report pictures exactly these)
             self._show_evaluation()
             self.evaluate_panel.status.setText(f"Evaluated against {self.reference_name}.")
 
@@ -1240,6 +1242,35 @@ class MainWindow(QMainWindow):
                      "both_empty": "both empty", "not_in_reference": "not in reference"}
             values.append([words.get(str(status.get(s, "")), str(status.get(s, ""))) for s in structures])
         return rows, cols, values
+
+    def _export_report_dialog(self) -> None:
+        if self.evaluation is None:
+            self.evaluate_panel.status.setText("Evaluate first: the report shows an evaluation.")
+            return
+        p = QFileDialog.getExistingDirectory(self, "Folder for the metric report (HTML + PDF)")
+        if p:
+            self.export_report(p)
+
+    def export_report(self, folder, overwrite: bool = False):
+        """Write the evaluation's metric report (engine.metric_report) into ``folder`` in the background;
+        returns the task."""
+        from engine.metric_report import write_case_report
+
+        name = self.case.name if self.case is not None and getattr(self.case, "name", "") else "case"
+        pred = getattr(self, "evaluated_labels", None)
+        if pred is None:
+            pred = self.case.labels.copy()
+        task = self.runner.start("report", write_case_report, self.evaluation, pred, self.reference,
+                                 self.case.geometry, str(folder), case_name=name,
+                                 ref_mapping=self.reference_mapping, reference_name=self.reference_name or "",
+                                 label_source=str(self.case.provenance.label_source or ""), overwrite=overwrite)
+        self._task_progress(task, "Writing the metric report")
+        self.evaluate_panel.status.setText("Writing the metric report…")
+        task.succeeded.connect(lambda paths: self.evaluate_panel.status.setText(
+            "Report written: " + ", ".join(str(x) for x in paths)))
+        task.failed.connect(lambda msg, exc: (self.evaluate_panel.status.setText(msg),
+                                              self._message(msg, error=True)))
+        return task
 
     def _export_evaluation_dialog(self) -> None:
         if self.evaluation is None:
