@@ -630,6 +630,15 @@ def liverplan_version() -> str:
         return "source tree (not installed)"
 
 
+def model_record(model_provenance: Mapping) -> dict:
+    """A model's record for an evaluation manifest: its card's fields (name, version, training data ...)
+    and where it came from, from ``ModelInfo.to_provenance()``."""
+    out = dict(model_provenance.get("card") or {})
+    out.update({k: model_provenance[k] for k in ("path", "configuration", "folds", "checkpoint", "label_mapping")
+                if k in model_provenance})
+    return out
+
+
 def model_of_predictions(pred: Union[str, Path]) -> Optional[dict]:
     """The model that made the predictions, from LiverPlan's ``<case>_segmentation.json`` records written
     beside them by ``segment`` (None when there are none): the first record's model card, and the names
@@ -649,9 +658,7 @@ def model_of_predictions(pred: Union[str, Path]) -> Optional[dict]:
                 models.append(m)
     if not models:
         return None
-    first = models[0]
-    out = dict(first.get("card") or {})      # the model card's fields (name, version, training data ...)
-    out.update({k: first[k] for k in ("path", "configuration", "folds", "checkpoint", "label_mapping") if k in first})
+    out = model_record(models[0])
     names = sorted({str((m.get("card") or {}).get("name", "")) for m in models if (m.get("card") or {}).get("name")})
     if len(names) > 1:
         out["note"] = "the predictions were made by several models: " + ", ".join(names)

@@ -231,6 +231,7 @@ def files_loader(manifest: dict) -> ArraysLoader:
     by_name = {c["name"]: c for c in manifest.get("cases", [])}
     pred_map = _mapping(manifest.get("pred_mapping"))
     ref_map = _mapping(manifest.get("ref_mapping"))
+    plan_map = _mapping(manifest.get("plan_mapping"))
 
     def load(case: str):
         from .evaluation import read_pair, structure_plan
@@ -242,7 +243,9 @@ def files_loader(manifest: dict) -> ArraysLoader:
             log.warning("case %s: its files are no longer at %s / %s", case, c["pred_path"], c["ref_path"])
             return None
         pred, ref, geom, rmap = read_pair(c["pred_path"], c["ref_path"], pred_map, ref_map)
-        plan = structure_plan(rmap)
+        # the training pipeline's references are LiverPlan label files (read as they are) scored under the
+        # external set's convention (merged / missing structures): its manifest names that separately
+        plan = structure_plan(plan_map if plan_map is not None else rmap)
         return pred, ref, tuple(geom.spacing), dict(plan.structures)
 
     return load
@@ -1210,3 +1213,35 @@ def write_case_report(result: CaseResult, pred: np.ndarray, ref: np.ndarray, geo
                                  cancel=cancel)
     stem = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in case_name) + "_metric_report"
     return write_document(doc, out_dir, stem, formats, overwrite=overwrite)
+
+
+def write_training_report(sets: Sequence[tuple[str, Union[str, Path]]], out_dir: Union[str, Path], *,
+                          fold_dir: Optional[Union[str, Path]] = None, title: str = "Training report",
+                          worst_k: int = 5, formats: Sequence[str] = ("html", "pdf"), overwrite: bool = False,
+                          progress: ProgressCallback = no_progress,
+                          cancel: Optional[CancelToken] = None) -> list[Path]:
+    """The training pipeline's final report (the study's Tables 3/4 and their figures): nnU-Net's training
+    curves (from ``fold_dir``), then the metric report of each evaluated set (e.g. ("Held-out test set",
+    dir), ("External set", dir)), then one appendix. Writes ``training_report.html/.pdf`` into ``out_dir``."""
+    from .evaluation import liverplan_version
+    from .reporting import write_document
+
+    evals = [load_evaluation(d, label=t) for t, d in sets]
+    data = ReportData()
+    doc = Document(title, subtitle=" · ".join(f"{e.label}: {len(e.cases())} case(s)" for e in evals),
+                   meta={"title": title, "generator": "LiverPlan"})
+    doc.header_lines = [f"Report made {doc.created_text()} by LiverPlan {liverplan_version()}"]
+    model = next((e.manifest.get("model") for e in evals if isinstance(e.manifest.get("model"), dict)), None)
+    if model:
+        doc.header_lines = [f"Model: {model.get('name', '')} {model.get('version', '')}".strip()] + list(doc.header_lines)
+    if _is_demo(evals):
+        doc.footer = "Demo model — synthetic data — not for clinical use"
+    if fold_dir is not None:
+        from .training.curves import curves_blocks, read_training_curves
+        doc.add(*curves_blocks(read_training_curves(fold_dir), data, level=1))
+    for e in evals:
+        check(cancel)
+        doc.add(Heading(e.label, 1))
+        doc.add(*metric_sections([e], data, worst_k=worst_k, level=2, progress=progress, cancel=cancel))
+    doc.add(*appendix_blocks(evals))
+    return write_document(doc, out_dir, "training_report", formats, overwrite=overwrite)
