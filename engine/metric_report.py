@@ -55,6 +55,10 @@ COMPARE_METRICS: dict[str, bool] = {"dice": True, "hd95": False, "cldice": True,
 LESION_BINS_MM: tuple[tuple[float, float], ...] = ((0, 5), (5, 10), (10, 20), (20, 30), (30, math.inf))
 #: Structures in which a per-lesion analysis is made.
 LESION_STRUCTURES = ("crlm",)
+#: Above this many cases, the dots of a plot are drawn as one embedded 200-dpi image inside its SVG (axes,
+#: boxes, lines and text stay vector): WeasyPrint draws each vector dot separately (~5 ms each), which made a
+#: 100-case PDF take a minute; a small cohort's dots stay vector.
+DENSE_CASES = 40
 
 
 # ================================================================================================
@@ -577,6 +581,7 @@ def distribution_figure(evals: Sequence[Evaluation], metric: str, structures: Se
 
     rng = np.random.default_rng(0)
     nev = len(evals)
+    dense = max(len(e.cases()) for e in evals) > DENSE_CASES
     with style():
         fig = new_figure(7.0, 2.9)
         ax = fig.add_subplot()
@@ -612,7 +617,7 @@ def distribution_figure(evals: Sequence[Evaluation], metric: str, structures: Se
                     iqr = q3 - q1
                     jit = rng.uniform(-width * 0.28, width * 0.28, size=arr.size)
                     ax.scatter(x0 + jit, arr, s=9, marker=MARKERS[j % len(MARKERS)], facecolor="white",
-                               edgecolor="black", linewidth=0.6, zorder=3)
+                               edgecolor="black", linewidth=0.6, zorder=3, rasterized=dense)
                     out_idx = [k for k, v in enumerate(arr) if v < q1 - 1.5 * iqr or v > q3 + 1.5 * iqr]
                     # the most extreme few are named; more names would cover the plot
                     out_idx = sorted(out_idx, key=lambda k: -abs(arr[k] - np.median(arr)))[:3]
@@ -661,6 +666,7 @@ def volume_figure(evals: Sequence[Evaluation], structures: Sequence[str], data: 
     table_rows = []
     with style():
         fig = new_figure(7.0, 2.05 * len(rows) + 0.3)
+        dense = max(len(e.cases()) for e in evals) > DENSE_CASES
         axes = fig.subplots(len(rows), 2, squeeze=False)
         for i, (s, per) in enumerate(rows):
             a1, a2 = axes[i]
@@ -669,12 +675,13 @@ def volume_figure(evals: Sequence[Evaluation], structures: Sequence[str], data: 
                 data.bland_altman[(e.label, s)] = ba
                 mk = MARKERS[j % len(MARKERS)]
                 a1.scatter(ba.ref_ml, ba.pred_ml, s=12, marker=mk, facecolor=(*_scolor(s), 0.7) if j == 0 else "white",
-                           edgecolor="black", linewidth=0.6, label=e.label if len(per) > 1 else None, zorder=3)
+                           edgecolor="black", linewidth=0.6, label=e.label if len(per) > 1 else None, zorder=3,
+                           rasterized=dense)
                 lim = max(lim, float(ba.ref_ml.max(initial=0)), float(ba.pred_ml.max(initial=0)))
                 mean = (ba.pred_ml + ba.ref_ml) / 2
                 diff = ba.pred_ml - ba.ref_ml
                 a2.scatter(mean, diff, s=12, marker=mk, facecolor=(*_scolor(s), 0.7) if j == 0 else "white",
-                           edgecolor="black", linewidth=0.6, zorder=3)
+                           edgecolor="black", linewidth=0.6, zorder=3, rasterized=dense)
                 ls = DASHES[j % len(DASHES)]
                 a2.axhline(ba.bias_ml, color="black", linestyle=ls, linewidth=1.1)
                 if math.isfinite(ba.sd_ml):
@@ -721,6 +728,7 @@ def lesion_figure(evals: Sequence[Evaluation], structure: str, data: ReportData)
     table_rows = []
     with style():
         fig = new_figure(7.0, 2.6)
+        dense = max(len(e.lesions) for e in evals) > DENSE_CASES
         a1, a2 = fig.subplots(1, 2)
         nev = len(evals)
         width = 0.8 / nev
@@ -743,11 +751,12 @@ def lesion_figure(evals: Sequence[Evaluation], structure: str, data: ReportData)
             mk = MARKERS[j % len(MARKERS)]
             a2.scatter([x.diameter_mm for x in det], [x.dice for x in det], s=12, marker=mk,
                        facecolor=(*_scolor(structure), 0.7) if j == 0 else "white", edgecolor="black",
-                       linewidth=0.6, label=(f"{e.label}: detected" if nev > 1 else "detected"), zorder=3)
+                       linewidth=0.6, label=(f"{e.label}: detected" if nev > 1 else "detected"), zorder=3,
+                       rasterized=dense)
             if mis:
                 a2.scatter([x.diameter_mm for x in mis], [0.0] * len(mis), s=22, marker="x" if j == 0 else "+",
                            color="black", linewidth=1.0, label=(f"{e.label}: missed" if nev > 1 else "missed"),
-                           zorder=3)
+                           zorder=3, rasterized=dense)
         a1.set_xticks(range(len(LESION_BINS_MM)))
         a1.set_xticklabels([SizeBin(lo, hi, 0, 0).label for lo, hi in LESION_BINS_MM], fontsize=7)
         a1.set_ylim(0, 1.12)
@@ -783,6 +792,9 @@ def _panel(ax, p2: np.ndarray, r2: np.ndarray, other2: np.ndarray, color, spacin
     img[other2] = 0.88
     tp = p2 & r2
     img[tp] = 0.55 + 0.45 * np.asarray(color)
+    errors = ((r2 & ~p2, _FN_COLOR, "\\\\\\\\"), (p2 & ~r2, _FP_COLOR, "////"))
+    for mask, col, _ in errors:
+        img[mask] = col
     sr, sc = spacing_rc
     extent = (0, w * sc, 0, h * sr)           # mm; rows drawn bottom-up when flip_rows (superior at top)
     origin = "lower" if flip_rows else "upper"
@@ -791,9 +803,8 @@ def _panel(ax, p2: np.ndarray, r2: np.ndarray, other2: np.ndarray, color, spacin
     ys = (np.arange(h) + 0.5) * sr
     if not flip_rows:
         ys = ys[::-1]
-    for mask, col, hatch in ((r2 & ~p2, _FN_COLOR, "\\\\\\\\"), (p2 & ~r2, _FP_COLOR, "////")):
+    for mask, col, hatch in errors:          # the fill is in the picture; the hatch drawn over it
         if mask.any():
-            ax.contourf(xs, ys, mask.astype(float), levels=[0.5, 1.5], colors=[col], alpha=0.85)
             ax.contourf(xs, ys, mask.astype(float), levels=[0.5, 1.5], colors="none", hatches=[hatch])
     for mask, ls in ((r2, "-"), (p2, "--")):
         if mask.any() and not mask.all():
@@ -840,8 +851,9 @@ def worst_case_picture(ev: Evaluation, row: CaseRow, arrays, structure: str) -> 
         co_h = (z1 - z0) * sz
         wmm = (x1 - x0) * sx
         ratio = max(ax_h, co_h) / max(wmm, 1e-6)
-        fig = new_figure(6.6, min(4.2, max(2.2, 3.1 * ratio + 0.4)))
+        fig = new_figure(6.6, min(4.2, max(2.2, 3.1 * ratio + 0.4)), layout=None)
         a1, a2 = fig.subplots(1, 2)
+        fig.subplots_adjust(left=0.01, right=0.99, top=0.92, bottom=0.13, wspace=0.04)
         _panel(a1, p[z], r[z], other[z] & ~(p[z] | r[z]), color, (sy, sx), (y0, y1, x0, x1), False,
                ("A", "P", "R", "L"))
         a1.set_title(f"axial, slice z = {z}", loc="left", fontsize=8)
@@ -854,8 +866,8 @@ def worst_case_picture(ev: Evaluation, row: CaseRow, arrays, structure: str) -> 
                             Line2D([], [], color="black", linestyle="--", label="prediction outline"),
                             Patch(facecolor=_FN_COLOR, hatch="\\\\\\\\", edgecolor="black", label="missed (FN)"),
                             Patch(facecolor=_FP_COLOR, hatch="////", edgecolor="black", label="extra (FP)")],
-                   loc="outside lower center", ncol=4, fontsize=6.5)
-    return wc, figure_png(fig, dpi=120)
+                   loc="lower center", ncol=4, fontsize=6.5)
+    return wc, figure_png(fig, dpi=110)
 
 
 class _ArrayCache:
@@ -1085,6 +1097,7 @@ def comparison_blocks(a: Evaluation, b: Evaluation, data: ReportData, level: int
             fig = new_figure(7.0, 1.9 * ((len(shown) + 1) // 2) + 0.2)
             axes = fig.subplots((len(shown) + 1) // 2, 2, squeeze=False).ravel()
             rng = np.random.default_rng(1)
+            dense = max(len(a.cases()), len(b.cases())) > DENSE_CASES
             for ax, m in zip(axes, shown):
                 ts = [t for t in tests if t.metric == m]
                 for i, t in enumerate(ts):
@@ -1092,7 +1105,7 @@ def comparison_blocks(a: Evaluation, b: Evaluation, data: ReportData, level: int
                         continue
                     jit = rng.uniform(-0.18, 0.18, t.diffs.size)
                     ax.scatter(i + jit, t.diffs, s=9, facecolor=(*_scolor(t.structure), 0.8), edgecolor="black",
-                               linewidth=0.5, zorder=3)
+                               linewidth=0.5, zorder=3, rasterized=dense)
                     ax.plot([i - 0.3, i + 0.3], [t.median_diff] * 2, color="black", linewidth=1.5)
                 ax.axhline(0, color="#666", linewidth=0.8, linestyle="--")
                 ax.set_xticks(range(len(ts)))

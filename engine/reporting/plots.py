@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import io
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Iterator, Optional
 
 from .fonts import matplotlib_families
 
@@ -54,12 +54,16 @@ def style() -> Iterator[None]:
         yield
 
 
-def new_figure(width_in: float, height_in: float):
-    """A Figure (Agg canvas, no pyplot) of the given size in inches; call inside :func:`style`."""
+def new_figure(width_in: float, height_in: float, layout: Optional[str] = "constrained"):
+    """A Figure (Agg canvas, no pyplot) of the given size in inches; call inside :func:`style`.
+
+    layout: "constrained" (matplotlib places labels and legends; it redraws the figure to measure them,
+    which costs ~0.3 s a figure) or None for figures that set their margins themselves (the many
+    worst-case pictures of a big cohort)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(width_in, height_in), layout="constrained")
+    fig = Figure(figsize=(width_in, height_in), layout=layout)
     FigureCanvasAgg(fig)
     return fig
 
@@ -70,7 +74,8 @@ def figure_svg(fig) -> str:
 
     buf = io.StringIO()
     with matplotlib.rc_context(_rc()):
-        fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": "LiverPlan"})
+        # dpi: only for parts drawn rasterized=True (dense dots); vectors do not depend on it
+        fig.savefig(buf, format="svg", dpi=200, metadata={"Date": None, "Creator": "LiverPlan"})
     return buf.getvalue()
 
 
