@@ -157,7 +157,10 @@ class Evaluation:
                    + "; ".join(f"{n} ({e})" for n, e in self.failed))
             if msg not in notes:
                 notes.append(msg)
-        return cohort_table(results, metrics_rows=rows, notes=notes)
+        t = cohort_table(results, metrics_rows=rows, notes=notes)
+        # table.json's notes already hold the table's own legend, which cohort_table adds again
+        t.notes = list(dict.fromkeys(t.notes))
+        return t
 
     def arrays(self, case: str):
         """(pred, ref, spacing, structure labels) of a case, or None when its files cannot be read."""
