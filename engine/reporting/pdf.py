@@ -3,10 +3,10 @@
 Why WeasyPrint (measured here, see the README's "Metric reports" section): it renders the SAME HTML and
 print CSS the HTML report uses (one layout to maintain, page footers and numbers from CSS), draws inline
 SVG as vectors, embeds subsets of the fonts, and falls back per glyph through fontconfig, so names in any
-script print (Müller, 肝臓, Łódź all came back from the PDF's text). It is pure Python over Pango (present on
-desktop Linux; bundled in its Windows/macOS wheels' instructions), needs no display and no browser, and
-adds ~3 MB of Python packages. reportlab has no per-glyph fallback (肝臓 was silently dropped) and needs
-its own layout code; matplotlib's PDF backend has no text flow or tables.
+script print (Müller, 肝臓, Łódź all came back from the PDF's text). It is Python over Pango (a system
+library: on Linux a distribution package, on Windows / macOS installed beside it — the installer must bundle
+it), needs no display and no browser, and adds ~3 MB of Python packages. reportlab has no per-glyph fallback
+(肝臓 was silently dropped) and needs its own layout code; matplotlib's PDF backend has no text flow or tables.
 """
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def html_to_pdf(html_text: str, title: str = "", meta: Optional[dict] = None) ->
     """
     why = pdf_available()
     if why:
-        raise ExportError(f"No PDF could be written: {why}. The HTML report was still written.")
+        raise ExportError(f"No PDF could be written: {why}.")
     import weasyprint
 
     # data: URIs only (the report's own images); any other URL is refused, never fetched

@@ -9,7 +9,7 @@ from ..errors import ExportError
 from ..io.atomic import write_bytes_atomic, write_text_atomic
 from .document import Document
 from .html import render_html
-from .pdf import html_to_pdf
+from .pdf import html_to_pdf, pdf_available
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +43,17 @@ def write_document(doc: Document, out_dir: Union[str, Path], stem: str = "report
     check_targets(out, stem, formats, overwrite)
     targets = {f: out / f"{stem}.{f}" for f in formats}
     html_text = render_html(doc)
-    pdf = html_to_pdf(html_text, title=doc.meta.get("title", doc.title), meta=doc.meta) if "pdf" in targets else None
+    # a machine without the PDF writer (no WeasyPrint / Pango) still gets the HTML, and is told why no PDF
+    why = pdf_available() if "pdf" in targets else None
+    pdf = html_to_pdf(html_text, title=doc.meta.get("title", doc.title), meta=doc.meta) \
+        if "pdf" in targets and not why else None
     out.mkdir(parents=True, exist_ok=True)
     written = []
     if "html" in targets:
         written.append(write_text_atomic(targets["html"], html_text, overwrite=overwrite))
     if pdf is not None:
         written.append(write_bytes_atomic(targets["pdf"], pdf, overwrite=overwrite))
+    if why:
+        raise ExportError(f"No PDF could be written: {why}."
+                          + (f" The HTML report was written: {written[0]}." if written else ""))
     return written

@@ -231,3 +231,15 @@ def test_training_curves_from_nnunet_log_and_checkpoint_dict():
                            "ema_fg_dice": [0.2, 0.23], "epoch_start_timestamps": [0, 10],
                            "epoch_end_timestamps": [8, 19]})
     assert d.epochs == 2 and d.epoch_seconds == [8, 9] and d.pseudo_dice_ema == [0.2, 0.23]
+
+
+def test_without_the_pdf_writer_the_html_is_still_written(tmp_path, monkeypatch):
+    from engine.errors import ExportError
+    from engine.reporting import Document, Paragraph, write_document
+    from engine.reporting import write as w
+
+    monkeypatch.setattr(w, "pdf_available", lambda: "the PDF writer (the Python package 'weasyprint') is not "
+                                                     "installed")
+    with pytest.raises(ExportError, match="weasyprint.*HTML report was written"):
+        write_document(Document("t", [Paragraph("x")]), tmp_path)
+    assert (tmp_path / "report.html").is_file() and not (tmp_path / "report.pdf").exists()
