@@ -8,6 +8,7 @@ clock starts: what is timed is what the report adds to an evaluation — reading
 locating and picturing each worst case's largest error in 3D, the HTML and the PDF.
 
 Run:  .venv/bin/python benchmarks/metric_report_speed.py [--cases 100] [--worst 5] [--shape 128,256,256]
+      [--variants 8]   (a CT-sized grid: --shape 200,512,512 --variants 4)
 """
 from __future__ import annotations
 
@@ -89,12 +90,13 @@ def main() -> int:
     ap.add_argument("--cases", type=int, default=100)
     ap.add_argument("--worst", type=int, default=5)
     ap.add_argument("--shape", default="128,256,256", help="z,y,x voxels of the pictured label maps")
+    ap.add_argument("--variants", type=int, default=8, help="distinct perturbed phantoms the worst cases cycle through")
     args = ap.parse_args()
     shape = tuple(int(v) for v in args.shape.split(","))
     rng = np.random.default_rng(0)
     rows, lesions = synthetic_rows(args.cases, rng)
     t = time.perf_counter()
-    variants = perturbed_cases(shape)
+    variants = perturbed_cases(shape, args.variants)
     print(f"setup (not timed): {len(variants)} perturbed {shape} phantoms in {time.perf_counter() - t:.1f} s")
     ev = Evaluation("synthetic model", rows, lesions, loader=lambda c: variants[int(c[-3:]) % len(variants)])
 

@@ -1082,6 +1082,11 @@ def comparison_blocks(a: Evaluation, b: Evaluation, data: ReportData, level: int
                               "(−1…1; |r| ≈ 0.1 small, 0.3 medium, ≥ 0.5 large). p (Holm) corrects for the number of "
                               "tests. Cases with an undefined or infinite value in either evaluation are excluded "
                               "(column 'excl.').", "note")]
+    if not tests:
+        blocks.append(Paragraph(f"No case and structure was scored in both evaluations (A: {len(a.cases())} "
+                                f"case(s), B: {len(b.cases())} case(s); cases are paired by name): nothing to "
+                                "compare pairwise.", "warning"))
+        return blocks
     rows = []
     for t in tests:
         rows.append([_sname(t.structure), _mtitle(t.metric), str(t.n_pairs), str(t.n_excluded), _f(t.median_diff),

@@ -243,3 +243,12 @@ def test_without_the_pdf_writer_the_html_is_still_written(tmp_path, monkeypatch)
     with pytest.raises(ExportError, match="weasyprint.*HTML report was written"):
         write_document(Document("t", [Paragraph("x")]), tmp_path)
     assert (tmp_path / "report.html").is_file() and not (tmp_path / "report.pdf").exists()
+
+
+def test_comparison_of_evaluations_without_common_cases_says_so():
+    from engine.metric_report import CaseRow, Evaluation, ReportData, comparison_blocks
+
+    a = Evaluation("A", [CaseRow("c1", "liver", "ok", {"dice": 0.9})])
+    b = Evaluation("B", [CaseRow("c2", "liver", "ok", {"dice": 0.8})])
+    blocks = comparison_blocks(a, b, ReportData())
+    assert any("nothing to compare" in getattr(x, "text", "") for x in blocks)
