@@ -502,38 +502,55 @@ def worst_cases(ev: Evaluation, structure: str, k: int = 5) -> list[CaseRow]:
     return sorted(rows, key=key)[: max(0, int(k))]
 
 
-def error_slices(pred: np.ndarray, ref: np.ndarray, pred_labels: Sequence[int], ref_labels: Sequence[int]) -> dict:
+def label_boxes(labels: np.ndarray) -> dict[int, tuple[slice, slice, slice]]:
+    """Bounding box (z, y, x slices) of every label value present in a label map, in one pass."""
+    from scipy import ndimage as ndi
+
+    a = np.asarray(labels)
+    if a.dtype.kind not in "iu":
+        a = a.astype(np.int32)
+    return {i + 1: sl for i, sl in enumerate(ndi.find_objects(a)) if sl is not None}
+
+
+def _mask(a: np.ndarray, labels: Sequence[int]) -> np.ndarray:
+    return np.isin(a, labels) if len(labels) > 1 else (a == labels[0])
+
+
+def error_slices(pred: np.ndarray, ref: np.ndarray, pred_labels: Sequence[int], ref_labels: Sequence[int],
+                 boxes: Optional[tuple[dict, dict]] = None) -> dict:
     """Where a structure's largest error is: the largest 26-connected component of prediction XOR reference.
 
-    Returns {"z", "y": slice indices through that component (the axial / coronal slice holding most of
-    it), "p", "r": the structure's boolean masks (z, y, x), "error_voxels", "box": crop around the
-    structure (prediction ∪ reference) with a margin}. z, y = -1 when prediction and reference agree.
+    pred, ref: label maps (z, y, x); boxes: their :func:`label_boxes` when already known (a case pictured
+    for several structures). Only the structure's bounding box is looked at, so a CT-sized map costs little.
+    Returns {"z", "y": slice indices through that component (the axial / coronal slice holding most of it),
+    "error_voxels", "box": (z0, z1, y0, y1, x0, x1) crop around prediction ∪ reference with a margin, or None
+    when neither has the structure}. A perfect case gets the structure's middle slices.
     """
     from metrics.lesions import label_lesions
 
-    p = np.isin(pred, pred_labels) if len(pred_labels) > 1 else (pred == pred_labels[0])
-    r = np.isin(ref, ref_labels) if len(ref_labels) > 1 else (ref == ref_labels[0])
-    union = p | r
-    out: dict[str, Any] = {"p": p, "r": r, "z": -1, "y": -1, "error_voxels": 0, "box": None}
-    if not union.any():
+    bp, br = boxes if boxes is not None else (label_boxes(pred), label_boxes(ref))
+    bbs = [b for b in [bp.get(int(v)) for v in pred_labels] + [br.get(int(v)) for v in ref_labels] if b is not None]
+    out: dict[str, Any] = {"z": -1, "y": -1, "error_voxels": 0, "box": None}
+    if not bbs:
         return out
-    zz, yy, xx = (np.flatnonzero(union.any(axis=ax)) for ax in ((1, 2), (0, 2), (0, 1)))
-    sl = (slice(zz[0], zz[-1] + 1), slice(yy[0], yy[-1] + 1), slice(xx[0], xx[-1] + 1))
-    err = p[sl] ^ r[sl]
+    lo = [min(b[k].start for b in bbs) for k in range(3)]
+    hi = [max(b[k].stop for b in bbs) for k in range(3)]
+    sl = tuple(slice(a, b) for a, b in zip(lo, hi))
+    err = _mask(pred[sl], pred_labels) ^ _mask(ref[sl], ref_labels)
     out["error_voxels"] = int(err.sum())
     m = 6
-    out["box"] = (max(0, zz[0] - m), min(p.shape[0], zz[-1] + 1 + m), max(0, yy[0] - m),
-                  min(p.shape[1], yy[-1] + 1 + m), max(0, xx[0] - m), min(p.shape[2], xx[-1] + 1 + m))
+    shape = pred.shape
+    out["box"] = (max(0, lo[0] - m), min(shape[0], hi[0] + m), max(0, lo[1] - m), min(shape[1], hi[1] + m),
+                  max(0, lo[2] - m), min(shape[2], hi[2] + m))
     if not err.any():
-        # a perfect case: picture the structure's middle
-        out["z"], out["y"] = int((zz[0] + zz[-1]) // 2), int((yy[0] + yy[-1]) // 2)
+        out["z"], out["y"] = int((lo[0] + hi[0] - 1) // 2), int((lo[1] + hi[1] - 1) // 2)
         return out
     lab, n = label_lesions(err)
     counts = np.bincount(lab.ravel(), minlength=n + 1)
     counts[0] = 0
     big = lab == int(counts.argmax())
-    out["z"] = int(sl[0].start + big.sum(axis=(1, 2)).argmax())
-    out["y"] = int(sl[1].start + big.sum(axis=(0, 2)).argmax())
+    out["z"] = int(lo[0] + big.sum(axis=(1, 2)).argmax())
+    out["y"] = int(lo[1] + big.sum(axis=(0, 2)).argmax())
     return out
 
 
@@ -824,8 +841,10 @@ def _panel(ax, p2: np.ndarray, r2: np.ndarray, other2: np.ndarray, color, spacin
     ax.text(0.04 * w * sc + 5, 0.06 * h * sr, "10 mm", ha="center", va="bottom", fontsize=6)
 
 
-def worst_case_picture(ev: Evaluation, row: CaseRow, arrays, structure: str) -> tuple[WorstCase, Optional[bytes]]:
-    """The WorstCase record and its PNG picture (axial + coronal through the largest error)."""
+def worst_case_picture(ev: Evaluation, row: CaseRow, arrays, structure: str,
+                       boxes: Optional[tuple[dict, dict]] = None) -> tuple[WorstCase, Optional[bytes]]:
+    """The WorstCase record and its PNG picture (axial + coronal through the largest error).
+    arrays: (pred, ref, spacing (z, y, x) mm, {structure: (pred labels, ref labels)}) or None."""
     from .reporting.plots import figure_png, new_figure, style
 
     wc = WorstCase(ev.label, structure, row.case, row.values.get("dice", float("nan")), dict(row.values), row.status)
@@ -837,16 +856,18 @@ def worst_case_picture(ev: Evaluation, row: CaseRow, arrays, structure: str) -> 
         wc.picture = "this structure is not compared in this case"
         return wc, None
     pl, rl = structs[structure]
-    es = error_slices(pred, ref, pl, rl)
+    es = error_slices(pred, ref, pl, rl, boxes)
     if es["box"] is None:
         wc.picture = "neither prediction nor reference has this structure"
         return wc, None
-    p, r, z, y = es["p"], es["r"], es["z"], es["y"]
+    z, y = es["z"], es["y"]
     wc.z, wc.y, wc.box, wc.error_voxels = z, y, tuple(int(v) for v in es["box"]), es["error_voxels"]
-    wc.axial_fp, wc.axial_fn = p[z] & ~r[z], r[z] & ~p[z]
-    wc.coronal_fp, wc.coronal_fn = p[:, y] & ~r[:, y], r[:, y] & ~p[:, y]
+    # the two slices only: full-size 2D masks (cheap even for a CT-sized map)
+    pa, ra = _mask(pred[z], pl), _mask(ref[z], rl)
+    pc, rc = _mask(pred[:, y], pl), _mask(ref[:, y], rl)
+    wc.axial_fp, wc.axial_fn = pa & ~ra, ra & ~pa
+    wc.coronal_fp, wc.coronal_fn = pc & ~rc, rc & ~pc
     z0, z1, y0, y1, x0, x1 = wc.box
-    other = ref > 0
     sz, sy, sx = spacing
     color = _scolor(structure)
     with style():
@@ -857,10 +878,10 @@ def worst_case_picture(ev: Evaluation, row: CaseRow, arrays, structure: str) -> 
         fig = new_figure(6.6, min(4.2, max(2.2, 3.1 * ratio + 0.4)), layout=None)
         a1, a2 = fig.subplots(1, 2)
         fig.subplots_adjust(left=0.01, right=0.99, top=0.92, bottom=0.13, wspace=0.04)
-        _panel(a1, p[z], r[z], other[z] & ~(p[z] | r[z]), color, (sy, sx), (y0, y1, x0, x1), False,
+        _panel(a1, pa, ra, (ref[z] > 0) & ~(pa | ra), color, (sy, sx), (y0, y1, x0, x1), False,
                ("A", "P", "R", "L"))
         a1.set_title(f"axial, slice z = {z}", loc="left", fontsize=8)
-        _panel(a2, p[:, y], r[:, y], other[:, y] & ~(p[:, y] | r[:, y]), color, (sz, sx), (z0, z1, x0, x1), True,
+        _panel(a2, pc, rc, (ref[:, y] > 0) & ~(pc | rc), color, (sz, sx), (z0, z1, x0, x1), True,
                ("S", "I", "R", "L"))
         a2.set_title(f"coronal, row y = {y}", loc="left", fontsize=8)
         from matplotlib.lines import Line2D
@@ -885,6 +906,8 @@ class _ArrayCache:
             self.items.move_to_end(case)
             return self.items[case]
         val = self.ev.arrays(case)
+        if val is not None:
+            val = (val, (label_boxes(val[0]), label_boxes(val[1])))
         self.items[case] = val
         while len(self.items) > self.size:
             self.items.popitem(last=False)
@@ -1045,16 +1068,18 @@ def metric_sections(evals: Sequence[Evaluation], data: ReportData, *, worst_k: i
                                 "with // hatching: predicted but not in the reference (false positive); pale grey: the "
                                 "reference's other structures. Letters: patient orientation (R = right).", "note"))
         todo = [(e, s) for e in (worst_of or evals[:1]) for s in structures]
+        caches: dict = {}
         for i, (e, s) in enumerate(todo):
             check(cancel)
             progress("Picturing the worst cases", i, len(todo))
-            cache = _ArrayCache(e)
+            cache = caches.setdefault(e.label, _ArrayCache(e))
             rows = worst_cases(e, s, worst_k)
             if not rows:
                 continue
             blocks.append(Heading(f"{_sname(s)}" + (f" — {e.label}" if len(evals) > 1 else ""), h2))
             for row in rows:
-                wc, png = worst_case_picture(e, row, cache.get(row.case), s)
+                got = cache.get(row.case)
+                wc, png = worst_case_picture(e, row, got[0] if got else None, s, got[1] if got else None)
                 data.worst.append(wc)
                 text = f"{row.case}: {_case_numbers(row, s, e)}"
                 if png is None:
