@@ -894,26 +894,6 @@ def worst_case_picture(ev: Evaluation, row: CaseRow, arrays, structure: str,
     return wc, figure_png(fig, dpi=110)
 
 
-class _ArrayCache:
-    """Keeps the last few cases' arrays: the worst cases of several structures are often the same case."""
-
-    def __init__(self, ev: Evaluation, size: int = 3):
-        self.ev, self.size = ev, size
-        self.items: "OrderedDict[str, Any]" = OrderedDict()
-
-    def get(self, case: str):
-        if case in self.items:
-            self.items.move_to_end(case)
-            return self.items[case]
-        val = self.ev.arrays(case)
-        if val is not None:
-            val = (val, (label_boxes(val[0]), label_boxes(val[1])))
-        self.items[case] = val
-        while len(self.items) > self.size:
-            self.items.popitem(last=False)
-        return val
-
-
 def _case_numbers(row: CaseRow, structure: str, ev: Evaluation) -> str:
     v = row.values
     parts = [f"Dice {_f(v.get('dice'))}", f"HD95 {_f(v.get('hd95'), 1)} mm", f"clDice {_f(v.get('cldice'))}",
@@ -1067,26 +1047,37 @@ def metric_sections(evals: Sequence[Evaluation], data: ReportData, *, worst_k: i
                                 "dark fill with \\\\ hatching: missed by the prediction (false negative); light fill "
                                 "with // hatching: predicted but not in the reference (false positive); pale grey: the "
                                 "reference's other structures. Letters: patient orientation (R = right).", "note"))
-        todo = [(e, s) for e in (worst_of or evals[:1]) for s in structures]
-        caches: dict = {}
-        for i, (e, s) in enumerate(todo):
+        plan = [(e, s, worst_cases(e, s, worst_k)) for e in (worst_of or evals[:1]) for s in structures]
+        # each case is read (and its label boxes found) once, for every structure it is a worst case of
+        jobs: "OrderedDict[tuple[int, str], list]" = OrderedDict()
+        for k, (e, s, rows) in enumerate(plan):
+            for row in rows:
+                jobs.setdefault((id(e), row.case), []).append((e, s, row))
+        pictures: dict = {}
+        todo = sum(len(v) for v in jobs.values())
+        done = 0
+        for (_, case), items in jobs.items():
             check(cancel)
-            progress("Picturing the worst cases", i, len(todo))
-            cache = caches.setdefault(e.label, _ArrayCache(e))
-            rows = worst_cases(e, s, worst_k)
+            arrays = items[0][0].arrays(case)
+            boxes = (label_boxes(arrays[0]), label_boxes(arrays[1])) if arrays is not None else None
+            for e, s, row in items:
+                progress("Picturing the worst cases", done, todo)
+                pictures[(id(e), s, case)] = worst_case_picture(e, row, arrays, s, boxes)
+                done += 1
+            del arrays
+        for e, s, rows in plan:
             if not rows:
                 continue
             blocks.append(Heading(f"{_sname(s)}" + (f" — {e.label}" if len(evals) > 1 else ""), h2))
             for row in rows:
-                got = cache.get(row.case)
-                wc, png = worst_case_picture(e, row, got[0] if got else None, s, got[1] if got else None)
+                wc, png = pictures[(id(e), s, row.case)]
                 data.worst.append(wc)
                 text = f"{row.case}: {_case_numbers(row, s, e)}"
                 if png is None:
                     blocks.append(Paragraph(text + f" (No picture: {wc.picture}.)"))
                 else:
                     blocks.append(Group([Image(png, text, width="78%", alt=f"{row.case} {_sname(s)} error slices")]))
-        progress("Picturing the worst cases", len(todo), len(todo))
+        progress("Picturing the worst cases", todo, todo)
     return blocks
 
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import sys
 from pathlib import Path
 
 
@@ -96,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         print(table.to_markdown() if args.format == "markdown" else table.to_text())
     if args.out:
         prov = {"pred": str(Path(args.pred).expanduser().resolve()), "ref": str(Path(args.ref).expanduser().resolve()),
-                "command": "evaluate " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 2 else "",
+                "command": _command(args),
                 "lesion_min_iou": args.lesion_min_iou, "lesion_sizes_mm": list(sizes),
                 "pred_mapping": _mapping_record(args.pred_labels or args.labels, pred_map),
                 "ref_mapping": _mapping_record(args.ref_labels or args.labels, ref_map),
@@ -120,3 +119,16 @@ def _mapping_record(spec, mapping):
     if mapping is None:
         return None
     return {"name": str(spec), "json": mapping.to_json_dict()}
+
+
+def _command(args: argparse.Namespace) -> str:
+    """The evaluate command as it ran (its options, in words a reader can rerun), for the report's provenance."""
+    parts = ["evaluate", "--pred", str(args.pred), "--ref", str(args.ref)]
+    for flag, value in (("--labels", args.labels), ("--ref-labels", args.ref_labels),
+                        ("--pred-labels", args.pred_labels), ("--inf-penalty", args.inf_penalty)):
+        if value is not None:
+            parts += [flag, str(value)]
+    parts += ["--lesion-sizes", str(args.lesion_sizes), "--lesion-min-iou", str(args.lesion_min_iou)]
+    if args.all_metrics:
+        parts.append("--all-metrics")
+    return " ".join(shlex.quote(p) for p in parts)
