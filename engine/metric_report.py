@@ -528,13 +528,24 @@ def error_slices(pred: np.ndarray, ref: np.ndarray, pred_labels: Sequence[int], 
     """
     from metrics.lesions import label_lesions
 
-    bp, br = boxes if boxes is not None else (label_boxes(pred), label_boxes(ref))
-    bbs = [b for b in [bp.get(int(v)) for v in pred_labels] + [br.get(int(v)) for v in ref_labels] if b is not None]
     out: dict[str, Any] = {"z": -1, "y": -1, "error_voxels": 0, "box": None}
-    if not bbs:
-        return out
-    lo = [min(b[k].start for b in bbs) for k in range(3)]
-    hi = [max(b[k].stop for b in bbs) for k in range(3)]
+    if boxes is not None:
+        bp, br = boxes
+        bbs = [b for b in [bp.get(int(v)) for v in pred_labels] + [br.get(int(v)) for v in ref_labels]
+               if b is not None]
+        if not bbs:
+            return out
+        lo = [min(b[k].start for b in bbs) for k in range(3)]
+        hi = [max(b[k].stop for b in bbs) for k in range(3)]
+    else:
+        # one structure of this case: its own masks' extent is cheaper than every label's boxes
+        union = _mask(pred, pred_labels) | _mask(ref, ref_labels)
+        ext = [np.flatnonzero(union.any(axis=ax)) for ax in ((1, 2), (0, 2), (0, 1))]
+        if not ext[0].size:
+            return out
+        lo = [int(e[0]) for e in ext]
+        hi = [int(e[-1]) + 1 for e in ext]
+        del union
     sl = tuple(slice(a, b) for a, b in zip(lo, hi))
     err = _mask(pred[sl], pred_labels) ^ _mask(ref[sl], ref_labels)
     out["error_voxels"] = int(err.sum())
@@ -1059,7 +1070,9 @@ def metric_sections(evals: Sequence[Evaluation], data: ReportData, *, worst_k: i
         for (_, case), items in jobs.items():
             check(cancel)
             arrays = items[0][0].arrays(case)
-            boxes = (label_boxes(arrays[0]), label_boxes(arrays[1])) if arrays is not None else None
+            # all labels' boxes in one pass pay off when the case is pictured for several structures
+            boxes = (label_boxes(arrays[0]), label_boxes(arrays[1])) if arrays is not None and len(items) > 1 \
+                else None
             for e, s, row in items:
                 progress("Picturing the worst cases", done, todo)
                 pictures[(id(e), s, case)] = worst_case_picture(e, row, arrays, s, boxes)
