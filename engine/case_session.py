@@ -135,6 +135,7 @@ class CaseSession:
         #: per-voxel maps from the last segmentation beside its labels (e.g. "couinaud": segment 1-8, uint8)
         self.extra_maps: dict[str, np.ndarray] = {}
         self.evaluation = None
+        self.evaluated_labels: Optional[np.ndarray] = None
         self.evaluation_stale = False
         self._evaluated_version = -1
         self.derived = DerivedState(self._emit)
@@ -394,7 +395,9 @@ class CaseSession:
             return None
         from .evaluation import evaluate_pair
         self._evaluated_version = self.history.version
-        return evaluate_pair, (self.case.labels.copy(), self.reference, self.case.geometry, self.reference_mapping)
+        #: the labels the evaluation scores (a metric report pictures exactly these)
+        self.evaluated_labels = self.case.labels.copy()
+        return evaluate_pair, (self.evaluated_labels, self.reference, self.case.geometry, self.reference_mapping)
 
     def set_evaluation(self, result) -> None:
         """The evaluation of the labels copied by the last :meth:`evaluation_job` (stale at once when

@@ -400,6 +400,29 @@ def read_reference(ref_path: Union[str, Path], target, mapping: Optional[LabelMa
     return read_label_map(ref_path, target, rmap, notes=notes), rmap
 
 
+def read_pair(pred_path: Union[str, Path], ref_path: Union[str, Path], pred_mapping: Optional[LabelMapping] = None,
+              ref_mapping: Optional[LabelMapping] = None, pred_notes: Optional[list[str]] = None,
+              ref_notes: Optional[list[str]] = None) -> tuple[np.ndarray, np.ndarray, Geometry, Optional[LabelMapping]]:
+    """Read a prediction and its reference onto the prediction's canonical grid, as :func:`evaluate_files`
+    compares them (also what a metric report re-reads to picture a case).
+
+    Returns (prediction uint8 (z, y, x), reference uint8 (z, y, x), geometry, reference mapping used).
+    Raises GeometryMismatchError when the reference lies on another grid.
+    """
+    from .io import read_label_map
+
+    pp, rp = Path(pred_path), Path(ref_path)
+    geometry = _geometry_of(pp)
+    pred = read_label_map(pp, geometry, pred_mapping, notes=pred_notes)
+    try:
+        ref, rmap = read_reference(rp, geometry, ref_mapping, notes=ref_notes)
+    except GeometryMismatchError as err:
+        raise GeometryMismatchError(
+            f"The reference {rp.name} and the prediction {pp.name} are not on the same voxel grid, so they "
+            f"cannot be compared voxel by voxel (details: {err})") from None
+    return pred, ref, geometry, rmap
+
+
 def evaluate_files(pred_path: Union[str, Path], ref_path: Union[str, Path],
                    pred_mapping: Optional[LabelMapping] = None, ref_mapping: Optional[LabelMapping] = None,
                    **kwargs) -> tuple[CaseResult, Geometry, Optional[LabelMapping]]:
@@ -408,21 +431,12 @@ def evaluate_files(pred_path: Union[str, Path], ref_path: Union[str, Path],
     The prediction's grid is the reference grid: a reference on another grid raises GeometryMismatchError.
     Returns (result, geometry, the reference mapping used).
     """
-    from .io import read_label_map
-
     from .io.labelmaps import UNMAPPED_NOTE
 
     pp, rp = Path(pred_path), Path(ref_path)
-    geometry = _geometry_of(pp)
     pred_notes: list[str] = []
     ref_notes: list[str] = []
-    pred = read_label_map(pp, geometry, pred_mapping, notes=pred_notes)
-    try:
-        ref, rmap = read_reference(rp, geometry, ref_mapping, notes=ref_notes)
-    except GeometryMismatchError as err:
-        raise GeometryMismatchError(
-            f"The reference {rp.name} and the prediction {pp.name} are not on the same voxel grid, so they "
-            f"cannot be compared voxel by voxel (details: {err})") from None
+    pred, ref, geometry, rmap = read_pair(pp, rp, pred_mapping, ref_mapping, pred_notes, ref_notes)
     result = evaluate_pair(pred, ref, geometry, rmap, **kwargs)
     # label values the mapping did not cover were read as background: said, not silently scored
     result.table_notes = list(getattr(result, "table_notes", [])) + [
@@ -595,7 +609,9 @@ def _csv_num(v) -> str:
     return repr(round(v, 6)) if not float(v).is_integer() else str(int(v))
 
 
-OUTPUT_FILES = ("per_case.csv", "lesions.csv", "table.csv", "table.md", "table.json")
+OUTPUT_FILES = ("per_case.csv", "lesions.csv", "table.csv", "table.md", "table.json", "evaluation.json")
+#: What ``evaluation.json`` holds (read back by engine.metric_report): format version of that file.
+MANIFEST_VERSION = 1
 
 
 def check_outputs(out_dir: Union[str, Path], overwrite: bool = False) -> None:
@@ -612,15 +628,87 @@ def check_outputs(out_dir: Union[str, Path], overwrite: bool = False) -> None:
                           "or choose another --out. Nothing was computed.")
 
 
-def write_outputs(cohort: CohortResult, table: Table, out_dir: Union[str, Path], overwrite: bool = False) -> list[Path]:
-    """Write per_case.csv, lesions.csv, table.csv, table.md, table.json into ``out_dir`` (atomic writes)."""
+def liverplan_version() -> str:
+    """LiverPlan's version (the installed package's, else the source tree's pyproject)."""
+    import importlib.metadata as md
+
+    try:
+        return md.version("liverplan")
+    except md.PackageNotFoundError:
+        return "source tree (not installed)"
+
+
+def model_record(model_provenance: Mapping) -> dict:
+    """A model's record for an evaluation manifest: its card's fields (name, version, training data ...)
+    and where it came from, from ``ModelInfo.to_provenance()``."""
+    out = dict(model_provenance.get("card") or {})
+    out.update({k: model_provenance[k] for k in ("path", "configuration", "folds", "checkpoint", "label_mapping")
+                if k in model_provenance})
+    return out
+
+
+def model_of_predictions(pred: Union[str, Path]) -> Optional[dict]:
+    """The model that made the predictions, from LiverPlan's ``<case>_segmentation.json`` records written
+    beside them by ``segment`` (None when there are none): the first record's model card, and the names
+    of every model seen when they differ."""
+    import json
+
+    p = Path(pred).expanduser()
+    folder = p if p.is_dir() else p.parent
+    models: list[dict] = []
+    for f in sorted(folder.glob("*_segmentation.json"))[:500]:
+        try:
+            prov = json.loads(f.read_text(encoding="utf-8")).get("provenance", {})
+        except (OSError, ValueError, AttributeError):
+            continue
+        for m in prov.get("models", []) if isinstance(prov, dict) else []:
+            if isinstance(m, dict) and m not in models:
+                models.append(m)
+    if not models:
+        return None
+    out = model_record(models[0])
+    names = sorted({str((m.get("card") or {}).get("name", "")) for m in models if (m.get("card") or {}).get("name")})
+    if len(names) > 1:
+        out["note"] = "the predictions were made by several models: " + ", ".join(names)
+    return out
+
+
+def evaluation_manifest(cohort: CohortResult, provenance: Optional[Mapping] = None) -> dict:
+    """What an evaluation folder needs to be reported later: where each case's files are (to picture it),
+    its grid, the label mappings, the model that made the predictions, versions and date."""
+    import datetime as _dt
+
+    prov = dict(provenance or {})
+    return {
+        "liverplan_evaluation": MANIFEST_VERSION,
+        "liverplan_version": liverplan_version(),
+        "created": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        **prov,
+        "cases": [{"name": c.name, "pred_path": str(Path(c.pred_path).resolve()) if c.pred_path else "",
+                   "ref_path": str(Path(c.ref_path).resolve()) if c.ref_path else "",
+                   "spacing_zyx_mm": list(c.spacing) if c.spacing else None, "error": c.error,
+                   "seconds": round(c.seconds, 3)} for c in cohort.cases],
+        "only_pred": list(cohort.only_pred), "only_ref": list(cohort.only_ref),
+        "notes": list(cohort.notes),
+    }
+
+
+def write_outputs(cohort: CohortResult, table: Table, out_dir: Union[str, Path], overwrite: bool = False,
+                  provenance: Optional[Mapping] = None) -> list[Path]:
+    """Write per_case.csv, lesions.csv, table.csv, table.md, table.json and evaluation.json (the manifest
+    a metric report reads: case files, mappings, model, versions; see :func:`evaluation_manifest`) into
+    ``out_dir`` (atomic writes)."""
+    import json
+
     from .io.atomic import write_text_atomic
+    from .report import _json_safe
 
     out = Path(out_dir).expanduser()
     written = []
+    manifest = json.dumps(_json_safe(evaluation_manifest(cohort, provenance)), indent=2, ensure_ascii=False)
     for name, text in (("per_case.csv", per_case_csv(cohort)), ("lesions.csv", lesions_csv(cohort)),
                        ("table.csv", table.to_csv()), ("table.md", table.to_markdown()),
-                       ("table.json", table.to_json())):
+                       ("table.json", table.to_json()), ("evaluation.json", manifest + "\n")):
         written.append(write_text_atomic(out / name, text, overwrite=overwrite))
     return written
 

@@ -465,7 +465,7 @@ class EvaluateController(TabController):
     """The Evaluate tab: the reference, the metric suite off the GUI thread, the table and its CSV."""
 
     SIGNALS = (("load_reference", "load_reference_dialog"), ("run_requested", "run"), ("export_csv", "export_dialog"),
-               ("view_changed", "show"))
+               ("view_changed", "show"), ("export_report", "export_report_dialog"))
 
     def on_session(self, kind: str, data) -> None:
         if kind == "case":
@@ -556,6 +556,34 @@ class EvaluateController(TabController):
 
         return self.win.run_export("Evaluation", write_text_atomic, str(path),
                                    evaluation_csv(self.win.session.evaluation), overwrite=True)
+
+
+    def export_report_dialog(self) -> None:
+        if self.win.session.evaluation is None:
+            self.panel.set_status("Evaluate first: the report shows an evaluation.")
+            return
+        p = QFileDialog.getExistingDirectory(self.win, "Folder for the metric report (HTML + PDF)")
+        if p:
+            self.export_report(p)
+
+    def export_report(self, folder, overwrite: bool = False):
+        """Write the evaluation's metric report (engine.metric_report) into ``folder`` in the background;
+        returns the task."""
+        from engine.metric_report import write_case_report
+
+        s = self.win.session
+        name = s.case.name if getattr(s.case, "name", "") else "case"
+        pred = s.evaluated_labels if s.evaluated_labels is not None else s.case.labels.copy()
+        task = self.win.runner.start("report", write_case_report, s.evaluation, pred, s.reference,
+                                     s.case.geometry, str(folder), case_name=name,
+                                     ref_mapping=s.reference_mapping, reference_name=s.reference_name or "",
+                                     label_source=str(s.case.provenance.label_source or ""), overwrite=overwrite)
+        self.win.track_task(task, "Writing the metric report")
+        self.panel.set_status("Writing the metric report…")
+        task.succeeded.connect(lambda paths: self.panel.set_status(
+            "Report written: " + ", ".join(str(x) for x in paths)))
+        task.failed.connect(lambda msg, exc: (self.panel.set_status(msg), self.win.message(msg, error=True)))
+        return task
 
 
 __all__ = ["TabController", "StructuresController", "MeasureController", "CorrectController", "SegmentController",

@@ -534,6 +534,10 @@ class MainWindow(QMainWindow):
     def export_evaluation(self, path):
         return self.evaluate_ctl.export(path)
 
+    def export_report(self, folder, overwrite: bool = False):
+        """The evaluation's metric report (HTML + PDF) into ``folder``; returns the task."""
+        return self.evaluate_ctl.export_report(folder, overwrite=overwrite)
+
     # ============================================================================ files (gui.files)
     def open_demo(self) -> None:
         self.files.open_demo()

@@ -562,6 +562,7 @@ class EvaluatePanel(QWidget):
     load_reference = Signal()
     run_requested = Signal()
     export_csv = Signal()
+    export_report = Signal()
     view_changed = Signal()
 
     def __init__(self, parent: Optional[QWidget] = None) -> None:
@@ -602,6 +603,12 @@ class EvaluatePanel(QWidget):
         self.export = QPushButton("Export CSV…")
         self.export.clicked.connect(self.export_csv)
         row.addWidget(self.export)
+        self.export_report_button = QPushButton("Export report…")
+        self.export_report_button.setObjectName("export_metric_report")
+        self.export_report_button.setToolTip("The evaluation as a report (HTML + PDF): the study's table, plots, "
+                                             "the slices through the largest error with FP/FN, definitions")
+        self.export_report_button.clicked.connect(self.export_report)
+        row.addWidget(self.export_report_button)
         lay.addLayout(row)
         self.status = QLabel("")
         self.status.setWordWrap(True)

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+import shlex
+from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,6 +32,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="IoU a predicted lesion needs to count as finding a reference lesion (default 0.1)")
     from engine.cli.cluster import add_arguments as add_cluster_arguments   # issue 21: --cluster
     add_cluster_arguments(parser, resume=False)
+    parser.add_argument("--report", action="store_true",
+                        help="also write the metric report into --out: report.html (self-contained, plots as SVG) "
+                             "and report.pdf: the table, box plots, volume agreement (Bland-Altman), lesion "
+                             "detection by size, the worst cases with pictures, definitions and provenance")
+    parser.add_argument("--compare", metavar="OTHER_EVAL_DIR",
+                        help="compare with another evaluation (the --out folder of an earlier evaluate run on the "
+                             "same cases): writes comparison.html/.pdf with both models in the plots, paired "
+                             "differences and a Wilcoxon signed-rank test per structure and metric (implies --report)")
+    parser.add_argument("--worst", type=int, default=5, metavar="K",
+                        help="pictured worst cases per structure in the report (lowest Dice; default 5, 0 = none)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -43,8 +55,19 @@ def run(args: argparse.Namespace) -> int:
         sizes = tuple(float(s) for s in str(args.lesion_sizes).split(",") if s.strip())
     except ValueError:
         raise InputError(f"--lesion-sizes must be numbers in mm separated by commas, not '{args.lesion_sizes}'.")
+    want_report = bool(args.report or args.compare)
+    if want_report and not args.out:
+        raise InputError("--report and --compare write the report into the evaluation folder: give --out DIR too.")
+    if args.worst < 0:
+        raise InputError(f"--worst must be 0 or more cases, not {args.worst}.")
+    if args.compare:
+        from engine.metric_report import load_evaluation
+        load_evaluation(args.compare)       # a wrong folder is said before minutes of metrics, not after
     if args.out:
         evaluation.check_outputs(args.out, overwrite=args.overwrite)     # before minutes of metrics, not after
+        if want_report:
+            from engine.reporting.write import check_targets
+            check_targets(args.out, "comparison" if args.compare else "report", overwrite=args.overwrite)
     ref_map = load_mapping(args.ref_labels or args.labels)
     pred_map = load_mapping(args.pred_labels or args.labels)
     bar = TextProgress()
@@ -77,6 +100,41 @@ def run(args: argparse.Namespace) -> int:
         print("")
         print(table.to_markdown() if args.format == "markdown" else table.to_text())
     if args.out:
-        paths = evaluation.write_outputs(cohort, table, args.out, overwrite=args.overwrite)
+        prov = {"pred": str(Path(args.pred).expanduser().resolve()), "ref": str(Path(args.ref).expanduser().resolve()),
+                "command": _command(args),
+                "lesion_min_iou": args.lesion_min_iou, "lesion_sizes_mm": list(sizes),
+                "pred_mapping": _mapping_record(args.pred_labels or args.labels, pred_map),
+                "ref_mapping": _mapping_record(args.ref_labels or args.labels, ref_map),
+                "model": evaluation.model_of_predictions(args.pred)}
+        paths = evaluation.write_outputs(cohort, table, args.out, overwrite=args.overwrite, provenance=prov)
         print("Wrote " + ", ".join(str(p) for p in paths))
+        if want_report and n_ok:
+            from engine.metric_report import write_metric_report
+            bar = TextProgress()
+            try:
+                rpaths, _ = write_metric_report(args.out, compare_dir=args.compare, worst_k=args.worst,
+                                                overwrite=args.overwrite, progress=bar)
+            finally:
+                bar.close()
+            print("Report: " + ", ".join(str(p) for p in rpaths))
     return 0 if n_ok else 1
+
+
+def _mapping_record(spec, mapping):
+    """How a label mapping is recorded in evaluation.json (so a report can re-read the cases the same way)."""
+    if mapping is None:
+        return None
+    return {"name": str(spec), "json": mapping.to_json_dict()}
+
+
+def _command(args: argparse.Namespace) -> str:
+    """The evaluate command as it ran (its options, in words a reader can rerun), for the report's provenance."""
+    parts = ["evaluate", "--pred", str(args.pred), "--ref", str(args.ref)]
+    for flag, value in (("--labels", args.labels), ("--ref-labels", args.ref_labels),
+                        ("--pred-labels", args.pred_labels), ("--inf-penalty", args.inf_penalty)):
+        if value is not None:
+            parts += [flag, str(value)]
+    parts += ["--lesion-sizes", str(args.lesion_sizes), "--lesion-min-iou", str(args.lesion_min_iou)]
+    if args.all_metrics:
+        parts.append("--all-metrics")
+    return " ".join(shlex.quote(p) for p in parts)

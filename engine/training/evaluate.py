@@ -67,7 +67,14 @@ def evaluate_split(model_dir: Path, raw_dir: Path, set_name: str, case_ids: Sequ
     cohort = CohortResult(records)
     table = cohort_table(cohort, notes=[f"{set_name} set of {Path(raw_dir).name}: {len(case_ids)} case(s); "
                                         f"model {model.name}; inference mode '{mode}'."])
-    write_outputs(cohort, table, out, overwrite=True)
+    from ..evaluation import model_record
+    write_outputs(cohort, table, out, overwrite=True, provenance={
+        "label": ("Held-out test set" if set_name == "test" else f"{set_name.capitalize()} set"),
+        "pred": str(out / "predictions"), "ref": str(Path(raw_dir)), "model": model_record(model.to_provenance()),
+        "inference_mode": mode, "device": device,
+        # the references are LiverPlan label files; the set's convention decides what is scored
+        "plan_mapping": ({"name": getattr(ref_mapping, "name", "external"), "json": ref_mapping.to_json_dict()}
+                         if ref_mapping is not None else None)})
     md = table.to_markdown()
     summary: dict = {"n_cases": len(cohort.results), "n_failed": len(cohort.failed)}
     for m in ("dice", "hd95", "lesion_recall", "lesion_recall_ge10mm"):

@@ -151,6 +151,7 @@ class PipelineResult:
     markdown: dict[str, str] = field(default_factory=dict)
     train: Optional[object] = None
     cohort_report: Optional[str] = None
+    report: list = field(default_factory=list)      # training_report.html / .pdf
 
 
 def resolve_training_device(device: str) -> str:
@@ -391,6 +392,17 @@ def run_pipeline(opts: TrainOptions, progress: ProgressCallback = no_progress,
                 "what": ("held-out test split" if set_name == "test" else "external validation set")
                 + f" of {folder}, mean over cases, inference mode '{opts.eval_mode}'", **summary}
         if res.tables:
+            # the study's Tables 3/4 as figures too: one report with the curves and every evaluated set
+            from ..errors import LiverPlanError
+            from ..metric_report import write_training_report
+            sets = [("Held-out test set" if k == "test" else "External set", v["dir"]) for k, v in res.tables.items()]
+            try:
+                res.report = write_training_report(sets, out, fold_dir=results_folder / f"fold_{opts.fold}",
+                                                   title=f"Training report: {opts.model_name} {opts.model_version}",
+                                                   overwrite=True, cancel=cancel)
+                say("Training report: " + ", ".join(str(p) for p in res.report))
+            except LiverPlanError as err:          # the tables and the model stand without the report
+                say(f"The training report could not be written: {err}")
             from ..io.atomic import write_text_atomic
             from .export import CARD_NAME
             write_text_atomic(model_dir / CARD_NAME, json.dumps(card, indent=2), overwrite=True)

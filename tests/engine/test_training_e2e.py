@@ -194,3 +194,22 @@ def test_time_limited_training_reports_progress_in_seconds_of_its_budget(tiny_ru
     assert budget, sorted({s for s, _, _ in seen})
     assert all(t == 3 and 0 <= d <= 3 for d, t in budget)
     assert len(budget) < 100000   # one report per iteration: the epoch was cut short on the budget
+
+
+def test_training_report_has_the_curves_and_both_sets(tiny_run):
+    pypdf = pytest.importorskip("pypdf")
+    from engine.training.curves import read_training_curves
+    from engine.training.runner import PLANS, TRAINER
+
+    opts, res, messages = tiny_run
+    assert [p.name for p in res.report] == ["training_report.html", "training_report.pdf"]
+    # the curves come from the checkpoint nnU-Net 2.8.1 wrote (its logger's per-epoch lists)
+    fold = next((res.work_dir / "nnUNet_results").glob(f"*/{TRAINER}__{PLANS}__*/fold_{opts.fold}"))
+    curves = read_training_curves(fold)
+    assert curves is not None and curves.epochs == opts.epochs and curves.source.endswith(".pth")
+    assert len(curves.train_loss) == len(curves.val_loss) == len(curves.pseudo_dice) == opts.epochs
+    text = "\n".join(p.extract_text() for p in pypdf.PdfReader(str(res.report[1])).pages)
+    for needle in ("Training report: E2E model", "Training curves", "Held-out test set", "External set",
+                   "The study's table", "not for clinical use"):
+        assert needle in text, needle
+    assert any("Training report:" in m for m in messages)
