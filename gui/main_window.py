@@ -420,10 +420,8 @@ class MainWindow(QMainWindow):
             self._act(self.recent_menu, p, lambda p=p: self.open_path(p))
 
     def _about(self) -> None:
-        QMessageBox.about(self, "About LiverPlan",
-                          "<p><b>LiverPlan</b>: liver, vessel and CRLM segmentation and measurement from "
-                          "portal-venous CT.</p><p>Segmentations are made by the model you choose; the "
-                          "bundled demo model is trained on synthetic data and is not for clinical use.</p>")
+        from .about import show_about  # issue 15: version, device, data folders, licences
+        show_about(self)
 
     # ============================================================================ layout / window
     def set_layout(self, mode: str) -> None:
