@@ -73,7 +73,8 @@ def bundled_distributions(pure: Iterable, binaries: Iterable, datas: Iterable) -
                 dist = md.distribution(dist_name)
             except md.PackageNotFoundError:
                 continue
-            found.setdefault(dist.metadata["Name"], dist)
+            if dist.metadata["Name"].lower() != "liverplan":   # the application itself is no third party
+                found.setdefault(dist.metadata["Name"], dist)
     # the nvidia-* CUDA wheels share the 'nvidia' namespace: keep only those whose files were bundled
     bundled_files = {e[0].replace("\\", "/") for e in binaries}
     for name in [n for n in found if n.lower().startswith("nvidia")]:
