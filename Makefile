@@ -37,7 +37,7 @@ INSTALLER_BUILD := build/installer
 installer: $(STAMP) installer-apt-deps
 	rm -rf $(INSTALLER_BUILD) dist/liverplan_*.deb dist/liverplan-*.tar.zst
 	@start=$$(date +%s); \
-	$(PY) -m PyInstaller --noconfirm --log-level WARN --distpath $(INSTALLER_BUILD)/bundle \
+	PYTHONPATH=$(CURDIR) $(PY) -m PyInstaller --noconfirm --log-level WARN --distpath $(INSTALLER_BUILD)/bundle \
 	  --workpath $(INSTALLER_BUILD)/work installer/liverplan.spec && \
 	PYTHON=$(PY) installer/linux/build_linux.sh $(INSTALLER_BUILD)/bundle/liverplan dist && \
 	rm -rf $(INSTALLER_BUILD) && \

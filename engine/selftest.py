@@ -45,7 +45,6 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
 def run_self_test(device: str = "auto", out: Optional[TextIO] = None) -> list[Check]:
     """Run every check (a failed step marks the checks that need it as failed too) and print one line per
     check to ``out`` as it completes. Returns the checks."""
-    from engine.errors import LiverPlanError
 
     checks: list[Check] = []
     state: dict = {}
@@ -58,7 +57,7 @@ def run_self_test(device: str = "auto", out: Optional[TextIO] = None) -> list[Ch
         else:
             try:
                 c = Check(name, True, fn(), time.perf_counter() - t0)
-            except (LiverPlanError, AssertionError, OSError, RuntimeError, ValueError, ImportError) as exc:
+            except Exception as exc:  # noqa: BLE001 - a self-test reports every failure as a FAIL line
                 log.debug("self-test step %s failed", name, exc_info=True)
                 c = Check(name, False, f"{type(exc).__name__}: {exc}", time.perf_counter() - t0)
         checks.append(c)
