@@ -40,6 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="liverplan",
         description="LiverPlan: liver, vessel and CRLM segmentation and measurement from portal-phase CT.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
+    parser.add_argument("--version", action="store_true",
+                        help="print the version, build, library versions, compute device and data folders")
+    parser.add_argument("--self-test", action="store_true",
+                        help="segment, measure and export a small phantom with the demo model; exit 0 when all hold")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, mod, helptext in _available():
         p = sub.add_parser(name, help=helptext, description=helptext)
@@ -61,12 +65,35 @@ def _run_gui(path: str | None = None, labels: str | None = None) -> int:
     return run_app(path=path, labels=labels)
 
 
+def _open_shortcut(argv: list[str], parser: argparse.ArgumentParser) -> list[str]:
+    """``liverplan FILE`` (a desktop entry's "Open with", a file dropped on the icon) means ``liverplan gui
+    FILE``: a first argument that is no command but a path (existing, or with a folder or CT suffix)."""
+    import os
+
+    if not argv or argv[0].startswith("-"):
+        return argv
+    commands = {name for name, _, _ in _available()}
+    first = argv[0]
+    if first in commands:
+        return argv
+    if os.path.exists(first) or os.sep in first or "/" in first or first.lower().endswith(
+            (".nii", ".nii.gz", ".nrrd", ".mha", ".mhd", ".dcm")):
+        return ["gui", *argv]
+    return argv
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
+    argv = _open_shortcut(argv, parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    if args.version or args.self_test:
+        from engine import about, selftest
+        if args.version:
+            print(about.format_about(about.about_info()))
+        return selftest.main(sys.stdout) if args.self_test else 0
     if args.command in (None, "gui"):
         return _run_gui(getattr(args, "path", None), getattr(args, "labels", None))
     from engine.errors import LiverPlanError

@@ -6,7 +6,6 @@ a new entry is one line here.
 from __future__ import annotations
 
 from PySide6.QtGui import QAction, QActionGroup, QKeySequence
-from PySide6.QtWidgets import QMessageBox
 
 from engine.labels import ALL_STRUCTURES
 
@@ -115,7 +114,5 @@ def _fill_recent(win) -> None:
 
 
 def _about(win) -> None:
-    QMessageBox.about(win, "About LiverPlan",
-                      "<p><b>LiverPlan</b>: liver, vessel and CRLM segmentation and measurement from "
-                      "portal-venous CT.</p><p>Segmentations are made by the model you choose; the "
-                      "bundled demo model is trained on synthetic data and is not for clinical use.</p>")
+    from .about import show_about  # version, build, device, data folders, licences (README "Installing")
+    show_about(win)
