@@ -137,7 +137,11 @@ def _wait_idle(win, timeout: float = 300.0, busy=None) -> float:
 
     if busy is None:
         def busy():
-            return not win.is_idle()
+            if hasattr(win, "is_idle"):
+                return not win.is_idle()
+            # a checkout from before the CaseSession (the A side of --ab)
+            return bool(win.runner.running() or win._refresh_timer.isActive() or win._pending_measure
+                        or win._pending_mesh)
 
     t0 = time.perf_counter()
     loop = QEventLoop()
@@ -186,10 +190,15 @@ def refresh_benchmark(rounds: int, small: bool, shot: Optional[str]) -> dict:
     def stamp(name):
         ev.setdefault(name, time.perf_counter())
 
-    # Wrap the worker functions and the 3D update to time-stamp them (first start, last end per refresh).
+    # Wrap the worker functions and the 3D update to time-stamp them (first start, last end per refresh):
+    # engine.measure.update_measurements / engine.mesh.update_surfaces, or, in a checkout from before the
+    # CaseSession (the A side of --ab), the window module's own _measure_for / _surfaces_for.
     import engine.measure as em
     import engine.mesh as emesh
-    _meas, _surf = em.update_measurements, emesh.update_surfaces
+    old = hasattr(mw, "_measure_for")
+    meas_home, surf_home = (mw, mw) if old else (em, emesh)
+    meas_name, surf_name = ("_measure_for", "_surfaces_for") if old else ("update_measurements", "update_surfaces")
+    _meas, _surf = getattr(meas_home, meas_name), getattr(surf_home, surf_name)
 
     def timed(fn, start, end):
         def wrapper(*a, **k):
@@ -200,8 +209,8 @@ def refresh_benchmark(rounds: int, small: bool, shot: Optional[str]) -> dict:
                 ev[end] = time.perf_counter()
         return wrapper
 
-    em.update_measurements = timed(_meas, "measure_start", "measure_end")
-    emesh.update_surfaces = timed(_surf, "mesh_start", "mesh_end")
+    setattr(meas_home, meas_name, timed(_meas, "measure_start", "measure_end"))
+    setattr(surf_home, surf_name, timed(_surf, "mesh_start", "mesh_end"))
 
     win = mw.MainWindow()
     win.resize(1500, 950)
@@ -249,7 +258,9 @@ def refresh_benchmark(rounds: int, small: bool, shot: Optional[str]) -> dict:
     win.set_case(case)
     # Opening = until the case's measurements and all surfaces are done and drawn; the model search that
     # the window starts in the background (it imports torch) is not part of it and is waited for after.
-    _wait_idle(win, 300.0, lambda: not win.session.derived.is_idle())
+    _wait_idle(win, 300.0, (lambda: not win.session.derived.is_idle()) if not old else (
+        lambda: bool(win.runner.running("measure") or win.runner.running("mesh") or win._pending_measure
+                     or win._pending_mesh or win._refresh_timer.isActive())))
     n = len(renders)
     t_end = time.perf_counter()
     flush_paints()
@@ -290,10 +301,17 @@ def refresh_benchmark(rounds: int, small: bool, shot: Optional[str]) -> dict:
             win.tools.set_tool("brush")
             win.tools.set_active_label(5)
             win.tools.size.setValue(5.0)
-            win.session.begin_stroke()
+            if old:
+                win._stroke, win._last_dab = edits.Stroke(win.case.labels), None
+            else:
+                win.session.begin_stroke()
             for i in range(0, 30, 3):
                 win.dab((z, shape[1] // 2, shape[2] // 4 + i), 0)
-            win.session.end_stroke("brush", "Brush stroke (benchmark)")
+            if old:
+                s, win._stroke = win._stroke, None
+                win._commit("Brush stroke (benchmark)", s.region())
+            else:
+                win.session.end_stroke("brush", "Brush stroke (benchmark)")
         timed("CRLM stroke", stroke)
         inside = np.argwhere(win.case.labels[z] == 1)
         centre = (z, *[int(v) for v in inside[len(inside) // 2]])
@@ -309,7 +327,7 @@ def refresh_benchmark(rounds: int, small: bool, shot: Optional[str]) -> dict:
 
         def delete():
             win.tools.set_tool("delete")
-            win.on_mouse("click", seed, 0, Qt.NoModifier)
+            (win._on_mouse if old else win.on_mouse)("click", seed, 0, Qt.NoModifier)
         timed("delete lesion", delete)
         timed("undo (delete)", win.undo)
         timed("undo (stroke)", win.undo)

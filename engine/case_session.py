@@ -219,6 +219,7 @@ class CaseSession:
         """Make ``case`` the open case: new history (not modified), nothing measured, no evaluation; a
         phantom's own labels become the reference. Its journal starts on its labels as opened."""
         self._stroke = None
+        self._forget_unneeded_journal()
         self.case = case
         if self.history is None:
             self.history = edits.EditHistory(case.labels, max_bytes=self.history_bytes)
@@ -580,8 +581,17 @@ class CaseSession:
         self._since_snapshot = []
         self._autosaved_state = self.history.state_id if self.history is not None else None
 
+    def _forget_unneeded_journal(self) -> None:
+        """The case shown is being left with no unsaved edits (undone back to its saved state): its
+        journal would only offer back edits that add up to nothing."""
+        if self.case is not None and self._folder is not None and not self.is_modified:
+            self.autosave_store.discard_folder(self._folder)
+            self._folder = None
+
     def close(self) -> None:
-        """The case is closed (the window closes): nothing is written any more."""
+        """The case is closed (the window closes): nothing is written any more; a journal of edits that
+        were all undone or saved goes."""
+        self._forget_unneeded_journal()
         self._listeners.clear()
 
 

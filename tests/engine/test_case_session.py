@@ -270,3 +270,16 @@ def test_save_never_writes_a_new_case_over_the_last_ones_file(store, tmp_path):
     assert s.save(tmp_path / "first.nii.gz")
     s.open_case(small_phantom(seed=2, shape=(24, 48, 48)))
     assert s.last_save_path is None and not s.save()     # Save asks where again (the window's dialog)
+
+
+def test_edits_undone_back_to_the_opened_labels_leave_nothing_to_restore(store):
+    s = CaseSession(store)
+    s.open_case(phantom())
+    step(s, 0)
+    assert s.find_autosave() is not None          # in the journal at once
+    s.undo()
+    assert not s.is_modified
+    s.close()                                     # or another case opened: nothing to offer back
+    s2 = CaseSession(store)
+    s2.open_case(phantom())
+    assert s2.find_autosave() is None

@@ -31,3 +31,24 @@ def test_eta_estimate():
     assert eta.update("predict", 5, 10, now=10.0) == 10.0
     assert EtaEstimator.format(10.0) == "about 10 s left"
     assert EtaEstimator.format(125.0) == "about 2 min 05 s left"
+
+
+def test_journal_records_round_trip_and_a_cut_off_record_is_ignored(tmp_path):
+    from engine.session import encode_record, read_journal
+
+    rng = np.random.default_rng(0)
+    runs = np.zeros((5, 6, 7), np.uint8)
+    runs[1:3, 2:4, :] = 5                                  # long runs: run-length coded
+    noise = rng.integers(0, 6, (3, 4, 5)).astype(np.uint8)  # short runs: plain zlib
+    whole = encode_record((0, 5, 0, 6, 0, 7), runs, "brush", "a") + encode_record((0, 3, 0, 4, 0, 5), noise, "fill", "b")
+    last = encode_record((0, 1, 0, 1, 0, 1), np.ones((1, 1, 1), np.uint8), "erase", "c")
+    path = tmp_path / "journal-0.bin"
+    path.write_bytes(whole + last[:-3])                     # killed while writing the last record
+    got = read_journal(path)
+    assert [h["kind"] for _, _, h in got] == ["brush", "fill"]
+    np.testing.assert_array_equal(got[0][1], runs)
+    np.testing.assert_array_equal(got[1][1], noise)
+    damaged = bytearray(whole)
+    damaged[-1] ^= 0xFF                                     # a flipped bit in the second record's data
+    path.write_bytes(bytes(damaged))
+    assert len(read_journal(path)) == 1

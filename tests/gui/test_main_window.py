@@ -444,6 +444,8 @@ def test_a_failing_autosave_is_shown_retried_and_falls_back(qtbot, qapp, small_c
     wait_idle(qtbot, w)
     w.session.autosave_store.root = blocked / "autosave"
     w.session.autosave_store.fallback_root = blocked / "fallback"
+    boxes = []
+    w.show_error = lambda title, msg: boxes.append(title)      # the box (dialogs are off in the tests)
     w.apply_edit("Brush test", edits.brush, (20, 36, 36), 6.0, w.case.geometry.spacing, 2)
     edited = w.case.labels.copy()
     task = w.autosave()
@@ -452,6 +454,8 @@ def test_a_failing_autosave_is_shown_retried_and_falls_back(qtbot, qapp, small_c
     wait_idle(qtbot, w)
     # said at once, in the status bar (and in one box where dialogs are allowed)
     assert w.last_error and ("autosave" in w.last_error.lower()), w.last_error
+    qtbot.wait(50)
+    assert boxes == ["Your edits are not being saved"]   # one box for the journal and the autosave failing
     assert w.session.autosave_store.find(w.case.provenance.source or w.case.name, edited.shape) is None
     # another folder can be written: the next try writes there (the failed write was not counted as done)
     w.session.autosave_store.fallback_root = tmp_path / "fallback"
