@@ -36,8 +36,8 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
 from .errors import ModelError
-from .model_safety import check_card, check_checkpoint, check_dataset_json, check_plans
 from .labels import BY_KEY, BY_LABEL, SYNONYMS, VESSEL_UNASSIGNED, Structure, normalise_name, structure_for_name
+from .model_safety import check_card, check_checkpoint, check_dataset_json, check_plans
 from .paths import bundled_models_dir, user_models_dir
 
 log = logging.getLogger(__name__)
