@@ -27,8 +27,12 @@ How (arrays (z, y, x) in LiverPlan's canonical LPS orientation: z runs inferior 
    connections, like the necks where two trees touch, are expensive) plus ``CLIMB_COST`` x the radius
    gained (a front that runs into a wider vessel is leaving its own tree). Each centre-line voxel goes to
    the system whose front reaches it more cheaply: the trees are cut at their thin contacts.
-4. Each vessel voxel takes the system of its nearest centre-line voxel in the same connected piece.
-   Pieces reached by neither system (connected to neither trunk, or only by a rejected contact) stay
+4. Gaps: a piece that no front reached (model outputs break; a peripheral branch loses a few voxels) is
+   joined to the branch its free end points to (:func:`_bridge`: within ``BRIDGE_MM``, a cone of
+   ``BRIDGE_ANGLE_DEG``, the other system at least ``BRIDGE_MARGIN`` times as far; ends that disagree
+   leave it alone; never a piece with a rejected contact, whose own evidence disagrees). Said in a note.
+5. Each vessel voxel takes the system of its nearest centre-line voxel in the same connected piece.
+   Pieces still reached by neither system (connected to neither trunk, or only by a rejected contact) stay
    "vessel, unassigned".
 
 If no portal trunk is given, the hilum is taken as the thickest place where the vessels leave the liver in
@@ -281,8 +285,7 @@ def assign_vessel_tree(labels: np.ndarray, vessels: np.ndarray, spacing_zyx: tup
     progress(stage, 1, n_stages)
     check(cancel)
     wz = np.argwhere(W)                                                 # vessel voxels (crop coords)
-    edt = _wall_distance(W, wz, np.argwhere(skel), spacing)
-    g = _Graph(skel, edt, spacing)
+    g = _Graph(skel, _wall_distance(W, wz, np.argwhere(skel), spacing), spacing)
     comp = cc3d.connected_components(W, connectivity=26)
     w_comp = comp[tuple(wz.T)]
     s_comp = comp[tuple(g.idx.T)]
