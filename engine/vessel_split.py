@@ -75,6 +75,9 @@ BRIDGE_ANGLE_DEG = 30.0
 BRIDGE_MARGIN = 2.0
 BRIDGE_DIRECTION_MM = 5.0
 BRIDGE_PASSES = 3
+#: Without a portal trunk, each place where the vessels leave the liver is judged by the widest vessel within
+#: this distance (mm, along the centre lines) inside it.
+HILUM_REACH_MM = 15.0
 #: Smoothing passes of the radius along the centre lines (each averages a voxel with its neighbours).
 RADIUS_SMOOTHING = 3
 
@@ -483,9 +486,16 @@ def _hilum(g: _Graph, wz: np.ndarray, near: np.ndarray, near_ok: np.ndarray, lab
              if np.median(g.idx[cl, 0]) <= (z_lo + z_hi) / 2.0]
     if not cands:
         return np.zeros(0, int), ""
-    best = max(cands, key=lambda c: float(g.radius[c].max()))
+    # The calibre just inside the exit, not at it: the mask's cut at the liver's surface thins the ends.
+    from scipy.sparse.csgraph import dijkstra
+    pts_r = []
+    for cl in cands:
+        d = dijkstra(g.directed(g.length), directed=False, indices=cl, min_only=True, limit=HILUM_REACH_MM)
+        pts_r.append(float(g.radius[np.isfinite(d)].max()))
+    i_best = int(np.argmax(pts_r))
+    best = cands[i_best]
     z_slice = float(np.median(g.idx[best, 0])) + box[0].start
     note = (f"No portal vein trunk was given: the hilum was taken as the thickest place where the vessels leave "
-            f"the liver in its lower half (axial slice {z_slice:.0f}, vessel radius {g.radius[best].max():.1f} mm); "
+            f"the liver in its lower half (axial slice {z_slice:.0f}, vessel radius {pts_r[i_best]:.1f} mm); "
             "check the portal vein.")
     return best, note
