@@ -10,6 +10,7 @@ mask broken in 40 places (6 mm gaps in branches of <= 2 mm radius, as model outp
 without the gap bridging.
 
     .venv/bin/python benchmarks/vessel_split_accuracy.py [--seeds 0 1 2 3 4 5] [--no-ircadb]
+        [--shape 160 256 256] [--spacing 2 1.25 1.25]
 """
 from __future__ import annotations
 
@@ -27,6 +28,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4, 5])
     ap.add_argument("--no-ircadb", action="store_true")
+    ap.add_argument("--shape", type=int, nargs=3, default=[160, 256, 256], help="phantom voxels (z, y, x)")
+    ap.add_argument("--spacing", type=float, nargs=3, default=[2.0, 1.25, 1.25], help="phantom voxel size (z, y, x) mm")
     args = ap.parse_args()
 
     from engine.labels import Label
@@ -68,7 +71,7 @@ def main() -> int:
 
     pooled: dict = {}
     for seed in args.seeds:
-        case = make_phantom(seed=seed, shape=(160, 256, 256), spacing=(2.0, 1.25, 1.25), n_lesions=0)
+        case = make_phantom(seed=seed, shape=tuple(args.shape), spacing=tuple(args.spacing), n_lesions=0)
         run(f"phantom {seed}", *phantom_problem(case.labels, case.geometry.spacing), case.geometry.spacing, pooled)
     for variant, (r, w, u, n) in pooled.items():
         print(f"phantoms pooled ({variant}): right {r / n:.1%}, wrong {w / n:.1%}, unassigned {u / n:.1%}")
