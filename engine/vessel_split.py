@@ -27,8 +27,12 @@ How (arrays (z, y, x) in LiverPlan's canonical LPS orientation: z runs inferior 
    connections, like the necks where two trees touch, are expensive) plus ``CLIMB_COST`` x the radius
    gained (a front that runs into a wider vessel is leaving its own tree). Each centre-line voxel goes to
    the system whose front reaches it more cheaply: the trees are cut at their thin contacts.
-4. Each vessel voxel takes the system of its nearest centre-line voxel in the same connected piece.
-   Pieces reached by neither system (connected to neither trunk, or only by a rejected contact) stay
+4. Gaps: a piece that no front reached (model outputs break; a peripheral branch loses a few voxels) is
+   joined to the branch its free end points to (:func:`_bridge`: within ``BRIDGE_MM``, a cone of
+   ``BRIDGE_ANGLE_DEG``, the other system at least ``BRIDGE_MARGIN`` times as far; ends that disagree
+   leave it alone; never a piece with a rejected contact, whose own evidence disagrees). Said in a note.
+5. Each vessel voxel takes the system of its nearest centre-line voxel in the same connected piece.
+   Pieces still reached by neither system (connected to neither trunk, or only by a rejected contact) stay
    "vessel, unassigned".
 
 If no portal trunk is given, the hilum is taken as the thickest place where the vessels leave the liver in
@@ -62,6 +66,18 @@ CLIMB_COST = 5.0
 ROOT_CLIMB = 0.5
 #: IVC contacts in the lowest fraction of the tree's height above the hilum are not hepatic roots.
 LOW_CONTACT = 0.15
+#: Gap bridging: a piece connected to neither trunk is joined to the branch its free end points to, within
+#: this distance (mm; 0 switches it off), inside a cone of this half-angle, the nearer system winning only
+#: when the other is at least BRIDGE_MARGIN times as far; the piece's direction at an end is taken over the
+#: centre line within BRIDGE_DIRECTION_MM of it.
+BRIDGE_MM = 10.0
+BRIDGE_ANGLE_DEG = 30.0
+BRIDGE_MARGIN = 2.0
+BRIDGE_DIRECTION_MM = 5.0
+BRIDGE_PASSES = 3
+#: Without a portal trunk, each place where the vessels leave the liver is judged by the widest vessel within
+#: this distance (mm, along the centre lines) inside it.
+HILUM_REACH_MM = 15.0
 #: Smoothing passes of the radius along the centre lines (each averages a voxel with its neighbours).
 RADIUS_SMOOTHING = 3
 
@@ -272,8 +288,7 @@ def assign_vessel_tree(labels: np.ndarray, vessels: np.ndarray, spacing_zyx: tup
     progress(stage, 1, n_stages)
     check(cancel)
     wz = np.argwhere(W)                                                 # vessel voxels (crop coords)
-    edt = _wall_distance(W, wz, np.argwhere(skel), spacing)
-    g = _Graph(skel, edt, spacing)
+    g = _Graph(skel, _wall_distance(W, wz, np.argwhere(skel), spacing), spacing)
     comp = cc3d.connected_components(W, connectivity=26)
     w_comp = comp[tuple(wz.T)]
     s_comp = comp[tuple(g.idx.T)]
@@ -298,12 +313,15 @@ def assign_vessel_tree(labels: np.ndarray, vessels: np.ndarray, spacing_zyx: tup
     z_hilum = float(np.median(g.idx[portal_nodes, 0])) if len(portal_nodes) else -np.inf
     z_top = float(g.idx[:, 0].max()) if g.n else 0.0
     hepatic_roots, grazing, low = [], 0, 0
+    rejected: list[np.ndarray] = []          # contacts not taken as roots: their pieces are not bridged either
     for cl in ivc_clusters:
         r = float(g.radius[cl].max())
         if float(climb_from_portal[cl].min()) < ROOT_CLIMB * r:
             grazing += 1
+            rejected.append(cl)
         elif np.isfinite(z_hilum) and float(g.idx[cl, 0].max()) - z_hilum <= LOW_CONTACT * (z_top - z_hilum):
             low += 1
+            rejected.append(cl)
         else:
             hepatic_roots.append(cl)
     h_nodes = np.concatenate(hepatic_roots) if hepatic_roots else np.zeros(0, int)
@@ -313,6 +331,7 @@ def assign_vessel_tree(labels: np.ndarray, vessels: np.ndarray, spacing_zyx: tup
         if not kept:
             kept = [max(portal_roots, key=lambda c: float(g.radius[c].max()))]
         grazing_p = len(portal_roots) - len(kept)
+        rejected += [cl for cl in portal_roots if not any(cl is k for k in kept)]
         portal_roots = kept
     else:
         grazing_p = 0
@@ -330,6 +349,13 @@ def assign_vessel_tree(labels: np.ndarray, vessels: np.ndarray, spacing_zyx: tup
         ch = _reached(cost, h_nodes)
         node_label[cp < ch] = Label.PORTAL_VEIN
         node_label[ch < cp] = Label.HEPATIC_VEINS
+    n_bridged, bridge_conflicts = 0, 0
+    if have_ivc and BRIDGE_MM > 0:
+        # a piece with a contact that was rejected is not joined across a gap: its own evidence disagrees
+        closed = np.isfinite(np.minimum(cp, ch))
+        if rejected:
+            closed |= np.isin(s_comp, np.unique(s_comp[np.concatenate(rejected)]))
+        n_bridged, bridge_conflicts, bridged_nodes = _bridge(g, node_label, s_comp, closed, spacing)
     progress(stage, 4, n_stages)
     check(cancel)
 
@@ -359,6 +385,14 @@ def assign_vessel_tree(labels: np.ndarray, vessels: np.ndarray, spacing_zyx: tup
     if grazing_p:
         notes.append(f"{grazing_p} place(s) where a vessel touches the portal trunk were not taken as portal "
                      "branches: the vessel there continues from the IVC, narrowing.")
+    if n_bridged:
+        bridged_ml = float(np.count_nonzero(np.isin(near[near_ok], bridged_nodes))) * voxel_ml
+        notes.append(f"{n_bridged} vessel piece(s) ({bridged_ml:.1f} mL) connected to neither trunk were joined to the "
+                     f"branch they point to across a gap of at most {BRIDGE_MM:g} mm (a break in the vessel mask): "
+                     "check them.")
+    if bridge_conflicts:
+        notes.append(f"{bridge_conflicts} vessel piece(s) connected to neither trunk point to both a portal branch and "
+                     "a hepatic vein and were left unassigned.")
     if stats["unassigned_voxels"]:
         notes.append(f"{stats['unassigned_ml']:.1f} mL of vessels could not be assigned (connected to neither "
                      "trunk, or only through a contact that was not accepted) and are shown as 'vessel, "
@@ -370,6 +404,74 @@ def assign_vessel_tree(labels: np.ndarray, vessels: np.ndarray, spacing_zyx: tup
     for s in notes:
         log.info("vessel split: %s", s)
     return VesselAssignment(out, notes, stats)
+
+
+def _bridge(g: _Graph, node_label: np.ndarray, s_comp: np.ndarray, closed: np.ndarray,
+            spacing: np.ndarray) -> tuple[int, int, np.ndarray]:
+    """Join pieces that no front reached to the branch they point to across a small gap.
+
+    ``closed``: nodes whose piece is not to be joined (reached by a front, or with a rejected contact).
+    Vessel masks from models break: a peripheral branch loses a few voxels and its distal part is left
+    connected to neither trunk. For each such piece, each free end (a centre-line end point) looks ahead
+    along the piece's own direction there (a cone of ``BRIDGE_ANGLE_DEG``) for assigned centre-line voxels
+    within ``BRIDGE_MM``; the nearest decides, unless the other system is nearly as near (within a factor
+    ``BRIDGE_MARGIN``). A piece whose ends disagree stays unassigned. Joined pieces can serve the next pass.
+    ``node_label`` is updated in place. Returns (pieces joined, pieces in conflict, the joined nodes)."""
+    from scipy.spatial import cKDTree
+
+    deg = np.asarray(g.adj.sum(axis=1)).ravel()
+    pts = g.idx * spacing
+    cos_max = float(np.cos(np.deg2rad(BRIDGE_ANGLE_DEG)))
+    open_pieces = set(np.unique(s_comp[~closed]).tolist()) - set(np.unique(s_comp[closed]).tolist())
+    joined, conflicts = 0, set()
+    joined_nodes: list[np.ndarray] = []
+    for _ in range(BRIDGE_PASSES):
+        assigned = np.flatnonzero(np.isin(node_label, (Label.PORTAL_VEIN, Label.HEPATIC_VEINS)))
+        if not len(assigned) or not open_pieces:
+            break
+        tree = cKDTree(pts[assigned])
+        decided: dict[int, int] = {}
+        for piece in sorted(open_pieces):
+            nodes = np.flatnonzero(s_comp == piece)
+            ends = nodes[deg[nodes] <= 1]
+            votes = set()
+            for e in ends:
+                own = nodes[np.linalg.norm(pts[nodes] - pts[e], axis=1) <= BRIDGE_DIRECTION_MM]
+                d = pts[e] - pts[own].mean(axis=0)
+                dn = float(np.linalg.norm(d))
+                cand = np.asarray(tree.query_ball_point(pts[e], BRIDGE_MM), int)
+                if not len(cand):
+                    continue
+                u = pts[assigned[cand]] - pts[e]
+                dist = np.linalg.norm(u, axis=1)
+                if dn > 0.5 * float(spacing.min()):         # a piece of one or two voxels has no direction
+                    ok = (u @ d) >= cos_max * dist * dn
+                    cand, dist = cand[ok], dist[ok]
+                if not len(cand):
+                    continue
+                labs = node_label[assigned[cand]]
+                best = {int(l): float(dist[labs == l].min()) for l in np.unique(labs)}
+                lab = min(best, key=best.get)
+                other = [v for k, v in best.items() if k != lab]
+                if other and other[0] < BRIDGE_MARGIN * best[lab]:
+                    votes.add(-1)
+                else:
+                    votes.add(lab)
+            if len(votes) == 1 and -1 not in votes:
+                decided[piece] = votes.pop()
+            elif votes:
+                conflicts.add(piece)
+        if not decided:
+            break
+        for piece, lab in decided.items():
+            nodes = np.flatnonzero(s_comp == piece)
+            node_label[nodes] = lab
+            joined_nodes.append(nodes)
+            open_pieces.discard(piece)
+            conflicts.discard(piece)
+            joined += 1
+    nodes_out = np.concatenate(joined_nodes) if joined_nodes else np.zeros(0, int)
+    return joined, len(conflicts), nodes_out
 
 
 def _hilum(g: _Graph, wz: np.ndarray, near: np.ndarray, near_ok: np.ndarray, lab_c: np.ndarray,
@@ -384,9 +486,16 @@ def _hilum(g: _Graph, wz: np.ndarray, near: np.ndarray, near_ok: np.ndarray, lab
              if np.median(g.idx[cl, 0]) <= (z_lo + z_hi) / 2.0]
     if not cands:
         return np.zeros(0, int), ""
-    best = max(cands, key=lambda c: float(g.radius[c].max()))
+    # The calibre just inside the exit, not at it: the mask's cut at the liver's surface thins the ends.
+    from scipy.sparse.csgraph import dijkstra
+    pts_r = []
+    for cl in cands:
+        d = dijkstra(g.directed(g.length), directed=False, indices=cl, min_only=True, limit=HILUM_REACH_MM)
+        pts_r.append(float(g.radius[np.isfinite(d)].max()))
+    i_best = int(np.argmax(pts_r))
+    best = cands[i_best]
     z_slice = float(np.median(g.idx[best, 0])) + box[0].start
     note = (f"No portal vein trunk was given: the hilum was taken as the thickest place where the vessels leave "
-            f"the liver in its lower half (axial slice {z_slice:.0f}, vessel radius {g.radius[best].max():.1f} mm); "
+            f"the liver in its lower half (axial slice {z_slice:.0f}, vessel radius {pts_r[i_best]:.1f} mm); "
             "check the portal vein.")
     return best, note

@@ -141,3 +141,24 @@ def test_ircadb_portal_vein_and_venous_system_are_told_apart():
     res = assign_vessel_tree(labels, vessels, geom.spacing)
     a = accuracy(res.labels, vessels, truth)
     assert a["right"] >= 0.90 and a["wrong"] <= 0.05, (a, res.notes)
+
+
+def test_a_broken_vessel_mask_is_joined_across_its_gaps(phantom_problems, monkeypatch):
+    """Model outputs break: 40 gaps of 6 mm cut into thin branches leave pieces connected to neither trunk.
+    Joining each piece to the branch it points to assigns more of them without more errors (measured, six
+    phantoms pooled: 88.2 % right / 3.3 % wrong with the joining, 86.1 % / 3.2 % without)."""
+    import engine.vessel_split as vs
+    from vessel_problems import with_gaps
+
+    broken = []
+    for seed, labels, vessels, truth, spacing in phantom_problems:
+        v = with_gaps(vessels, spacing)
+        lab = labels.copy()
+        lab[vessels & ~v] = Label.PARENCHYMA
+        broken.append((seed, lab, v, truth, spacing))
+    right, wrong, notes = _pooled(broken, per_case_floor=0.7)
+    monkeypatch.setattr(vs, "BRIDGE_MM", 0.0)
+    right0, wrong0, _ = _pooled(broken, per_case_floor=0.7)
+    assert right >= 0.85 and right >= right0 + 0.015, (right, right0)
+    assert wrong <= wrong0 + 0.01, (wrong, wrong0)
+    assert any(any("joined to the branch they point to" in n for n in ns) for ns in notes)

@@ -48,3 +48,26 @@ def accuracy(result_labels: np.ndarray, vessels: np.ndarray, truth_labels: np.nd
     unassigned = np.count_nonzero(got == Label.VESSEL_UNASSIGNED)
     return {"right": right / n, "wrong": (n - right - unassigned) / n, "unassigned": unassigned / n,
             "voxels": float(n)}
+
+
+def with_gaps(vessels: np.ndarray, spacing_zyx, n: int = 40, seed: int = 0,
+              gap_radius_mm: float = 3.0, max_radius_mm: float = 2.0) -> np.ndarray:
+    """The vessel mask broken as model outputs break: ``n`` balls of ``gap_radius_mm`` cut out at random
+    centre-line voxels of vessels at most ``max_radius_mm`` in radius (peripheral branches)."""
+    from scipy import ndimage as ndi
+
+    from metrics.centerline import skeleton
+
+    sp = np.asarray(spacing_zyx, float)
+    rng = np.random.default_rng(seed)
+    edt = ndi.distance_transform_edt(vessels, sampling=sp)
+    pts = np.argwhere(skeleton(vessels) & (edt > 0) & (edt <= max_radius_mm))
+    out = vessels.copy()
+    half = np.ceil(gap_radius_mm / sp).astype(int)
+    for p in pts[rng.choice(len(pts), size=min(n, len(pts)), replace=False)]:
+        lo, hi = np.maximum(p - half, 0), p + half + 1
+        sl = tuple(slice(a, b) for a, b in zip(lo, hi))
+        zz, yy, xx = np.ogrid[sl]
+        d2 = ((zz - p[0]) * sp[0]) ** 2 + ((yy - p[1]) * sp[1]) ** 2 + ((xx - p[2]) * sp[2]) ** 2
+        out[sl] &= d2 > gap_radius_mm ** 2
+    return out
