@@ -4,7 +4,6 @@ old plans format, and model sets run as one model with the vessel tree split and
 from __future__ import annotations
 
 import json
-import logging
 import warnings as _warnings
 
 import numpy as np
@@ -12,7 +11,6 @@ import pytest
 
 from engine.case import Case
 from engine.errors import ModelError
-from engine.geometry import Geometry
 from engine.labels import Label
 from engine.models import (discover_models, find_model, find_model_set, install_model_folder, install_model_zip,
                            load_model, runs_by_default)

@@ -179,3 +179,31 @@ def test_two_configurations_of_one_model_are_two_entries_with_the_default_marked
     mine = [t for t in _combo_texts(win) if "two_configs" in t]
     assert len(set(mine)) == 2
     assert sum("3d_fullres, default" in t for t in mine) == 1 and sum("[3d_lowres]" in t for t in mine) == 1
+
+
+def test_extra_models_and_a_label_map_from_the_segment_tab(qtbot, win, zip_folder, monkeypatch):
+    from engine.models import discover_models
+
+    qtbot.waitUntil(lambda: win.models_task is not None and win.models_task.finished, timeout=120000)
+    if not any(m.release == "ts_organs" for m in discover_models()):
+        task = win.install_model_folder(zip_folder)
+        qtbot.waitUntil(lambda: task.finished and win.models_task.finished, timeout=120000)
+    p = win.segment_panel
+    idx = next(i for i in range(p.model.count())
+               if (p.model.setCurrentIndex(i) or True) and getattr(p.current_model(), "release", "") == "ts_organs")
+    p.model.setCurrentIndex(idx)
+    organs = p.current_model()
+    assert "built-in map" in win.model_extras.summary.text()
+    # Label map… (the dialog, answered): spleen is a lesion here, liver not used
+    monkeypatch.setattr(win, "ask_label_map", lambda name, labels, current=None: {"crlm": ["spleen"],
+                                                                                 "none": ["liver"]})
+    qtbot.mouseClick(win.model_extras.label_map_button, __import__("PySide6.QtCore").QtCore.Qt.LeftButton)
+    assert "yours" in win.model_extras.summary.text()
+    lesions = next(m for m in discover_models() if m.release == "ts_liver_lesions")
+    win.model_extras.set_checked(lesions, True)
+    target, parts, shown = win.model_extras.run_target(organs)
+    assert [m.release for m in parts] == ["ts_organs", "ts_liver_lesions"] and isinstance(target, list)
+    assert parts[0].label_to_structure == {1: 5}          # spleen -> CRLM; liver dropped
+    assert "+" in shown
+    win.model_extras.set_checked(lesions, False)
+    win.model_extras.set_label_map(organs, None)
