@@ -118,7 +118,7 @@ def format_report(planner) -> str:
         lines.append("No lesions are labelled.")
     else:
         lines.append(f"{'Lesion':>6} {'mL':>8}  {'Segments':<22} {'Hemiliver':<9}  "
-                     f"{'Portal vein':<28} {'Hepatic veins':<30} {'IVC':<14}")
+                     f"{'Portal vein':<36} {'Hepatic veins':<38} {'IVC':<20}")
         for l in planner.lesions:
             def d(s):
                 v = l.distances.get(s)
@@ -126,7 +126,7 @@ def format_report(planner) -> str:
                     return "not labelled"
                 return f"{v.distance_mm:.1f} mm {v.branch}{' CONTACT' if v.contact else ''}"
             lines.append(f"{l.id:>6} {l.volume_ml:>8.2f}  {(l.segments_text or '-'):<22} {(l.hemiliver or '-'):<9}  "
-                         f"{d('portal_vein'):<28} {d('hepatic_veins'):<30} {d('ivc'):<14}")
+                         f"{d('portal_vein'):<36} {d('hepatic_veins'):<38} {d('ivc'):<20}")
         b = planner.bilobar()
         lines.append(f"Bilobar disease: {'unknown (hemilivers not estimated)' if b is None else ('yes' if b else 'no')}")
         lines.append(f"(distances surface to surface; contact = {planner.contact_mm:g} mm or less)")

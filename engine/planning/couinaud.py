@@ -80,6 +80,9 @@ CAUDATE_BELOW_MM = 20.0
 CAUDATE_LEFT_MM = 25.0
 #: The portal trunk and its first branches: voxels at least this share of the trunk's radius from the wall.
 PORTAL_CORE_SHARE = 0.4
+#: A segment with less than this share of the liver is called out in the quality note (adult segments
+#: hold roughly 3-30 % each; a sliver means a plane runs along the liver's edge).
+SMALL_SEGMENT_SHARE = 0.01
 #: A lesion within this distance of a segment boundary is flagged (plane-model uncertainty, see above).
 BOUNDARY_NOTE_MM = 5.0
 
@@ -592,6 +595,13 @@ def estimate_segments(labels: np.ndarray, spacing, liver: Optional[np.ndarray] =
         empty = [SEGMENT_NAMES[k] for k in range(1, 9) if counts[k] == 0]
         if empty:
             quality.append(f"Segment(s) {', '.join(empty)} received no liver voxels: check the vessel labels.")
+        vox_ml = float(np.prod(spacing)) / 1000.0
+        tiny = [k for k in range(1, 9) if 0 < counts[k] < SMALL_SEGMENT_SHARE * counts[1:].sum()]
+        if tiny:
+            quality.append("Segment(s) " + ", ".join(f"{SEGMENT_NAMES[k]} ({counts[k] * vox_ml:.0f} mL)" for k in tiny)
+                           + f" hold less than {100 * SMALL_SEGMENT_SHARE:.0f} % of the liver: a plane probably runs "
+                           "along the liver's edge there (e.g. the transverse plane of the portal bifurcation "
+                           "below most of the left lateral section); check that boundary on the images.")
     quality.append(METHOD_TEXT + ". " + CAVEAT_TEXT)
     progress("Liver segments", total, total)
     return est
