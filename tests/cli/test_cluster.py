@@ -100,6 +100,8 @@ def test_local2_gives_the_serial_label_maps_and_summary(tiny, cohort, serial, ca
     assert (summary["done"], summary["skipped"], summary["failed"], summary["retried"]) == (4, 0, 0, [])
     assert len(summary["per_worker"]) == 2 and sum(w["cases"] for w in summary["per_worker"].values()) == 4
     assert all(w["cases_per_hour"] > 0 for w in summary["per_worker"].values())
+    # each worker loaded the model once, before its first case (its plugin): no case loaded it again
+    assert not any(c["model_loaded"] for c in summary["per_case"])
     assert "4 done, 0 skipped" in text and "cases/hour per worker" in text
     assert "written by the workers into the shared folder" in text
     assert (out / "cluster_summary_segment.txt").read_text().startswith("Cohort summary (segment")
