@@ -136,6 +136,12 @@ def local_cluster(n_workers: int, threads_per_worker: int, gpus: int = 0):
         return SpecCluster(workers=workers, scheduler=scheduler, silence_logs=logging.ERROR, name="liverplan-local")
 
 
+def _restore_environ(saved: dict) -> None:
+    for k in [k for k in os.environ if k not in saved]:
+        del os.environ[k]
+    os.environ.update(saved)
+
+
 def _batch_cluster(spec: ClusterSpec):
     _require_dask()
     try:
@@ -207,6 +213,9 @@ def open_cluster(spec: ClusterSpec, threads: Optional[int] = None, timeout_s: fl
             per = threads or max(1, cpu_cores() // n)
             say(f"Starting a local cluster: {n} worker process(es) on 127.0.0.1, {per} thread(s) each"
                 + (f", {min(n, gpus)} GPU(s)" if gpus else "") + ".")
+            # Dask's nanny copies its worker settings (OMP_NUM_THREADS=1, MALLOC_TRIM_THRESHOLD_, ...) into this
+            # process's environment when it starts a worker; put ours back when the cluster is gone
+            stack.callback(_restore_environ, dict(os.environ))
             cluster = stack.enter_context(local_cluster(n, per, gpus))
             info.threads_per_worker, info.gpus = per, gpus
             info.description = "local cluster"

@@ -58,6 +58,7 @@ class Outcome:
     seconds: float = 0.0
     attempts: int = 0
     warnings: list[str] = field(default_factory=list)
+    model_loaded: bool = False       # the task had to load the model (not the worker plugin's copy)
     value: Any = None                # the task's result (evaluate: the metrics), not written to the summary
 
 
@@ -317,7 +318,8 @@ def run_jobs(client, info, command: str, task: Callable[[dict], dict], jobs: Seq
             except Exception as exc:  # noqa: BLE001 - a task that raised despite its own guard
                 res = {"status": "failed", "reason": f"{type(exc).__name__}: {exc}"}
             o = Outcome(j.name, res.get("status", "failed"), res.get("reason", ""), res.get("worker", ""),
-                        float(res.get("seconds", 0.0)), warnings=list(res.get("warnings", [])), value=res)
+                        float(res.get("seconds", 0.0)), warnings=list(res.get("warnings", [])),
+                        model_loaded=bool(res.get("model_loaded", False)), value=res)
             if o.status == "done" and out is not None:
                 try:
                     files = _collect_files(out, res.get("files") or {}, shared)

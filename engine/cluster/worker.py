@@ -233,8 +233,14 @@ def segment_task(job: dict) -> dict:
             if problem:
                 raise ExportError(problem)
         models = plugin.models
+        loads: list[str] = []
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage == "load model" and done == 0:   # a real load starts at 0; the plugin's cached model: 1/1
+                loads.append(stage)
+
         opts = SegmentOptions(device=plugin.device, mode=plugin.mode, threads=plugin.threads, **job["options"])
-        result = segment(case, models if len(models) > 1 else models[0], opts)
+        result = segment(case, models if len(models) > 1 else models[0], opts, progress=progress)
         seg_case = apply_result(case, result)
         report = measure(seg_case)
         warnings: list[str] = []
@@ -249,6 +255,7 @@ def segment_task(job: dict) -> dict:
             {"case": job["path"], "warnings": warnings, "provenance": result.provenance}, indent=2,
             default=str) + "\n", overwrite=True))
         return {"status": "done", "name": job["name"], "worker": worker.address, "device": result.device_used,
+                "model_loaded": bool(loads),
                 "seconds": time.perf_counter() - t0, "warnings": warnings,
                 "files": _deliver(job, written, dest if tmp is not None else None)}
     except Exception as exc:  # noqa: BLE001 - one case's problem is reported, the cohort goes on

@@ -88,6 +88,7 @@ def _free_port() -> int:
 # ------------------------------------------------------------------------------------------------
 @pytest.mark.timeout(300)
 def test_local2_gives_the_serial_label_maps_and_summary(tiny, cohort, serial, capsys):
+    environ = dict(os.environ)
     out = cohort / "local2"
     rc = main.main(["segment", str(cohort / "cts"), "--out", str(out), "--cluster", "local:2"] + _common(tiny))
     text = capsys.readouterr().out
@@ -100,10 +101,13 @@ def test_local2_gives_the_serial_label_maps_and_summary(tiny, cohort, serial, ca
     assert (summary["done"], summary["skipped"], summary["failed"], summary["retried"]) == (4, 0, 0, [])
     assert len(summary["per_worker"]) == 2 and sum(w["cases"] for w in summary["per_worker"].values()) == 4
     assert all(w["cases_per_hour"] > 0 for w in summary["per_worker"].values())
+    # each worker loaded the model once, before its first case (its plugin): no case loaded it again
+    assert not any(c["model_loaded"] for c in summary["per_case"])
     assert "4 done, 0 skipped" in text and "cases/hour per worker" in text
     assert "written by the workers into the shared folder" in text
     assert (out / "cluster_summary_segment.txt").read_text().startswith("Cohort summary (segment")
     assert _parts(out) == []
+    assert dict(os.environ) == environ        # Dask's worker settings did not stay in this process
 
 
 @pytest.mark.timeout(300)
@@ -202,8 +206,10 @@ def test_a_broken_ct_is_reported_and_the_others_finish(tiny, cohort, cluster, tm
         shutil.copyfile(cohort / "cts" / f"ct{s}.nii.gz", cts / f"ct{s}.nii.gz")
     (cts / "broken.nii.gz").write_bytes(b"not a CT at all" * 100)
     out = tmp_path / "out"
-    rc = main.main(["segment", str(cts), "--out", str(out), "--cluster", cluster.scheduler_address] + _common(tiny))
-    text = capsys.readouterr().out
+    rc = main.main(["segment", str(cts), "--out", str(out), "--cluster", cluster.scheduler_address, "--model",
+                    str(tiny), "--device", "cpu"])
+    text, err = capsys.readouterr()
+    assert "segment: cases" in err and "3/3" in err          # the progress bar counts cases
     assert rc == 1
     summary = _summary(out)
     assert (summary["done"], summary["failed"]) == (2, 1)
