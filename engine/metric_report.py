@@ -1052,7 +1052,8 @@ def metric_sections(evals: Sequence[Evaluation], data: ReportData, *, worst_k: i
         blocks += comparison_blocks(evals[0], evals[1], data, h1)
     # 6 -- worst cases
     if worst_k > 0:
-        blocks.append(Heading(f"The {worst_k} worst cases per structure (lowest Dice)", h1))
+        blocks.append(Heading(f"The {worst_k} worst case{'s' if worst_k != 1 else ''} per structure (lowest Dice)",
+                              h1))
         blocks.append(Paragraph("Each case is pictured through its largest error (the largest connected region where "
                                 "prediction and reference disagree). Solid outline: reference; dashed: prediction; "
                                 "dark fill with \\\\ hatching: missed by the prediction (false negative); light fill "
@@ -1146,7 +1147,7 @@ def comparison_blocks(a: Evaluation, b: Evaluation, data: ReportData, level: int
                     ax.plot([i - 0.3, i + 0.3], [t.median_diff] * 2, color="black", linewidth=1.5)
                 ax.axhline(0, color="#666", linewidth=0.8, linestyle="--")
                 ax.set_xticks(range(len(ts)))
-                ax.set_xticklabels([_short(_sname(t.structure), 14) for t in ts], fontsize=6.5)
+                ax.set_xticklabels([_short(_sname(t.structure), 11) for t in ts], fontsize=6)
                 ax.set_title(f"Δ {_mtitle(m)} (B − A)", loc="left", fontsize=8)
             for ax in axes[len(shown):]:
                 ax.set_visible(False)
