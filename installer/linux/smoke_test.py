@@ -264,9 +264,19 @@ def main(dist: Path) -> int:
         bad.write_bytes(b"\x1f\x8b" + os.urandom(4000))
         src_bad = source(["info", str(bad)], src)
 
-        # ---- the .deb
+        # ---- the .deb: first onto a full disk (a 64 MB /opt in a private mount namespace): refused, nothing left
+        full = sh(["unshare", "-m", "--propagation", "private", "sh", "-c",
+                   f"mount -t tmpfs -o size=64m tmpfs /opt && dpkg -i '{deb}'"])
+        status = sh(["dpkg-query", "-W", "-f=${Status}", "liverplan"]).stdout
+        check("an install without enough disk space is refused and leaves nothing half-installed",
+              full.returncode != 0 and "needs" in full.stderr and "free disk space" in full.stderr
+              and status in ("", "unknown ok not-installed", "purge ok not-installed", "install ok not-installed"),
+              " ".join(ln for ln in full.stderr.splitlines() if "LiverPlan" in ln)[:200] + f" (dpkg status: "
+              f"'{status or 'absent'}')")
+        sh(["dpkg", "--purge", "liverplan"])
         r = timed("dpkg_install_s", lambda: sh(["dpkg", "-i", str(deb)]))
-        check("dpkg -i installs the package", r.returncode == 0, (r.stderr or r.stdout).strip()[-300:])
+        check("dpkg -i installs the package", r.returncode == 0,
+              ((r.stderr if r.returncode else r.stdout).strip().splitlines() or [""])[-1][-300:])
         check("installed: /usr/bin/liverplan, /opt/liverplan, desktop entry, icon, file types",
               all(Path(p).exists() for p in ("/usr/bin/liverplan", "/opt/liverplan/liverplan",
                                              "/usr/share/applications/liverplan.desktop",
@@ -288,7 +298,7 @@ def main(dist: Path) -> int:
         check("--self-test as a user without write access to /opt/liverplan", r.returncode == 0 and not written,
               (r.stdout.strip().splitlines() or [r.stderr[-300:]])[-1] + (f"; wrote {written[:3]}" if written else ""))
 
-        r = timed("segment_frozen_s", lambda: clean.run([*seg_args, "--out", str(cwd / "seg")]))
+        r = timed("segment_frozen_s", lambda: clean.run(["liverplan", *seg_args, "--out", str(cwd / "seg")]))
         ok = r.returncode == 0
         if ok:
             a, ga = read_labels(next((src / "seg").glob("*_seg.nii.gz")))
@@ -300,6 +310,21 @@ def main(dist: Path) -> int:
         else:
             check("frozen segment == source segment (same model, mode fast)", False, r.stderr[-500:])
 
+        # the other subcommands on that result: measure, export (label map + STL surfaces), evaluate
+        ref = cwd / "ref"
+        ref.mkdir()
+        shutil.copy(next(src.glob("*_labels.nii.gz")), ref / "phantom_labels.nii.gz")
+        seg_file = next((cwd / "seg").glob("*_seg.nii.gz"), None)
+        if seg_file is not None:
+            m = clean.run(["liverplan", "measure", "phantom_ct.nii.gz", str(seg_file)])
+            e = clean.run(["liverplan", "export", "phantom_ct.nii.gz", str(seg_file), "--out", "export", "--mask",
+                           "seg.nrrd", "--mesh", "stl"])
+            v = clean.run(["liverplan", "evaluate", "--pred", "seg", "--ref", "ref", "--out", "eval"])
+            stls = sorted(p.name for p in (cwd / "export").glob("*.stl"))
+            check("liverplan measure, export and evaluate on the frozen result",
+                  m.returncode == 0 and "Total liver volume" in m.stdout and e.returncode == 0 and len(stls) >= 1
+                  and any((cwd / "export").glob("*.seg.nrrd")) and v.returncode == 0,
+                  f"{len(stls)} STL surfaces; " + " | ".join(x.stderr.strip()[-200:] for x in (m, e, v) if x.returncode))
         if REAL_DICOM.is_dir():
             fr = clean.run(["liverplan", "info", str(REAL_DICOM)])
             sr = source(["info", str(REAL_DICOM)], src)
