@@ -82,11 +82,12 @@ def run_self_test(device: str = "auto", out: Optional[TextIO] = None) -> list[Ch
             return f"{case.geometry.describe()}"
 
         def segment() -> str:
+            from engine.inference import SegmentOptions
             from engine.inference import segment as run_segment
             from engine.labels import TOTAL_LIVER_LABELS
 
             case = state["case"]
-            result = run_segment(case, state["model"], device=device, mode="fast")
+            result = run_segment(case, state["model"], SegmentOptions(device=device, mode="fast"))
             liver = list(TOTAL_LIVER_LABELS)
             dice = _dice(np.isin(case.labels, liver), np.isin(result.labels, liver))
             assert dice >= MIN_LIVER_DICE, f"liver Dice {dice:.2f} against the phantom's truth (< {MIN_LIVER_DICE})"

@@ -137,6 +137,11 @@ def _stats(out: np.ndarray, region: np.ndarray, voxel_ml: float) -> dict[str, fl
 
 
 _WRITABLE = (Label.BACKGROUND, Label.PARENCHYMA, Label.VESSEL_UNASSIGNED)
+#: Coarsest in-plane voxel (mm) on which the tree is followed. Coarser grids merge touching portal branches and
+#: hepatic veins into one centre line (measured: a 4 mm grid called 94 % of a phantom's hepatic veins portal):
+#: there every vessel stays "vessel, unassigned" with a note rather than a confident wrong answer. CT label
+#: maps are 0.5-1 mm in-plane, so this only refuses resampled or thumbnail grids.
+MAX_INPLANE_MM = 2.0
 _FACES = np.array([(-1, 0, 0), (1, 0, 0), (0, -1, 0), (0, 1, 0), (0, 0, -1), (0, 0, 1)])
 
 
@@ -276,6 +281,16 @@ def assign_vessel_tree(labels: np.ndarray, vessels: np.ndarray, spacing_zyx: tup
         notes.append("No vessel voxels to assign.")
         progress(stage, n_stages, n_stages)
         return VesselAssignment(out, notes, _stats(out, np.zeros(out.shape, bool), voxel_ml))
+    inplane = max(float(sp[1]), float(sp[2]))
+    if inplane > MAX_INPLANE_MM:
+        out_c = out[box]
+        out_c[W] = Label.VESSEL_UNASSIGNED
+        stats = _stats(out_c, W, voxel_ml)
+        notes.append(f"The label map's voxels are {inplane:.1f} mm across: too coarse to follow the vessel tree "
+                     f"(the split needs {MAX_INPLANE_MM:g} mm or finer in-plane), so the {stats['vessel_ml']:.1f} mL "
+                     "of vessels stay 'vessel, unassigned': check them, or segment on the CT's own grid.")
+        progress(stage, n_stages, n_stages)
+        return VesselAssignment(out, notes, stats)
     lab_c = labels[box]
     portal_seed = lab_c == Label.PORTAL_VEIN
     hepatic_seed = (lab_c == Label.IVC) | (lab_c == Label.HEPATIC_VEINS)

@@ -128,8 +128,14 @@ def test_gui_and_cli_make_the_same_labels_and_provenance(store, tmp_path_factory
     ours = s.case.provenance.extra["segmentation"]
     drop = ("timings_s", "date", "torch_threads")       # when, how long, and on how many threads it ran
     assert len(np.unique(cli_labels)) > 1, "the tiny model labelled nothing: the comparison would be empty"
-    assert {k: v for k, v in ours.items() if k not in drop} == \
-        {k: v for k, v in json.loads(json.dumps(cli_prov, default=str)).items() if k not in drop}
+
+    def same_run(prov):      # the options without the thread count (the CLI ran on one thread)
+        out = {k: v for k, v in prov.items() if k not in drop}
+        if isinstance(out.get("options"), dict):
+            out["options"] = {k: v for k, v in out["options"].items() if k != "threads"}
+        return out
+
+    assert same_run(json.loads(json.dumps(ours, default=str))) == same_run(json.loads(json.dumps(cli_prov, default=str)))
 
 
 def _recovered(store):

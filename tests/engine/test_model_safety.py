@@ -71,7 +71,7 @@ def test_exploit_plans_is_refused_at_install_and_the_command_never_runs(tiny, tm
 def test_exploit_plans_never_runs_in_the_engine_segment_used_by_the_window(tiny, tmp_path):
     """The window runs engine.inference.segment with a ModelInfo; even one whose plans were changed after
     load_model checked them (built elsewhere, or edited in memory) is checked again before nnU-Net sees it."""
-    from engine.inference import segment
+    from engine.inference import SegmentOptions, segment
     from engine.inference.pipeline import clear_model_cache
 
     marker = tmp_path / "PWNED_engine"
@@ -79,7 +79,7 @@ def test_exploit_plans_never_runs_in_the_engine_segment_used_by_the_window(tiny,
     evil = dataclasses.replace(good, plans=_evil_plans(marker))
     clear_model_cache()
     with pytest.raises(ModelError) as err:
-        segment(small_phantom(shape=(24, 48, 48)), evil, device="cpu", mode="fast", threads=1)
+        segment(small_phantom(shape=(24, 48, 48)), evil, SegmentOptions(device="cpu", mode="fast", threads=1))
     assert not marker.exists(), "the command in plans.json ran"
     assert "arch_kwargs.nonlin" in str(err.value)
 

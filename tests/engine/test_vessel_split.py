@@ -162,3 +162,19 @@ def test_a_broken_vessel_mask_is_joined_across_its_gaps(phantom_problems, monkey
     assert right >= 0.85 and right >= right0 + 0.015, (right, right0)
     assert wrong <= wrong0 + 0.01, (wrong, wrong0)
     assert any(any("joined to the branch they point to" in n for n in ns) for ns in notes)
+
+
+def test_a_grid_too_coarse_to_follow_the_tree_leaves_every_vessel_unassigned_and_says_so():
+    """4 mm in-plane voxels merge touching portal branches and hepatic veins: no confident wrong answer."""
+    from tiny_model import small_phantom
+
+    ph = small_phantom(seed=5, shape=(48, 80, 80), spacing=(5.0, 4.0, 4.0))
+    truth = ph.labels
+    labels = truth.copy()
+    hv = truth == Label.HEPATIC_VEINS
+    labels[hv] = Label.VESSEL_UNASSIGNED
+    res = assign_vessel_tree(labels, hv, (5.0, 4.0, 4.0))
+    assert (res.labels[hv] == Label.VESSEL_UNASSIGNED).all()
+    assert (res.labels[~hv] == labels[~hv]).all()
+    assert any("too coarse" in n for n in res.notes)
+    assert res.stats["unassigned_voxels"] == hv.sum()

@@ -193,17 +193,17 @@ def test_extra_models_and_a_label_map_from_the_segment_tab(qtbot, win, zip_folde
                if (p.model.setCurrentIndex(i) or True) and getattr(p.current_model(), "release", "") == "ts_organs")
     p.model.setCurrentIndex(idx)
     organs = p.current_model()
-    assert "built-in map" in win.model_extras.summary.text()
+    assert "built-in map" in win.segment_ctl.extras.summary.text()
     # Label map… (the dialog, answered): spleen is a lesion here, liver not used
-    monkeypatch.setattr(win, "ask_label_map", lambda name, labels, current=None: {"crlm": ["spleen"],
+    monkeypatch.setattr(win.segment_ctl, "ask_label_map", lambda name, labels, current=None: {"crlm": ["spleen"],
                                                                                  "none": ["liver"]})
-    qtbot.mouseClick(win.model_extras.label_map_button, __import__("PySide6.QtCore").QtCore.Qt.LeftButton)
-    assert "yours" in win.model_extras.summary.text()
+    qtbot.mouseClick(win.segment_ctl.extras.label_map_button, __import__("PySide6.QtCore").QtCore.Qt.LeftButton)
+    assert "yours" in win.segment_ctl.extras.summary.text()
     lesions = next(m for m in discover_models() if m.release == "ts_liver_lesions")
-    win.model_extras.set_checked(lesions, True)
-    target, parts, shown = win.model_extras.run_target(organs)
+    win.segment_ctl.extras.set_checked(lesions, True)
+    target, parts, shown = win.segment_ctl.extras.run_target(organs)
     assert [m.release for m in parts] == ["ts_organs", "ts_liver_lesions"] and isinstance(target, list)
     assert parts[0].label_to_structure == {1: 5}          # spleen -> CRLM; liver dropped
     assert "+" in shown
-    win.model_extras.set_checked(lesions, False)
-    win.model_extras.set_label_map(organs, None)
+    win.segment_ctl.extras.set_checked(lesions, False)
+    win.segment_ctl.extras.set_label_map(organs, None)

@@ -123,7 +123,7 @@ def test_scenario_by_clicks_equals_the_command_line(qtbot, qapp, tmp_path):
         w.tabs.setCurrentWidget(panel)
         # click-to-jump still works
         t.selectRow(0)
-        assert w.selected_lesion == 0
+        assert w.measure_ctl.selected_lesion == 0
         # the segment layer and the remnant/resected parts in 3D
         panel.show_segments.setChecked(True)
         assert w.views[0].layer_item.isVisible()
@@ -148,17 +148,17 @@ def test_scenario_by_clicks_equals_the_command_line(qtbot, qapp, tmp_path):
         zyx = [int(v) for v in liver_vox[len(liver_vox) // 3]]
         w.set_position(zyx)
         for kind in ("press", "move", "release"):
-            w._on_mouse(kind, tuple(zyx), 0, Qt.NoModifier)
+            w.on_mouse(kind, tuple(zyx), 0, Qt.NoModifier)
         assert sc.painted is not None and panel.figures["resected_ml"] > base
         panel.click_mode.setCurrentIndex(panel.click_mode.findData("unpaint"))
         for kind in ("press", "release"):
-            w._on_mouse(kind, tuple(zyx), 0, Qt.NoModifier)
+            w.on_mouse(kind, tuple(zyx), 0, Qt.NoModifier)
         assert panel.figures["resected_ml"] == pytest.approx(base)
         # the segment map corrected by hand with a drag in a pane
         panel.click_mode.setCurrentIndex(panel.click_mode.findData("correct"))
         panel.correct_segment.setCurrentIndex(panel.correct_segment.findData(1))
         for kind in ("press", "move", "release"):
-            w._on_mouse(kind, tuple(zyx), 0, Qt.NoModifier)
+            w.on_mouse(kind, tuple(zyx), 0, Qt.NoModifier)
         assert panel.planner.segment_at(zyx) == 1
         assert "corrected by hand" in panel.status.text()
         panel.click_mode.setCurrentIndex(panel.click_mode.findData("navigate"))
