@@ -295,6 +295,10 @@ def main() -> int:
                     (work / "seeds" / "ref.nii.gz") if family == "segnrrd" else
                     next(p for p, how in seeds.values() if how == "ct"))
     names = sorted(seeds)
+    for name in names:                       # every seed opens as it is (else the mutants test nothing)
+        path, how = seeds[name]
+        load_case(path) if how in ("ct", "dicom") else read_label_map(path, ref)
+        describe_path(path)
     outcomes = {"opened": 0, "refused": 0}
     case_dir = work / "case"
 
