@@ -38,6 +38,8 @@ def _top10(bundle: Path) -> list[tuple[str, int]]:
     internal = bundle / "_internal"
     parts: dict[str, int] = {}
     for p in internal.iterdir():
+        if p.is_symlink():          # PyInstaller links libraries into _internal/: counted where they lie
+            continue
         if p.is_dir() and p.name == "nvidia":
             for q in p.iterdir():
                 parts[f"nvidia/{q.name}"] = _du(q)

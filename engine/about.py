@@ -115,7 +115,9 @@ def about_info(probe_device: bool = True) -> dict[str, Any]:
         info["torch"] = torch.__version__
         info["cuda"] = torch.version.cuda or "none (CPU/MPS build)"
         cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
-        info["cudnn"] = str(cudnn) if cudnn else "not loaded"
+        # cuDNN 9 reports major*10000 + minor*100 + patch (92400 = 9.24.0)
+        info["cudnn"] = (f"{cudnn // 10000}.{cudnn % 10000 // 100}.{cudnn % 100}" if cudnn and cudnn >= 90000
+                         else str(cudnn) if cudnn else "not loaded")
     except ImportError as exc:
         info["cuda"] = f"unknown (torch cannot be loaded: {exc})"
     if probe_device:

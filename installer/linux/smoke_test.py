@@ -341,6 +341,17 @@ def main(dist: Path) -> int:
 
         gui_check(clean, deb, dist, work)
 
+        # ---- an upgrade (here: the same package again, which dpkg runs as an upgrade) keeps the user's models
+        data_dir = home / ".local" / "share" / "LiverPlan"
+        kept = data_dir / "models" / "my_model" / "dataset.json"
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        kept.write_text("{}")
+        r = timed("dpkg_upgrade_s", lambda: sh(["dpkg", "-i", str(deb)]))
+        v = clean.run(["liverplan", "--version"])
+        check("an upgrade over the installed package works and keeps the user's models", r.returncode == 0
+              and "preinst" not in r.stderr and kept.is_file() and v.returncode == 0,
+              ((r.stderr if r.returncode else r.stdout).strip().splitlines() or [""])[-1][-200:])
+
         # ---- the portable archive, unpacked into a fresh folder, then moved
         port = work / "portable"
         port.mkdir()
@@ -359,7 +370,6 @@ def main(dist: Path) -> int:
                   (r.stdout.strip().splitlines() or [r.stderr[-300:]])[-1])
 
         # ---- removal
-        data_dir = home / ".local" / "share" / "LiverPlan"
         r = sh(["dpkg", "-r", "liverplan"])
         left = [p for p in ("/opt/liverplan", "/usr/bin/liverplan", "/usr/share/applications/liverplan.desktop")
                 if Path(p).exists()]

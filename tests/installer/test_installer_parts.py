@@ -142,3 +142,15 @@ def test_screen_reader_finds_a_rendered_3d_pane_and_not_a_black_one(tmp_path):
     ok, detail = smoke_test.rendered_3d_pane(smoke_test.read_xwd(tmp_path / "rendered"))
     assert ok, detail
     assert "quadrant 1,1" in detail
+
+
+def test_ci_workflow_builds_all_three_and_self_tests_each():
+    yaml = pytest.importorskip("yaml")
+    wf = yaml.safe_load((ROOT / ".github" / "workflows" / "installers.yml").read_text())
+    assert set(wf["jobs"]) == {"linux", "windows", "macos"}
+    for name, job in wf["jobs"].items():
+        text = yaml.safe_dump(job["steps"])
+        # linux: the smoke test runs --self-test; windows/macos: the build script and an explicit step
+        assert "installer-test" in text if name == "linux" else "--self-test" in text, name
+    iss = (ROOT / "installer" / "windows" / "liverplan.iss").read_text()
+    assert "DiskSpanning=yes" in iss and "[UninstallDelete]" in iss and "OpenWithProgids" in iss
