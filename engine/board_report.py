@@ -621,15 +621,18 @@ def _liver_present(labels: np.ndarray) -> bool:
 
 
 def build_report(case: Case, options: Optional[BoardOptions] = None, *, planner=None, measurements=None,
-                 history=None, evaluation=None, patient: Optional[PatientInfo] = None,
-                 progress=None) -> BoardReport:
+                 history=None, edits: Optional[EditSummary] = None, evaluation=None, patient: Optional[PatientInfo] = None, scenarios=None,
+                 planning_patient=None, progress=None, cancel=None) -> BoardReport:
     """The tumour-board report of ``case`` (CT + labels).
 
     planner: an :class:`engine.planning.planner.Planner` already run (with its scenarios); made here when
-    None (with the standard right and left hepatectomies as scenarios when the segments could be estimated).
+    None, with ``scenarios`` (engine.planning.resection.Scenario; e.g. the Plan tab's) or else the standard
+    right and left hepatectomies when the segments could be estimated; ``planning_patient`` (a
+    resection.Patient: height, weight, condition) gives the standardised FLR.
     measurements: :func:`engine.measure.measure`'s report (made here when None). history: the session's
     :class:`engine.edits.EditHistory` (for the hand-edit summary). evaluation: a metrics CaseResult against a
-    reference (its table goes in the appendix). progress: callable(fraction, text)."""
+    reference (its table goes in the appendix). progress(stage, done, total) and cancel (a CancelToken) as
+    elsewhere in the engine."""
     from .about import about_info
     from .measure import measure
     from .planning.planner import Planner
@@ -638,7 +641,12 @@ def build_report(case: Case, options: Optional[BoardOptions] = None, *, planner=
     opts = options or BoardOptions()
     version = about_info(probe_device=False).get("version", "unknown")
     t = words(opts.language)
-    step = progress or (lambda f, s: None)
+    from .progress import check
+
+    def step(fraction: float, text: str) -> None:
+        check(cancel)
+        if progress is not None:
+            progress(text, int(round(100 * fraction)), 100)
     step(0.0, "measuring")
     rep = measurements if measurements is not None else measure(case)
     warnings = list(dict.fromkeys([*case.provenance.warnings, *rep.warnings]))
@@ -647,8 +655,13 @@ def build_report(case: Case, options: Optional[BoardOptions] = None, *, planner=
         step(0.1, "planning")
         try:
             planner = Planner(case.labels, case.geometry).run()
+            if planning_patient is not None:
+                planner.patient = planning_patient
             est = planner.estimate
-            if est is not None and est.segments_ok:
+            if scenarios:
+                for sc in scenarios:
+                    planner.set_scenario(sc)
+            elif est is not None and est.segments_ok:
                 planner.set_scenario(Scenario("right hepatectomy", segments=[5, 6, 7, 8]))
                 planner.set_scenario(Scenario("left hepatectomy", segments=[2, 3, 4]))
         except (InputError, ValueError) as err:
@@ -668,7 +681,7 @@ def build_report(case: Case, options: Optional[BoardOptions] = None, *, planner=
     card = prov.model_card
     demo = _is_demo(card)
     seg = prov.extra.get("segmentation") or {}
-    edits = edit_summary(history, case.labels)
+    edits = edits if edits is not None else edit_summary(history, case.labels)
 
     # ---- header -------------------------------------------------------------------------------
     created = opts.created or _dt.datetime.now().astimezone()
@@ -835,6 +848,7 @@ def build_report(case: Case, options: Optional[BoardOptions] = None, *, planner=
             best = ids[np.argmax(counts)]
             comp[sl][sub == best] = l.id
         for i, l in enumerate(lesions):
+            step(0.6 + 0.4 * i / len(lesions), "key images")
             ax = key_image(case, comp, l, "axial", opts.window, opts.language)
             co = key_image(case, comp, l, "coronal", opts.window, opts.language)
             key_images += [ax, co]
@@ -997,3 +1011,25 @@ def write_report(report: BoardReport, out_dir, formats: Sequence[str] = ("pdf", 
     if dcm is not None:
         written.append(write_bytes_atomic(targets["dcm"], dcm, overwrite=overwrite))
     return written
+
+
+def preview_html(report: BoardReport) -> tuple[str, list[bytes]]:
+    """The report's HTML for a simple viewer (Qt's rich text): each embedded PNG replaced by the name
+    ``lp-img-<i>`` and returned in order, for the viewer to register as a resource."""
+    import base64
+    import re
+
+    from .reporting.html import render_html
+
+    images: list[bytes] = []
+
+    def swap(m):
+        images.append(base64.b64decode(m.group(1)))
+        return f'src="lp-img-{len(images) - 1}"'
+    html_text = re.sub(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', swap, render_html(report.document))
+    return html_text, images
+
+
+def case_for_report(case: Case) -> Case:
+    """A copy of the open case for a report made in the background (edits may go on meanwhile)."""
+    return case.copy()
