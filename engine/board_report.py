@@ -67,7 +67,9 @@ WORDS: dict[str, dict[str, str]] = {
     "made": {"en": "Report made", "fr": "Rapport établi le"},
     "version": {"en": "LiverPlan version", "fr": "Version de LiverPlan"},
     "key_figures": {"en": "Key figures", "fr": "Chiffres clés"},
-    "figure": {"en": "Figure", "fr": "Valeur"},
+    "figure": {"en": "Figure", "fr": "Indicateur"},
+    "right_hepatectomy": {"en": "right hepatectomy", "fr": "hépatectomie droite"},
+    "left_hepatectomy": {"en": "left hepatectomy", "fr": "hépatectomie gauche"},
     "value": {"en": "Value", "fr": "Valeur"},
     "total_liver": {"en": "Total liver volume", "fr": "Volume hépatique total"},
     "tumour_burden": {"en": "Tumour burden", "fr": "Charge tumorale"},
@@ -101,8 +103,8 @@ WORDS: dict[str, dict[str, str]] = {
     "mean_hu": {"en": "Mean HU", "fr": "Densité moyenne (UH)"},
     "lesion_table": {"en": "Lesion table", "fr": "Tableau des lésions"},
     "lesion": {"en": "Lesion", "fr": "Lésion"},
-    "diam3d": {"en": "Longest 3D diameter (mm)", "fr": "Plus grand diamètre 3D (mm)"},
-    "diamax": {"en": "Longest axial diameter (mm)", "fr": "Plus grand diamètre axial (mm)"},
+    "diam3d": {"en": "3D diameter (mm)", "fr": "Diamètre 3D (mm)"},
+    "diamax": {"en": "Axial diameter (mm)", "fr": "Diamètre axial (mm)"},
     "slices": {"en": "Slices", "fr": "Coupes"},
     "segments": {"en": "Segments", "fr": "Segments"},
     "hemiliver": {"en": "Hemiliver", "fr": "Hémifoie"},
@@ -343,16 +345,27 @@ def _outline(mask: np.ndarray) -> np.ndarray:
     return mask & ~ndimage.binary_erosion(mask, border_value=0)
 
 
-def _crop_box(labels: np.ndarray, spacing, lesion_bbox) -> tuple[slice, slice, slice]:
-    """The liver's (and lesions') bounding box plus a margin, always holding the lesion."""
+def liver_box(labels: np.ndarray) -> Optional[tuple[tuple[int, int], ...]]:
+    """(start, stop) per axis (z, y, x) of the parenchyma and lesions, or None when there are none."""
     fg = (labels == Label.PARENCHYMA) | (labels == Label.CRLM)
-    sl = []
+    if not fg.any():
+        return None
+    out = []
     for ax in range(3):
         other = tuple(a for a in range(3) if a != ax)
-        nz = np.flatnonzero(fg.any(axis=other)) if fg.any() else np.array([0, labels.shape[ax] - 1])
+        nz = np.flatnonzero(fg.any(axis=other))
+        out.append((int(nz[0]), int(nz[-1]) + 1))
+    return tuple(out)
+
+
+def _crop_box(shape, spacing, lesion_bbox, box) -> tuple[slice, slice, slice]:
+    """The liver's (and lesions') bounding box ``box`` plus a margin, always holding the lesion."""
+    sl = []
+    for ax in range(3):
+        lo0, hi0 = box[ax] if box is not None else (0, shape[ax])
         m = int(round(CROP_MARGIN_MM / spacing[ax]))
-        lo = max(0, min(int(nz[0]), lesion_bbox[ax][0]) - m)
-        hi = min(labels.shape[ax], max(int(nz[-1]) + 1, lesion_bbox[ax][1]) + m)
+        lo = max(0, min(lo0, lesion_bbox[ax][0]) - m)
+        hi = min(shape[ax], max(hi0, lesion_bbox[ax][1]) + m)
         sl.append(slice(lo, hi))
     return tuple(sl)  # type: ignore[return-value]
 
@@ -371,11 +384,12 @@ def _marker_voxel(lesion_mask2d: np.ndarray, centre_rc: tuple[float, float]) -> 
 
 
 def key_image(case: Case, comp: np.ndarray, lesion, view: str, window=LIVER_WINDOW,
-              lang: str = "en") -> KeyImage:
+              lang: str = "en", box_liver=None) -> KeyImage:
     """An axial or coronal slice through ``lesion``'s centre (a :class:`engine.measure.Lesion`), structures
     outlined, the lesion marked with its number, scale bar and orientation letters.
 
-    ``comp`` is the (z, y, x) int32 map of lesion numbers (0 elsewhere)."""
+    ``comp`` is the (z, y, x) int32 map of lesion numbers (0 elsewhere); ``box_liver`` :func:`liver_box`'s
+    result (computed once for all the lesions of a case)."""
     from PIL import Image as PILImage
     from PIL import ImageDraw
 
@@ -383,7 +397,8 @@ def key_image(case: Case, comp: np.ndarray, lesion, view: str, window=LIVER_WIND
     g = case.geometry
     sz, sy, sx = (float(s) for s in g.spacing)
     cz, cy, cx = lesion.centroid_zyx
-    box = _crop_box(case.labels, g.spacing, lesion.bbox)
+    box = _crop_box(case.labels.shape, g.spacing, lesion.bbox,
+                    box_liver if box_liver is not None else liver_box(case.labels))
     mine_3d = comp == lesion.id
     if view == "axial":
         k = int(np.clip(round(cz), lesion.bbox[0][0], lesion.bbox[0][1] - 1))
@@ -633,13 +648,13 @@ def build_report(case: Case, options: Optional[BoardOptions] = None, *, planner=
     :class:`engine.edits.EditHistory` (for the hand-edit summary). evaluation: a metrics CaseResult against a
     reference (its table goes in the appendix). progress(stage, done, total) and cancel (a CancelToken) as
     elsewhere in the engine."""
-    from .about import about_info
+    from .about import liverplan_version
     from .measure import measure
     from .planning.planner import Planner
     from .planning.resection import Scenario
 
     opts = options or BoardOptions()
-    version = about_info(probe_device=False).get("version", "unknown")
+    version = liverplan_version()
     t = words(opts.language)
     from .progress import check
 
@@ -662,8 +677,8 @@ def build_report(case: Case, options: Optional[BoardOptions] = None, *, planner=
                 for sc in scenarios:
                     planner.set_scenario(sc)
             elif est is not None and est.segments_ok:
-                planner.set_scenario(Scenario("right hepatectomy", segments=[5, 6, 7, 8]))
-                planner.set_scenario(Scenario("left hepatectomy", segments=[2, 3, 4]))
+                planner.set_scenario(Scenario(t("right_hepatectomy"), segments=[5, 6, 7, 8]))
+                planner.set_scenario(Scenario(t("left_hepatectomy"), segments=[2, 3, 4]))
         except (InputError, ValueError) as err:
             warnings.append(f"Planning could not be made: {err}")
             planner = None
@@ -802,8 +817,9 @@ def build_report(case: Case, options: Optional[BoardOptions] = None, *, planner=
                          (loc.segments_text or "—") if loc else "—", (loc.hemiliver or "—") if loc else "—",
                          f"{near.branch or near.structure} {near.distance_mm:.1f}" + (" ⚠" if near.contact else "")
                          if near is not None else "—"])
+        # numeric=False: cells may wrap (nine columns must fit an A4 page)
         doc.add(Table([t("lesion"), t("volume_ml"), t("diam3d"), t("diamax"), t("slices"), t("mean_hu"),
-                       t("segments"), t("hemiliver"), t("nearest_vessel")], rows, small=True,
+                       t("segments"), t("hemiliver"), t("nearest_vessel")], rows, small=True, numeric=False,
                       notes=[rep.definitions.get("lesion", ""), rep.definitions.get("longest_diameter", ""),
                              rep.definitions.get("axial_diameter", "")]))
     doc.add(Heading(f"{t('appendix')} C — {t('scenarios')}", 1))
@@ -847,10 +863,11 @@ def build_report(case: Case, options: Optional[BoardOptions] = None, *, planner=
             ids, counts = np.unique(sub[sub > 0], return_counts=True)
             best = ids[np.argmax(counts)]
             comp[sl][sub == best] = l.id
+        lbox = liver_box(case.labels)
         for i, l in enumerate(lesions):
             step(0.6 + 0.4 * i / len(lesions), "key images")
-            ax = key_image(case, comp, l, "axial", opts.window, opts.language)
-            co = key_image(case, comp, l, "coronal", opts.window, opts.language)
+            ax = key_image(case, comp, l, "axial", opts.window, opts.language, lbox)
+            co = key_image(case, comp, l, "coronal", opts.window, opts.language, lbox)
             key_images += [ax, co]
             doc.add(Group([Image(ax.png, f"{t('lesion')} {l.id} — {t('axial')}", width="48.5%"),
                            Image(co.png, f"{t('lesion')} {l.id} — {t('coronal')}", width="48.5%")], columns=2))
@@ -902,9 +919,9 @@ def dicom_encapsulated_pdf(pdf: bytes, report: BoardReport, title: str = "") -> 
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-    from .about import about_info
+    from .about import liverplan_version
 
-    version = about_info(probe_device=False).get("version", "unknown")
+    version = liverplan_version()
     p = report.patient
     anon = report.options.anonymise
     now = report.document.created or _dt.datetime.now().astimezone()

@@ -75,7 +75,7 @@ def test_demo_pdf_holds_measure_numbers_and_demo_warning_on_every_page(demo_repo
     assert f"{m.value('crlm.tumour_burden_pct'):.2f} %" in pages[0]
     for l in m.lesions:
         assert f"{l.volume_ml:.2f}" in text and f"{l.longest_diameter_mm:.1f}" in text
-        assert f"{l.slice_range[0] + 1}–{l.slice_range[1] + 1}" in text
+        assert f"{l.slice_range[0] + 1}–{l.slice_range[1] + 1}" in text.replace("– ", "–")   # a cell may wrap
     for p in pages:
         assert "NOT FOR CLINICAL USE" in p
     assert "Dr Anna Kowalska" in pages[0]
