@@ -713,9 +713,12 @@ def build_report(case: Case, options: Optional[BoardOptions] = None, *, planner=
         case_name = case.name
     if not opts.anonymise:
         header.append(f"{t('case')}: {case_name}")
-    header.append(f"{t('study_date')}: {_dicom_date(patient.study_date) or '—'} · {t('series')}: "
-                  f"{'—' if opts.anonymise else (patient.series_description or prov.series_description or '—')}"
-                  f" · {t('phase')}: {prov.extra.get('phase', '') or prov.extra.get('phase_guess', '') or '—'}")
+    phase = prov.extra.get("phase_text") or prov.extra.get("phase_guess") or "—"
+    if opts.anonymise:
+        header.append(f"{t('phase')}: {phase}")
+    else:
+        header.append(f"{t('study_date')}: {_dicom_date(patient.study_date) or '—'} · {t('series')}: "
+                      f"{patient.series_description or prov.series_description or '—'} · {t('phase')}: {phase}")
     header.append(f"{t('made')}: {created.strftime('%Y-%m-%d %H:%M %Z').strip()} · {t('version')}: {version}")
     # the footer is printed on every page and boxed under the title: the demo model's warning goes there
     footer = t("not_clinical") if demo else ""
