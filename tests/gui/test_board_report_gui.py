@@ -55,4 +55,11 @@ def test_export_board_report_preview_and_write(qtbot, win, tmp_path):
                         for p in pypdf.PdfReader(str(tmp_path / "board_report.pdf")).pages)
     assert "Dr Zoë Łukasik" in pdf_text and "Lesion table" in pdf_text
     assert (tmp_path / "board_report.html").exists() and not (tmp_path / "board_report.dcm").exists()
+    # the anonymise checkbox: the preview is rebuilt without the case's name
+    dlg.anonymise.setChecked(True)
+    old = dlg.report
+    dlg.preview()
+    qtbot.waitUntil(lambda: dlg.report is not old, timeout=180000)
+    text = dlg.view.toPlainText()
+    assert "Patient: anonymised" in text and win.case.name not in text
     dlg.close()
