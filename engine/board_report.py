@@ -545,6 +545,7 @@ def render_views(case: Case, lesions, views=("anterior", "posterior", "above"), 
         d, up = dirs[view]
         _camera(pl, centre, d, up, dist)
         pl.reset_camera_clipping_range()
+        pl.render()                  # else pyvista's screenshot returns the previous frame
         out[view] = _png(pl.screenshot(return_img=True))
     pl.close()
     remnants: dict = {}
@@ -559,6 +560,7 @@ def render_views(case: Case, lesions, views=("anterior", "posterior", "above"), 
         d, up = dirs["anterior"]
         _camera(pl, centre, d, up, dist)
         pl.reset_camera_clipping_range()
+        pl.render()                  # else pyvista's screenshot returns the previous frame
         remnants[name] = _png(pl.screenshot(return_img=True))
         pl.close()
     return out, remnants

@@ -82,6 +82,13 @@ def test_demo_pdf_holds_measure_numbers_and_demo_warning_on_every_page(demo_repo
     assert "FLR after right hepatectomy" in pages[0]
     assert "Lesion table" in text and "Key images" in text
     assert len(rep.key_images) == 2 * len(m.lesions)
+    # three different 3D views and a remnant per scenario, none blank
+    pics = [_png_rgb(p) for p in list(rep.views.values()) + list(rep.remnants.values())]
+    assert set(rep.views) == {"anterior", "posterior", "above"} and len(rep.remnants) == 2
+    assert all(p.std() > 10 for p in pics)
+    for i in range(len(pics)):
+        for j in range(i + 1, len(pics)):
+            assert np.abs(pics[i].astype(int) - pics[j].astype(int)).mean() > 1.0, (i, j)
 
 
 def test_key_images_show_the_lesion_they_name(demo_report):
