@@ -834,8 +834,9 @@ def build_report(case: Case, options: Optional[BoardOptions] = None, *, planner=
                         _fmt(f.get("sflr_pct"), 1), " ".join(str(d["lesion"]) for d in f["lesions_left"]) or "—"]
                        for f in scen_figs], notes=[scen_figs[0].get("reference_note", ""),
                                                    scen_figs[0].get("segment_source", "")]))
-        for name, png in remnants.items():
-            doc.add(Image(png, f"{t('remnant')} {name}. {t('remnant_note')}", width="60%"))
+        if remnants:
+            doc.add(Group([Image(png, f"{t('remnant')} {name}. {t('remnant_note')}", width="48.5%")
+                           for name, png in remnants.items()], columns=2))
     else:
         doc.add(Paragraph(t("no_scenarios") if has_liver else t("no_liver")))
     if evaluation is not None:

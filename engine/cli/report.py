@@ -27,6 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "right and left hepatectomy when the segments can be estimated)")
     parser.add_argument("--height", metavar="CM", type=float, help="patient height (cm) for the standardised FLR")
     parser.add_argument("--weight", metavar="KG", type=float, help="patient weight (kg) for the standardised FLR")
+    parser.add_argument("--window", metavar="LEVEL,WIDTH", default="80,180",
+                        help="window of the key images in HU (default 80,180: the liver preset)")
     parser.add_argument("--no-3d", action="store_true", help="leave out the 3D views (faster)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing report files")
 
@@ -48,6 +50,13 @@ def run(args: argparse.Namespace) -> int:
         if there:
             raise InputError(f"{', '.join(there)} already exist(s); nothing was written. Use --overwrite or "
                              "another folder.")
+    try:
+        level, width = (float(v) for v in args.window.split(","))
+        if width <= 0:
+            raise ValueError
+    except ValueError:
+        raise InputError(f"--window '{args.window}' must be LEVEL,WIDTH in HU with a positive width, e.g. 80,180.") \
+            from None
     language = args.language or os.environ.get("LIVERPLAN_REPORT_LANGUAGE", "en")
     case = load_case_with_labels(args.ct, args.labels, args.labels_mapping, args.series)
     rep = measure_with_warnings(case)
@@ -73,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
         evaluation = evaluate_case(case.labels, ref, case.geometry.spacing,
                                    metrics=("dice", "hd95", "assd", "cldice"))
     report = build_report(case, BoardOptions(anonymise=args.anonymise, reviewed_by=args.reviewed_by,
-                                             language=language, views_3d=not args.no_3d),
+                                             language=language, views_3d=not args.no_3d,
+                                             window=(level, width)),
                           planner=planner, measurements=rep, evaluation=evaluation)
     paths = write_report(report, out, formats, overwrite=args.overwrite)
     for w in report.warnings:

@@ -55,6 +55,8 @@ def test_report_writes_pdf_html_dcm_without_a_display(phantom, tmp_path):
 
 def test_report_refuses_bad_format_and_existing_files(phantom, tmp_path):
     ct, labels = phantom
+    p = cli("report", ct, labels, "--window", "80", "--out", tmp_path, check=False)
+    assert p.returncode != 0 and "LEVEL,WIDTH" in p.stderr and "Traceback" not in p.stderr
     p = cli("report", ct, labels, "--format", "pdf,docx", "--out", tmp_path, check=False)
     assert p.returncode != 0 and "docx" in p.stderr and "Traceback" not in p.stderr
     (tmp_path / "board_report.pdf").write_bytes(b"x")
