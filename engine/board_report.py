@@ -695,6 +695,13 @@ def build_report(case: Case, options: Optional[BoardOptions] = None, *, planner=
     locs = {l.id: l for l in (planner.lesions if planner is not None else [])}
     patient = patient if patient is not None else patient_from_case(case)
     prov = case.provenance
+    if opts.anonymise:
+        # warnings may quote the CT's or the label file's path, which can carry a patient's name
+        paths = [p for p in (prov.source, prov.label_source.removeprefix("file: ").strip(), case.name) if p]
+        for i, w in enumerate(warnings):
+            for p in sorted(paths, key=len, reverse=True):
+                w = w.replace(p, "(withheld: anonymised)")
+            warnings[i] = w
     card = prov.model_card
     demo = _is_demo(card)
     seg = prov.extra.get("segmentation") or {}

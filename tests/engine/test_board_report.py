@@ -347,3 +347,15 @@ def test_report_of_the_demo_models_output(tmp_path):
     assert "NOT REVIEWED" in pages[0]
     m = measure(seg)
     assert f"Lesions {len(m.lesions)}" in pages[0]
+
+
+def test_anonymised_warnings_keep_no_path(tmp_path):
+    case = make_phantom(seed=3, shape=(48, 80, 80), n_lesions=1)
+    case.name = "Kowalski_Jan"
+    case.provenance.source = "/data/Kowalski_Jan/ct.nii.gz"
+    case.provenance.warnings.append("Something about /data/Kowalski_Jan/ct.nii.gz to check.")
+    rep = build_report(case, BoardOptions(anonymise=True, views_3d=False))
+    write_report(rep, tmp_path, ("pdf", "html"))
+    text = "\n".join(_pdf_pages(tmp_path / "board_report.pdf"))
+    assert "Something about" in text and "Kowalski" not in text
+    assert b"Kowalski" not in (tmp_path / "board_report.html").read_bytes()
