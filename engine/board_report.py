@@ -229,6 +229,44 @@ def patient_from_case(case: Case) -> PatientInfo:
     return info
 
 
+def segmentation_record_for(labels_path) -> Optional[Path]:
+    """The ``<case>_segmentation.json`` that ``segment`` writes beside ``<case>_seg.<ext>`` (None if absent)."""
+    p = Path(labels_path).expanduser()
+    name = p.name
+    for ext in (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".mha", ".dcm"):
+        if name.endswith(ext):
+            name = name[: -len(ext)]
+            break
+    if not name.endswith("_seg"):
+        return None
+    rec = p.with_name(name[: -len("_seg")] + "_segmentation.json")
+    return rec if rec.is_file() else None
+
+
+def apply_segmentation_record(case: Case, record_path) -> bool:
+    """Take the model card, device, mode and warnings of a ``segment`` record into ``case``'s provenance
+    (so a report of a model's output file names the model and carries the demo model's warning).
+    Returns False when the record is unreadable or names no model (the file is data: only known keys are used)."""
+    import json
+
+    try:
+        data = json.loads(Path(record_path).read_text(encoding="utf-8"))
+        prov = data.get("provenance") or {}
+        models = [m for m in prov.get("models", []) if isinstance(m, dict)]
+    except (OSError, ValueError, AttributeError):
+        log.warning("the segmentation record %s cannot be read", record_path)
+        return False
+    if not models:
+        return False
+    cards = [m.get("card") or {} for m in models]
+    case.provenance.model_card = cards[0] if len(cards) == 1 else {"combined": cards}
+    case.provenance.extra["segmentation"] = {k: prov.get(k) for k in ("device", "mode") if k in prov}
+    for w in data.get("warnings", []) or []:
+        if isinstance(w, str) and w not in case.provenance.warnings:
+            case.provenance.warnings.append(w)
+    return True
+
+
 def _dicom_date(d: str) -> str:
     return f"{d[:4]}-{d[4:6]}-{d[6:8]}" if len(d) == 8 and d.isdigit() else d
 

@@ -37,7 +37,8 @@ def run(args: argparse.Namespace) -> int:
     import os
     from pathlib import Path
 
-    from engine.board_report import BoardOptions, build_report, parse_formats, write_report
+    from engine.board_report import (BoardOptions, apply_segmentation_record, build_report, parse_formats,
+                                     segmentation_record_for, write_report)
     from engine.cli.measure import load_case_with_labels, measure_with_warnings
     from engine.errors import InputError
 
@@ -59,6 +60,9 @@ def run(args: argparse.Namespace) -> int:
             from None
     language = args.language or os.environ.get("LIVERPLAN_REPORT_LANGUAGE", "en")
     case = load_case_with_labels(args.ct, args.labels, args.labels_mapping, args.series)
+    record = segmentation_record_for(args.labels)
+    if record is not None:        # labels written by `segment`: the report names the model that made them
+        apply_segmentation_record(case, record)
     rep = measure_with_warnings(case)
     planner = None
     if args.resect or args.height:

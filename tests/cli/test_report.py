@@ -62,3 +62,21 @@ def test_report_refuses_bad_format_and_existing_files(phantom, tmp_path):
     (tmp_path / "board_report.pdf").write_bytes(b"x")
     p = cli("report", ct, labels, "--format", "pdf", "--no-3d", "--out", tmp_path, check=False)
     assert p.returncode != 0 and "already exist" in p.stderr and (tmp_path / "board_report.pdf").read_bytes() == b"x"
+
+
+def test_report_of_the_demo_models_output(phantom, tmp_path):
+    """`segment` with the bundled demo model, then `report` on its label file: the report names the model,
+    the device and mode (from the record `segment` wrote beside the labels) and says NOT FOR CLINICAL USE on
+    every page."""
+    pypdf = pytest.importorskip("pypdf")
+    if not (REPO / "resources" / "models" / "demo").is_dir():
+        pytest.skip("the bundled demo model is not in resources/models/demo")
+    ct, _ = phantom
+    cli("segment", ct, "--model", "demo", "--device", "cpu", "--out", tmp_path / "seg", "--no-progress")
+    seg = next((tmp_path / "seg").glob("*_seg.nii.gz"))
+    cli("report", ct, seg, "--format", "pdf", "--no-3d", "--out", tmp_path / "rep")
+    pages = [" ".join((p.extract_text() or "").split())
+             for p in pypdf.PdfReader(str(tmp_path / "rep" / "board_report.pdf")).pages]
+    assert all("NOT FOR CLINICAL USE" in p for p in pages)
+    assert "LiverPlan demo" in pages[0] and "cpu" in pages[0] and "fast" in pages[0]
+    assert "NOT REVIEWED" in pages[0]
