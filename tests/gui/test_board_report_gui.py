@@ -14,7 +14,7 @@ pytestmark = pytest.mark.timeout(300)
 def win(qapp, small_case):
     from gui.main_window import MainWindow
 
-    w = MainWindow(with_3d=False)
+    w = MainWindow(with_3d=True)       # the report renders its 3D views offscreen beside the window's 3D pane
     w.resize(1400, 900)
     w.show()
     w.set_case(small_case.copy())
@@ -63,3 +63,7 @@ def test_export_board_report_preview_and_write(qtbot, win, tmp_path):
     text = dlg.view.toPlainText()
     assert "Patient: anonymised" in text and win.case.name not in text
     dlg.close()
+    # the window's own 3D pane still draws after the report's offscreen rendering in a worker thread
+    from PIL import Image
+    shot = win.export_screenshot("3d", tmp_path / "pane3d.png")
+    assert np.asarray(Image.open(shot).convert("L")).std() > 5
