@@ -728,8 +728,11 @@ def build_report(case: Case, options: Optional[BoardOptions] = None, *, planner=
             scen_figs = planner.compare()
         except InputError as err:
             warnings.append(f"A resection scenario could not be computed: {err}")
-        if planner.estimate is not None:
-            warnings.extend(q for q in planner.estimate.quality if q not in warnings)
+        est = planner.estimate
+        if est is not None:
+            if not est.segments_ok and est.status_text not in warnings:
+                warnings.append(est.status_text)        # why there are no segments and no default scenarios
+            warnings.extend(q for q in est.quality if q not in warnings)
     locs = {l.id: l for l in (planner.lesions if planner is not None else [])}
     patient = patient if patient is not None else patient_from_case(case)
     prov = case.provenance
