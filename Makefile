@@ -8,6 +8,9 @@ XVFB_PKGS := xvfb xauth libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-rende
 # Reports: Pango for the PDF writer (WeasyPrint), CJK fonts so names in any script print, Chromium (the
 # "HTML opens in a browser" test) and poppler-utils (pdftoppm/pdftotext to look at the PDF pages).
 REPORT_PKGS := libpango-1.0-0 libpangoft2-1.0-0 fonts-noto-cjk fonts-dejavu-core chromium poppler-utils
+# The tumour-board report (issue 19): Mesa's EGL so that VTK draws the 3D views without a display (VTK >= 9.4
+# falls back to EGL when there is no X server), and dciodvfy (dicom3tools) to validate its DICOM Encapsulated PDF.
+BOARD_PKGS := libegl1 libegl-mesa0 dicom3tools
 
 .PHONY: run test venv apt-deps clean installer installer-test installer-apt-deps
 
@@ -31,6 +34,11 @@ apt-deps:
 	  if [ "$$(id -u)" = "0" ]; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(REPORT_PKGS); \
 	  else echo "Report tools missing: install $(REPORT_PKGS) (needs root)"; fi; \
+	fi
+	@if ! command -v dciodvfy >/dev/null 2>&1 || ! ldconfig -p | grep -q libEGL_mesa; then \
+	  if [ "$$(id -u)" = "0" ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(BOARD_PKGS); \
+	  else echo "Tumour-board report tools missing: install $(BOARD_PKGS) (needs root)"; fi; \
 	fi
 
 run: $(STAMP)

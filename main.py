@@ -19,6 +19,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("phantom", "phantom", "write synthetic portal-phase CT phantoms with five-structure labels"),
     ("measure", "measure", "volumes, tumour burden and the lesion table of a CT + label map"),
     ("plan", "plan", "Couinaud segments, lesion locations and vessel distances, virtual resections (FLR)"),
+    ("report", "report", "the tumour-board report: PDF, HTML and DICOM Encapsulated PDF of a CT + labels"),
     ("export", "export", "export a label map (NIfTI/NRRD/.seg.nrrd), meshes (STL/OBJ/VTP), measurements"),
     ("segment", "segment", "segment CTs with a local nnU-Net v2 model"),
     ("models", "models", "list, install and inspect segmentation models"),

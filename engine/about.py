@@ -65,6 +65,11 @@ def _build_info() -> dict[str, str]:
     return {"version": version, "build_date": "", "commit": ""}
 
 
+def liverplan_version() -> str:
+    """LiverPlan's version alone (no torch import: reports and file headers ask for it)."""
+    return str(_build_info().get("version", "unknown"))
+
+
 def device_summary() -> str:
     """The compute device segmentation will use, in words (imports torch: ~1-2 s)."""
     try:

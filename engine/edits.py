@@ -440,6 +440,11 @@ class EditHistory:
         return len(self._undo)
 
     @property
+    def applied_steps(self) -> tuple[Edit, ...]:
+        """The steps that made the labels shown, oldest first (what Undo can take back)."""
+        return tuple(self._undo)
+
+    @property
     def undo_step(self) -> Optional[Edit]:
         return self._undo[-1] if self._undo else None
 

@@ -207,6 +207,18 @@ class CaseFiles(QObject):
         fn = rep.write_measurements_json if str(path).lower().endswith(".json") else rep.write_measurements_csv
         return self.win.run_export("Measurements", fn, str(path), self.win.report, overwrite=True)
 
+    def export_board_report_dialog(self):
+        """File > Export > Tumour-board report: the options and a preview (gui.board_report_dialog); the
+        document is engine.board_report's, the same as ``main.py report``. Returns the dialog."""
+        if self.win.case is None:
+            self.win.message("Open a case first: the report is made of its CT and labels.", error=True)
+            return None
+        from .board_report_dialog import BoardReportDialog
+
+        self.board_report_dialog = BoardReportDialog(self.win)
+        self.board_report_dialog.show()
+        return self.board_report_dialog
+
     # ---------------------------------------------------------------------------- autosave
     def autosave(self):
         """Write a snapshot of unsaved edits (off the GUI thread; the journal keeps every step between

@@ -37,6 +37,7 @@ def build_menus(win) -> None:
     _act(win, ex, "Label map (NIfTI, NRRD, .seg.nrrd)…", lambda: win.save_labels(ask=True, mark=False))
     _act(win, ex, "Meshes (STL, OBJ, VTP)…", win.files.export_meshes_dialog)
     _act(win, ex, "Measurements and lesion table (CSV, JSON)…", win.files.export_measurements_dialog)
+    _act(win, ex, "Tumour-board report (PDF, HTML, DICOM)…", win.files.export_board_report_dialog)
     shots = ex.addMenu("Screenshot")
     for pane in PANES:
         _act(win, shots, f"{pane.capitalize() if pane != '3d' else '3D'} pane…",
