@@ -104,10 +104,9 @@ def _segment_jobs(args, out: Path):
         raise InputError(f"{missing[0]} does not exist" + (f" (and {len(missing) - 1} more inputs)" if len(missing) > 1
                                                            else "") + "; nothing was run.")
     names = _unique([n for n, _, _ in items])
-    options = dict(liver_crop=args.liver_crop, liver_crop_margin_mm=args.liver_crop_margin,
-                   crop_to_body=args.body_crop, preprocessing=args.preprocessing, cpu_bf16=args.cpu_bf16,
-                   skip_empty_tiles=not args.all_tiles, postprocess=not args.no_postprocess,
-                   split_vessels=not getattr(args, "no_vessel_split", False))
+    from .segment import option_fields
+
+    options = option_fields(args)               # the serial command's SegmentOptions fields
     jobs = []
     for name, (_, path, series) in zip(names, items):
         csv = f"{name}_measurements.csv"
