@@ -203,6 +203,11 @@ def run_on_cluster(command: str, args: argparse.Namespace) -> int:
                              "--extra-model: each label map goes with the --extra-model in the same position.")
         extra_maps = list(args.extra_label_map) + [None] * (len(args.extra_model) - len(args.extra_label_map))
         extra_maps = [None if m is not None and m.strip().lower() == "none" else m for m in extra_maps]
+        from engine.releases import find_model_set
+        if not Path(args.model).expanduser().exists() and find_model_set(str(args.model)) is not None:
+            # the workers load single models; without this the set's name read "There is no model called ..."
+            raise InputError(f"'{args.model}' is a model set, which --cluster does not run yet: run it without "
+                             "--cluster, or give its parts as --model and --extra-model.")
         model_specs = [(args.model, args.label_map)] + list(zip(args.extra_model, extra_maps))
         models = []
         for k, (m, lm) in enumerate(model_specs):      # checked here, before any worker starts
