@@ -510,7 +510,7 @@ def main() -> int:
     draw_ms.clear()
     t0 = time.perf_counter()
     win.session.end_stroke("brush", "Brush stroke (benchmark)")
-    dt = wait_idle()
+    wait_idle()
     refresh = time.perf_counter() - t0
     print(f"brush dab visible: median {statistics.median(dabs):.1f} ms (max {max(dabs):.1f}) (target < 30 ms)")
     print(f"after a brush stroke (CRLM): measurements + lesion table + CRLM surface refreshed in "

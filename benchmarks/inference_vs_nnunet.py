@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -161,8 +160,6 @@ def main() -> int:
     args = ap.parse_args()
 
     import SimpleITK as sitk
-
-    from engine.labels import BY_LABEL
 
     if args.cancel_latency:
         return cancel_latency(args)

@@ -629,13 +629,11 @@ def check_outputs(out_dir: Union[str, Path], overwrite: bool = False) -> None:
 
 
 def liverplan_version() -> str:
-    """LiverPlan's version (the installed package's, else the source tree's pyproject)."""
-    import importlib.metadata as md
+    """LiverPlan's version (engine.about's: the bundle's build_info.json, else the source tree's pyproject;
+    the frozen bundle carries no 'liverplan' package metadata)."""
+    from .about import liverplan_version as version
 
-    try:
-        return md.version("liverplan")
-    except md.PackageNotFoundError:
-        return "source tree (not installed)"
+    return version()
 
 
 def model_record(model_provenance: Mapping) -> dict:

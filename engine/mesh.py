@@ -547,8 +547,6 @@ class BlockSurface:
 
     def merged(self):
         """All blocks as one pyvista.PolyData (LPS mm, point normals), or None when empty."""
-        import pyvista as pv
-
         if not self.parts:
             return None
         keys = sorted(self.parts)

@@ -1043,7 +1043,7 @@ def metric_sections(evals: Sequence[Evaluation], data: ReportData, *, worst_k: i
             head = ["Size bin"] + (["Evaluation"] if len(evals) > 1 else []) + ["lesions", "detected", "recall"]
             n_false = {e.label: sum(v for (c, st), v in e.false_lesions.items() if st == s) for e in evals}
             blocks.append(Group([fig, Table(head, lrows, caption="Reference lesions by longest diameter",
-                                            notes=[f"False lesions (predicted, matching no reference lesion): "
+                                            notes=["False lesions (predicted, matching no reference lesion): "
                                                    + ", ".join(f"{k}: {v}" for k, v in n_false.items())],
                                             small=True)]))
     # 5 -- comparison

@@ -80,9 +80,15 @@ class BoardReportDialog(QDialog):
         return [f for f, cb in self.formats.items() if cb.isChecked()]
 
     def _key(self) -> tuple:
+        """What the report is built from: the options, the labels' state and the Plan tab's scenarios (a
+        report kept after any of them changed would be written stale)."""
         o = self.options()
+        planner = getattr(self.win.plan_panel, "planner", None)
+        plan = None if planner is None else (id(planner), repr(planner.patient), tuple(
+            (sc.name, tuple(sorted(sc.segments)), tuple(sorted(sc.wedges)), sc.margin_mm,
+             None if sc.painted is None else hash(sc.painted.tobytes())) for sc in planner.scenarios.values()))
         return (o.anonymise, o.reviewed_by, o.language, o.window, self.win.session.history.state_id
-                if self.win.session.history is not None else None)
+                if self.win.session.history is not None else None, plan)
 
     def _build_task(self):
         """Start building the report in the background; returns the task."""

@@ -21,7 +21,7 @@ from engine.case_session import CaseSession, run_model
 from engine.labels import BY_LABEL
 from engine.session import EtaEstimator
 
-from .panels import _fmt
+from .panels import format_value
 
 if TYPE_CHECKING:  # pragma: no cover
     from .workers import TaskRunner
@@ -113,7 +113,7 @@ class StructuresController(TabController):
                 except KeyError:
                     continue
                 # as the Measure tab shows it: 2 decimals, a dash where there is no value (no liver: no burden)
-                total.append(f"{m.name}: {_fmt(m.value, 2 if isinstance(m.value, float) else 0)} {m.units}")
+                total.append(f"{m.name}: {format_value(m.value, 2 if isinstance(m.value, float) else 0)} {m.units}")
             self._totals_text = "\n".join(total)
             self._show(self.win.session.derived.counts)
 

@@ -5,7 +5,7 @@ from typing import Optional
 
 from PySide6.QtWidgets import QAbstractItemView, QDialog, QDialogButtonBox, QLabel, QTableWidget, QVBoxLayout
 
-from .panels import _item
+from .panels import table_item
 
 
 class SeriesPicker(QDialog):
@@ -28,7 +28,7 @@ class SeriesPicker(QDialog):
             sp = "—" if not s.spacing else " × ".join(f"{v:.2f}" for v in s.spacing[::-1])
             vals = (s.modality, s.description, str(s.n_slices), sp, s.phase_guess, s.problem or "")
             for c, v in enumerate(vals):
-                self.table.setItem(r, c, _item(str(v)))
+                self.table.setItem(r, c, table_item(str(v)))
             if s.phase_guess == "portal" and s.usable:
                 pre = r
         self.table.resizeColumnsToContents()

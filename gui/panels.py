@@ -63,6 +63,11 @@ def _fmt(v, digits: int = 1) -> str:
     return str(v)
 
 
+#: The panels' read-only table cell and number format, for the other gui modules (the Structures tab's
+#: controller writes its totals as the Measure tab shows them; the series picker fills its table).
+table_item, format_value = _item, _fmt
+
+
 # ------------------------------------------------------------------------------------------------
 class StructuresPanel(QWidget):
     visible2d_changed = Signal(int, bool)

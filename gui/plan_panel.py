@@ -262,8 +262,13 @@ class PlanPanel(QWidget):
         self.status.setText("Computing the planning…")
         self.compute_btn.setEnabled(False)
         case = w.case
-        t = w.runner.start("plan", _compute, case.labels.copy(), case.geometry, self._segment_map,
-                           self._segment_source, float(self.contact.value()))
+        seg_map, source = self._segment_map, self._segment_source
+        model_map = w.session.extra_maps.get("couinaud")
+        if seg_map is None and model_map is not None and model_map.shape == case.labels.shape:
+            # the Couinaud segments of the last model run (README "Model sets"): they replace the estimate
+            seg_map, source = model_map.copy(), "from the segmentation model's Couinaud segments"
+        t = w.runner.start("plan", _compute, case.labels.copy(), case.geometry, seg_map, source,
+                           float(self.contact.value()))
         t.succeeded.connect(lambda p, c=case: self._on_planner(p, c))
         t.failed.connect(lambda msg, exc: self._failed(msg))
         t.done.connect(lambda: self.compute_btn.setEnabled(True))

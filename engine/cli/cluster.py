@@ -104,10 +104,9 @@ def _segment_jobs(args, out: Path):
         raise InputError(f"{missing[0]} does not exist" + (f" (and {len(missing) - 1} more inputs)" if len(missing) > 1
                                                            else "") + "; nothing was run.")
     names = _unique([n for n, _, _ in items])
-    options = dict(liver_crop=args.liver_crop, liver_crop_margin_mm=args.liver_crop_margin,
-                   crop_to_body=args.body_crop, preprocessing=args.preprocessing, cpu_bf16=args.cpu_bf16,
-                   skip_empty_tiles=not args.all_tiles, postprocess=not args.no_postprocess,
-                   split_vessels=not getattr(args, "no_vessel_split", False))
+    from .segment import option_fields
+
+    options = option_fields(args)               # the serial command's SegmentOptions fields
     jobs = []
     for name, (_, path, series) in zip(names, items):
         csv = f"{name}_measurements.csv"
@@ -204,6 +203,11 @@ def run_on_cluster(command: str, args: argparse.Namespace) -> int:
                              "--extra-model: each label map goes with the --extra-model in the same position.")
         extra_maps = list(args.extra_label_map) + [None] * (len(args.extra_model) - len(args.extra_label_map))
         extra_maps = [None if m is not None and m.strip().lower() == "none" else m for m in extra_maps]
+        from engine.releases import find_model_set
+        if not Path(args.model).expanduser().exists() and find_model_set(str(args.model)) is not None:
+            # the workers load single models; without this the set's name read "There is no model called ..."
+            raise InputError(f"'{args.model}' is a model set, which --cluster does not run yet: run it without "
+                             "--cluster, or give its parts as --model and --extra-model.")
         model_specs = [(args.model, args.label_map)] + list(zip(args.extra_model, extra_maps))
         models = []
         for k, (m, lm) in enumerate(model_specs):      # checked here, before any worker starts

@@ -106,6 +106,14 @@ def _case_name(path, case) -> str:
     return safe_file_stem(case.name or path.name)
 
 
+def option_fields(args) -> dict:
+    """The engine.inference.SegmentOptions fields this command's flags set, besides mode, device and threads
+    (the serial run and the cluster's jobs use the same)."""
+    return dict(liver_crop=args.liver_crop, liver_crop_margin_mm=args.liver_crop_margin, crop_to_body=args.body_crop,
+                preprocessing=args.preprocessing, cpu_bf16=args.cpu_bf16, skip_empty_tiles=not args.all_tiles,
+                postprocess=not args.no_postprocess, split_vessels=not args.no_vessel_split)
+
+
 def run(args: argparse.Namespace) -> int:
     if args.cluster or args.resume:                 # issue 21: a cohort on Dask, one task per case
         from engine.cli.cluster import run_on_cluster
@@ -148,11 +156,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"model: {m.headline()}" + (f" [{m.card.licence}]" if m.card.licence else ""), file=sys.stderr)
     run_model = (ModelSetChoice(ms.name, models, list(set_notes)) if chosen_set is not None
                  else models if len(models) > 1 else models[0])
-    options = SegmentOptions(mode=args.mode, device=args.device, threads=args.threads, liver_crop=args.liver_crop,
-                             liver_crop_margin_mm=args.liver_crop_margin, crop_to_body=args.body_crop,
-                             preprocessing=args.preprocessing, cpu_bf16=args.cpu_bf16,
-                             skip_empty_tiles=not args.all_tiles, postprocess=not args.no_postprocess,
-                             split_vessels=not args.no_vessel_split)
+    options = SegmentOptions(mode=args.mode, device=args.device, threads=args.threads, **option_fields(args))
     out = Path(args.out).expanduser()
     from engine.cli.paths import out_in_folder, source_folder
 

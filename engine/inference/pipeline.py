@@ -586,14 +586,6 @@ def _two_stage_logits(pred, data, body: Optional[np.ndarray], patch, cm, two_sta
     return logits, n2, accurate_run
 
 
-def _map_labels(model_values: np.ndarray, model: ModelInfo) -> np.ndarray:
-    lut = np.zeros(256, dtype=np.uint8)
-    for v, lab in model.label_to_structure.items():
-        if 0 <= v < 256:
-            lut[v] = lab
-    return lut[model_values]
-
-
 def combine_label_maps(maps: Sequence[np.ndarray]) -> np.ndarray:
     """One label map from several (engine.labels values) by :data:`PRECEDENCE_RULE`."""
     if not maps:
@@ -802,7 +794,7 @@ def segment(case: Case, model: Union[ModelInfo, Sequence[ModelInfo], ModelSetCho
                 full[box_view] = values
                 values = full
             device_used = prov.get("device", device_used)
-            maps.append(view.to_canonical(_map_labels(values, m)))
+            maps.append(view.to_canonical(_map_values(values, m.label_to_structure)))
             if m.segment_values:
                 seg = view.to_canonical(_map_values(values, m.segment_values))
                 couinaud = seg if couinaud is None else np.where(seg > 0, seg, couinaud)

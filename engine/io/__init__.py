@@ -3,8 +3,8 @@
 Where SimpleITK images become numpy arrays and back: the readers and writers of this package, and the
 case itself (engine.case: ``case_from_sitk`` turns a read image into a canonical (z, y, x) Case;
 ``Case.image_sitk`` / ``Case.labels_sitk`` turn it back, onto the source grid for export). One more place
-converts: engine.inference.pipeline, for a model whose image reader expects the array in the source
-orientation (its ``_source_oriented`` and ``_to_canonical``), through engine.case.to_geometry and
+converts: engine.inference.orientation, for a model whose image reader expects the array in the source
+orientation (its ``_source_oriented`` and ``_source_to_canonical``), through engine.case.to_geometry and
 to_canonical. Nothing else in the engine touches SimpleITK's (x, y, z) order.
 
 - :func:`load_case` - a CT from NIfTI/NRRD/MHA or a DICOM folder (portal-venous series picked when clear).

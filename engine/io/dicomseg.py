@@ -264,11 +264,8 @@ def write_dicom_seg(tmp_path: Path, case, label_image) -> None:
         if not ds.get("SpecificCharacterSet"):
             ds.SpecificCharacterSet = "ISO_IR 100"     # in memory only: highdicom refuses an empty value
         sources.append(ds)
-    from importlib.metadata import PackageNotFoundError, version
-    try:
-        sw = version("liverplan")
-    except PackageNotFoundError:
-        sw = "0.1.0"
+    from ..about import liverplan_version
+    sw = liverplan_version()          # the bundle's build_info.json (it carries no package metadata)
     algorithm_type, alg = _algorithm(case, sw)
     descs = []
     stack = np.zeros(arr.shape + (len(present),), dtype=bool)

@@ -19,18 +19,14 @@ def segment_lut(alpha: int = 255) -> np.ndarray:
 
 def disk_voxels(zyx, axis: int, radius_mm: float, geometry: Geometry) -> np.ndarray:
     """Flat indices of the in-plane disk of ``radius_mm`` around voxel ``zyx`` in the slice of ``axis``
-    (a paint dab of the Plan tab)."""
-    shape = geometry.shape
-    sp = np.asarray(geometry.spacing, float)
-    c = np.asarray(zyx, int)
-    rad = np.maximum(np.floor(radius_mm / sp).astype(int), 0)
-    rad[axis] = 0
-    lo = np.maximum(c - rad, 0)
-    hi = np.minimum(c + rad + 1, shape)
-    grids = np.meshgrid(*[np.arange(a, b) for a, b in zip(lo, hi)], indexing="ij")
-    d2 = sum(((g - ci) * s) ** 2 for g, ci, s in zip(grids, c, sp))
-    keep = d2 <= radius_mm ** 2 + 1e-9
-    return np.ravel_multi_index(tuple(g[keep] for g in grids), shape)
+    (a paint dab of the Plan tab): the Correct tab's flat brush (engine.edits.brush_footprint)."""
+    from ..edits import brush_footprint
+
+    box, mask = brush_footprint(zyx, radius_mm, geometry.spacing, geometry.shape, sphere=False, plane_axis=axis)
+    if box is None:
+        return np.zeros(0, np.int64)
+    z, y, x = np.nonzero(mask)
+    return np.ravel_multi_index((z + box[0], y + box[2], x + box[4]), tuple(geometry.shape))
 
 
 def scenario_surfaces(masks: np.ndarray, geometry: Geometry) -> dict[str, object]:

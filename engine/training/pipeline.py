@@ -10,10 +10,9 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional
 
 from ..errors import InputError
 from ..progress import CancelToken, ProgressCallback, check, no_progress

@@ -170,8 +170,6 @@ def train(dataset_id: int, configuration: str = SMALL_CONFIGURATION, fold: int =
     from batchgenerators.utilities.file_and_folder_operations import load_json
     from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
 
-    from .nnunet_ext.liverplan_trainer import LiverPlanTrainer
-
     if device == "cuda" and not torch.cuda.is_available():
         raise InputError("Training on 'cuda' was asked for but no CUDA GPU is available; use --device cpu.")
     if threads:

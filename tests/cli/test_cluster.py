@@ -363,3 +363,14 @@ def test_a_cohort_file_is_segmented_and_measured_by_case_id(tiny, cohort, serial
     assert sorted(p.name for p in tables.glob("*_measurements.csv")) == ["patient1_measurements.csv",
                                                                           "patient2_measurements.csv"]
     capsys.readouterr()
+
+
+def test_a_model_set_is_refused_in_words_before_any_worker(tmp_path, capsys):
+    """A model set's name on --cluster says that sets are not run there (not 'There is no model called')."""
+    ct = tmp_path / "ct.nii.gz"
+    ct.write_bytes(b"")                     # never read: the model is checked first
+    rc = main.main(["segment", str(ct), "--out", str(tmp_path / "out"), "--cluster", "local:1",
+                    "--model", "TotalSegmentator liver set"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "is a model set" in err and "without --cluster" in err and "There is no model" not in err
