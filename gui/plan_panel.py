@@ -289,6 +289,11 @@ class PlanPanel(QWidget):
         p = self.planner
         est = p.estimate
         notes = [est.status_text] + list(est.quality)
+        if not est.segments_ok:
+            # say what can still be done: without segments the tick boxes below are greyed out
+            notes.append("Segment resections are off until segments exist: load a segment map "
+                         "(Load segment map…), or correct the hepatic veins (Correct tab) and press Compute "
+                         "planning again. Wedges around lesions and painted resections work now.")
         vols = p.segment_volumes()
         if vols:
             notes.append("Volumes (mL): " + ", ".join(f"{k} {v:.0f}" for k, v in vols.items()))

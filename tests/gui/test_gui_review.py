@@ -1,0 +1,39 @@
+"""Defects found walking a surgeon's workflow through the real window (gui_review): each test fails
+without its fix."""
+from __future__ import annotations
+
+import pytest
+from PySide6.QtCore import Qt
+
+from guitools import SCRATCH, close_window, wait_idle
+
+pytestmark = pytest.mark.timeout(400)
+
+
+def test_plan_without_segments_says_what_to_do(qtbot, qapp, small_case):
+    """With the hepatic veins erased the segments cannot be estimated and the segment boxes are greyed out:
+    the tab says how to get segments and what works without them, instead of leaving the surgeon stuck."""
+    from engine.labels import Label
+    from gui.main_window import MainWindow
+
+    case = small_case.copy()
+    case.labels[case.labels == Label.HEPATIC_VEINS] = Label.PARENCHYMA
+    w = MainWindow()
+    w.resize(1400, 900)
+    w.show()
+    try:
+        w.set_case(case)
+        wait_idle(qtbot, w)
+        panel = w.plan_panel
+        w.tabs.setCurrentWidget(panel)
+        qtbot.mouseClick(panel.compute_btn, Qt.LeftButton)
+        qtbot.waitUntil(lambda: panel.planner is not None, timeout=120000)
+        wait_idle(qtbot, w)
+        assert not panel.planner.estimate.segments_ok
+        assert not any(cb.isEnabled() for cb in panel.segment_checks.values())
+        shown = panel.status.text()
+        assert "Load segment map" in shown and "Wedges around lesions" in shown, shown
+        if SCRATCH.is_dir():
+            w.grab().save(str(SCRATCH / "gui_review_plan_no_segments.png"))
+    finally:
+        close_window(w)
