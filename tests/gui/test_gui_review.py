@@ -37,3 +37,28 @@ def test_plan_without_segments_says_what_to_do(qtbot, qapp, small_case):
             w.grab().save(str(SCRATCH / "gui_review_plan_no_segments.png"))
     finally:
         close_window(w)
+
+
+def test_measure_notes_one_a_line(qtbot, qapp, small_case):
+    """The notes under the lesion table (about the scan, the labels, the lesion definition) each start a
+    line: run together, IRCADb's four label notes read as one block of text."""
+    from gui.main_window import MainWindow
+
+    case = small_case.copy()
+    case.provenance.warnings = ["The series covers only part of the liver.", "Values are not CT-like."]
+    w = MainWindow()
+    w.resize(1400, 900)
+    w.show()
+    try:
+        w.set_case(case)
+        wait_idle(qtbot, w)
+        qtbot.waitUntil(lambda: "Lesions are" in w.measure_panel.note.text(), timeout=60000)
+        lines = w.measure_panel.note.text().split("\n")
+        assert lines[:2] == ["About this scan: The series covers only part of the liver.",
+                             "About this scan: Values are not CT-like."], lines
+        assert lines[-1].startswith("Lesions are 26-connected components"), lines
+        if SCRATCH.is_dir():
+            w.tabs.setCurrentWidget(w.measure_panel)
+            w.grab().save(str(SCRATCH / "gui_review_measure_notes.png"))
+    finally:
+        close_window(w)
