@@ -66,6 +66,7 @@ class PlanPanel(QWidget):
         self._scenario_counter = 0
         self._building = False
         self._picking_3d = None            # the 3D view whose double clicks tick segments
+        self._parts_pending = False         # the 3D remnant/resected surfaces are out of date
         self._correction = None            # flat voxel indices of the correction drag in progress
 
         outer = QVBoxLayout(self)
@@ -562,11 +563,19 @@ class PlanPanel(QWidget):
             v3.set_extra("resected", None)
             return
         if self.window.runner.running("plan3d"):
+            # built again once the running one ends: a tick made meanwhile must not be dropped
+            self._parts_pending = True
             return
+        self._parts_pending = False
         masks = self.planner.masks(sc)
         t = self.window.runner.start("plan3d", display.scenario_surfaces, masks, self.window.case.geometry,
                                      progress=False)
         t.succeeded.connect(self._on_parts)
+        t.done.connect(self._parts_done)
+
+    def _parts_done(self) -> None:
+        if self._parts_pending:
+            self._update_3d_parts()
 
     def _on_parts(self, parts: dict) -> None:
         v3 = self.window.view3d

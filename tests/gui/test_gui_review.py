@@ -62,3 +62,39 @@ def test_measure_notes_one_a_line(qtbot, qapp, small_case):
             w.grab().save(str(SCRATCH / "gui_review_measure_notes.png"))
     finally:
         close_window(w)
+
+
+def test_3d_remnant_follows_quick_ticks(qtbot, qapp, small_case):
+    """Ticking V, VI, VII, VIII in quick succession with the 3D remnant shown: the 3D pane ends on the
+    four-segment scenario (the ticks made while the first surface was being built were dropped, and the 3D
+    kept showing segment V alone resected)."""
+    from engine.planning import display
+    from gui.main_window import MainWindow
+
+    w = MainWindow()
+    w.resize(1400, 900)
+    w.show()
+    try:
+        w.set_case(small_case.copy())
+        wait_idle(qtbot, w)
+        panel = w.plan_panel
+        w.tabs.setCurrentWidget(panel)
+        qtbot.mouseClick(panel.compute_btn, Qt.LeftButton)
+        qtbot.waitUntil(lambda: panel.planner is not None, timeout=120000)
+        wait_idle(qtbot, w)
+        assert panel.planner.estimate.segments_ok
+        panel.show3d.setChecked(True)
+        wait_idle(qtbot, w)
+        for k in (5, 6, 7, 8):
+            panel.segment_checks[k].click()
+        qtbot.waitUntil(lambda: not w.runner.running("plan3d"), timeout=60000)
+        wait_idle(qtbot, w)
+        sc = panel.current_scenario()
+        assert sc.segments == [5, 6, 7, 8]
+        want = display.scenario_surfaces(panel.planner.masks(sc), w.case.geometry)["resected"]
+        shown = w.view3d.extras["resected"].mapper.dataset
+        assert shown.n_points == want.n_points and abs(shown.volume - want.volume) < 1e-6 * want.volume
+        if SCRATCH.is_dir():
+            w.grab().save(str(SCRATCH / "gui_review_plan_3d_ticks.png"))
+    finally:
+        close_window(w)
