@@ -18,10 +18,11 @@ from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDoubleS
                                QLabel, QListWidget, QListWidgetItem, QPushButton, QScrollArea,
                                QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
+from engine.errors import InputError
 from engine.planning import couinaud as cn
 from engine.planning import display
 from engine.planning.planner import Planner
-from engine.planning.resection import CONDITION_TEXT, Patient, Scenario, figures_text
+from engine.planning.resection import CONDITION_TEXT, Patient, Scenario, bsa_mosteller, figures_text
 
 log = logging.getLogger(__name__)
 
@@ -467,17 +468,21 @@ class PlanPanel(QWidget):
         """The current scenario's live figures and the comparison table."""
         if self.planner is None:
             return
+        note = ""
         try:
-            self.planner.patient = self.patient()
-        except Exception as exc:   # an out-of-range height/weight: said, the figures stay without sFLR
-            self.planner.patient = Patient(None, None, self.condition.currentData())
-            self.figures_text.setText(str(exc))
-            return
+            patient = self.patient()
+            if patient.height_cm and patient.weight_kg:
+                bsa_mosteller(float(patient.height_cm), float(patient.weight_kg))   # checks the ranges
+        except InputError as exc:
+            # an out-of-range height/weight (also on the way to a valid one: 1, 17, 178 cm): said, and the
+            # figures and the comparison stay, without the standardised FLR
+            patient, note = Patient(None, None, self.condition.currentData()), str(exc)
+        self.planner.patient = patient
         sc = self.current_scenario()
         if sc is not None:
             try:
                 self.figures = self.planner.figures(sc)
-                self.figures_text.setText(figures_text(self.figures))
+                self.figures_text.setText(figures_text(self.figures) + (f"\n{note}" if note else ""))
                 self.figures_changed.emit(self.figures)
             except Exception as exc:
                 self.figures = None

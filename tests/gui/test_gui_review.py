@@ -98,3 +98,41 @@ def test_3d_remnant_follows_quick_ticks(qtbot, qapp, small_case):
             w.grab().save(str(SCRATCH / "gui_review_plan_3d_ticks.png"))
     finally:
         close_window(w)
+
+
+def test_typing_a_height_raises_nothing(qtbot, qapp, small_case):
+    """Typing 178 into Height passes through 1 and 17 cm: the tab says the value is out of range, keeps the
+    figures without the standardised FLR and the comparison table, and no exception escapes into Qt's
+    event loop (it did, from the comparison table, at every keystroke)."""
+    from gui.main_window import MainWindow
+
+    w = MainWindow()
+    w.resize(1400, 900)
+    w.show()
+    try:
+        w.set_case(small_case.copy())
+        wait_idle(qtbot, w)
+        panel = w.plan_panel
+        w.tabs.setCurrentWidget(panel)
+        qtbot.mouseClick(panel.compute_btn, Qt.LeftButton)
+        qtbot.waitUntil(lambda: panel.planner is not None, timeout=120000)
+        wait_idle(qtbot, w)
+        panel.weight.setValue(82)
+        panel.height.setFocus()
+        panel.height.selectAll()
+        qtbot.keyClick(panel.height, "1")
+        qtbot.keyClick(panel.height, "7")
+        wait_idle(qtbot, w)
+        shown = panel.figures_text.text()
+        assert "A height of 17 cm is outside 50-250 cm" in shown, shown
+        assert "FLR" in shown and "standardised FLR" not in shown, shown     # the figures stay, without sFLR
+        assert panel.compare.rowCount() == 1
+        qtbot.keyClick(panel.height, "8")
+        wait_idle(qtbot, w)
+        assert panel.height.value() == 178
+        shown = panel.figures_text.text()
+        assert "standardised FLR" in shown and "outside" not in shown, shown
+        if SCRATCH.is_dir():
+            w.grab().save(str(SCRATCH / "gui_review_plan_height.png"))
+    finally:
+        close_window(w)
