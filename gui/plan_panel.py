@@ -487,6 +487,11 @@ class PlanPanel(QWidget):
             except Exception as exc:
                 self.figures = None
                 self.figures_text.setText(str(exc))
+        else:
+            # the last scenario deleted: its figures must not stay on screen as if it still existed
+            self.figures = None
+            self.figures_text.setText("No resection scenario: press New to make one, then tick segments or "
+                                      "wedges.")
         self.compare.setRowCount(0)
         for fig in self.planner.compare():
             r = self.compare.rowCount()

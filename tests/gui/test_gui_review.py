@@ -136,3 +136,37 @@ def test_typing_a_height_raises_nothing(qtbot, qapp, small_case):
             w.grab().save(str(SCRATCH / "gui_review_plan_height.png"))
     finally:
         close_window(w)
+
+
+def test_deleting_the_last_scenario_clears_its_figures(qtbot, qapp, small_case):
+    """Delete the only scenario: its figures left the screen (they stayed, as if it still existed, and ticks
+    changed nothing) and the tab says how to make one."""
+    from gui.main_window import MainWindow
+
+    w = MainWindow()
+    w.resize(1400, 900)
+    w.show()
+    try:
+        w.set_case(small_case.copy())
+        wait_idle(qtbot, w)
+        panel = w.plan_panel
+        w.tabs.setCurrentWidget(panel)
+        qtbot.mouseClick(panel.compute_btn, Qt.LeftButton)
+        qtbot.waitUntil(lambda: panel.planner is not None, timeout=120000)
+        wait_idle(qtbot, w)
+        panel.segment_checks[2].click()
+        assert "Scenario 1: segments II" in panel.figures_text.text()
+        qtbot.mouseClick(panel.delete_btn, Qt.LeftButton)
+        wait_idle(qtbot, w)
+        assert panel.scenario_list.count() == 0 and panel.current_scenario() is None
+        assert panel.figures is None and panel.compare.rowCount() == 0
+        assert "Scenario 1" not in panel.figures_text.text()
+        assert "No resection scenario: press New" in panel.figures_text.text()
+        panel.segment_checks[3].click()                        # a tick with no scenario: still said
+        assert "No resection scenario" in panel.figures_text.text()
+        qtbot.mouseClick(panel.new_btn, Qt.LeftButton)
+        panel.segment_checks[5].click()
+        wait_idle(qtbot, w)
+        assert panel.figures is not None and "segments V" in panel.figures_text.text()
+    finally:
+        close_window(w)
