@@ -847,7 +847,10 @@ def build_report(case: Case, options: Optional[BoardOptions] = None, *, planner=
     doc.add(PageBreak())
 
     # ---- appendix -----------------------------------------------------------------------------
-    doc.add(Heading(f"{t('appendix')} A — {t('volumes')}", 1))
+    # lettered in the order they appear: sections without content (no evaluation, no edits, no 3D views)
+    # are left out, and a reader must not look for a missing "Appendix D"
+    letters = iter("ABCDEFGHIJ")
+    doc.add(Heading(f"{t('appendix')} {next(letters)} — {t('volumes')}", 1))
     vol_rows = []
     for m in rep.measurements:
         if m.units == "mL" or m.units == "%":
@@ -856,7 +859,7 @@ def build_report(case: Case, options: Optional[BoardOptions] = None, *, planner=
     doc.add(Paragraph(rep.definitions.get("total_liver_volume", ""), "note"),
             Paragraph(rep.definitions.get("tumour_burden", ""), "note"))
 
-    doc.add(Heading(f"{t('appendix')} B — {t('lesion_table')}", 1))
+    doc.add(Heading(f"{t('appendix')} {next(letters)} — {t('lesion_table')}", 1))
     if not lesions:
         doc.add(Paragraph(t("no_lesions")))
     else:
@@ -875,7 +878,7 @@ def build_report(case: Case, options: Optional[BoardOptions] = None, *, planner=
                        t("segments"), t("hemiliver"), t("nearest_vessel")], rows, small=True, numeric=False,
                       notes=[rep.definitions.get("lesion", ""), rep.definitions.get("longest_diameter", ""),
                              rep.definitions.get("axial_diameter", "")]))
-    doc.add(Heading(f"{t('appendix')} C — {t('scenarios')}", 1))
+    doc.add(Heading(f"{t('appendix')} {next(letters)} — {t('scenarios')}", 1))
     if scen_figs:
         doc.add(Table([t("scenario"), t("resected"), t("flr_ml"), t("flr_pct"), t("sflr_pct"), t("lesions_left")],
                       [[f["scenario"], _fmt(f["resected_ml"], 0), _fmt(f["flr_ml"], 0), _fmt(f["flr_pct"], 1),
@@ -888,22 +891,22 @@ def build_report(case: Case, options: Optional[BoardOptions] = None, *, planner=
     else:
         doc.add(Paragraph(t("no_scenarios") if has_liver else t("no_liver")))
     if evaluation is not None:
-        doc.add(Heading(f"{t('appendix')} D — {t('evaluation')}", 1))
+        doc.add(Heading(f"{t('appendix')} {next(letters)} — {t('evaluation')}", 1))
         doc.add(_evaluation_table(evaluation))
     if edits is not None and (edits.added or edits.removed):
-        doc.add(Heading(f"{t('appendix')} E — {t('edits_table')}", 1))
+        doc.add(Heading(f"{t('appendix')} {next(letters)} — {t('edits_table')}", 1))
         doc.add(Table([t("structure"), f"{t('added')} ({t('voxels')})", f"{t('added')} (mL)",
                        f"{t('removed')} ({t('voxels')})", f"{t('removed')} (mL)"],
                       [[BY_LABEL[k].name if k in BY_LABEL else str(k), str(a), f"{am:.2f}", str(r), f"{rm:.2f}"]
                        for k, a, am, r, rm in edits.rows(vox_ml)], notes=[f"since: {edits.since}" if edits.since
                                                                          else ""]))
     if views:
-        doc.add(Heading(f"{t('appendix')} F — 3D", 1))
+        doc.add(Heading(f"{t('appendix')} {next(letters)} — 3D", 1))
         doc.add(Group([Image(views[v], t("view_" + v), width="48.5%") for v in views if v != "anterior"],
                       columns=2))
     if lesions:
         step(0.6, "key images")
-        doc.add(PageBreak(), Heading(f"{t('appendix')} G — {t('key_images')}", 1),
+        doc.add(PageBreak(), Heading(f"{t('appendix')} {next(letters)} — {t('key_images')}", 1),
                 Paragraph(t("key_note", l=opts.window[0], w=opts.window[1]), "note"))
     key_images = []
     if lesions:

@@ -132,7 +132,7 @@ class BoardReportDialog(QDialog):
         self.view.setDocument(doc)
         n = len(self.report.key_images)
         self.status.setText(f"Preview: {len(self.report.measurements.lesions)} lesion(s), {n} key image(s). "
-                            "Write it with Write report….")
+                            "Write it with the \"Write report…\" button.")
 
     def write_dialog(self) -> None:
         p = QFileDialog.getExistingDirectory(self, "Folder for the tumour-board report")

@@ -145,11 +145,12 @@ class MeasureController(TabController):
         elif kind == "measurements":
             report, case = data, s.case
             self.panel.set_report(report)
-            # what the scan itself limits (a thin slab, not CT-like values) stays beside the numbers it limits
+            # what the scan itself limits (a thin slab, not CT-like values) stays beside the numbers it limits;
+            # one note a line: run together, four "About these labels: ..." on a real case read as one block
             notes = [f"About this scan: {w}" for w in case.provenance.warnings] \
                 + [f"About these labels: {n}" for n in s.label_notes] + list(report.warnings) \
                 + [f"Lesions are {report.connectivity}-connected components of label 5."]
-            self.panel.set_note("Updating the measurements…" if s.derived.measure_pending else " ".join(notes))
+            self.panel.set_note("Updating the measurements…" if s.derived.measure_pending else "\n".join(notes))
             if self.selected_lesion is not None and self.selected_lesion >= len(report.lesions):
                 self.selected_lesion = None
                 self.win.highlight(None)

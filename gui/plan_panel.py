@@ -18,10 +18,11 @@ from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDoubleS
                                QLabel, QListWidget, QListWidgetItem, QPushButton, QScrollArea,
                                QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
+from engine.errors import InputError
 from engine.planning import couinaud as cn
 from engine.planning import display
 from engine.planning.planner import Planner
-from engine.planning.resection import CONDITION_TEXT, Patient, Scenario, figures_text
+from engine.planning.resection import CONDITION_TEXT, Patient, Scenario, bsa_mosteller, figures_text
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,7 @@ class PlanPanel(QWidget):
         self._scenario_counter = 0
         self._building = False
         self._picking_3d = None            # the 3D view whose double clicks tick segments
+        self._parts_pending = False         # the 3D remnant/resected surfaces are out of date
         self._correction = None            # flat voxel indices of the correction drag in progress
 
         outer = QVBoxLayout(self)
@@ -294,6 +296,11 @@ class PlanPanel(QWidget):
         p = self.planner
         est = p.estimate
         notes = [est.status_text] + list(est.quality)
+        if not est.segments_ok:
+            # say what can still be done: without segments the tick boxes below are greyed out
+            notes.append("Segment resections are off until segments exist: load a segment map "
+                         "(Load segment map…), or correct the hepatic veins (Correct tab) and press Compute "
+                         "planning again. Wedges around lesions and painted resections work now.")
         vols = p.segment_volumes()
         if vols:
             notes.append("Volumes (mL): " + ", ".join(f"{k} {v:.0f}" for k, v in vols.items()))
@@ -466,21 +473,30 @@ class PlanPanel(QWidget):
         """The current scenario's live figures and the comparison table."""
         if self.planner is None:
             return
+        note = ""
         try:
-            self.planner.patient = self.patient()
-        except Exception as exc:   # an out-of-range height/weight: said, the figures stay without sFLR
-            self.planner.patient = Patient(None, None, self.condition.currentData())
-            self.figures_text.setText(str(exc))
-            return
+            patient = self.patient()
+            if patient.height_cm and patient.weight_kg:
+                bsa_mosteller(float(patient.height_cm), float(patient.weight_kg))   # checks the ranges
+        except InputError as exc:
+            # an out-of-range height/weight (also on the way to a valid one: 1, 17, 178 cm): said, and the
+            # figures and the comparison stay, without the standardised FLR
+            patient, note = Patient(None, None, self.condition.currentData()), str(exc)
+        self.planner.patient = patient
         sc = self.current_scenario()
         if sc is not None:
             try:
                 self.figures = self.planner.figures(sc)
-                self.figures_text.setText(figures_text(self.figures))
+                self.figures_text.setText(figures_text(self.figures) + (f"\n{note}" if note else ""))
                 self.figures_changed.emit(self.figures)
             except Exception as exc:
                 self.figures = None
                 self.figures_text.setText(str(exc))
+        else:
+            # the last scenario deleted: its figures must not stay on screen as if it still existed
+            self.figures = None
+            self.figures_text.setText("No resection scenario: press New to make one, then tick segments or "
+                                      "wedges.")
         self.compare.setRowCount(0)
         for fig in self.planner.compare():
             r = self.compare.rowCount()
@@ -562,11 +578,19 @@ class PlanPanel(QWidget):
             v3.set_extra("resected", None)
             return
         if self.window.runner.running("plan3d"):
+            # built again once the running one ends: a tick made meanwhile must not be dropped
+            self._parts_pending = True
             return
+        self._parts_pending = False
         masks = self.planner.masks(sc)
         t = self.window.runner.start("plan3d", display.scenario_surfaces, masks, self.window.case.geometry,
                                      progress=False)
         t.succeeded.connect(self._on_parts)
+        t.done.connect(self._parts_done)
+
+    def _parts_done(self) -> None:
+        if self._parts_pending:
+            self._update_3d_parts()
 
     def _on_parts(self, parts: dict) -> None:
         v3 = self.window.view3d

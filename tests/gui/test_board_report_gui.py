@@ -44,6 +44,8 @@ def test_export_board_report_preview_and_write(qtbot, win, tmp_path):
     qtbot.waitUntil(lambda: dlg.report is not None, timeout=180000)
     text = dlg.view.toPlainText()
     assert "Tumour-board report" in text and "Dr Zoë Łukasik" in text
+    # the status names the button plainly (it read "Write report…." with a doubled full stop)
+    assert dlg.status.text().endswith('Write it with the "Write report…" button.'), dlg.status.text()
     assert f"+{added} " in text                         # the hand edits since the labels came
     if SCRATCH.exists():
         dlg.grab().save(str(SCRATCH / "board_report_dialog.png"))
