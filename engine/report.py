@@ -93,3 +93,34 @@ def measurements_json_text(report: MeasurementReport) -> str:
 def write_measurements_json(path: PathLike, report: MeasurementReport, overwrite: bool = False) -> Path:
     """Write the full report (measurements, lesions, definitions, connectivity, provenance) as JSON."""
     return write_text_atomic(path, measurements_json_text(report), overwrite=overwrite)
+
+
+def write_segmentation_outputs(case, result, targets: dict, source: str, overwrite: bool,
+                               written: list) -> tuple[MeasurementReport, list[str]]:
+    """The files of one segmented case, as `segment` writes them serially and on a cluster: the label map
+    (``targets["seg"]``), the measurements (``"csv"`` + its lesion table, ``"json"``), the Couinaud map when the run
+    gave one and ``targets`` names a ``"couinaud"`` path, and the provenance (``"prov"``: the case's source, every
+    warning, the run's provenance). Each path is appended to ``written`` as soon as it exists, so a caller can remove
+    a failed case's files. Returns (the measurements, the warnings: the scan's own, the model's, the measurements',
+    each once)."""
+    from .inference import apply_result
+    from .io import write_label_map
+    from .measure import measure
+
+    seg_case = apply_result(case, result)
+    report = measure(seg_case)
+    warnings: list[str] = []
+    for w in list(case.provenance.warnings) + list(result.warnings) + list(report.warnings):
+        if w not in warnings:
+            warnings.append(w)
+    written.append(write_label_map(targets["seg"], seg_case, overwrite=overwrite))
+    written += write_measurements_csv(targets["csv"], report, overwrite=overwrite)
+    written.append(write_measurements_json(targets["json"], report, overwrite=overwrite))
+    if targets.get("couinaud") is not None and "couinaud" in result.extra_maps:
+        # the planning segment map (Couinaud 1-8, 0 outside the liver) in the CT's own geometry
+        written.append(write_label_map(targets["couinaud"], seg_case, labels=result.extra_maps["couinaud"],
+                                       overwrite=overwrite))
+    written.append(write_text_atomic(targets["prov"], json.dumps(
+        {"case": source, "warnings": warnings, "provenance": result.provenance}, indent=2, default=str) + "\n",
+        overwrite=overwrite))
+    return report, warnings

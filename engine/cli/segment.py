@@ -189,17 +189,14 @@ def _remove_if_empty(folder) -> None:
 
 
 def _run_cases(args: argparse.Namespace, run_model, options, out) -> int:
-    import json
     import sys
     from pathlib import Path
 
     from engine.cli.progressbar import TextProgress
     from engine.errors import ExportError, LiverPlanError
-    from engine.inference import apply_result, segment
-    from engine.io import load_case, write_label_map
-    from engine.io.atomic import write_text_atomic
-    from engine.measure import measure
-    from engine.report import lesion_table_path, write_measurements_csv, write_measurements_json
+    from engine.inference import segment
+    from engine.io import load_case
+    from engine.report import lesion_table_path, write_segmentation_outputs
 
     inputs = _inputs(args.input)
     failures = 0
@@ -235,24 +232,9 @@ def _run_cases(args: argparse.Namespace, run_model, options, out) -> int:
             result = segment(case, run_model, options, progress=bar)
             if bar is not None:
                 bar.close()
-            seg_case = apply_result(case, result)
-            report = measure(seg_case)
-            # every warning that bears on the result: the scan's own (not CT-like values, a thin slab), the
-            # model's, and the measurements' (a label on air, a lesion cut by the scan's edge)
-            warnings: list[str] = []
-            for w in list(case.provenance.warnings) + list(result.warnings) + list(report.warnings):
-                if w not in warnings:
-                    warnings.append(w)
-            written.append(write_label_map(targets["seg"], seg_case, overwrite=args.overwrite))
-            written += write_measurements_csv(targets["csv"], report, overwrite=args.overwrite)
-            written.append(write_measurements_json(targets["json"], report, overwrite=args.overwrite))
-            if "couinaud" in result.extra_maps:
-                # the planning segment map (Couinaud 1-8, 0 outside the liver) in the CT's own geometry
-                written.append(write_label_map(out / f"{name}_couinaud.nii.gz", seg_case,
-                                               labels=result.extra_maps["couinaud"], overwrite=args.overwrite))
-            written.append(write_text_atomic(targets["prov"], json.dumps(
-                {"case": str(path), "warnings": warnings, "provenance": result.provenance}, indent=2,
-                default=str) + "\n", overwrite=args.overwrite))
+            # every warning that bears on the result comes back: the scan's own, the model's, the measurements'
+            paths = {**targets, "couinaud": out / f"{name}_couinaud.nii.gz"}
+            _, warnings = write_segmentation_outputs(case, result, paths, str(path), args.overwrite, written)
             t = result.timings
             print(f"{path.name}: {targets['seg']} ({result.device_used}, {result.mode}, {t.get('total', 0):.1f} s)")
             for w in warnings:

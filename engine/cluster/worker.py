@@ -208,14 +208,11 @@ def _destination(job: dict) -> tuple[Path, Optional[tempfile.TemporaryDirectory]
 # the tasks
 # ------------------------------------------------------------------------------------------------
 def segment_task(job: dict) -> dict:
-    """Segment one CT: the label map, measurement tables and provenance record, as the serial command."""
-    import json
-
-    from ..inference import SegmentOptions, apply_result, segment
-    from ..io import load_case, write_label_map
-    from ..io.atomic import write_text_atomic
-    from ..measure import measure
-    from ..report import write_measurements_csv, write_measurements_json
+    """Segment one CT: the label map, measurement tables and provenance record, as the serial command
+    (engine.report.write_segmentation_outputs writes both)."""
+    from ..inference import SegmentOptions, segment
+    from ..io import load_case
+    from ..report import write_segmentation_outputs
 
     worker, t0 = _start(job)
     plugin = _plugin(job)
@@ -241,19 +238,10 @@ def segment_task(job: dict) -> dict:
 
         opts = SegmentOptions(device=plugin.device, mode=plugin.mode, threads=plugin.threads, **job["options"])
         result = segment(case, models if len(models) > 1 else models[0], opts, progress=progress)
-        seg_case = apply_result(case, result)
-        report = measure(seg_case)
-        warnings: list[str] = []
-        for w in list(case.provenance.warnings) + list(result.warnings) + list(report.warnings):
-            if w not in warnings:
-                warnings.append(w)
         names = job["targets"]
-        written = [write_label_map(dest / names["seg"], seg_case, overwrite=True)]
-        written += write_measurements_csv(dest / names["csv"], report, overwrite=True)
-        written.append(write_measurements_json(dest / names["json"], report, overwrite=True))
-        written.append(write_text_atomic(dest / names["prov"], json.dumps(
-            {"case": job["path"], "warnings": warnings, "provenance": result.provenance}, indent=2,
-            default=str) + "\n", overwrite=True))
+        written: list = []
+        paths = {k: dest / names[k] for k in ("seg", "csv", "json", "prov")}
+        _, warnings = write_segmentation_outputs(case, result, paths, job["path"], True, written)
         return {"status": "done", "name": job["name"], "worker": worker.address, "device": result.device_used,
                 "model_loaded": bool(loads),
                 "seconds": time.perf_counter() - t0, "warnings": warnings,
