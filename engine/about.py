@@ -94,8 +94,10 @@ def device_summary() -> str:
     return "cpu"
 
 
-def about_info(probe_device: bool = True) -> dict[str, Any]:
-    """Everything the About box and ``--version`` show. ``probe_device`` imports torch to name the device."""
+def about_info(probe_device: bool = True, load_torch: bool = True) -> dict[str, Any]:
+    """Everything the About box and ``--version`` show. ``probe_device`` imports torch to name the device;
+    ``load_torch=False`` (the About box's first, instant view) reads torch's version from its package
+    metadata and leaves CUDA, cuDNN and the device to a second call off the GUI thread."""
     b = _build_info()
     if is_frozen():
         build = f"built {b.get('build_date') or 'on an unknown date'}, commit {b.get('commit') or 'unknown'}"
@@ -114,6 +116,12 @@ def about_info(probe_device: bool = True) -> dict[str, Any]:
         "resources_folder": str(paths.resources_dir()),
         "notices": str(notices_path()) if notices_path() else "generated when the installer is built",
     }
+    if not load_torch:
+        if probe_device:
+            raise ValueError("probe_device needs load_torch")
+        for key in ("cuda", "cudnn", "device"):
+            info[key] = "finding out…"
+        return info
     try:
         import torch
 

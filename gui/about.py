@@ -21,17 +21,22 @@ INTRO = ("<p><b>LiverPlan</b>: liver, vessel and CRLM segmentation and measureme
 
 
 class AboutDialog(QDialog):
-    """Modal About box; ``info`` is engine.about.about_info()'s dictionary (probed when None)."""
+    """Modal About box; ``info`` is engine.about.about_info()'s dictionary. Without it the box opens at once
+    with what needs no torch import, and ``runner`` (gui.workers.TaskRunner) fills in CUDA, cuDNN and the
+    compute device from a worker (importing torch takes 1-2 s: not on the GUI thread)."""
 
-    def __init__(self, parent: QWidget | None = None, info: dict | None = None) -> None:
+    def __init__(self, parent: QWidget | None = None, info: dict | None = None, runner=None) -> None:
         super().__init__(parent)
         self.setWindowTitle("About LiverPlan")
-        self.info = dict(info if info is not None else about_info(probe_device=True))
-        self.info["qt"] = f"{self.info.get('qt', pyside_version)} (Qt {qVersion()})"
-        rows = "".join(f"<tr><td><b>{html.escape(label)}</b>&nbsp;&nbsp;</td><td>{html.escape(str(self.info[key]))}"
-                       f"</td></tr>" for key, label in LABELS if key in self.info)
-        self.text = QLabel(f"{INTRO}<table>{rows}</table><p>{html.escape(QT_LICENCE_NOTE)}</p>")
+        self.text = QLabel()
         self.text.setWordWrap(True)
+        self.probe = None
+        if info is None and runner is not None:
+            self.set_info(about_info(probe_device=False, load_torch=False))
+            self.probe = runner.start("about", about_info, True, progress=False)
+            self.probe.succeeded.connect(self.set_info)
+        else:
+            self.set_info(info if info is not None else about_info(probe_device=True))
         self.text.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         lay = QVBoxLayout(self)
         lay.addWidget(self.text)
@@ -45,6 +50,14 @@ class AboutDialog(QDialog):
         buttons.rejected.connect(self.reject)
         lay.addWidget(buttons)
         self.setMinimumWidth(640)
+
+    def set_info(self, info: dict) -> None:
+        """Show ``info`` (engine.about.about_info()'s dictionary)."""
+        self.info = dict(info)
+        self.info["qt"] = f"{self.info.get('qt', pyside_version)} (Qt {qVersion()})"
+        rows = "".join(f"<tr><td><b>{html.escape(label)}</b>&nbsp;&nbsp;</td><td>{html.escape(str(self.info[key]))}"
+                       f"</td></tr>" for key, label in LABELS if key in self.info)
+        self.text.setText(f"{INTRO}<table>{rows}</table><p>{html.escape(QT_LICENCE_NOTE)}</p>")
 
     def show_licences(self) -> QDialog:
         """A second window with the full THIRD-PARTY-NOTICES.txt (read-only)."""
@@ -64,6 +77,6 @@ class AboutDialog(QDialog):
         return dlg
 
 
-def show_about(parent: QWidget | None = None) -> None:
-    """Show the About box modally."""
-    AboutDialog(parent).exec()
+def show_about(parent: QWidget | None = None, runner=None) -> None:
+    """Show the About box modally (at once; the device is filled in from ``runner``'s worker)."""
+    AboutDialog(parent, runner=runner).exec()

@@ -116,4 +116,4 @@ def _fill_recent(win) -> None:
 
 def _about(win) -> None:
     from .about import show_about  # version, build, device, data folders, licences (README "Installing")
-    show_about(win)
+    show_about(win, win.runner)

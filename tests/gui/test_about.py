@@ -31,3 +31,17 @@ def test_about_box_shows_versions_device_folders_and_licences(qtbot, tmp_path, m
     qtbot.addWidget(shown)
     from PySide6.QtWidgets import QPlainTextEdit
     assert "torch  2.14.1  BSD-3-Clause" in shown.findChild(QPlainTextEdit).toPlainText()
+
+
+def test_about_box_opens_before_torch_is_asked_and_fills_in_the_device(qtbot):
+    """The box appears at once (no torch import on the GUI thread); a worker fills in the compute device."""
+    from gui.about import AboutDialog
+    from gui.workers import TaskRunner
+
+    runner = TaskRunner()
+    dlg = AboutDialog(runner=runner)
+    qtbot.addWidget(dlg)
+    assert "finding out" in dlg.text.text() and "Your data folder" in dlg.text.text()
+    qtbot.waitUntil(lambda: "finding out" not in dlg.text.text(), timeout=60000)
+    assert dlg.info["device"] and "finding out" not in dlg.info["device"]
+    assert "Compute device" in dlg.text.text()
