@@ -116,6 +116,7 @@ class CaseFiles(QObject):
             if case is not self.win.case:  # another case was opened meanwhile
                 return
             self.win.session.open_labels(labels, path, notes)
+            self.win.update_title()             # the labels of a file count as saved (no "*")
             self.win.message(f"Label map {Path(path).name} opened." + (" " + " ".join(notes) if notes else ""))
             if notes:
                 # what the file merges or leaves out (IRCADb: hepatic veins + IVC in one mask) changes how
