@@ -358,14 +358,19 @@ class MainWindow(QMainWindow):
             return
         QMessageBox.information(self, title, msg)
 
-    def highlight(self, box, marker=None) -> None:
+    def highlight(self, box, marker=None, focus: bool = True) -> None:
         """Outline ``box`` (z0, z1, y0, y1, x0, x1) in every pane; ``marker`` = (LPS mm centre, radius mm)
-        marks and centres the 3D view on it."""
+        marks (and with ``focus`` centres) the 3D view on it; no box and no marker: nothing is marked."""
         for v in self.views:
             v.set_highlight(box)
-        if marker is not None and self.view3d is not None:
+        if self.view3d is None:
+            return
+        if marker is not None:
             self.view3d.set_marker(marker[0], marker[1])
-            self.view3d.focus(marker[0])
+            if focus:
+                self.view3d.focus(marker[0])
+        elif box is None:
+            self.view3d.set_marker(None)
 
     def dragEnterEvent(self, ev):  # noqa: N802
         if ev.mimeData().hasUrls():
