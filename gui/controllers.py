@@ -442,6 +442,24 @@ class SegmentController(TabController):
         if skipped:
             self.panel.set_message(self.panel.standing_note, error=True)
 
+    #: False once the user ticked "Don't ask again this session" in the question before a run
+    ask_before_replacing = True
+
+    def confirm_replace(self) -> bool:
+        """Ask before a run replaces edited or unsaved labels (engine.replace_guard); True: go on."""
+        from engine.replace_guard import replace_question
+
+        from .questions import ask_replace_labels
+        text = replace_question(self.win.session)
+        if text is None or not SegmentController.ask_before_replacing:
+            return True
+        go, dont_ask = ask_replace_labels(self.win, text)
+        if go and dont_ask:
+            SegmentController.ask_before_replacing = False
+        if not go:
+            self.panel.set_message("Segmentation not run: the labels shown are kept.")
+        return go
+
     def run(self, model=None) -> None:
         s = self.win.session
         if s.case is None or self.win.runner.running("segment"):
@@ -455,6 +473,8 @@ class SegmentController(TabController):
             target, parts, shown_name = self.extras.run_target(model)   # extras, label maps, sets
         except LiverPlanError as err:
             self.panel.set_message(str(err), error=True)
+            return
+        if not self.confirm_replace():
             return
         device, mode = self.panel.device_name(), self.panel.mode_name()
         case = s.case

@@ -66,3 +66,51 @@ def test_deleting_the_selected_lesion_clears_row_boxes_and_sphere(qtbot, win, sm
     assert _ids(w) == [1, 3]
     assert [it.row() for it in t.selectedItems()][:1] == [1] and t.item(1, 0).text() == "3"
     assert w.measure_ctl.selected_lesion_id == 3
+
+
+def test_segmentation_asks_before_replacing_edited_labels(qtbot, win, small_case, tiny_model, monkeypatch):
+    """Run segmentation on hand-edited labels: a question first ("Keep my labels" keeps them, "Don't ask
+    again this session" is honoured); on a phantom's untouched labels, no question."""
+    import gui.questions as q
+    from gui.controllers import SegmentController
+
+    w = win
+    _fresh(qtbot, w, small_case)
+    asked = []
+    monkeypatch.setattr(q, "ask_replace_labels", lambda parent, text: asked.append(text) or (False, False))
+    monkeypatch.setattr(SegmentController, "ask_before_replacing", True)
+    w.segment_panel.device.setCurrentText("cpu")
+    # untouched, saved labels: nothing to lose, no question (and the run is not started here)
+    from engine.replace_guard import replace_question
+    assert replace_question(w.session) is None
+    # a hand edit: the question comes, and "Keep my labels" keeps them
+    from engine import edits
+    from engine.labels import Label
+    z, y, x = [n // 2 for n in w.case.labels.shape]
+    w.apply_edit("Brush", edits.brush, (z, y, x), 4.0, w.case.geometry.spacing, int(Label.CRLM), kind="brush")
+    edited = w.case.labels.copy()
+    w.run_segmentation(tiny_model)
+    assert len(asked) == 1 and "edits by hand" in asked[0] and "Undo" in asked[0]
+    assert not w.runner.running("segment")
+    np.testing.assert_array_equal(w.case.labels, edited)
+    assert "kept" in w.segment_panel.status.text()
+    # "Run" with "Don't ask again this session": runs, and the next run does not ask
+    monkeypatch.setattr(q, "ask_replace_labels", lambda parent, text: asked.append(text) or (True, True))
+    w.run_segmentation(tiny_model)
+    qtbot.waitUntil(lambda: not w.runner.running("segment"), timeout=180000)
+    assert len(asked) == 2 and w.history.undo_description.startswith("Segmentation (")
+    w.apply_edit("Brush", edits.brush, (z, y, x), 4.0, w.case.geometry.spacing, int(Label.CRLM), kind="brush")
+    w.run_segmentation(tiny_model)
+    qtbot.waitUntil(lambda: not w.runner.running("segment"), timeout=180000)
+    assert len(asked) == 2
+    wait_idle(qtbot, w)
+
+
+def test_the_replace_question_offers_dont_ask_again(qtbot, win):
+    from gui.questions import replace_labels_box
+
+    box = replace_labels_box(win, "The labels shown carry edits by hand. Run it?")
+    assert box.dont_ask.text() == "Don't ask again this session"
+    assert [b.text() for b in box.buttons()] == ["Run and replace", "Keep my labels"]
+    assert box.defaultButton().text() == "Keep my labels"
+    box.deleteLater()
