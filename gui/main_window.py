@@ -144,6 +144,8 @@ class MainWindow(QMainWindow):
         self.statusBar().addPermanentWidget(self.task_progress)
         self.statusBar().addPermanentWidget(self.task_cancel)
 
+        from . import display, help as first_help
+        display.install(self)              # outline, legends, next/previous lesion, ruler/angle (self.display)
         build_menus(self)
         self._refresh_timer = QTimer(self)
         self._refresh_timer.setSingleShot(True)
@@ -166,6 +168,7 @@ class MainWindow(QMainWindow):
         # After the first case is on screen (or 15 s at the latest): the search imports torch, which would
         # otherwise compete with start-up and with loading the case.
         QTimer.singleShot(15000, self._populate_models)
+        first_help.install(self)           # the first-run hint (Help > Getting started shows it again)
 
     # ============================================================================ the session, mirrored
     @property
@@ -445,6 +448,8 @@ class MainWindow(QMainWindow):
     def on_mouse(self, kind: str, zyx, axis: int, modifiers) -> None:
         if self.case is None:
             return
+        if self.display.annotations.handle_mouse(kind, zyx, axis):
+            return                                  # a ruler or angle point (View > Measure)
         if not modifiers & Qt.ShiftModifier and self.plan_panel.handle_mouse(kind, zyx, axis):
             return                                  # the Plan tab ticks segments / paints a resection
         if not self.correct_ctl.on_mouse(kind, zyx, axis, modifiers):

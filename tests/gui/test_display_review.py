@@ -114,3 +114,168 @@ def test_the_replace_question_offers_dont_ask_again(qtbot, win):
     assert [b.text() for b in box.buttons()] == ["Run and replace", "Keep my labels"]
     assert box.defaultButton().text() == "Keep my labels"
     box.deleteLater()
+
+
+def test_outline_mode_legend_and_ivc_colour(qtbot, win, small_case):
+    """O toggles outline mode: the lesion's inside shows the CT, its margin the lesion colour; the legends
+    name the structures shown in their colours (2D and 3D), and follow what is hidden."""
+    from engine.labels import BY_LABEL, Label
+
+    w = win
+    _fresh(qtbot, w, small_case)
+    les = w.report.lesions[0]
+    w.set_position([int(round(v)) for v in les.centroid_zyx])
+    ax = w.views[0]
+    filled = ax.label_item.image.copy()
+    cz, cy, cx = [int(round(v)) for v in les.centroid_zyx]
+    assert filled[cy, cx] == Label.CRLM
+    w.display.actions["outline"].trigger()                 # View > Outline labels (key O)
+    assert w.display.outline and all(v.outline for v in w.views)
+    shown = ax.label_item.image
+    assert shown[cy, cx] == 0                               # the lesion's inside: the CT shows
+    assert np.count_nonzero(shown == Label.CRLM) < np.count_nonzero(filled == Label.CRLM)
+    assert np.count_nonzero(shown == Label.CRLM) > 0        # its margin is drawn
+    # the legend: the structures shown, in their colours
+    lg = w.display.legends2d[0]
+    assert lg.isVisible()
+    names = [BY_LABEL[lab].name for lab in lg.labels]
+    assert "CRLM lesions" in names and "Inferior vena cava" in names
+    r, g, b = BY_LABEL[Label.IVC].color
+    assert f"rgb({r},{g},{b})" in lg.text()
+    if w.view3d is not None:
+        wait_idle(qtbot, w)
+        assert w.display.legend3d is not None and w.display.legend3d.isVisible()
+        assert Label.IVC in w.display.legend3d.labels
+    # hiding the IVC in 2D takes it off the 2D legends
+    w.structures.visible2d_changed.emit(int(Label.IVC), False)
+    assert Label.IVC not in lg.labels
+    w.structures.visible2d_changed.emit(int(Label.IVC), True)
+    assert Label.IVC in lg.labels
+    if SCRATCH.is_dir():
+        # the IVC on the axial slice through it, outlines and legend
+        ivc_z = int(np.flatnonzero((w.case.labels == Label.IVC).any(axis=(1, 2))).mean())
+        w.set_position([ivc_z, cy, cx])
+        w.grab().save(str(SCRATCH / "display_outline_legend.png"))
+        w.display.set_outline(False)
+        w.grab().save(str(SCRATCH / "display_filled_ivc.png"))
+    w.display.set_outline(False)
+    assert ax.label_item.image[cy, cx] == Label.CRLM or w.pos[0] != cz
+
+
+def test_next_and_previous_lesion_keys(qtbot, win, small_case):
+    w = win
+    _fresh(qtbot, w, small_case)
+    t = w.measure_panel.lesions
+    w.display.actions["next_lesion"].trigger()             # L
+    assert w.measure_ctl.selected_lesion_id == 1
+    les = {l.id: l for l in w.report.lesions}
+    assert w.pos == [int(round(v)) for v in les[1].centroid_zyx]
+    w.display.actions["next_lesion"].trigger()
+    assert w.measure_ctl.selected_lesion_id == 2
+    assert t.item(t.selectedItems()[0].row(), 0).text() == "2"
+    assert w.pos == [int(round(v)) for v in les[2].centroid_zyx]
+    w.display.actions["previous_lesion"].trigger()         # Shift+L
+    w.display.actions["previous_lesion"].trigger()         # wraps round to the last
+    assert w.measure_ctl.selected_lesion_id == 3
+    w.display.actions["next_lesion"].trigger()
+    assert w.measure_ctl.selected_lesion_id == 1
+    assert w.display.actions["next_lesion"].shortcut().toString() == "L"
+
+
+def test_ruler_and_angle_in_a_pane(qtbot, win, small_case):
+    """Two clicks give a distance in mm, three an angle, drawn on the slice they were made on, removable."""
+    from PySide6.QtCore import Qt as _Qt
+    w = win
+    _fresh(qtbot, w, small_case)
+    ax = w.views[0]
+    z = w.pos[0]
+    g = w.case.geometry
+    w.display.actions["ruler"].trigger()                   # Alt+R
+    assert w.display.annotations.mode == "ruler"
+    before = w.case.labels.copy()
+    w.on_mouse("click", (z, 10, 10), 0, _Qt.NoModifier)
+    w.on_mouse("click", (z, 10, 40), 0, _Qt.NoModifier)
+    (kind, mm), = w.display.annotations.values()
+    assert kind == "ruler" and mm == pytest.approx(30 * g.spacing[2], rel=1e-6)
+    assert w.display.annotations.visible_texts(0) == [f"{mm:.1f} mm"]
+    np.testing.assert_array_equal(w.case.labels, before)  # measuring never edits
+    w.display.actions["angle"].trigger()                   # Alt+A
+    assert w.display.annotations.mode == "angle" and not w.display.actions["ruler"].isChecked()
+    for p in ((z, 10, 40), (z, 10, 10), (z, 40, 10)):
+        w.on_mouse("click", p, 0, _Qt.NoModifier)
+    assert w.display.annotations.values()[-1][0] == "angle"
+    assert w.display.annotations.values()[-1][1] == pytest.approx(90.0, abs=1e-6)
+    if SCRATCH.is_dir():
+        w.grab().save(str(SCRATCH / "display_ruler_angle.png"))
+    # another slice: not shown there; back: shown again
+    w.set_position([z + 1, *w.pos[1:]])
+    assert w.display.annotations.visible_texts(0) == []
+    w.set_position([z, *w.pos[1:]])
+    assert len(w.display.annotations.visible_texts(0)) == 2
+    w.display.actions["remove_last"].trigger()
+    assert [k for k, _ in w.display.annotations.values()] == ["ruler"]
+    w.display.actions["remove_all"].trigger()
+    assert w.display.annotations.values() == []
+    w.display.set_measure_mode(None)
+    w.on_mouse("click", (z, 20, 20), 0, _Qt.NoModifier)   # navigation again
+    assert w.pos[1:] == [20, 20]
+
+
+def test_keyboard_shortcuts_dialog_lists_every_action(qtbot, win):
+    from PySide6.QtGui import QKeySequence
+
+    from gui.help import show_shortcuts
+
+    w = win
+    dlg = show_shortcuts(w)
+    t = dlg.table
+    rows = [(t.item(r, 0).text(), t.item(r, 1).text()) for r in range(t.rowCount())]
+    # every action with a shortcut anywhere in the menus is listed with its keys
+    expected = []
+
+    def walk(menu):
+        for a in menu.actions():
+            if a.menu() is not None:
+                walk(a.menu())
+            elif not a.shortcut().isEmpty():
+                expected.append(a.shortcut().toString(QKeySequence.NativeText))
+    for top in w.menuBar().actions():
+        if top.menu() is not None:
+            walk(top.menu())
+    listed = " | ".join(k for k, _ in rows)
+    for k in expected:
+        assert k in listed, k
+    whats = [d for _, d in rows]
+    assert "Next lesion" in whats and "Brush tool" in whats and "Next slice" in whats and "Zoom" in whats
+    if SCRATCH.is_dir():
+        dlg.grab().save(str(SCRATCH / "display_shortcuts.png"))
+    dlg.close()
+
+
+def test_first_run_hint(qtbot, qapp, small_case, tmp_path, monkeypatch):
+    """A first start (no flag in the data folder) shows what to do; opening a case takes it away for good."""
+    monkeypatch.setenv("LIVERPLAN_DATA_DIR", str(tmp_path / "fresh"))
+    from gui.help import is_first_run
+    from gui.main_window import MainWindow
+
+    assert is_first_run()
+    w = MainWindow(with_3d=False)
+    w.resize(1400, 900)
+    w.show()
+    try:
+        hint = w.first_run_hint
+        assert hint.isVisible()
+        text = hint.text.text()
+        for step in ("Open a CT", "Segment", "Correct", "Measure", "Keyboard shortcuts"):
+            assert step in text
+        if SCRATCH.is_dir():
+            w.grab().save(str(SCRATCH / "display_first_run.png"))
+        w.set_case(small_case.copy())
+        assert not hint.isVisible() and not is_first_run()
+    finally:
+        close_window(w)
+    w2 = MainWindow(with_3d=False)
+    try:
+        assert not w2.first_run_hint.isVisible()
+    finally:
+        close_window(w2)
