@@ -17,7 +17,7 @@ def legend_html(labels: Iterable[int]) -> str:
         if s is None:
             continue
         r, g, b = s.color
-        rows.append(f'<span style="color: rgb({r},{g},{b}); font-size: 12pt;">&#9632;</span>&nbsp;{s.name}')
+        rows.append(f'<span style="color: rgb({r},{g},{b}); font-size: 10pt;">&#9632;</span>&nbsp;{s.name}')
     return "<br>".join(rows)
 
 
@@ -29,7 +29,8 @@ class Legend(QLabel):
         super().__init__(parent or host)
         self.host = host
         self.setObjectName("legend")
-        self.setStyleSheet("color: white; background: rgba(0, 0, 0, 150); padding: 3px; border-radius: 3px;")
+        self.setStyleSheet("color: white; background: rgba(0, 0, 0, 150); padding: 2px; border-radius: 3px;"
+                           " font-size: 8pt;")
         self.labels: list[int] = []
         self.setVisible(False)
         host.installEventFilter(self)
