@@ -120,3 +120,27 @@ class LesionNumbering:
         self._by_key = {_key(c): k for k, c in shown.items()}
         if shown:
             self.next_id = max(self.next_id, max(shown) + 1)
+
+
+def ids_like_report(components: Sequence[tuple[int, Sequence[float]]], lesions) -> list[int]:
+    """The numbers a measurement report (its ``lesions``, engine.measure.Lesion) gives the same lesions found
+    elsewhere (the planning, the tumour-board report), so every table and export of the case uses one
+    numbering. ``components``: (voxel count, centroid z, y, x on the whole grid) per lesion, largest first.
+    A lesion is the report's when its voxel count and centroid agree; one the report does not hold (it was
+    measured before the last edit) gets the next numbers after the report's highest, largest first."""
+    pool = [(int(l.voxel_count), np.asarray(l.centroid_zyx, float), int(l.id)) for l in lesions]
+    used: set[int] = set()
+    out: list[Optional[int]] = []
+    for count, c in components:
+        c = np.asarray(c, float)
+        hit = next((k for n, cc, k in pool if n == int(count) and k not in used
+                    and float(np.max(np.abs(cc - c))) < 0.05), None)     # the report rounds centroids to 0.01
+        if hit is not None:
+            used.add(hit)
+        out.append(hit)
+    nxt = max([k for _n, _c, k in pool] + [0]) + 1
+    for i, k in enumerate(out):
+        if k is None:
+            out[i] = nxt
+            nxt += 1
+    return [int(k) for k in out]

@@ -184,3 +184,23 @@ def test_a_label_map_just_opened_is_not_unsaved(session, tmp_path):
     assert s.is_modified
     s.undo()
     assert not s.is_modified
+
+
+# ---------------------------------------------------------------------------------------------- one numbering
+def test_planning_and_board_report_use_the_sessions_numbers(session):
+    """After lesion 1 is deleted, the planning and the tumour-board report call the others 2, 3, 4 (the
+    Measure tab's numbers), not 1, 2, 3."""
+    from engine.lesion_ids import ids_like_report
+    from engine.planning.planner import Planner
+
+    s = session
+    s.apply("delete_component", "Delete lesion 1", edits.delete_component, _centre(BOXES[0]))
+    s.derived.run_pending()
+    shown = {l.id: l.voxel_count for l in s.report.lesions}
+    assert shown == {2: 800, 3: 384, 4: 100}
+    p = Planner(s.case.labels, s.case.geometry,
+                lesion_ids=lambda comps: ids_like_report(comps, s.report.lesions)).run()
+    assert {l.id: round(l.volume_ml / s.case.geometry.voxel_volume_ml) for l in p.lesions} == shown
+    # a lesion the report does not know yet gets the next number after the report's
+    assert ids_like_report([(5, (1.0, 1.0, 1.0)), (800, s.report.lesions[0].centroid_zyx)],
+                           s.report.lesions) == [5, 2]
