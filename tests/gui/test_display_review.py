@@ -279,3 +279,79 @@ def test_first_run_hint(qtbot, qapp, small_case, tmp_path, monkeypatch):
         assert not w2.first_run_hint.isVisible()
     finally:
         close_window(w2)
+
+
+def test_a_label_map_just_opened_closes_without_asking(qtbot, qapp, small_case, tmp_path, monkeypatch):
+    """Open a label file onto the CT: the title has no "*" and closing asks nothing; an edit makes it ask."""
+    from engine.io import write_label_map
+    from gui.main_window import MainWindow
+
+    case = small_case.copy()
+    path = tmp_path / "labels.nii.gz"
+    other = small_case.copy()
+    other.labels[other.labels == 5] = 1                  # the file differs from the labels shown
+    write_label_map(str(path), other)
+    w = MainWindow(with_3d=False)
+    w.show()
+    asked = []
+    monkeypatch.setattr(w, "ask_unsaved", lambda *when: asked.append(when) or "cancel")
+    try:
+        w.set_case(case)
+        wait_idle(qtbot, w)
+        w.open_labels(path)
+        qtbot.waitUntil(lambda: w.history.undo_description is not None, timeout=30000)
+        wait_idle(qtbot, w)
+        assert not w.session.is_modified and "*" not in w.windowTitle()
+        from engine import edits
+        w.apply_edit("Brush", edits.brush, (20, 36, 36), 6.0, w.case.geometry.spacing, 2, kind="brush")
+        w.close()
+        assert asked and w.isVisible()            # an edit since: it asks (and Cancel keeps the window)
+        w.undo()
+        asked.clear()
+        w.close()
+        assert not asked and not w.isVisible()    # back to the file's labels: nothing to ask
+    finally:
+        close_window(w)
+
+
+def test_save_proposes_a_folder_outside_the_cts_and_refuses_a_dicom_folder(qtbot, win, small_case, tmp_path,
+                                                                          monkeypatch):
+    from PySide6.QtWidgets import QFileDialog
+
+    from gui.files import CaseFiles
+
+    w = win
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "home").mkdir()
+    monkeypatch.setattr(CaseFiles, "last_save_folder", None)
+    case = small_case.copy()
+    data = tmp_path / "3dircadb1.17"
+    data.mkdir()
+    case.provenance.source, case.provenance.source_format = str(data / "PATIENT_DICOM.nii.gz"), "nifti"
+    w.set_case(case)
+    wait_idle(qtbot, w)
+    starts = []
+    answers = [str(tmp_path / "out" / "mine.nii.gz")]
+    (tmp_path / "out").mkdir()
+    monkeypatch.setattr(QFileDialog, "getSaveFileName",
+                        staticmethod(lambda parent, title, start, filt: (starts.append(start) or answers.pop(0), "")))
+    task = w.save_labels(ask=True, mark=False)
+    qtbot.waitUntil(lambda: task.finished, timeout=30000)
+    from pathlib import Path
+    assert Path(starts[0]).parent == tmp_path / "home" / "LiverPlan"      # not the CT's folder
+    assert (tmp_path / "out" / "mine.nii.gz").exists()
+    # the next Save proposes the folder just used
+    answers.append("")
+    w.save_labels(ask=True, mark=False)
+    assert Path(starts[1]).parent == tmp_path / "out"
+    # a DICOM case: a file inside its series folder is refused, in words, and the dialog comes again
+    dicom = tmp_path / "series"
+    dicom.mkdir()
+    case2 = small_case.copy()
+    case2.provenance.source, case2.provenance.source_format = str(dicom), "dicom"
+    w.set_case(case2)
+    wait_idle(qtbot, w)
+    answers[:] = [str(dicom / "labels.nii.gz"), ""]
+    w.save_labels(ask=True, mark=False)
+    assert len(starts) == 4 and "DICOM folder" in w.last_error
+    assert not (dicom / "labels.nii.gz").exists()
