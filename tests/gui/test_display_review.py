@@ -245,6 +245,9 @@ def test_keyboard_shortcuts_dialog_lists_every_action(qtbot, win):
     listed = " | ".join(k for k, _ in rows)
     for k in expected:
         assert k in listed, k
+    # no key does two things (Qt would then do neither: "ambiguous shortcut")
+    dup = sorted({k for k in expected if expected.count(k) > 1})
+    assert not dup, f"shortcuts used twice: {dup}"
     whats = [d for _, d in rows]
     assert "Next lesion" in whats and "Brush tool" in whats and "Next slice" in whats and "Zoom" in whats
     if SCRATCH.is_dir():
@@ -355,3 +358,31 @@ def test_save_proposes_a_folder_outside_the_cts_and_refuses_a_dicom_folder(qtbot
     w.save_labels(ask=True, mark=False)
     assert len(starts) == 4 and "DICOM folder" in w.last_error
     assert not (dicom / "labels.nii.gz").exists()
+
+
+def test_doubtful_lesions_stand_out_in_the_table(qtbot, win, small_case):
+    """A "lesion" of fat: its row is amber with the reason in the tooltip, and the notes say it."""
+    from engine.labels import Label
+
+    w = win
+    case = small_case.copy()
+    m = case.labels == Label.CRLM
+    import cc3d
+    cc = cc3d.connected_components(m, connectivity=26)
+    smallest = np.argmin(np.bincount(cc.reshape(-1))[1:]) + 1
+    case.image[cc == smallest] = -75
+    w.set_case(case)
+    wait_idle(qtbot, w)
+    t = w.measure_panel.lesions
+    flagged = [l for l in w.report.lesions if l.flags]
+    assert len(flagged) == 1 and "fat or air" in flagged[0].flags[0]
+    r = w.measure_panel.lesion_row(flagged[0].id)
+    assert "Check this lesion" in t.item(r, 0).toolTip() and "fat or air" in t.item(r, 1).toolTip()
+    assert t.item(r, 0).background().color().red() == 255
+    other = next(i for i in range(t.rowCount()) if i != r)
+    assert "Check" not in (t.item(other, 0).toolTip() or "")
+    assert f"lesion {flagged[0].id}: mean -75 HU: fat or air" in w.measure_panel.note.text()
+    if SCRATCH.is_dir():
+        w.tabs.setCurrentWidget(w.measure_panel)
+        w.grab().save(str(SCRATCH / "display_doubtful_lesion.png"))
+        w.tabs.setCurrentIndex(0)
