@@ -3,7 +3,8 @@ overlay, and the lengths and angles of the ruler and angle tools in millimetres 
 
 Outline mode keeps a label pixel only where one of its four in-plane neighbours holds another value (or the
 slice ends), so a lesion's margin and the CT under it stay visible (a fill hides the margin). One cheap
-per-slice operation (a few comparisons of shifted views): ~1-3 ms on a 512 x 512 slice.
+per-slice operation (a few comparisons of shifted views): 0.5 ms median on a 512 x 512 slice (50 runs,
+machine load 10).
 """
 from __future__ import annotations
 
