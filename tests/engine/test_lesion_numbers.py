@@ -204,3 +204,20 @@ def test_planning_and_board_report_use_the_sessions_numbers(session):
     # a lesion the report does not know yet gets the next number after the report's
     assert ids_like_report([(5, (1.0, 1.0, 1.0)), (800, s.report.lesions[0].centroid_zyx)],
                            s.report.lesions) == [5, 2]
+
+
+def test_the_board_report_from_the_window_keeps_its_numbers(session):
+    """The tumour-board report made from the session's measurements names the lesions as the window does,
+    and its planning locates the same lesions under the same numbers."""
+    from engine.board_report import BoardOptions, build_report
+
+    s = session
+    s.apply("delete_component", "Delete lesion 1", edits.delete_component, _centre(BOXES[0]))
+    s.derived.run_pending()
+    rep = build_report(s.case.copy(), BoardOptions(views_3d=False), measurements=s.report)
+    assert [l.id for l in rep.measurements.lesions] == [2, 3, 4]
+    assert rep.planner is not None
+    by_id = {l.id: l for l in rep.planner.lesions}
+    assert set(by_id) == {2, 3, 4}
+    for l in rep.measurements.lesions:
+        assert round(by_id[l.id].volume_ml, 3) == pytest.approx(l.volume_ml, abs=1e-3)
