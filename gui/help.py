@@ -4,6 +4,7 @@ cannot go stale."""
 from __future__ import annotations
 
 import logging
+import os
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QAction, QKeySequence
@@ -77,7 +78,8 @@ class ShortcutsDialog(QDialog):
 
 
 class FirstRunHint(QFrame):
-    """What to do first, over the empty panes; gone once a case is open or "Got it" is pressed."""
+    """What to do first, over the panes: shown on a first start (beside the start-up demo case), gone for good
+    once "Got it" is pressed, a CT of the user's own is opened, or the window is closed."""
 
     def __init__(self, win, parent) -> None:
         super().__init__(parent)
@@ -144,17 +146,26 @@ def mark_first_run_done() -> None:
 
 
 def install(win) -> FirstRunHint:
-    """The first-run hint over the panes (shown on a first start, gone when a case opens)."""
+    """The first-run hint over the panes: shown on a first start, unless questions are switched off
+    (LIVERPLAN_NO_DIALOGS: a scripted or tested run has no one to read it)."""
     win.first_run_hint = FirstRunHint(win, win.centralWidget())
 
     def on_session(kind, data):
-        if kind == "case" and win.first_run_hint.isVisible():
+        # the start-up demo (a phantom) keeps the hint; a CT of the user's own means they found the way in
+        if kind == "case" and win.first_run_hint.isVisible() and data.provenance.source_format != "phantom":
             win.first_run_hint.dismiss()
 
     win.session.listen(on_session)
-    if is_first_run() and win.case is None:
+    if is_first_run() and not os.environ.get("LIVERPLAN_NO_DIALOGS"):
         win.first_run_hint.show_hint()
     return win.first_run_hint
+
+
+def window_closing(win) -> None:
+    """The window closes: a hint that was shown has been seen (it does not come back by itself)."""
+    hint = getattr(win, "first_run_hint", None)
+    if hint is not None and hint.isVisible():
+        mark_first_run_done()
 
 
 def show_shortcuts(win) -> ShortcutsDialog:

@@ -644,6 +644,8 @@ class MainWindow(QMainWindow):
             if choice == "discard":
                 self.session.discard_autosave()
         self._closing = True
+        from .help import window_closing
+        window_closing(self)                # a first-run hint shown is a hint seen
         self.autosave_timer.stop()
         self._retry_timer.stop()
         self._refresh_timer.stop()

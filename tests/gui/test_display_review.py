@@ -256,8 +256,10 @@ def test_keyboard_shortcuts_dialog_lists_every_action(qtbot, win):
 
 
 def test_first_run_hint(qtbot, qapp, small_case, tmp_path, monkeypatch):
-    """A first start (no flag in the data folder) shows what to do; opening a case takes it away for good."""
+    """A first start (no flag in the data folder) shows what to do, beside the start-up demo case; opening a
+    CT of one's own takes it away for good; Help > Getting started shows it again."""
     monkeypatch.setenv("LIVERPLAN_DATA_DIR", str(tmp_path / "fresh"))
+    monkeypatch.delenv("LIVERPLAN_NO_DIALOGS")
     from gui.help import is_first_run
     from gui.main_window import MainWindow
 
@@ -271,10 +273,19 @@ def test_first_run_hint(qtbot, qapp, small_case, tmp_path, monkeypatch):
         text = hint.text.text()
         for step in ("Open a CT", "Segment", "Correct", "Measure", "Keyboard shortcuts"):
             assert step in text
+        w.set_case(small_case.copy())                      # the start-up demo: a phantom
+        assert hint.isVisible() and is_first_run()
         if SCRATCH.is_dir():
             w.grab().save(str(SCRATCH / "display_first_run.png"))
-        w.set_case(small_case.copy())
+        own = small_case.copy()
+        own.provenance.source_format, own.provenance.source = "nifti", str(tmp_path / "ct.nii.gz")
+        w.set_case(own)
         assert not hint.isVisible() and not is_first_run()
+        help_menu = next(a for a in w.menuBar().actions() if a.text() == "&Help").menu()
+        next(a for a in help_menu.actions() if a.text() == "Getting started").trigger()
+        assert hint.isVisible()
+        hint.ok.click()                                    # "Got it"
+        assert not hint.isVisible()
     finally:
         close_window(w)
     w2 = MainWindow(with_3d=False)
@@ -282,6 +293,14 @@ def test_first_run_hint(qtbot, qapp, small_case, tmp_path, monkeypatch):
         assert not w2.first_run_hint.isVisible()
     finally:
         close_window(w2)
+    # without dialogs (scripts, tests) no hint, even on a first start
+    monkeypatch.setenv("LIVERPLAN_DATA_DIR", str(tmp_path / "fresh2"))
+    monkeypatch.setenv("LIVERPLAN_NO_DIALOGS", "1")
+    w3 = MainWindow(with_3d=False)
+    try:
+        assert is_first_run() and not w3.first_run_hint.isVisible()
+    finally:
+        close_window(w3)
 
 
 def test_a_label_map_just_opened_closes_without_asking(qtbot, qapp, small_case, tmp_path, monkeypatch):
