@@ -709,7 +709,10 @@ def build_report(case: Case, options: Optional[BoardOptions] = None, *, planner=
     if planner is None and has_liver:
         step(0.1, "planning")
         try:
-            planner = Planner(case.labels, case.geometry).run()
+            from .lesion_ids import ids_like_report
+            # the lesions numbered as the measurements number them (the window's numbers kept through edits)
+            planner = Planner(case.labels, case.geometry,
+                              lesion_ids=lambda comps: ids_like_report(comps, rep.lesions)).run()
             if planning_patient is not None:
                 planner.patient = planning_patient
             est = planner.estimate

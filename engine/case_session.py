@@ -326,8 +326,12 @@ class CaseSession:
         ``notes``: what the file merges or leaves out (kept with these labels through edits on them)."""
         origin = {"label_source": f"file: {path}", "model_card": None, "edited": False, "segmentation": None,
                   "notes": list(notes)}
-        return self.commit("labels_opened", f"Open label map {Path(path).name}", edits.replace_all(
+        e = self.commit("labels_opened", f"Open label map {Path(path).name}", edits.replace_all(
             self.case.labels, np.asarray(labels, np.uint8)), origin=origin)
+        # the labels shown are those of a file: nothing to save (closing does not ask); an edit or an undo
+        # away from them is unsaved again
+        self.history.mark_saved()
+        return e
 
     def apply_segmentation(self, result, models, shown_name: Optional[str] = None
                            ) -> tuple[Optional[edits.Edit], list[int]]:

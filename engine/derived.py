@@ -17,6 +17,7 @@ from typing import Any, Callable, Optional
 
 from .edits import box_union
 from .labels import ALL_STRUCTURES, BY_LABEL
+from .lesion_ids import LesionNumbering
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,8 @@ class DerivedState:
         self._mesh_pending: set[int] = set()
         self._mesh_boxes: dict[int, Optional[tuple]] = {}
         self._running: set[str] = set()
+        #: the case's lesion numbers, kept through edits (engine.lesion_ids); used by the measure job only
+        self.lesion_numbers = LesionNumbering()
 
     # --- what changed -------------------------------------------------------------------------
     def reset(self, case) -> None:
@@ -68,6 +71,7 @@ class DerivedState:
         self.counts = {}
         self.surfaces = {}
         self._measurer = None
+        self.lesion_numbers = LesionNumbering()
         self._blocks = {}
         self._measure_pending, self._measure_box = True, None
         self._mesh_pending = set(BY_LABEL)
@@ -126,7 +130,7 @@ class DerivedState:
             self._measure_pending = False
             box, self._measure_box = self._measure_box, None
             self._running.add("measure")
-            jobs.append(Job("measure", update_measurements, (case, self._measurer, box),
+            jobs.append(Job("measure", update_measurements, (case, self._measurer, box, self.lesion_numbers),
                             lambda res, c=case: self._measured(res, c), lambda msg: self._failed("measure")))
         if self._mesh_pending and self.meshes_wanted and "mesh" not in self._running:
             wanted, self._mesh_pending = set(self._mesh_pending) & set(BY_LABEL), set()

@@ -51,7 +51,10 @@ DEFINITIONS: dict[str, str] = {
         "it are counted."),
     "tumour_burden": "Tumour burden = total CRLM lesion volume / total liver volume x 100 (%).",
     "lesion": (f"A lesion is one {LESION_CONNECTIVITY}-connected component of the CRLM label (touching by a "
-               "face, an edge or a corner joins two regions); lesions are numbered 1..n by decreasing volume."),
+               "face, an edge or a corner joins two regions); a label map measured afresh numbers its lesions "
+               "1..n by decreasing volume; in the application the numbers then stay with the lesions through "
+               "edits (engine.lesion_ids: a deleted lesion's number is not reused, a new lesion gets the next "
+               "number, a split keeps the number on the bigger part, a merge keeps the lowest)."),
     "longest_diameter": ("Longest 3D diameter = largest distance between the centres of two surface voxels "
                          "of the lesion, in mm, with the image's voxel spacing."),
     "axial_diameter": ("Longest axial diameter = largest in-plane distance between the centres of two "
@@ -93,6 +96,10 @@ class Lesion:
     slice_range: tuple[int, int]                       # first and last axial slice index (inclusive)
     mean_hu: Optional[float]
     bbox: tuple[tuple[int, int], tuple[int, int], tuple[int, int]]   # (start, stop) per axis z, y, x
+    #: share of the voxels bordering the lesion (26-neighbours) that are liver tissue (labels 1, 2, 3, 6)
+    liver_contact: Optional[float] = None
+    #: what makes this lesion doubtful (plain sentences: fat/air or water density, outside the liver)
+    flags: list = field(default_factory=list)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -138,7 +145,8 @@ class MeasurementReport:
                 "centroid_z_index": cz, "centroid_y_index": cy, "centroid_x_index": cx,
                 "first_slice_index": l.slice_range[0], "last_slice_index": l.slice_range[1],
                 "first_slice_number": l.slice_range[0] + 1, "last_slice_number": l.slice_range[1] + 1,
-                "mean_hu": l.mean_hu})
+                "mean_hu": l.mean_hu, "liver_contact_pct": None if l.liver_contact is None
+                else _r(100.0 * l.liver_contact, 1), "check": "; ".join(l.flags)})
         return rows
 
     def to_json_dict(self) -> dict:
@@ -321,6 +329,33 @@ LOW_LIVER_HU = 20.0
 LESION_CONTRAST_HU = 10.0
 LESION_CONTRAST_MIN_ML = 0.1
 LESION_CONTRAST_MIN_VOXELS = 64
+#: Above this total liver volume a result is questioned (an adult liver is about 1,000-2,500 mL; larger
+#: "livers" are mostly a label spilled into the spleen, bowel, kidney or heart).
+LARGE_LIVER_ML = 2500.0
+#: A lesion whose mean CT value is below this is fat or air, not tissue (fat about -100 HU, air -1000).
+LESION_FAT_AIR_HU = -30.0
+#: A lesion whose mean CT value is below this (and above LESION_FAT_AIR_HU) has water density: a cyst,
+#: fluid or bowel content rather than a metastasis (CRLM in the portal phase: about 40-80 HU).
+LESION_WATER_HU = 15.0
+#: A lesion with less than this share of its border on liver tissue (labels 1, 2, 3, 6) lies outside the
+#: liver (bowel, stomach, kidney...): a metastasis at the liver's surface still borders it on a large part.
+LESION_LIVER_CONTACT_MIN = 0.2
+#: Labels that count as liver tissue around a lesion.
+LIVER_TISSUE_LABELS = (Label.PARENCHYMA, Label.PORTAL_VEIN, Label.HEPATIC_VEINS, Label.VESSEL_UNASSIGNED)
+
+
+def lesion_flags(mean_hu: Optional[float], liver_contact: Optional[float], has_liver: bool) -> list[str]:
+    """Why a lesion is doubtful, in words (empty: nothing seen). ``has_liver``: the label map has a liver
+    (without one, "outside the liver" says nothing)."""
+    out = []
+    if mean_hu is not None and np.isfinite(mean_hu):
+        if mean_hu < LESION_FAT_AIR_HU:
+            out.append(f"mean {mean_hu:.0f} HU: fat or air, not tissue")
+        elif mean_hu < LESION_WATER_HU:
+            out.append(f"mean {mean_hu:.0f} HU: water density (a cyst, fluid or bowel content?)")
+    if has_liver and liver_contact is not None and liver_contact < LESION_LIVER_CONTACT_MIN:
+        out.append(f"outside the liver (only {100 * liver_contact:.0f} % of its border is liver)")
+    return out
 
 
 def _plausibility_warnings(counts, sums, total_ml: float, lesions, has_image: bool) -> list[str]:
@@ -328,6 +363,10 @@ def _plausibility_warnings(counts, sums, total_ml: float, lesions, has_image: bo
     segmentation that found little of it), parenchyma at water or fat density, lesions with no contrast to
     the parenchyma (a model labelling uniform tissue). Said, never corrected."""
     out: list[str] = []
+    if total_ml > LARGE_LIVER_ML:
+        out.append(f"The labelled liver is {total_ml:,.0f} mL, more than an adult liver usually is (about "
+                   "1,000-2,500 mL): the label may have spilled into a neighbouring organ (spleen, bowel, kidney, "
+                   "heart). Check it before using the volumes and the tumour burden.")
     if 0 < total_ml < SMALL_LIVER_ML:
         out.append(f"The labelled liver is only {total_ml:.0f} mL (an adult liver is about 1,000-2,500 mL): the "
                    "scan may not cover the liver, or the segmentation found little of it. Check before using "
@@ -352,7 +391,7 @@ def _plausibility_warnings(counts, sums, total_ml: float, lesions, has_image: bo
 
 def _build_report(counts: np.ndarray, sums: Optional[np.ndarray], sq: Optional[np.ndarray],
                   n_vessel_inside: int, raw: list, geometry: Geometry, prov: dict,
-                  has_image: bool) -> MeasurementReport:
+                  has_image: bool, numbering=None) -> MeasurementReport:
     """The report from per-label voxel counts / HU sums / HU sums of squares (arrays of 256), the number
     of vessel voxels inside the filled outline and the raw lesion rows (see :func:`_lesion_raw`).
 
@@ -397,7 +436,8 @@ def _build_report(counts: np.ndarray, sums: Optional[np.ndarray], sq: Optional[n
                           "liver.total_volume_ml"))
 
     # --- lesions ---
-    lesions = _lesions_from_raw(raw, geometry)
+    lesions = _lesions_from_raw(raw, geometry, numbering,
+                                has_liver=bool(counts[Label.PARENCHYMA]), has_image=has_image)
     # cut by the scanned volume: its first or last slice, or the side of the field of view (a liver-targeted
     # reconstruction); an axis of one voxel cuts everything and says nothing
     cut = [a for a, n in enumerate(geometry.shape) if n > 1]
@@ -414,6 +454,12 @@ def _build_report(counts: np.ndarray, sums: Optional[np.ndarray], sq: Optional[n
     if total_ml <= 0 and lesion_ml > 0:
         warnings.append("Lesions are labelled but there is no liver: the tumour burden is undefined.")
     warnings.extend(_plausibility_warnings(counts, sums, total_ml, lesions, has_image))
+    flagged = [l for l in lesions if l.flags]
+    if flagged:
+        warnings.append("Doubtful lesion" + ("s" if len(flagged) > 1 else "") + ": "
+                        + "; ".join(f"lesion {l.id}: {', '.join(l.flags)}" for l in flagged)
+                        + ". Check " + ("them" if len(flagged) > 1 else "it") + " before counting "
+                        + ("them" if len(flagged) > 1 else "it") + " as metastases.")
     ms.append(Measurement("Tumour burden", _r(burden, 2) if np.isfinite(burden) else burden, "%",
                           DEFINITIONS["tumour_burden"], "crlm.tumour_burden_pct"))
     if lesions:
@@ -426,7 +472,8 @@ def _build_report(counts: np.ndarray, sums: Optional[np.ndarray], sq: Optional[n
 
 def _lesion_table(image: Optional[np.ndarray], labels: np.ndarray, idx: np.ndarray, lab: np.ndarray,
                   geometry: Geometry) -> list[Lesion]:
-    return _lesions_from_raw(_lesion_raw(image, labels, idx, lab, geometry), geometry)
+    return _lesions_from_raw(_lesion_raw(image, labels, idx, lab, geometry), geometry,
+                             has_liver=bool(np.any(lab == Label.PARENCHYMA)), has_image=image is not None)
 
 
 def _lesion_raw(image: Optional[np.ndarray], labels: np.ndarray, idx: np.ndarray, lab: np.ndarray,
@@ -444,7 +491,8 @@ def _lesion_raw(image: Optional[np.ndarray], labels: np.ndarray, idx: np.ndarray
 
 def _components_raw(image: Optional[np.ndarray], labels: np.ndarray, crop_sl: tuple[slice, slice, slice],
                     geometry: Geometry) -> list[tuple]:
-    """Rows (voxel count, centroid zyx, 3D diameter, axial diameter, mean HU, bbox) of the lesions
+    """Rows (voxel count, centroid zyx, 3D diameter, axial diameter, mean HU, bbox, sorted flat voxel
+    indices of the whole grid, liver contact) of the lesions
     (26-connected components of label 5) found in ``labels[crop_sl]``; indices are of the whole grid.
     Components cut by the crop's faces are reported as cut: the caller chooses a crop that holds them."""
     import cc3d
@@ -467,23 +515,48 @@ def _components_raw(image: Optional[np.ndarray], labels: np.ndarray, crop_sl: tu
         c_zyx = c_local + np.asarray(lo, float)
         mean_hu = float(img_crop[bb][sub].mean()) if img_crop is not None else None
         bbox = tuple((int(s.start) + o, int(s.stop) + o) for s, o in zip(bb, lo))
-        raw.append((count, c_zyx, d3, dax, mean_hu, bbox))
+        nz = np.nonzero(sub)
+        flat = np.ravel_multi_index(tuple(a + b[0] for a, b in zip(nz, bbox)), labels.shape).astype(np.int64)
+        raw.append((count, c_zyx, d3, dax, mean_hu, bbox, flat, _liver_contact(labels, bbox, flat)))
     return raw
 
 
-def _lesions_from_raw(raw: list[tuple], geometry: Geometry) -> list[Lesion]:
-    """Number the rows 1..n (largest first; ties broken by position so the numbering is reproducible)."""
+def _liver_contact(labels: np.ndarray, bbox, flat: np.ndarray) -> Optional[float]:
+    """Share of the voxels bordering a lesion (its 26-neighbours that are not the lesion) that are liver
+    tissue (:data:`LIVER_TISSUE_LABELS`); None when it has no border inside the image."""
+    from scipy import ndimage as ndi
+
+    lo = [max(0, b[0] - 1) for b in bbox]
+    hi = [min(n, b[1] + 1) for b, n in zip(bbox, labels.shape)]
+    sub = labels[tuple(slice(a, b) for a, b in zip(lo, hi))]
+    mask = np.zeros(sub.shape, bool)
+    zyx = np.unravel_index(flat, labels.shape)
+    mask[tuple(a - o for a, o in zip(zyx, lo))] = True
+    # the 26-neighbour dilation as a 3 x 3 x 3 maximum filter (several times faster than binary_dilation)
+    shell = ndi.maximum_filter(mask.view(np.uint8), size=3, mode="constant").view(bool) & ~mask
+    vals = sub[shell]
+    if vals.size == 0:
+        return None
+    return float(np.count_nonzero(np.isin(vals, LIVER_TISSUE_LABELS))) / float(vals.size)
+
+
+def _lesions_from_raw(raw: list[tuple], geometry: Geometry, numbering=None, has_liver: bool = True,
+                      has_image: bool = True) -> list[Lesion]:
+    """The lesions, largest first (ties broken by position so the order is reproducible), numbered 1..n in
+    that order, or by ``numbering`` (an engine.lesion_ids.LesionNumbering: the numbers kept through edits)."""
     vox_ml = geometry.voxel_volume_ml
     raw = sorted(raw, key=lambda r: (-r[0], r[1][0], r[1][1], r[1][2]))
+    ids = numbering.assign([r[6] for r in raw]) if numbering is not None else range(1, len(raw) + 1)
     out = []
-    for k, (count, c_zyx, d3, dax, mean_hu, bbox) in enumerate(raw, start=1):
+    for k, (count, c_zyx, d3, dax, mean_hu, bbox, _flat, contact) in zip(ids, raw):
         lps = geometry.index_to_physical(c_zyx)
         out.append(Lesion(
             id=k, voxel_count=count, volume_ml=_r(count * vox_ml, 4),
             longest_diameter_mm=_r(d3, 2), axial_diameter_mm=_r(dax, 2),
             centroid_lps_mm=tuple(_r(v, 2) for v in lps), centroid_zyx=tuple(_r(v, 2) for v in c_zyx),
             slice_range=(bbox[0][0], bbox[0][1] - 1), mean_hu=None if mean_hu is None else _r(mean_hu, 1),
-            bbox=bbox))
+            bbox=bbox, liver_contact=None if contact is None else _r(contact, 3),
+            flags=lesion_flags(mean_hu if has_image else None, contact, has_liver)))
     return out
 
 
@@ -559,8 +632,10 @@ class IncrementalMeasurer:
     """
 
     def __init__(self, case_or_image: Union[Case, np.ndarray, None], labels: Optional[np.ndarray] = None,
-                 geometry: Optional[Geometry] = None) -> None:
+                 geometry: Optional[Geometry] = None, numbering=None) -> None:
         image, live, geometry, prov = _as_arrays(case_or_image, labels, geometry)
+        #: engine.lesion_ids.LesionNumbering: lesion numbers kept through edits (None: 1..n by size)
+        self.numbering = numbering
         if isinstance(case_or_image, Case) and labels is None:
             live = case_or_image.labels
         self.live = live                       # edited in place by the caller
@@ -593,7 +668,7 @@ class IncrementalMeasurer:
             self.provenance = self.case.provenance.to_dict()
             self.provenance["case_name"] = self.case.name
         return _build_report(self.counts, self.sums, self.sq, int(self.vessels_per_slice.sum()), self.raw,
-                             self.geometry, self.provenance, self.image is not None)
+                             self.geometry, self.provenance, self.image is not None, self.numbering)
 
     def update(self, box: Optional[BoxZYX] = None) -> MeasurementReport:
         """Bring the report up to date with the live labels; ``box`` bounds where they may have changed
@@ -639,6 +714,8 @@ class IncrementalMeasurer:
 
         if crlm_changed:
             self.raw = self._update_lesions(cb)
+        else:
+            self.raw = self._update_contacts(cb)
         self.report = self._report()
         return self.report
 
@@ -667,16 +744,27 @@ class IncrementalMeasurer:
                     rest.append(r)
             keep = rest
         crop_sl = tuple(slice(reg[2 * a], reg[2 * a + 1]) for a in range(3))
-        return keep + _components_raw(self.image, self.labels, crop_sl, self.geometry)
+        return self._update_contacts(cb, keep) + _components_raw(self.image, self.labels, crop_sl, self.geometry)
+
+    def _update_contacts(self, cb: list[int], rows: Optional[list] = None) -> list[tuple]:
+        """The lesions' liver contact where the change (box ``cb``) met their border (the labels around a
+        lesion changed, the lesion did not)."""
+        out = []
+        for r in (self.raw if rows is None else rows):
+            bb = r[5]
+            if all(bb[a][0] - 1 < cb[2 * a + 1] and cb[2 * a] < bb[a][1] + 1 for a in range(3)):
+                r = r[:7] + (_liver_contact(self.labels, bb, r[6]),)
+            out.append(r)
+        return out
 
 
 
-def update_measurements(case: Case, measurer: Optional["IncrementalMeasurer"], box) -> tuple:
+def update_measurements(case: Case, measurer: Optional["IncrementalMeasurer"], box, numbering=None) -> tuple:
     """Measurements of ``case`` after an edit (runs on a worker thread): a full pass that sets up an
     :class:`IncrementalMeasurer` when there is none for these labels yet, else an update from the
     changed ``box`` (z0, z1, y0, y1, x0, x1; None = anywhere). Returns (measurer, report); the report
     equals :func:`measure` of the case."""
     if measurer is None or measurer.live is not case.labels:
-        measurer = IncrementalMeasurer(case)
+        measurer = IncrementalMeasurer(case, numbering=numbering)
         return measurer, measurer.report
     return measurer, measurer.update(box)

@@ -2,7 +2,10 @@
 
 CSV: ``<name>.csv`` holds the measurement table (one row per value: key, name, value, units,
 description, so every number carries its definition) and ``<name>_lesions.csv`` the lesion table (one
-row per lesion; column names carry the units; centroids in LPS mm and voxel indices z, y, x).
+row per lesion; column names carry the units; centroids in LPS mm and voxel indices z, y, x; ``check``: why a
+lesion is doubtful). Both start with commented ``#`` lines (:func:`provenance_lines`: the case, what made the
+labels, the model and its "not for clinical use", every warning) that spreadsheet and pandas readers skip
+(``pandas.read_csv(path, comment="#")``; :func:`read_csv_rows` here).
 JSON: one file with the measurements, the lesions, the definitions, the lesion connectivity, the grid
 and the provenance of the case.
 """
@@ -14,7 +17,7 @@ import io
 import json
 import math
 from pathlib import Path
-from typing import Union
+from typing import Sequence, Union
 
 from .io.atomic import write_text_atomic
 from .measure import MeasurementReport
@@ -37,8 +40,47 @@ def _cell(v):
     return v
 
 
-def _csv_text(header: list[str], rows: list[dict]) -> str:
+def provenance_lines(report: MeasurementReport, what: str) -> list[str]:
+    """The commented lines that open a measurement or lesion CSV: what the JSON carries as provenance and
+    warnings, one fact a line (each starts with ``# ``; no line break inside)."""
+    p = report.provenance or {}
+    one = lambda t: " ".join(str(t).split())        # noqa: E731 - one line, whatever the text held
+    # no time of writing here: the same case measured twice gives the same file (the JSON says when)
+    out = [f"LiverPlan {what}"]
+    if p.get("case_name"):
+        out.append(f"Case: {one(p['case_name'])}")
+    if p.get("source"):
+        out.append(f"CT: {one(p['source'])}")
+    labels = one(p.get("label_source") or "none")
+    if (p.get("extra") or {}).get("edited"):
+        labels += " (edited by hand)"
+    out.append(f"Labels: {labels}")
+    card = p.get("model_card")
+    if isinstance(card, dict) and card:
+        tags = []
+        if card.get("demo"):
+            tags.append("demo model, synthetic data")
+        if card.get("demo") or card.get("not_for_clinical_use"):
+            tags.append("NOT FOR CLINICAL USE")
+        out.append(f"Model: {one(card.get('name', '?'))} {one(card.get('version', ''))}".rstrip()
+                   + (f" ({'; '.join(tags)})" if tags else ""))
+    for w in list(p.get("warnings") or []) + list(report.warnings):
+        out.append(f"Warning: {one(w)}")
+    out.append(f"Lesions: {report.connectivity}-connected components of label 5, numbered as in LiverPlan when "
+               "the file was written. Lines starting with # are notes, not data.")
+    return ["# " + line.replace("\r", " ") for line in out]
+
+
+def read_csv_rows(path: PathLike) -> list[dict]:
+    """The rows of a LiverPlan CSV (its ``#`` note lines skipped), as csv.DictReader gives them."""
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(line for line in f if not line.startswith("#")))
+
+
+def _csv_text(header: list[str], rows: list[dict], notes: Sequence[str] = ()) -> str:
     buf = io.StringIO()
+    for line in notes:
+        buf.write(line + "\n")
     w = csv.DictWriter(buf, fieldnames=header, lineterminator="\n")
     w.writeheader()
     for r in rows:
@@ -61,12 +103,13 @@ def write_measurements_csv(path: PathLike, report: MeasurementReport, overwrite:
         for p in (path, les_path):
             if p.exists():
                 raise ExportError(f"{p} already exists; choose another name or allow overwriting.")
-    main = _csv_text(["key", "name", "value", "units", "description"], report.to_rows())
+    main = _csv_text(["key", "name", "value", "units", "description"], report.to_rows(),
+                     provenance_lines(report, "measurements"))
     les_header = ["lesion", "volume_ml", "voxels", "longest_diameter_mm", "axial_diameter_mm",
                   "centroid_x_lps_mm", "centroid_y_lps_mm", "centroid_z_lps_mm", "centroid_z_index",
                   "centroid_y_index", "centroid_x_index", "first_slice_index", "last_slice_index",
-                  "first_slice_number", "last_slice_number", "mean_hu"]
-    les = _csv_text(les_header, report.lesion_rows())
+                  "first_slice_number", "last_slice_number", "mean_hu", "liver_contact_pct", "check"]
+    les = _csv_text(les_header, report.lesion_rows(), provenance_lines(report, "lesion table"))
     write_text_atomic(path, main, overwrite=overwrite)
     write_text_atomic(les_path, les, overwrite=overwrite)
     return [path, les_path]

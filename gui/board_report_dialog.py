@@ -101,6 +101,8 @@ class BoardReportDialog(QDialog):
         task = self.win.runner.start("board_report", build_report, case_for_report(s.case), self.options(),
                                      # the hand edits are summed here, before more edits can be made
                                      edits=edit_summary(s.history, s.case.labels), evaluation=s.evaluation,
+                                     # the lesions as numbered in the window (kept through edits), when current
+                                     measurements=s.report if s.is_idle() else None,
                                      scenarios=scenarios,
                                      planning_patient=patient)
         self.win.track_task(task, "Making the tumour-board report")

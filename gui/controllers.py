@@ -41,7 +41,7 @@ class WindowServices(Protocol):
     def track_task(self, task, what: str, cancellable: bool = True) -> None: ...
     def show_error(self, title: str, msg: str) -> None: ...
     def set_position(self, zyx) -> None: ...
-    def highlight(self, box, marker=None) -> None: ...
+    def highlight(self, box, marker=None, focus: bool = True) -> None: ...
     def run_export(self, what: str, fn, *args, **kwargs): ...
 
 
@@ -131,14 +131,16 @@ class MeasureController(TabController):
 
     def __init__(self, win: WindowServices, panel, parent=None) -> None:
         super().__init__(win, panel, parent)
-        self.selected_lesion: Optional[int] = None
+        self.selected_lesion: Optional[int] = None      # its row in the table
+        #: the number of the selected lesion (engine.lesion_ids): the selection follows the lesion, not the row
+        self.selected_lesion_id: Optional[int] = None
 
     SIGNALS = (("lesion_selected", "select_lesion"),)
 
     def on_session(self, kind: str, data) -> None:
         s = self.win.session
         if kind == "case":
-            self.selected_lesion = None
+            self.selected_lesion = self.selected_lesion_id = None
             self.panel.clear()              # no numbers until this case's are measured
         elif kind == "labels" and data.step is not None:
             self.panel.set_note("Updating the measurements…")
@@ -151,9 +153,58 @@ class MeasureController(TabController):
                 + [f"About these labels: {n}" for n in s.label_notes] + list(report.warnings) \
                 + [f"Lesions are {report.connectivity}-connected components of label 5."]
             self.panel.set_note("Updating the measurements…" if s.derived.measure_pending else "\n".join(notes))
-            if self.selected_lesion is not None and self.selected_lesion >= len(report.lesions):
-                self.selected_lesion = None
-                self.win.highlight(None)
+            self._follow_selected(report)
+
+    def _follow_selected(self, report) -> None:
+        """After new measurements: the selected lesion keeps its row selection and its marks where it went; a
+        lesion that is gone (deleted) leaves nothing selected and nothing marked."""
+        if self.selected_lesion_id is None:
+            self.panel.select_lesion_id(None)
+            return
+        les = next((l for l in report.lesions if l.id == self.selected_lesion_id), None)
+        if les is None:
+            self.selected_lesion = self.selected_lesion_id = None
+            self.panel.select_lesion_id(None)
+            self.win.highlight(None, None)
+            return
+        self.selected_lesion = report.lesions.index(les)
+        self.panel.select_lesion_id(les.id)
+        self.win.highlight(self._box(les), self._marker(les), focus=False)
+
+    @staticmethod
+    def _box(les):
+        b = getattr(les, "bbox", None)       # per-axis (start, stop) -> (z0, z1, y0, y1, x0, x1)
+        return tuple(int(v) for pair in b for v in pair) if b is not None else None
+
+    @staticmethod
+    def _marker(les):
+        return les.centroid_lps_mm, (les.longest_diameter_mm or 10.0) / 2.0 + 3.0
+
+    def select_lesion_id(self, lesion_id: int) -> None:
+        """Go to lesion number ``lesion_id`` (as :meth:`select_lesion` does for a row)."""
+        report = self.win.session.report
+        rows = [i for i, l in enumerate(report.lesions) if l.id == lesion_id] if report is not None else []
+        if rows:
+            self.panel.select_lesion_id(lesion_id)
+            self.select_lesion(rows[0])
+
+    def step_lesion(self, step: int) -> Optional[int]:
+        """Next (+1) or previous (-1) lesion by number, from the selected one (wrapping round); returns its
+        number (None without lesions)."""
+        report = self.win.session.report
+        if report is None or not report.lesions:
+            self.win.message("No lesions to go to.")
+            return None
+        ids = sorted(l.id for l in report.lesions)
+        cur = self.selected_lesion_id
+        if cur is None:
+            nxt = ids[0] if step > 0 else ids[-1]
+        elif step > 0:
+            nxt = next((i for i in ids if i > cur), ids[0])
+        else:
+            nxt = next((i for i in reversed(ids) if i < cur), ids[-1])
+        self.select_lesion_id(nxt)
+        return nxt
 
     def select_lesion(self, row: int) -> None:
         """Centre every pane and the 3D view on a lesion of the table and highlight it."""
@@ -162,10 +213,9 @@ class MeasureController(TabController):
             return
         les = report.lesions[row]
         self.selected_lesion = row
+        self.selected_lesion_id = les.id
         self.win.set_position([int(round(v)) for v in les.centroid_zyx])
-        b = getattr(les, "bbox", None)       # per-axis (start, stop) -> (z0, z1, y0, y1, x0, x1)
-        box = tuple(int(v) for pair in b for v in pair) if b is not None else None
-        self.win.highlight(box, (les.centroid_lps_mm, (les.longest_diameter_mm or 10.0) / 2.0 + 3.0))
+        self.win.highlight(self._box(les), self._marker(les))
         self.win.message(f"Lesion {les.id}: {les.volume_ml:.2f} mL, longest diameter "
                          f"{les.longest_diameter_mm:.1f} mm.")
 
@@ -392,6 +442,24 @@ class SegmentController(TabController):
         if skipped:
             self.panel.set_message(self.panel.standing_note, error=True)
 
+    #: False once the user ticked "Don't ask again this session" in the question before a run
+    ask_before_replacing = True
+
+    def confirm_replace(self) -> bool:
+        """Ask before a run replaces edited or unsaved labels (engine.replace_guard); True: go on."""
+        from engine.replace_guard import replace_question
+
+        from .questions import ask_replace_labels
+        text = replace_question(self.win.session)
+        if text is None or not SegmentController.ask_before_replacing:
+            return True
+        go, dont_ask = ask_replace_labels(self.win, text)
+        if go and dont_ask:
+            SegmentController.ask_before_replacing = False
+        if not go:
+            self.panel.set_message("Segmentation not run: the labels shown are kept.")
+        return go
+
     def run(self, model=None) -> None:
         s = self.win.session
         if s.case is None or self.win.runner.running("segment"):
@@ -405,6 +473,8 @@ class SegmentController(TabController):
             target, parts, shown_name = self.extras.run_target(model)   # extras, label maps, sets
         except LiverPlanError as err:
             self.panel.set_message(str(err), error=True)
+            return
+        if not self.confirm_replace():
             return
         device, mode = self.panel.device_name(), self.panel.mode_name()
         case = s.case

@@ -116,6 +116,7 @@ class CaseFiles(QObject):
             if case is not self.win.case:  # another case was opened meanwhile
                 return
             self.win.session.open_labels(labels, path, notes)
+            self.win.update_title()             # the labels of a file count as saved (no "*")
             self.win.message(f"Label map {Path(path).name} opened." + (" " + " ".join(notes) if notes else ""))
             if notes:
                 # what the file merges or leaves out (IRCADb: hepatic veins + IVC in one mask) changes how
@@ -142,14 +143,32 @@ class CaseFiles(QObject):
         return box.clickedButton() is lab
 
     # ---------------------------------------------------------------------------- saving / export
+    #: the folder the user last saved labels to in this run (proposed again unless it is a CT's source folder)
+    last_save_folder: Optional[Path] = None
+
+    def proposed_save_path(self) -> Path:
+        """Where Save proposes the label map: never the CT's own source folder (engine.save_location)."""
+        from engine.save_location import proposed_label_path
+        return proposed_label_path(self.win.case, self.last_save_folder)
+
     def _ask_save_path(self) -> Optional[Path]:
+        from engine.save_location import label_save_problem
+
         case = self.win.case
-        start = str(Path(case.provenance.source or ".").with_name(f"{case.file_stem}_labels.nii.gz")) \
-            if case.provenance.source_format not in ("phantom", "") else f"{case.file_stem}_labels.nii.gz"
-        p, _ = QFileDialog.getSaveFileName(self.win, "Save label map", start,
-                                           "NIfTI (*.nii.gz);;NRRD (*.nrrd);;3D Slicer segmentation "
-                                           "(*.seg.nrrd);;MetaImage (*.mha)")
-        return Path(p) if p else None
+        start = str(self.proposed_save_path())
+        while True:
+            p, _ = QFileDialog.getSaveFileName(self.win, "Save label map", start,
+                                               "NIfTI (*.nii.gz);;NRRD (*.nrrd);;3D Slicer segmentation "
+                                               "(*.seg.nrrd);;MetaImage (*.mha)")
+            if not p:
+                return None
+            problem = label_save_problem(case, p)
+            if problem is None:
+                CaseFiles.last_save_folder = Path(p).parent
+                return Path(p)
+            self.win.message(problem, error=True)
+            self.win.show_error("Choose another folder", problem)
+            start = str(self.proposed_save_path())
 
     def save_labels(self, ask: bool = False, mark: bool = True, path=None,
                     then: Optional[Callable[[], None]] = None):

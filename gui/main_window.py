@@ -144,6 +144,8 @@ class MainWindow(QMainWindow):
         self.statusBar().addPermanentWidget(self.task_progress)
         self.statusBar().addPermanentWidget(self.task_cancel)
 
+        from . import display, help as first_help
+        display.install(self)              # outline, legends, next/previous lesion, ruler/angle (self.display)
         build_menus(self)
         self._refresh_timer = QTimer(self)
         self._refresh_timer.setSingleShot(True)
@@ -166,6 +168,7 @@ class MainWindow(QMainWindow):
         # After the first case is on screen (or 15 s at the latest): the search imports torch, which would
         # otherwise compete with start-up and with loading the case.
         QTimer.singleShot(15000, self._populate_models)
+        first_help.install(self)           # the first-run hint (Help > Getting started shows it again)
 
     # ============================================================================ the session, mirrored
     @property
@@ -358,14 +361,19 @@ class MainWindow(QMainWindow):
             return
         QMessageBox.information(self, title, msg)
 
-    def highlight(self, box, marker=None) -> None:
+    def highlight(self, box, marker=None, focus: bool = True) -> None:
         """Outline ``box`` (z0, z1, y0, y1, x0, x1) in every pane; ``marker`` = (LPS mm centre, radius mm)
-        marks and centres the 3D view on it."""
+        marks (and with ``focus`` centres) the 3D view on it; no box and no marker: nothing is marked."""
         for v in self.views:
             v.set_highlight(box)
-        if marker is not None and self.view3d is not None:
+        if self.view3d is None:
+            return
+        if marker is not None:
             self.view3d.set_marker(marker[0], marker[1])
-            self.view3d.focus(marker[0])
+            if focus:
+                self.view3d.focus(marker[0])
+        elif box is None:
+            self.view3d.set_marker(None)
 
     def dragEnterEvent(self, ev):  # noqa: N802
         if ev.mimeData().hasUrls():
@@ -440,6 +448,8 @@ class MainWindow(QMainWindow):
     def on_mouse(self, kind: str, zyx, axis: int, modifiers) -> None:
         if self.case is None:
             return
+        if self.display.annotations.handle_mouse(kind, zyx, axis):
+            return                                  # a ruler or angle point (View > Measure)
         if not modifiers & Qt.ShiftModifier and self.plan_panel.handle_mouse(kind, zyx, axis):
             return                                  # the Plan tab ticks segments / paints a resection
         if not self.correct_ctl.on_mouse(kind, zyx, axis, modifiers):
@@ -634,6 +644,8 @@ class MainWindow(QMainWindow):
             if choice == "discard":
                 self.session.discard_autosave()
         self._closing = True
+        from .help import window_closing
+        window_closing(self)                # a first-run hint shown is a hint seen
         self.autosave_timer.stop()
         self._retry_timer.stop()
         self._refresh_timer.stop()

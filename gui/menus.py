@@ -84,6 +84,8 @@ def build_menus(win) -> None:
         _act(win, std, name.capitalize(), lambda n=name: win.view3d and win.view3d.set_view(n))
     win.plane_action = _act(win, v, "Show the axial CT plane in 3D", win.toggle_plane)
     win.plane_action.setCheckable(True)
+    from .display import add_menu_entries as display_entries   # outline, legend, lesions, ruler/angle
+    display_entries(win, v)
 
     m = mb.addMenu("&Models")
     _act(win, m, "Install model package (.zip)…", win.install_model_dialog)
@@ -91,6 +93,8 @@ def build_menus(win) -> None:
     _act(win, m, "Refresh the model list", win.refresh_models)
 
     h = mb.addMenu("&Help")
+    from .help import add_menu_entries as help_entries   # Keyboard shortcuts, Getting started
+    help_entries(win, h)
     _act(win, h, "About LiverPlan", lambda: _about(win))
 
 

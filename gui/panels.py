@@ -419,11 +419,43 @@ class MeasurePanel(QWidget):
                     _fmt(les.mean_hu, 0)]
             for c, v in enumerate(vals):
                 self.lesions.setItem(r, c, _item(v, align_right=c > 0))
+            _flag_row(self.lesions, r, getattr(les, "flags", None))
         self._fill_planning()
         if selected and min(selected) < self.lesions.rowCount():
             self.lesions.selectRow(min(selected))
         self.lesions.blockSignals(False)
         self.lesions.resizeColumnsToContents()
+
+    def lesion_row(self, lesion_id: Optional[int]) -> Optional[int]:
+        """The row showing lesion number ``lesion_id`` (None when it is not in the table)."""
+        for r in range(self.lesions.rowCount()):
+            it = self.lesions.item(r, 0)
+            if it is not None and lesion_id is not None and it.text() == str(lesion_id):
+                return r
+        return None
+
+    def select_lesion_id(self, lesion_id: Optional[int]) -> None:
+        """Select the row of lesion ``lesion_id`` (None, or a lesion no longer there: no row), without
+        announcing it (the selection follows the lesion, not the row)."""
+        r = self.lesion_row(lesion_id)
+        self.lesions.blockSignals(True)
+        if r is None:
+            self.lesions.clearSelection()
+        else:
+            self.lesions.selectRow(r)
+        self.lesions.blockSignals(False)
+
+
+def _flag_row(table, row: int, flags) -> None:
+    """A doubtful lesion (engine.measure.lesion_flags) stands out in amber, its reasons on every cell."""
+    if not flags:
+        return
+    tip = "Check this lesion: " + "; ".join(flags)
+    for c in range(table.columnCount()):
+        it = table.item(row, c)
+        if it is not None:
+            it.setBackground(QColor(255, 190, 60, 110))
+            it.setToolTip(tip)
 
 
 # ------------------------------------------------------------------------------------------------

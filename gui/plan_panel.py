@@ -39,8 +39,9 @@ def _swatch(rgb, size: int = 12) -> QLabel:
     return lab
 
 
-def _compute(labels, geometry, segment_map, source, contact_mm, progress=None, cancel=None) -> Planner:
-    return Planner(labels, geometry, segment_map, source, contact_mm).run(progress=progress, cancel=cancel)
+def _compute(labels, geometry, segment_map, source, contact_mm, progress=None, cancel=None, lesion_ids=None) -> Planner:
+    return Planner(labels, geometry, segment_map, source, contact_mm, lesion_ids=lesion_ids).run(progress=progress,
+                                                                                               cancel=cancel)
 
 
 def _update(planner: Planner, box) -> set:
@@ -269,8 +270,13 @@ class PlanPanel(QWidget):
         if seg_map is None and model_map is not None and model_map.shape == case.labels.shape:
             # the Couinaud segments of the last model run (README "Model sets"): they replace the estimate
             seg_map, source = model_map.copy(), "from the segmentation model's Couinaud segments"
+        from engine.lesion_ids import ids_like_report
+        session = w.session
         t = w.runner.start("plan", _compute, case.labels.copy(), case.geometry, seg_map, source,
-                           float(self.contact.value()))
+                           float(self.contact.value()),
+                           # the lesions numbered as the Measure tab numbers them (kept through edits)
+                           lesion_ids=lambda comps: ids_like_report(
+                               comps, session.report.lesions if session.report is not None else []))
         t.succeeded.connect(lambda p, c=case: self._on_planner(p, c))
         t.failed.connect(lambda msg, exc: self._failed(msg))
         t.done.connect(lambda: self.compute_btn.setEnabled(True))

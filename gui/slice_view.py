@@ -20,6 +20,8 @@ from PySide6.QtCore import QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QFont, QPen
 from PySide6.QtWidgets import QGraphicsEllipseItem, QGraphicsRectItem, QLabel, QVBoxLayout, QWidget
 
+from engine.overlay import outline_plane
+
 pg.setConfigOptions(imageAxisOrder="row-major", antialias=False)
 
 AXIS_NAMES = ("Axial", "Coronal", "Sagittal")
@@ -27,6 +29,15 @@ AXIS_NAMES = ("Axial", "Coronal", "Sagittal")
 ORIENTATION_LETTERS = {0: ("R", "L", "A", "P"), 1: ("R", "L", "S", "I"), 2: ("A", "P", "S", "I")}
 # For each pane: which array axes are its (row, column).
 ROW_COL_AXES = {0: (1, 2), 1: (0, 2), 2: (0, 1)}
+#: The keys of a pane that has the focus: (Qt key, slices to step, what it does) — Help > Keyboard
+#: shortcuts lists this table.
+PANE_KEYS = ((Qt.Key_Up, 1, "Next slice"), (Qt.Key_Down, -1, "Previous slice"),
+             (Qt.Key_PageUp, 10, "10 slices on"), (Qt.Key_PageDown, -10, "10 slices back"))
+#: The mouse in a pane (the module docstring's list), for Help > Keyboard shortcuts.
+MOUSE_GESTURES = (("Left click / drag", "Move the crosshair, or use the active tool"),
+                  ("Shift + left click", "Move the crosshair whatever the tool"),
+                  ("Wheel", "Next / previous slice"), ("Ctrl + wheel", "Zoom"),
+                  ("Middle drag", "Pan"), ("Right drag", "Window (left-right) and level (up-down)"))
 
 
 class _SliceViewBox(pg.ViewBox):
@@ -85,6 +96,7 @@ class SliceView(QWidget):
 
     mouse_action = Signal(str, tuple, int, object)
     slice_changed = Signal(int, int)          # axis, new index
+    shown_slice_changed = Signal(int)         # the slice shown changed (its index), after the refresh
     window_changed = Signal(float, float)     # level, width (by right-drag)
 
     def __init__(self, axis: int, parent: Optional[QWidget] = None) -> None:
@@ -99,6 +111,7 @@ class SliceView(QWidget):
         self.level, self.width = 50.0, 400.0
         self._lut: Optional[np.ndarray] = None
         self._highlight_box = None  # (z0, z1, y0, y1, x0, x1) of the selected lesion
+        self.outline = False        # outline mode of the label overlay (engine.overlay.outline_plane)
 
         self.view = pg.GraphicsView(background="k")
         # A native window of its own: otherwise, once the 3D pane (a QOpenGLWidget) is in the window, every
@@ -215,7 +228,10 @@ class SliceView(QWidget):
     def refresh_labels(self) -> None:
         if self.labels is None or self._lut is None:
             return
-        self.label_item.setImage(self._plane(self.labels), autoLevels=False, levels=(0, 255), lut=self._lut)
+        plane = self._plane(self.labels)
+        if self.outline:
+            plane = outline_plane(plane)
+        self.label_item.setImage(plane, autoLevels=False, levels=(0, 255), lut=self._lut)
         self.label_item.setRect(self._rect())
         if self._layer is not None and self._layer.shape == self.labels.shape:
             self.layer_item.setImage(self._plane(self._layer), autoLevels=False, levels=(0, 255), lut=self._layer_lut)
@@ -231,6 +247,11 @@ class SliceView(QWidget):
     def set_lut(self, lut: np.ndarray) -> None:
         """RGBA lookup table (256 x 4 uint8) for the label overlay; hidden structures have alpha 0."""
         self._lut = lut
+        self.refresh_labels()
+
+    def set_outline(self, on: bool) -> None:
+        """Draw the labels as outlines (True: a lesion's margin and the CT under it stay visible) or filled."""
+        self.outline = bool(on)
         self.refresh_labels()
 
     def set_overlay_opacity(self, alpha: float) -> None:
@@ -263,6 +284,7 @@ class SliceView(QWidget):
             return
         if self.pos_zyx[self.axis] != old:
             self.refresh()
+            self.shown_slice_changed.emit(self.pos_zyx[self.axis])
         else:
             self._update_crosshair()
             self._update_caption()
@@ -350,7 +372,7 @@ class SliceView(QWidget):
             self.brush_cursor.setVisible(False)
 
     def keyPressEvent(self, ev):  # noqa: N802
-        steps = {Qt.Key_Up: 1, Qt.Key_Down: -1, Qt.Key_PageUp: 10, Qt.Key_PageDown: -10}
+        steps = {key: step for key, step, _what in PANE_KEYS}
         if ev.key() in steps:
             self.step_slice(steps[ev.key()])
             ev.accept()

@@ -42,7 +42,7 @@ class Planner:
     """
 
     def __init__(self, labels: np.ndarray, geometry: Geometry, segment_map: Optional[np.ndarray] = None,
-                 segment_source: str = "", contact_mm: float = DEFAULT_CONTACT_MM) -> None:
+                 segment_source: str = "", contact_mm: float = DEFAULT_CONTACT_MM, lesion_ids=None) -> None:
         if tuple(labels.shape) != tuple(geometry.shape):
             raise InputError("The label map and the CT do not have the same grid.")
         # The planner works in a crop around the liver (CROP_MARGIN_MM beyond the parenchyma and lesions):
@@ -75,6 +75,9 @@ class Planner:
         self.estimate: Optional[cn.SegmentEstimate] = None
         self.vessels = None
         self.lesions: list[LesionLocation] = []
+        #: the case's lesion numbering (engine.lesion_ids.ids_like_report through a measurement report):
+        #: ``lesion_ids([(voxels, centroid zyx of the whole grid)]) -> numbers``; None: 1..n by size
+        self.lesion_ids = lesion_ids
         self._lesion_cache: dict[bytes, LesionLocation] = {}
         self._components: list = []
         self.model: Optional[ResectionModel] = None
@@ -194,6 +197,10 @@ class Planner:
 
     def _compute_lesions(self, progress=no_progress, cancel=None) -> None:
         comps = lesion_components(self.labels)
+        if self.lesion_ids is not None and comps:
+            off = np.asarray(self.offset, float)
+            ids = self.lesion_ids([(int(flat.size), np.asarray(c, float) + off) for _lid, flat, c in comps])
+            comps = [(int(k), flat, c) for k, (_lid, flat, c) in zip(ids, comps)]
         self._components = comps
         out = []
         cache = {}

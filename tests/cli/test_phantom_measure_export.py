@@ -1,13 +1,13 @@
 """The phantom, measure and export commands, run as a user runs them (main.py in a subprocess)."""
 from __future__ import annotations
 
-import csv
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from engine.report import read_csv_rows
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -42,7 +42,7 @@ def test_measure_prints_tables_and_writes_files(phantoms, tmp_path):
     ct, lab = phantoms / "phantom_005_ct.nii.gz", phantoms / "phantom_005_labels.nii.gz"
     p = cli("measure", ct, lab, "--csv", tmp_path / "m.csv", "--json", tmp_path / "m.json")
     assert "Total liver volume" in p.stdout and "Lesions (26-connected" in p.stdout
-    rows = {r["key"]: r for r in csv.DictReader(open(tmp_path / "m.csv", newline=""))}
+    rows = {r["key"]: r for r in read_csv_rows(tmp_path / "m.csv")}
     assert float(rows["crlm.count"]["value"]) == 2
     assert (tmp_path / "m_lesions.csv").exists()
     d = json.loads((tmp_path / "m.json").read_text())

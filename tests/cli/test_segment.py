@@ -44,7 +44,9 @@ def test_segment_one_file_writes_labels_measurements_and_provenance(tiny, cases,
     a, b = sitk.ReadImage(str(seg)), sitk.ReadImage(str(cases / "ct1.nii.gz"))
     assert a.GetSize() == b.GetSize() and a.GetSpacing() == pytest.approx(b.GetSpacing())
     assert a.GetOrigin() == pytest.approx(b.GetOrigin(), abs=1e-3)
-    assert (out / "ct1_measurements.csv").read_text().startswith("key,name,value")
+    text = (out / "ct1_measurements.csv").read_text()
+    assert text.startswith("# LiverPlan measurements")        # the provenance notes first (README "Exports")
+    assert [l for l in text.splitlines() if not l.startswith("#")][0].startswith("key,name,value")
     assert (out / "ct1_measurements.json").is_file()
     prov = json.loads((out / "ct1_segmentation.json").read_text())["provenance"]
     assert prov["mode"] == "fast" and prov["models"][0]["card"]["name"] == "TinyLiver"

@@ -1,7 +1,6 @@
 """Measurement files: CSV tables a spreadsheet opens, JSON that carries the definitions."""
 from __future__ import annotations
 
-import csv
 import json
 
 import numpy as np
@@ -10,7 +9,7 @@ import pytest
 from engine.errors import ExportError
 from engine.geometry import Geometry
 from engine.measure import measure
-from engine.report import lesion_table_path, write_measurements_csv, write_measurements_json
+from engine.report import lesion_table_path, read_csv_rows, write_measurements_csv, write_measurements_json
 
 
 @pytest.fixture(scope="module")
@@ -27,13 +26,13 @@ def test_csv_tables(report, tmp_path):
     paths = write_measurements_csv(tmp_path / "case.csv", report)
     assert paths == [tmp_path / "case.csv", tmp_path / "case_lesions.csv"]
     assert lesion_table_path(tmp_path / "case.csv") == paths[1]
-    rows = list(csv.DictReader(open(paths[0], newline="")))
+    rows = read_csv_rows(paths[0])
     by_key = {r["key"]: r for r in rows}
     assert float(by_key["crlm.count"]["value"]) == 2
     assert by_key["liver.total_volume_ml"]["units"] == "mL"
     assert "filled outline" in by_key["liver.total_volume_ml"]["description"]
     assert by_key["ivc.mean_hu"]["value"] == ""         # no IVC: empty cell, not "nan"
-    les = list(csv.DictReader(open(paths[1], newline="")))
+    les = read_csv_rows(paths[1])
     assert [int(r["lesion"]) for r in les] == [1, 2]
     assert float(les[0]["volume_ml"]) == pytest.approx(64 * 2 / 1000)
     assert float(les[0]["mean_hu"]) == 50
@@ -61,4 +60,4 @@ def test_no_silent_overwrite(report, tmp_path):
     assert not (tmp_path / "b.csv").exists()           # nothing half-written
     assert (tmp_path / "b_lesions.csv").read_text() == "keep me"
     write_measurements_csv(tmp_path / "b.csv", report, overwrite=True)
-    assert (tmp_path / "b_lesions.csv").read_text().startswith("lesion,")
+    assert "\nlesion," in (tmp_path / "b_lesions.csv").read_text()
