@@ -1,0 +1,211 @@
+"""Lesion from a click: one click inside a liver lesion gives the lesion in 3D (no Qt).
+
+How (local: a box around the click, grown only while the lesion reaches its faces):
+
+1. The CT in the box is smoothed a little (Gaussian, 0.8 mm). The liver's intensity is the median of the
+   parenchyma voxels in the box (a missed lesion is labelled parenchyma too, but is a small part of a box
+   of 2x its size; vessels and known lesions are other labels), its spread the median absolute deviation.
+   The lesion's intensity is the median within 2 mm of the click.
+2. A click that is not in the liver (outside it, on air, on a vessel) or whose intensity is that of the
+   liver around it is refused with a sentence; nothing is painted.
+3. The lesion = the voxels connected (6-neighbours) to the click whose smoothed intensity lies on the
+   lesion's side of a threshold between the lesion and the liver: ``t = lesion + f (liver - lesion)``, with
+   ``f`` set by the sensitivity slider (0 -> 0.5, just half-way; 1 -> 0.95, almost the liver's intensity),
+   inside the liver (parenchyma and lesion labels), after a small opening (one voxel) that cuts thin
+   bridges to the liver's darker edge, and with its holes filled (a darker core, an enhancing rim).
+   Hypodense (most CRLM) and hyperdense lesions are both handled (the side follows the click).
+4. The box starts at 30 mm around the click and doubles (up to 120 mm) while the lesion reaches a face;
+   a lesion that still reaches the largest box has leaked into the liver: refused with words (lower the
+   sensitivity).
+
+:func:`plan_lesion` computes the preview (:class:`LesionPlan`); :func:`apply_lesion` writes label 5 (and,
+when the click was on an existing lesion, gives that lesion the new shape) and returns the
+engine.edits.Region for one undo step. Arrays are (z, y, x); spacing is (z, y, x) mm.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import numpy as np
+from scipy import ndimage
+
+from ..edits import Box, Region, _component_at, _slices
+from ..errors import LiverPlanError
+from ..labels import BY_LABEL, Label
+
+log = logging.getLogger(__name__)
+
+SMOOTH_MM = 0.8
+START_HALF_MM = 30.0
+MAX_HALF_MM = 120.0
+SEED_RADIUS_MM = 2.0
+#: Smallest difference (HU) between the click and the liver that can be a lesion (also >= 3 spreads).
+MIN_CONTRAST_HU = 12.0
+DEFAULT_SENSITIVITY = 0.5
+#: How far beyond the lesion's intensity (as a fraction of its contrast to the liver) a voxel may still be
+#: lesion (a darker necrotic core); darker still is the fat or air at the liver's edge.
+BEYOND = 0.6
+#: Lesions larger than this (mm^3, a 15 mm sphere) get a second pass from their own median intensity.
+RIM_PASS_MM3 = 4.0 / 3.0 * np.pi * 7.5 ** 3
+
+
+class LesionClickError(LiverPlanError):
+    """No lesion can be grown from this click; the message says why in a clinician's words."""
+
+
+@dataclass
+class LesionPlan:
+    """A lesion ready to preview and apply: ``mask`` (bool over ``box``) the lesion; ``replaces`` (bool over
+    ``box`` or None) the existing lesion clicked on, which the new shape replaces."""
+
+    box: Box
+    mask: np.ndarray
+    seed: tuple[int, int, int]
+    sensitivity: float
+    threshold_hu: float
+    lesion_hu: float
+    liver_hu: float
+    replaces: Optional[np.ndarray] = None
+
+    @property
+    def voxels(self) -> int:
+        return int(np.count_nonzero(self.mask))
+
+    def describe(self, voxel_volume_ml: float) -> str:
+        kind = "darker" if self.lesion_hu < self.liver_hu else "brighter"
+        what = "Reshapes the lesion clicked on" if self.replaces is not None else "A new lesion"
+        return (f"{what}: {self.voxels * voxel_volume_ml:.2f} mL, {kind} than the liver ({self.lesion_hu:.0f} HU "
+                f"against {self.liver_hu:.0f} HU; edge at {self.threshold_hu:.0f} HU).")
+
+
+def _ball_values(arr: np.ndarray, p: Sequence[int], spacing: Sequence[float], radius_mm: float) -> np.ndarray:
+    lo = [max(int(p[a] - np.ceil(radius_mm / spacing[a])), 0) for a in range(3)]
+    hi = [min(int(p[a] + np.ceil(radius_mm / spacing[a])) + 1, arr.shape[a]) for a in range(3)]
+    g = np.ogrid[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+    d2 = sum(((g[a] - p[a]) * spacing[a]) ** 2 for a in range(3))
+    return arr[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]][d2 <= radius_mm ** 2 + 1e-6]
+
+
+def _box(seed: Sequence[int], half_mm: float, spacing: Sequence[float], shape: Sequence[int]) -> Box:
+    out = []
+    for ax in range(3):
+        n = int(np.ceil(half_mm / spacing[ax]))
+        out += [max(seed[ax] - n, 0), min(seed[ax] + n + 1, int(shape[ax]))]
+    return tuple(out)  # type: ignore[return-value]
+
+
+def _threshold(sensitivity: float) -> float:
+    return 0.5 + 0.45 * float(np.clip(sensitivity, 0.0, 1.0))
+
+
+def plan_lesion(image: np.ndarray, labels: np.ndarray, spacing: Sequence[float], seed: Sequence[int],
+                sensitivity: float = DEFAULT_SENSITIVITY) -> LesionPlan:
+    """The lesion grown from one click at voxel ``seed`` (z, y, x) — a preview, nothing is written.
+    Raises :class:`LesionClickError` with a sentence for the person when the click cannot give a lesion."""
+    sp = np.asarray(spacing, float)
+    seed = tuple(int(round(v)) for v in seed)
+    if len(seed) != 3 or any(not 0 <= v < n for v, n in zip(seed, image.shape)):
+        raise LesionClickError("The click lies outside the image; click inside the lesion.")
+    lab = int(labels[seed])
+    hu = float(image[seed])
+    if lab == Label.BACKGROUND:
+        if hu < -300:
+            raise LesionClickError(f"The click is on air ({hu:.0f} HU), outside the liver: click inside the lesion.")
+        raise LesionClickError("The click is outside the liver label: lesions are grown inside the liver. Click "
+                               "inside the lesion, or first add the liver around it.")
+    if lab not in (Label.PARENCHYMA, Label.CRLM):
+        name = BY_LABEL[lab].name if lab in BY_LABEL else f"label {lab}"
+        raise LesionClickError(f"The click is on a vessel ({name}), not on a lesion: click inside the lesion.")
+    half = START_HALF_MM
+    while True:
+        box = _box(seed, half, sp, image.shape)
+        plan = _grow(image, labels, sp, seed, box, sensitivity)
+        m = plan.mask
+        touches = any((box[2 * ax] > 0 and m.take(0, axis=ax).any())
+                      or (box[2 * ax + 1] < image.shape[ax] and m.take(-1, axis=ax).any()) for ax in range(3))
+        if not touches:
+            break
+        if half >= MAX_HALF_MM:
+            raise LesionClickError(
+                f"The region grown from this click spreads through the liver (beyond {MAX_HALF_MM:.0f} mm): the "
+                "lesion's edge is too faint at this sensitivity. Lower the sensitivity, or click nearer the "
+                "lesion's centre.")
+        half = min(2 * half, MAX_HALF_MM)
+    if lab == Label.CRLM:
+        _, comp, cbox = _component_at(labels, seed)
+        if comp is not None and cbox is not None:
+            replaces = np.zeros(plan.mask.shape, dtype=bool)
+            lo = [max(cbox[2 * a], box[2 * a]) for a in range(3)]
+            hi = [min(cbox[2 * a + 1], box[2 * a + 1]) for a in range(3)]
+            if all(h > l for l, h in zip(lo, hi)):
+                dst = tuple(slice(l - box[2 * a], h - box[2 * a]) for a, (l, h) in enumerate(zip(lo, hi)))
+                src = tuple(slice(l - cbox[2 * a], h - cbox[2 * a]) for a, (l, h) in enumerate(zip(lo, hi)))
+                replaces[dst] = comp[src]
+            plan.replaces = replaces
+    return plan
+
+
+def _grow(image: np.ndarray, labels: np.ndarray, sp: np.ndarray, seed: tuple[int, int, int], box: Box,
+          sensitivity: float, _second: bool = True, _lesion: Optional[float] = None) -> LesionPlan:
+    sl = _slices(box)
+    cur = labels[sl]
+    s = ndimage.gaussian_filter(image[sl].astype(np.float32), sigma=tuple(SMOOTH_MM / sp), truncate=2.5)
+    ls = tuple(seed[a] - box[2 * a] for a in range(3))
+    liver_vox = s[cur == Label.PARENCHYMA]
+    if liver_vox.size < 50:
+        raise LesionClickError("There is too little liver around this click to tell a lesion from the liver: "
+                               "click inside a lesion within the liver label.")
+    liver = float(np.median(liver_vox))
+    spread = float(np.median(np.abs(liver_vox - liver))) * 1.4826
+    near = _ball_values(s, ls, sp, SEED_RADIUS_MM)
+    # the side of the liver the click is on decides; then the click's extreme (its core, not the partial
+    # volume at the edge of a small lesion)
+    dark = float(np.median(near)) < liver
+    lesion = float(np.percentile(near, 10 if dark else 90)) if _lesion is None else _lesion
+    contrast = lesion - liver
+    if abs(contrast) < max(MIN_CONTRAST_HU, 3.0 * spread):
+        raise LesionClickError(
+            f"The click looks like the liver around it ({lesion:.0f} HU against {liver:.0f} HU): no lesion edge to "
+            "follow here. Click inside the lesion, where it is darker (or brighter) than the liver.")
+    t = lesion + _threshold(sensitivity) * (liver - lesion)
+    # Far beyond the lesion's own intensity (fat or air at the liver's edge, through partial volume) is not lesion.
+    far = lesion + BEYOND * (lesion - liver)
+    inside = ((s <= t) & (s >= far)) if contrast < 0 else ((s >= t) & (s <= far))
+    inside &= np.isin(cur, (Label.PARENCHYMA, Label.CRLM))
+    if not inside[ls]:
+        raise LesionClickError("The click is on the lesion's edge: click nearer its centre.")
+    opened = ndimage.binary_opening(inside, structure=ndimage.generate_binary_structure(3, 1))
+    if not opened[ls]:
+        opened = inside          # a lesion a voxel or two wide: the opening would remove it all
+    comp, _ = ndimage.label(opened)
+    mask = comp == comp[ls]
+    mask = ndimage.binary_fill_holes(mask)
+    mask &= np.isin(cur, (Label.PARENCHYMA, Label.CRLM))
+    if _second and mask.sum() * float(np.prod(sp)) >= RIM_PASS_MM3:
+        # A large lesion: a second pass from its own typical intensity (its enhancing rim counted), not
+        # only the click's core (measured on the phantoms' rimmed lesions: Dice 0.85-0.92 -> 0.89-0.98).
+        typical = float(np.median(s[mask]))
+        if abs(typical - liver) > max(MIN_CONTRAST_HU, 3.0 * spread):
+            try:
+                return _grow(image, labels, sp, seed, box, sensitivity, _second=False, _lesion=typical)
+            except LesionClickError:
+                pass
+    return LesionPlan(box, mask, seed, float(sensitivity), float(t), lesion, liver)
+
+
+def apply_lesion(labels: np.ndarray, plan: LesionPlan) -> Optional[Region]:
+    """Write a planned lesion as label 5 (only over parenchyma and lesion voxels, checked against the labels
+    of this moment). When the click was on an existing lesion, its voxels outside the new shape become
+    parenchyma again, so the slider can shrink a lesion too. Returns the Region, or None if nothing changed."""
+    sl = _slices(plan.box)
+    cur = labels[sl]
+    write = plan.mask & (cur == Label.PARENCHYMA)
+    drop = np.zeros_like(write) if plan.replaces is None else (plan.replaces & ~plan.mask & (cur == Label.CRLM))
+    if not write.any() and not drop.any():
+        return None
+    before = cur.copy()
+    cur[write] = Label.CRLM
+    cur[drop] = Label.PARENCHYMA
+    return Region(plan.box, before)
