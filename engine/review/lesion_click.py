@@ -2,10 +2,11 @@
 
 How (local: a box around the click, grown only while the lesion reaches its faces):
 
-1. The CT in the box is smoothed a little (Gaussian, 0.8 mm). The liver's intensity is the median of the
-   parenchyma voxels in the box (a missed lesion is labelled parenchyma too, but is a small part of a box
-   of 2x its size; vessels and known lesions are other labels), its spread the median absolute deviation.
-   The lesion's intensity is the median within 2 mm of the click.
+1. The CT in the box is smoothed a little (Gaussian, 0.8 mm). The lesion's intensity is the 10th (a dark
+   click) or 90th (a bright click) percentile within 2 mm of the click: its core, not the partial volume at
+   a small lesion's edge. The liver's intensity and spread come from the parenchyma-labelled voxels of the
+   box on the liver's side of half-way to the click (a missed lesion is labelled parenchyma too and may fill
+   much of the box), median and one-sided quartile spread.
 2. A click that is not in the liver (outside it, on air, on a vessel) or whose intensity is that of the
    liver around it is refused with a sentence; nothing is painted.
 3. The lesion = the voxels connected (6-neighbours) to the click whose smoothed intensity lies on the
@@ -13,7 +14,11 @@ How (local: a box around the click, grown only while the lesion reaches its face
    ``f`` set by the sensitivity slider (0 -> 0.5, just half-way; 1 -> 0.95, almost the liver's intensity),
    inside the liver (parenchyma and lesion labels), after a small opening (one voxel) that cuts thin
    bridges to the liver's darker edge, and with its holes filled (a darker core, an enhancing rim).
-   Hypodense (most CRLM) and hyperdense lesions are both handled (the side follows the click).
+   Hypodense (most CRLM) and hyperdense lesions are both handled (the side follows the click). A lesion
+   larger than a 15 mm sphere gets a second pass from its own median intensity (its enhancing rim counted).
+
+Measured (tests/engine/test_review_lesion_click.py): phantom lesions >= 8 mm, missed by the labels: Dice
+0.87-0.97 (seeds 3, 5, 9); 5-6.5 mm lesions 0.55-0.86; IRCADb 1.17's heterogeneous tumour 1: 0.65.
 4. The box starts at 30 mm around the click and doubles (up to 120 mm) while the lesion reaches a face;
    a lesion that still reaches the largest box has leaked into the liver: refused with words (lower the
    sensitivity).
@@ -157,15 +162,23 @@ def _grow(image: np.ndarray, labels: np.ndarray, sp: np.ndarray, seed: tuple[int
     if liver_vox.size < 50:
         raise LesionClickError("There is too little liver around this click to tell a lesion from the liver: "
                                "click inside a lesion within the liver label.")
-    liver = float(np.median(liver_vox))
-    spread = float(np.median(np.abs(liver_vox - liver))) * 1.4826
     near = _ball_values(s, ls, sp, SEED_RADIUS_MM)
+    m0 = float(np.median(liver_vox))
     # the side of the liver the click is on decides; then the click's extreme (its core, not the partial
     # volume at the edge of a small lesion)
-    dark = float(np.median(near)) < liver
+    dark = float(np.median(near)) < m0
     lesion = float(np.percentile(near, 10 if dark else 90)) if _lesion is None else _lesion
+    # A missed lesion is labelled parenchyma too and may fill much of the box: the liver's statistics come
+    # from the voxels on the liver's side of half-way to the click, and its spread from that side only.
+    half = (m0 + lesion) / 2.0
+    side = liver_vox[liver_vox > half] if dark else liver_vox[liver_vox < half]
+    if side.size < 50:
+        side = liver_vox
+    liver = float(np.median(side))
+    q = np.percentile(side, [25, 50, 75])
+    spread = float((q[2] - q[1]) if dark else (q[1] - q[0])) / 0.6745
     contrast = lesion - liver
-    if abs(contrast) < max(MIN_CONTRAST_HU, 3.0 * spread):
+    if abs(contrast) < max(MIN_CONTRAST_HU, 2.5 * spread):
         raise LesionClickError(
             f"The click looks like the liver around it ({lesion:.0f} HU against {liver:.0f} HU): no lesion edge to "
             "follow here. Click inside the lesion, where it is darker (or brighter) than the liver.")

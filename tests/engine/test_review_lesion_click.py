@@ -72,3 +72,32 @@ def test_bad_clicks_give_words_and_paint_nothing(phantom):
         with pytest.raises(LesionClickError, match=words):
             plan_lesion(case.image, labels, sp, click)
     assert np.array_equal(labels, case.labels)
+
+
+def test_real_ircadb_tumour_from_one_click(real):
+    """IRCADb 1.17's first tumour (85.6 mL, heterogeneous: necrotic core ~25 HU, parts as bright as the liver),
+    missed by the labels, from one click at its deepest point. Measured: Dice 0.65 at the default sensitivity
+    (0.62 at 0.3; at 0.7 the region leaks and is refused) — the expert's mask holds parts a threshold cannot
+    tell from the liver; the README reports it."""
+    import SimpleITK as sitk
+    from scipy import ndimage
+
+    folder = real("3dircadb1.17")
+    img = sitk.ReadImage(str(folder / "PATIENT_DICOM.nii.gz"))
+    ct = sitk.GetArrayFromImage(img)
+    sp = img.GetSpacing()[::-1]
+    mask = {k: sitk.GetArrayFromImage(sitk.ReadImage(str(folder / "masks" / f"{k}.nii.gz"))) > 0
+            for k in ("liver", "livertumor1", "portalvein", "venoussystem")}
+    labels = np.zeros(ct.shape, np.uint8)
+    labels[mask["liver"]] = 1
+    labels[mask["portalvein"] & mask["liver"]] = 2
+    labels[mask["venoussystem"] & mask["liver"]] = 3
+    tumour = mask["livertumor1"]
+    sl = ndimage.find_objects(tumour.astype(np.uint8))[0]
+    depth = ndimage.distance_transform_edt(tumour[sl], sampling=sp)
+    click = tuple(int(v) + s.start for v, s in zip(np.unravel_index(np.argmax(depth), depth.shape), sl))
+    plan = plan_lesion(ct, labels, sp, click)
+    assert apply_lesion(labels, plan) is not None
+    got = labels == 5
+    assert not (got & ~mask["liver"]).any()
+    assert dice(got, tumour) >= 0.6, dice(got, tumour)
