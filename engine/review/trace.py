@@ -121,11 +121,11 @@ def _peak_near(arr: np.ndarray, p: Sequence[int], spacing: Sequence[float], radi
 
 def trace_box(a: Sequence[int], b: Sequence[int], spacing: Sequence[float], shape: Sequence[int],
               margin_mm: Optional[float] = None) -> Box:
-    """The box the trace works in: both points plus a margin (at least 12 mm, a quarter of their distance
+    """The box the trace works in: both points plus a margin (at least 10 mm, a fifth of their distance
     for curved vessels), clipped to the volume."""
     sp = np.asarray(spacing, float)
     dist = float(np.linalg.norm((np.asarray(a) - np.asarray(b)) * sp))
-    m = max(12.0, 0.25 * dist) if margin_mm is None else float(margin_mm)
+    m = max(10.0, 0.2 * dist) if margin_mm is None else float(margin_mm)
     out = []
     for ax in range(3):
         n = int(np.ceil(m / sp[ax]))
@@ -177,18 +177,28 @@ def _nearest_path_point(shape: Sequence[int], path: np.ndarray, spacing: Sequenc
     return dist, pid[tuple(idx)]
 
 
-def path_radii(path: np.ndarray, edge: np.ndarray, mass: np.ndarray, dist: np.ndarray, near: np.ndarray,
+def _edge_near_path(edge: np.ndarray, path: np.ndarray) -> np.ndarray:
+    """The largest distance to the edge within one voxel of each path point (a discrete path is not exactly
+    centred); looked up at the path only, not filtered over the box."""
+    best = np.zeros(len(path), dtype=float)
+    hi = np.array(edge.shape) - 1
+    for off in np.ndindex(3, 3, 3):
+        q = np.clip(path + (np.array(off) - 1), 0, hi)
+        np.maximum(best, edge[tuple(q.T)], out=best)
+    return best
+
+
+def path_radii(path: np.ndarray, edge_r: np.ndarray, mass: np.ndarray, dist: np.ndarray, near: np.ndarray,
                spacing: Sequence[float]) -> np.ndarray:
     """The radius (mm) at each path point, from the contrast "mass" around it: smoothing and partial volume
     keep a vessel's summed contrast, so the contrast summed over the voxels nearest to a stretch of path,
     divided by the stretch's length, is the lumen's cross-section (pi r^2), also for a vessel two voxels wide.
-    The voxels counted lie within the half-maximum edge distance + 1.5 voxels of the path (so a parallel
-    vessel nearby is not counted); 7 path points are pooled."""
+    The voxels counted lie within :func:`_reach` of the path (the half-maximum edge distance ``edge_r`` at the
+    path + 1.5 voxels, so a parallel vessel nearby is not counted); a running median over 7 points."""
     sp = np.asarray(spacing, float)
     n = len(path)
     r_min = 0.5 * float(sp.min())
-    edge_r = ndimage.maximum_filter(edge, size=3, mode="nearest")[tuple(path.T)].astype(float)
-    reach = np.clip(edge_r, r_min, MAX_RADIUS_MM) + 1.5 * float(sp.max())
+    reach = _reach(edge_r, sp)
     within = dist <= reach[near]
     vol = np.bincount(near[within], weights=mass[within], minlength=n) * float(np.prod(sp))
     step = np.linalg.norm(np.diff(path, axis=0) * sp, axis=1) if n > 1 else np.zeros(0)
@@ -205,6 +215,22 @@ def path_radii(path: np.ndarray, edge: np.ndarray, mass: np.ndarray, dist: np.nd
         area = ndimage.median_filter(area, size=min(7, n if n % 2 else n - 1), mode="nearest")
     r = np.sqrt(np.maximum(area, 0.0) / np.pi)
     return np.clip(r, r_min, MAX_RADIUS_MM)
+
+
+def _reach(edge_r: np.ndarray, sp: np.ndarray) -> np.ndarray:
+    return np.clip(edge_r, 0.5 * float(sp.min()), MAX_RADIUS_MM) + 1.5 * float(sp.max())
+
+
+def _tube_extent(r: np.ndarray, sp: np.ndarray) -> float:
+    """How far (mm) from the path the tube of radii ``r`` may reach."""
+    return 1.3 * float(np.max(r)) + 0.5 * float(sp.min())
+
+
+def _around(path: np.ndarray, band_mm: float, sp: np.ndarray, shape: Sequence[int]) -> tuple[slice, ...]:
+    lo = path.min(axis=0)
+    hi = path.max(axis=0)
+    n = np.ceil(band_mm / sp).astype(int) + 1
+    return tuple(slice(max(int(lo[a] - n[a]), 0), min(int(hi[a] + n[a]) + 1, int(shape[a]))) for a in range(3))
 
 
 def plan_trace(image: np.ndarray, labels: np.ndarray, spacing: Sequence[float], a: Sequence[int],
@@ -234,19 +260,33 @@ def plan_trace(image: np.ndarray, labels: np.ndarray, spacing: Sequence[float], 
     cur = labels[sl]
     cost, edge, mass, vessel_hu, liver_hu = trace_cost(img, cur, sp, la, lb)
     local = minimal_path(cost, la, lb, sp)
-    dist, near = _nearest_path_point(cur.shape, local, sp)
-    radii = path_radii(local, edge, mass, dist, near, sp)
+    edge_r = _edge_near_path(edge, local)
+    dark = float(np.mean(edge[tuple(local.T)] <= 0))
+    del cost, edge
+    # The tube's voxels lie near the path: the nearest-path-point map is computed around the path only.
+    band = 1.3 * float(_reach(edge_r, sp).max()) + 0.5 * float(sp.min())
+    while True:
+        sub = _around(local, band, sp, cur.shape)
+        off = np.array([s.start for s in sub])
+        path_sub = local - off
+        dist, near = _nearest_path_point(tuple(s.stop - s.start for s in sub), path_sub, sp)
+        radii = path_radii(path_sub, edge_r, mass[sub], dist, near, sp)
+        if _tube_extent(radii, sp) <= band:
+            break
+        band = _tube_extent(radii, sp)
     # Around path points already labelled ``value`` (the tree the trace joins) nothing is painted: the radius
     # there is the tree's, and the path need not run along its centre.
-    active = cur[tuple(local.T)] != value
+    cur, img = cur[sub], img[sub]
+    active = cur[tuple(path_sub.T)] != value
     r = radii[near]
-    tube = (((dist <= r * 1.3 + 0.5 * float(sp.min())) & (mass >= LUMEN_CONTRAST)) | (dist <= 0.6 * r)) & active[near]
+    tube = (((dist <= r * 1.3 + 0.5 * float(sp.min())) & (mass[sub] >= LUMEN_CONTRAST)) | (dist <= 0.6 * r)) \
+        & active[near]
     mask = tube & _writable(cur, value, rule, img, hu_range) & (cur != value)
+    box = tuple(int(v) for a in range(3) for v in (box[2 * a] + sub[a].start, box[2 * a] + sub[a].stop))
     steps = np.diff(local, axis=0) * sp
     length = float(np.linalg.norm(steps, axis=1).sum())
-    path = local + np.array([box[0], box[2], box[4]])
+    path = path_sub + np.array([box[0], box[2], box[4]])
     notes = []
-    dark = float(np.mean(edge[tuple(local.T)] <= 0))
     if dark > 0.3:
         notes.append(f"{dark * 100:.0f} % of the path runs outside bright vessel contrast: check it before applying.")
     return TracePlan(value, box, mask, path, radii, length, vessel_hu, liver_hu, rule, hu_range, notes)
