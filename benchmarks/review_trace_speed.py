@@ -13,7 +13,11 @@ Lesion from a click (engine.review.lesion_click.plan_lesion) for each phantom le
 beside it SimpleITK's ConfidenceConnected (multiplier 2.5, 3 iterations, 1-voxel seed radius) on the same
 smoothed box limited to the liver, with its Dice.
 
-Run: PYTHONPATH=$PWD nice -n 5 .venv/bin/python benchmarks/review_trace_speed.py [--shape 300,512,512]
+With ``--real``: also on IRCADb 1.17 (../shared/data/real/3dircadb1.17, not part of the project): the portal
+vein inside the liver deleted within 6 mm of a 25-35 mm stretch (geodesic inside the expert's mask, random
+stretches, seed 0) and traced end to end; and its two tumours from one click at their deepest point.
+
+Run: PYTHONPATH=$PWD nice -n 5 .venv/bin/python benchmarks/review_trace_speed.py [--shape 300,512,512] [--real]
 """
 from __future__ import annotations
 
@@ -43,6 +47,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--shape", default="300,512,512")
     ap.add_argument("--seed", type=int, default=3)
+    ap.add_argument("--real", action="store_true", help="also IRCADb 1.17 from ../shared/data/real")
     args = ap.parse_args()
     shape = tuple(int(v) for v in args.shape.split(","))
 
@@ -66,13 +71,17 @@ def main() -> None:
     rows = []
     for label, name in ((3, "hepatic"), (2, "portal")):
         labels, branch, tip, base = deleted_branch(case, truth, label)
-        best, med, plan = best_of(lambda: trace.plan_trace(case.image, labels, sp, tip, base, label, rule="liver"))
+        try:
+            best, med, plan = best_of(lambda: trace.plan_trace(case.image, labels, sp, tip, base, label, rule="liver"))
+        except trace.TraceError as exc:
+            print(f"{name} branch: refused: {exc}")
+            continue
         work = labels.copy()
         t1 = time.perf_counter()
         trace.apply_trace(work, plan, case.image)
         t_apply = time.perf_counter() - t1
         d = dice((work == label) & (labels != label), branch)
-        box = plan.box
+        box = trace.trace_box(tip, base, sp, labels.shape)
         nvox = int(np.prod([box[2 * a + 1] - box[2 * a] for a in range(3)]))
         print(f"{name} branch ({branch.sum()} voxels, {plan.length_mm:.0f} mm path, box {nvox / 1e6:.2f} M voxels): "
               f"plan {best:.3f} / {med:.3f}, apply {t_apply:.3f}, Dice {d:.3f}")
@@ -103,7 +112,7 @@ def main() -> None:
         def tube_dice(path):
             path = np.asarray(path, dtype=np.int64)
             dist, near = trace._nearest_path_point(cost.shape, path, sp)
-            r = trace.path_radii(path, edge, mass, dist, near, sp)
+            r = trace.path_radii(path, trace._edge_near_path(edge, path), mass, dist, near, sp)
             active = labels[sl][tuple(path.T)] != label
             tube = (((dist <= r[near] * 1.3 + 0.5 * sp.min()) & (mass >= trace.LUMEN_CONTRAST))
                     | (dist <= 0.6 * r[near])) & active[near] & (labels[sl] == 1)
@@ -123,7 +132,7 @@ def main() -> None:
     _, _, tip, _ = deleted_branch(case, truth, 2)
     try:
         best, med, plan = best_of(lambda: trace.plan_trace(case.image, case.labels, sp, a, tip, 2, rule="all"))
-        box = plan.box
+        box = trace.trace_box(a, tip, sp, case.labels.shape)
         nvox = int(np.prod([box[2 * a_ + 1] - box[2 * a_] for a_ in range(3)]))
         print(f"long portal trace ({plan.length_mm:.0f} mm path, box {nvox / 1e6:.2f} M voxels): plan {best:.3f} / "
               f"{med:.3f} s")
@@ -165,6 +174,87 @@ def main() -> None:
         print(f"lesion {i + 1} ({les['diameter_mm']:.1f} mm, {lesion.sum()} voxels): plan {best:.3f} / {med:.3f} s, "
               f"Dice {d:.3f} | ConfidenceConnected {t_cc:.3f} s, Dice {d_cc:.3f}")
     print(f"\nslowest local operation: {max(rows):.3f} s (goal < 1 s)")
+    if args.real:
+        real_case()
+
+
+def real_case() -> None:
+    import SimpleITK as sitk
+    from scipy import ndimage
+    from skimage.graph import MCP_Geometric
+
+    from engine.review import lesion_click, trace
+    folder = ROOT.parent / "shared" / "data" / "real" / "3dircadb1.17"
+    if not folder.is_dir():
+        print(f"\n(no IRCADb 1.17 at {folder})")
+        return
+    img = sitk.ReadImage(str(folder / "PATIENT_DICOM.nii.gz"))
+    ct = sitk.GetArrayFromImage(img)
+    sp = np.array(img.GetSpacing()[::-1])
+    m = {k: sitk.GetArrayFromImage(sitk.ReadImage(str(folder / "masks" / f"{k}.nii.gz"))) > 0
+         for k in ("liver", "portalvein", "venoussystem", "livertumor1", "livertumor2")}
+    pv = m["portalvein"] & m["liver"]
+    labels = np.zeros(ct.shape, np.uint8)
+    labels[m["liver"]] = 1
+    labels[pv] = 2
+    labels[m["venoussystem"] & m["liver"]] = 3
+    labels[m["livertumor1"] | m["livertumor2"]] = 5
+    print("\n== IRCADb 1.17: portal vein stretches deleted and traced ==")
+    rng = np.random.default_rng(0)
+    depth = ndimage.distance_transform_edt(pv, sampling=sp)
+    cands = np.argwhere(depth >= 1.5)
+    for trial in range(8):
+        a = tuple(int(v) for v in cands[rng.integers(len(cands))])
+        lo = [max(a[i] - int(45 / sp[i]), 0) for i in range(3)]
+        hi = [min(a[i] + int(45 / sp[i]) + 1, ct.shape[i]) for i in range(3)]
+        sl = tuple(slice(l, h) for l, h in zip(lo, hi))
+        mcp = MCP_Geometric(np.where(pv[sl], 1.0, np.inf), sampling=tuple(sp))
+        cum, _ = mcp.find_costs([tuple(a[i] - lo[i] for i in range(3))])
+        ok = np.argwhere((cum > 25) & (cum < 35) & (depth[sl] >= 1.0))
+        if not len(ok):
+            continue
+        lb = tuple(ok[rng.integers(len(ok))])
+        b = tuple(int(lb[i] + lo[i]) for i in range(3))
+        seg = np.zeros(pv[sl].shape, bool)
+        seg[tuple(np.array(mcp.traceback(lb)).T)] = True
+        deleted = np.zeros(ct.shape, bool)
+        deleted[sl] = (ndimage.distance_transform_edt(~seg, sampling=sp) <= 6) & pv[sl]
+        work = labels.copy()
+        work[deleted] = 1
+        t0 = time.perf_counter()
+        try:
+            plan = trace.plan_trace(ct, work, sp, a, b, 2, rule="liver")
+        except trace.TraceError as exc:
+            print(f"stretch {trial}: refused: {exc}")
+            continue
+        dt = time.perf_counter() - t0
+        trace.apply_trace(work, plan, ct)
+        added = (work == 2) & (labels != 2) | ((work == 2) & deleted)
+        d = 2 * (added & deleted).sum() / (added.sum() + deleted.sum())
+        print(f"stretch {trial} ({cum[lb]:.0f} mm, {deleted.sum()} voxels): path inside the expert's vessel "
+              f"{pv[tuple(plan.path.T)].mean() * 100:.0f} %, Dice {d:.3f}, {dt:.2f} s")
+    print("\n== IRCADb 1.17: tumours from one click (deepest point) ==")
+    missed = labels.copy()
+    missed[missed == 5] = 1
+    for name in ("livertumor1", "livertumor2"):
+        tm = m[name]
+        sl = ndimage.find_objects(tm.astype(np.uint8))[0]
+        dd = ndimage.distance_transform_edt(tm[sl], sampling=sp)
+        click = tuple(int(v) + s.start for v, s in zip(np.unravel_index(np.argmax(dd), dd.shape), sl))
+        for sens in (0.3, 0.5, 0.7):
+            t0 = time.perf_counter()
+            try:
+                plan = lesion_click.plan_lesion(ct, missed, sp, click, sens)
+            except lesion_click.LesionClickError as exc:
+                print(f"{name} sensitivity {sens}: refused: {exc}")
+                continue
+            dt = time.perf_counter() - t0
+            work = missed.copy()
+            lesion_click.apply_lesion(work, plan)
+            got = work == 5
+            print(f"{name} ({tm.sum() * np.prod(sp) / 1000:.1f} mL) sensitivity {sens}: Dice "
+                  f"{2 * (got & tm).sum() / (got.sum() + tm.sum()):.3f}, {got.sum() * np.prod(sp) / 1000:.1f} mL, "
+                  f"{dt:.2f} s")
 
 
 if __name__ == "__main__":

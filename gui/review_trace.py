@@ -120,10 +120,6 @@ class ReviewClickTools(QObject):
         win.session.listen(self._on_session)
 
     # --- state ------------------------------------------------------------------------------------
-    @property
-    def busy(self) -> bool:
-        return bool(self.win.runner.running("review"))
-
     def _show(self) -> None:
         plan = self.plan
         for v in self.win.views:

@@ -126,10 +126,13 @@ def plan_lesion(image: np.ndarray, labels: np.ndarray, spacing: Sequence[float],
     half = START_HALF_MM
     while True:
         box = _box(seed, half, sp, image.shape)
-        plan = _grow(image, labels, sp, seed, box, sensitivity)
-        m = plan.mask
-        touches = any((box[2 * ax] > 0 and m.take(0, axis=ax).any())
-                      or (box[2 * ax + 1] < image.shape[ax] and m.take(-1, axis=ax).any()) for ax in range(3))
+        sl = _slices(box)
+        s = ndimage.gaussian_filter(image[sl].astype(np.float32), sigma=tuple(SMOOTH_MM / sp), truncate=2.5)
+        plan = _grow(s, labels[sl], sp, seed, box, sensitivity)
+        m, pb = plan.mask, plan.box
+        touches = any((0 < box[2 * ax] == pb[2 * ax] and m.take(0, axis=ax).any())
+                      or (image.shape[ax] > box[2 * ax + 1] == pb[2 * ax + 1] and m.take(-1, axis=ax).any())
+                      for ax in range(3))
         if not touches:
             break
         if half >= MAX_HALF_MM:
@@ -140,6 +143,7 @@ def plan_lesion(image: np.ndarray, labels: np.ndarray, spacing: Sequence[float],
         half = min(2 * half, MAX_HALF_MM)
     if lab == Label.CRLM:
         _, comp, cbox = _component_at(labels, seed)
+        box = plan.box
         if comp is not None and cbox is not None:
             replaces = np.zeros(plan.mask.shape, dtype=bool)
             lo = [max(cbox[2 * a], box[2 * a]) for a in range(3)]
@@ -152,11 +156,12 @@ def plan_lesion(image: np.ndarray, labels: np.ndarray, spacing: Sequence[float],
     return plan
 
 
-def _grow(image: np.ndarray, labels: np.ndarray, sp: np.ndarray, seed: tuple[int, int, int], box: Box,
+def _grow(s: np.ndarray, cur: np.ndarray, sp: np.ndarray, seed: tuple[int, int, int], box: Box,
           sensitivity: float, _second: bool = True, _lesion: Optional[float] = None) -> LesionPlan:
-    sl = _slices(box)
-    cur = labels[sl]
-    s = ndimage.gaussian_filter(image[sl].astype(np.float32), sigma=tuple(SMOOTH_MM / sp), truncate=2.5)
+    """One pass in ``box``: ``s`` the smoothed CT there, ``cur`` the labels there. The plan's box is the
+    lesion's own box (within ``box``, one voxel of margin)."""
+    import cc3d
+
     ls = tuple(seed[a] - box[2 * a] for a in range(3))
     liver_vox = s[cur == Label.PARENCHYMA]
     if liver_vox.size < 50:
@@ -186,26 +191,81 @@ def _grow(image: np.ndarray, labels: np.ndarray, sp: np.ndarray, seed: tuple[int
     # Far beyond the lesion's own intensity (fat or air at the liver's edge, through partial volume) is not lesion.
     far = lesion + BEYOND * (lesion - liver)
     inside = ((s <= t) & (s >= far)) if contrast < 0 else ((s >= t) & (s <= far))
-    inside &= np.isin(cur, (Label.PARENCHYMA, Label.CRLM))
+    inside &= _liver(cur)
     if not inside[ls]:
         raise LesionClickError("The click is on the lesion's edge: click nearer its centre.")
-    opened = ndimage.binary_opening(inside, structure=ndimage.generate_binary_structure(3, 1))
-    if not opened[ls]:
-        opened = inside          # a lesion a voxel or two wide: the opening would remove it all
-    comp, _ = ndimage.label(opened)
-    mask = comp == comp[ls]
-    mask = ndimage.binary_fill_holes(mask)
-    mask &= np.isin(cur, (Label.PARENCHYMA, Label.CRLM))
+    # The click's 6-connected region first (cc3d, fast on the whole box), then the rest on its own box only:
+    # the opening keeps nothing outside it and joins nothing to it.
+    cc = cc3d.connected_components(inside, connectivity=6)
+    region = cc == cc[ls]
+    del cc
+    sub = tuple(slice(max(lo - 1, 0), min(hi + 1, n)) for lo, hi, n in
+                zip(*(lambda b: (b[0::2], b[1::2]))(_bbox(region)), region.shape))
+    region = region[sub]
+    lsub = tuple(ls[a] - sub[a].start for a in range(3))
+    opened = _open6(region)
+    if not opened[lsub]:
+        opened = region          # a lesion a voxel or two wide: the opening would remove it all
+    cc = cc3d.connected_components(opened, connectivity=6)
+    mask = _fill_holes(cc == cc[lsub])
+    mask &= _liver(cur[sub])
     if _second and mask.sum() * float(np.prod(sp)) >= RIM_PASS_MM3:
         # A large lesion: a second pass from its own typical intensity (its enhancing rim counted), not
         # only the click's core (measured on the phantoms' rimmed lesions: Dice 0.85-0.92 -> 0.89-0.98).
-        typical = float(np.median(s[mask]))
+        typical = float(np.median(s[sub][mask]))
         if abs(typical - liver) > max(MIN_CONTRAST_HU, 3.0 * spread):
             try:
-                return _grow(image, labels, sp, seed, box, sensitivity, _second=False, _lesion=typical)
+                return _grow(s, cur, sp, seed, box, sensitivity, _second=False, _lesion=typical)
             except LesionClickError:
                 pass
-    return LesionPlan(box, mask, seed, float(sensitivity), float(t), lesion, liver)
+    own = tuple(int(v) for a in range(3) for v in (box[2 * a] + sub[a].start, box[2 * a] + sub[a].stop))
+    return LesionPlan(own, mask, seed, float(sensitivity), float(t), lesion, liver)
+
+
+def _liver(cur: np.ndarray) -> np.ndarray:
+    return (cur == Label.PARENCHYMA) | (cur == Label.CRLM)
+
+
+def _shift_combine(m: np.ndarray, op) -> np.ndarray:
+    """``m`` combined (op: np.logical_and / np.logical_or) with its six face neighbours; outside the array
+    counts as False (scipy's border_value=0)."""
+    out = m.copy()
+    for ax in range(m.ndim):
+        n = m.shape[ax]
+        a = [slice(None)] * m.ndim
+        b = [slice(None)] * m.ndim
+        for lo_dst, lo_src in ((slice(0, n - 1), slice(1, n)), (slice(1, n), slice(0, n - 1))):
+            a[ax], b[ax] = lo_dst, lo_src
+            op(out[tuple(a)], m[tuple(b)], out=out[tuple(a)])
+        if op is np.logical_and:
+            edge = [slice(None)] * m.ndim
+            for i in (0, n - 1):
+                edge[ax] = i
+                out[tuple(edge)] = False
+    return out
+
+
+def _open6(m: np.ndarray) -> np.ndarray:
+    """Binary opening with the 6-neighbour cross (as scipy.ndimage.binary_opening with
+    generate_binary_structure(3, 1)), by array shifts: ~10x faster on a 10 M-voxel box (measured here)."""
+    return _shift_combine(_shift_combine(m, np.logical_and), np.logical_or)
+
+
+def _fill_holes(m: np.ndarray) -> np.ndarray:
+    """Background parts that touch no face of the array become foreground (scipy's binary_fill_holes, by
+    cc3d's labelling instead of iterated dilation)."""
+    import cc3d
+
+    cc = cc3d.connected_components(~m, connectivity=6)
+    faces = np.unique(np.concatenate([np.take(cc, i, axis=ax).ravel() for ax in range(3) for i in (0, -1)]))
+    return m | ((cc != 0) & ~np.isin(cc, faces))
+
+
+def _bbox(mask: np.ndarray) -> tuple[int, ...]:
+    from ..edits import box_of_mask
+    b = box_of_mask(mask)
+    assert b is not None
+    return b
 
 
 def apply_lesion(labels: np.ndarray, plan: LesionPlan) -> Optional[Region]:

@@ -101,3 +101,17 @@ def test_real_ircadb_tumour_from_one_click(real):
     got = labels == 5
     assert not (got & ~mask["liver"]).any()
     assert dice(got, tumour) >= 0.6, dice(got, tumour)
+
+
+def test_fast_opening_and_hole_filling_equal_scipys():
+    """The shift-based opening and the cc3d hole filling (faster on a 10 M-voxel box) give scipy's result."""
+    from scipy import ndimage
+
+    from engine.review.lesion_click import _fill_holes, _open6
+
+    rng = np.random.default_rng(0)
+    cross = ndimage.generate_binary_structure(3, 1)
+    for _ in range(20):
+        m = ndimage.gaussian_filter(rng.random((23, 31, 17)), 1.5) > 0.5
+        assert np.array_equal(_open6(m), ndimage.binary_opening(m, structure=cross))
+        assert np.array_equal(_fill_holes(m), ndimage.binary_fill_holes(m))
