@@ -33,7 +33,7 @@ PAINT_RULES = ("all", "background", "liver")
 #: Kinds of undo step. A "replacing" step brings a whole new label map (a model's result, a file, an
 #: autosave restored); the others edit the labels they are made on.
 STEP_KINDS = ("segmentation", "labels_opened", "restore", "brush", "erase", "fill", "delete_component",
-              "keep_largest", "fill_holes", "edit")
+              "keep_largest", "fill_holes", "edit", "vessel_trace", "lesion_click")
 REPLACING_KINDS = frozenset({"segmentation", "labels_opened", "restore"})
 DEFAULT_HISTORY_BYTES = 512 * 1024 * 1024
 

@@ -227,6 +227,11 @@ class CorrectController(TabController):
     SIGNALS = (("keep_largest", "keep_largest_component"), ("fill_holes", "fill_holes"), ("undo", "undo"),
                ("redo", "redo"))
 
+    def __init__(self, win: WindowServices, panel, parent=None) -> None:
+        super().__init__(win, panel, parent)
+        from .review_trace import ReviewClickTools    # vessel trace, lesion from a click (README)
+        self.review = ReviewClickTools(win, panel, self)
+
     def on_session(self, kind: str, data) -> None:
         if kind in ("labels", "case"):
             h = self.win.session.history
@@ -242,6 +247,8 @@ class CorrectController(TabController):
         tool = self.panel.tool()
         if tool == "navigate" or modifiers & Qt.ShiftModifier:
             return False
+        if tool in self.review.TOOLS:
+            return self.review.on_mouse(kind, zyx, axis, tool)
         if tool in ("brush", "eraser"):
             if kind in ("press", "click"):
                 s.begin_stroke()

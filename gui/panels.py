@@ -460,7 +460,8 @@ def _flag_row(table, row: int, flags) -> None:
 
 # ------------------------------------------------------------------------------------------------
 TOOLS = (("navigate", "Navigate", "N"), ("brush", "Brush", "B"), ("eraser", "Eraser", "E"),
-         ("fill", "Fill in slice", "F"), ("delete", "Delete component", "D"))
+         ("fill", "Fill in slice", "F"), ("delete", "Delete component", "D"),
+         ("trace", "Vessel trace", "V"), ("lesion", "Lesion from a click", "L"))
 RULES = (("all", "anything"), ("background", "background only"), ("liver", "inside liver only"))
 
 
@@ -534,6 +535,7 @@ class ToolsPanel(QWidget):
         b.clicked.connect(self.fill_holes)
         ol.addWidget(b)
         lay.addWidget(ops)
+        self._sections_at = lay.indexOf(ops) + 1
         row = QHBoxLayout()
         self.undo_btn = QPushButton("Undo")
         self.redo_btn = QPushButton("Redo")
@@ -546,6 +548,11 @@ class ToolsPanel(QWidget):
         self.history.setWordWrap(True)
         lay.addWidget(self.history)
         lay.addStretch(1)
+
+    def add_section(self, widget: QWidget) -> None:
+        """A tool's own controls (e.g. gui/review_trace.py), below the whole-structure buttons."""
+        self.layout().insertWidget(self._sections_at, widget)
+        self._sections_at += 1
 
     def brush_radius(self) -> float:
         """Brush radius in millimetres."""

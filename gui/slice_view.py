@@ -150,6 +150,14 @@ class SliceView(QWidget):
         self.brush_cursor.setPen(bp)
         self.brush_cursor.setVisible(False)
         self.vb.addItem(self.brush_cursor, ignoreBounds=True)
+        # a tool's proposal before it is applied (Correct tab: vessel trace, lesion from a click) and its clicks
+        self.preview_item = pg.ImageItem()
+        self.preview_item.setVisible(False)
+        self.vb.addItem(self.preview_item)
+        self.preview_points = pg.ScatterPlotItem(size=9, pen=pg.mkPen("k"), brush=pg.mkBrush(255, 60, 200))
+        self.vb.addItem(self.preview_points, ignoreBounds=True)
+        self._preview = None
+        self._preview_marks: list = []
 
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
@@ -224,6 +232,7 @@ class SliceView(QWidget):
         self._update_crosshair()
         self._update_caption()
         self._update_highlight()
+        self._update_preview()
 
     def refresh_labels(self) -> None:
         if self.labels is None or self._lut is None:
@@ -332,6 +341,35 @@ class SliceView(QWidget):
                                       (b[2 * c_ax + 1] - b[2 * c_ax]) * sc + 2 * pad,
                                       (b[2 * r_ax + 1] - b[2 * r_ax]) * sr + 2 * pad))
         self.highlight.setVisible(True)
+
+    def set_preview(self, box=None, mask=None, rgba=(255, 230, 0, 170), points=()) -> None:
+        """Show a tool's proposal: ``mask`` (bool, over ``box`` (z0, z1, y0, y1, x0, x1)) in colour ``rgba``
+        where this slice crosses it, and the tool's clicks ``points`` (z, y, x) lying in this slice.
+        No box: no proposal."""
+        self._preview = None if box is None or mask is None else (tuple(int(v) for v in box), mask, rgba)
+        self._preview_marks = [tuple(int(v) for v in p) for p in points]
+        self._update_preview()
+
+    def _update_preview(self) -> None:
+        if self.image is None:
+            return
+        i = self.pos_zyx[self.axis]
+        r_ax, c_ax = ROW_COL_AXES[self.axis]
+        marks = [p for p in self._preview_marks if p[self.axis] == i]
+        self.preview_points.setData([(p[c_ax] + 0.5) * self.spacing[c_ax] for p in marks],
+                                    [(p[r_ax] + 0.5) * self.spacing[r_ax] for p in marks])
+        if self._preview is None or not (self._preview[0][2 * self.axis] <= i < self._preview[0][2 * self.axis + 1]):
+            self.preview_item.setVisible(False)
+            return
+        box, mask, rgba = self._preview
+        plane = np.take(mask, i - box[2 * self.axis], axis=self.axis)
+        rgba_img = np.zeros(plane.shape + (4,), dtype=np.uint8)
+        rgba_img[plane] = rgba
+        self.preview_item.setImage(rgba_img, autoLevels=False)
+        sr, sc = self.spacing[r_ax], self.spacing[c_ax]
+        self.preview_item.setRect(QRectF(box[2 * c_ax] * sc, box[2 * r_ax] * sr, plane.shape[1] * sc,
+                                         plane.shape[0] * sr))
+        self.preview_item.setVisible(True)
 
     # --- mouse ------------------------------------------------------------------------------
     def view_to_index(self, p: QPointF) -> Optional[tuple[int, int, int]]:
