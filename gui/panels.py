@@ -461,7 +461,7 @@ def _flag_row(table, row: int, flags) -> None:
 # ------------------------------------------------------------------------------------------------
 TOOLS = (("navigate", "Navigate", "N"), ("brush", "Brush", "B"), ("eraser", "Eraser", "E"),
          ("fill", "Fill in slice", "F"), ("delete", "Delete component", "D"),
-         ("trace", "Vessel trace", "V"), ("lesion", "Lesion from a click", "L"))
+         ("trace", "Vessel trace", "V"), ("lesion", "Lesion from a click", "K"))
 RULES = (("all", "anything"), ("background", "background only"), ("liver", "inside liver only"))
 
 

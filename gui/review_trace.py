@@ -42,7 +42,7 @@ class ReviewClickPanel(QGroupBox):
         super().__init__("Vessel trace and lesion from a click", parent)
         self.setObjectName("review_click_tools")
         lay = QVBoxLayout(self)
-        self.hint = QLabel("Choose Vessel trace (V) or Lesion from a click (L) above.")
+        self.hint = QLabel("Choose Vessel trace (V) or Lesion from a click (K) above.")
         self.hint.setObjectName("review_hint")
         self.hint.setWordWrap(True)
         self.hint.setAlignment(Qt.AlignLeft | Qt.AlignTop)
@@ -144,7 +144,7 @@ class ReviewClickTools(QObject):
     def _on_session(self, kind: str, data) -> None:
         if kind == "case":
             self._reset()
-            self.panel.set_hint("Choose Vessel trace (V) or Lesion from a click (L) above.")
+            self.panel.set_hint("Choose Vessel trace (V) or Lesion from a click (K) above.")
 
     # --- clicks -----------------------------------------------------------------------------------
     def on_mouse(self, kind: str, zyx, axis: int, tool: str) -> bool:
