@@ -100,6 +100,7 @@ class UncertaintyState:
     map: np.ndarray
     run_state: int                       # history.state_id right after the run's step
     edited: list = field(default_factory=list)
+    _regions: Optional[tuple] = field(default=None, repr=False)   # (edited boxes, regions) last computed
 
     @property
     def nbytes(self) -> int:
@@ -107,6 +108,7 @@ class UncertaintyState:
 
     def labels_changed(self, box: Optional[Box], state_id: int) -> None:
         """A step, undo or redo changed ``box`` (None: everywhere); back at the run's state, nothing is edited."""
+        self._regions = None
         if state_id == self.run_state:
             self.edited = []
             return
@@ -141,7 +143,24 @@ class UncertaintyState:
         return any(all(b[2 * a] < box[2 * a + 1] and box[2 * a] < b[2 * a + 1] for a in range(3)) for b in self.edited)
 
     def regions(self, level: int = UNCERTAIN_LEVEL) -> list[UncertainRegion]:
-        return uncertain_regions(self.map, level, self.edited)
+        """The uncertain regions outside the edited boxes, largest first (cached until the next edit)."""
+        cached = self.cached_regions()
+        if cached is None:
+            cached = uncertain_regions(self.map, level, self.edited)
+            self.set_regions(list(self.edited), cached)
+        return cached
+
+    def regions_job(self, level: int = UNCERTAIN_LEVEL):
+        """(fn, args) computing the regions on a worker; give (args[2], result) to :meth:`set_regions`."""
+        return uncertain_regions, (self.map, level, list(self.edited))
+
+    def cached_regions(self) -> Optional[list]:
+        return self._regions[1] if self._regions is not None and self._regions[0] == self.edited else None
+
+    def set_regions(self, edited: list, regions: list) -> None:
+        """Regions computed for the edited boxes ``edited`` (ignored if the labels were edited since)."""
+        if list(edited) == self.edited:
+            self._regions = (list(edited), regions)
 
 
 __all__ = ["UNCERTAINTY_KEY", "UNCERTAIN_LEVEL", "BYTES_PER_VOXEL", "UncertaintyState", "UncertainRegion",
