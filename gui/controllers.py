@@ -551,12 +551,15 @@ class EvaluateController(TabController):
             self.export(p)
 
     def export(self, path):
-        """The evaluation table as CSV (metric rows x structure columns), written atomically."""
+        """The evaluation table as CSV (metric rows x structure columns), and beside it each lesion's status
+        (engine.review.errors.write_evaluation_exports), written atomically."""
         from engine.evaluation import evaluation_csv
-        from engine.io.atomic import write_text_atomic
+        from engine.review.errors import write_evaluation_exports
 
-        return self.win.run_export("Evaluation", write_text_atomic, str(path),
-                                   evaluation_csv(self.win.session.evaluation), overwrite=True)
+        s = self.win.session
+        labels = s.evaluated_labels if s.evaluated_labels is not None else s.case.labels.copy()
+        return self.win.run_export("Evaluation", write_evaluation_exports, str(path), evaluation_csv(s.evaluation),
+                                   labels, s.reference, s.case.geometry, s.reference_mapping, overwrite=True)
 
 
     def export_report_dialog(self) -> None:

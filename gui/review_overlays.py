@@ -345,6 +345,10 @@ class ReviewOverlays(QObject):
         else:
             self.panel.lesion_text.setText("")
 
+    def lesion_export(self, report) -> Optional[dict]:
+        """The lesion CSV/JSON's extra columns (engine.review.state.ReviewState.lesion_export_columns)."""
+        return None if report is None else self.state.lesion_export_columns(report.lesions)
+
     # ------------------------------------------------------------------------------------------ navigation
     def _go(self, center, box, text: str, label: QLabel) -> None:
         w = self.win

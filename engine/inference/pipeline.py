@@ -640,7 +640,8 @@ class SegmentOptions:
         as liver_vessels, liver_lesions, liver_segments) on the box of the liver found so far + the release's
         margin.
     uncertainty: keep the model's per-voxel doubt (1 - max softmax probability, uint8, 1 byte per voxel:
-        engine.review.uncertainty) as ``result.extra_maps["uncertainty"]``; only for a run of one model.
+        engine.review.uncertainty) as ``result.extra_maps["uncertainty"]``; only for a run of one model. Off
+        by default (the CLI's --uncertainty, the window's runs through case_session.run_model turn it on).
     """
 
     mode: str = "fast"
@@ -656,7 +657,7 @@ class SegmentOptions:
     postprocess_options: Optional[PostprocessOptions] = None
     split_vessels: bool = True
     set_crop: bool = True
-    uncertainty: bool = True
+    uncertainty: bool = False
 
     def validate(self) -> None:
         """ModelError in words for a value that cannot run."""

@@ -335,3 +335,54 @@ def error_surfaces(maps: ErrorMaps, geometry, shown: Optional[dict] = None) -> d
     code[keep[maps.fp]] = 1
     meshes = label_surfaces(code, geometry, labels_wanted=(1, 2), smooth=False)
     return {("FP" if v == 1 else "FN"): m for v, m in meshes.items() if m is not None}
+
+
+# ----------------------------------------------------------------------------------------------
+# the evaluation export's lesion table
+LESION_STATUS_COLUMNS = ("side", "status", "voxels", "volume_ml", "z0", "z1", "y0", "y1", "x0", "x1", "iou")
+
+
+def lesion_status_rows(labels: np.ndarray, reference: np.ndarray, geometry, mapping=None) -> list[dict]:
+    """One row per labelled lesion (detected / false positive) and per missed reference lesion, with its box
+    (voxel indices, end exclusive) and the IoU of its match (metrics.lesions' rule, min IoU 0.1)."""
+    from ..evaluation import structure_plan
+
+    ref_labels = (5,)
+    for _, (pl, rl) in structure_plan(mapping).structures.items():
+        if 5 in pl:
+            ref_labels = rl
+    preds, missed = lesion_statuses(labels, reference, geometry.spacing, ref_lesion_labels=ref_labels)
+    vox_ml = float(geometry.voxel_volume_ml)
+    rows = []
+    for side, items in (("labels", preds), ("reference", missed)):
+        for st in items:
+            rows.append({"side": side, "status": st.status, "voxels": st.voxels,
+                         "volume_ml": round(st.voxels * vox_ml, 4), **dict(zip(LESION_STATUS_COLUMNS[4:10], st.box)),
+                         "iou": round(st.iou, 4) if st.status == "detected" else ""})
+    return rows
+
+
+def lesion_status_path(csv_path) -> "Path":
+    from pathlib import Path
+    p = Path(csv_path)
+    stem = p.name[:-4] if p.name.lower().endswith(".csv") else p.name
+    return p.with_name(f"{stem}_lesion_status.csv")
+
+
+def write_evaluation_exports(path, evaluation_csv_text: str, labels: np.ndarray, reference: np.ndarray, geometry,
+                             mapping=None, overwrite: bool = True) -> list:
+    """The evaluation table CSV at ``path`` and the per-lesion status table beside it
+    (``<name>_lesion_status.csv``: :func:`lesion_status_rows`), both written atomically. Returns both paths."""
+    import csv
+    import io
+
+    from ..io.atomic import write_text_atomic
+
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(LESION_STATUS_COLUMNS), lineterminator="\n")
+    w.writeheader()
+    for r in lesion_status_rows(labels, reference, geometry, mapping):
+        w.writerow(r)
+    side = lesion_status_path(path)
+    return [write_text_atomic(path, evaluation_csv_text, overwrite=overwrite),
+            write_text_atomic(side, buf.getvalue(), overwrite=overwrite)]

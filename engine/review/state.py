@@ -191,11 +191,23 @@ class ReviewState:
         c = self.lesion_confidence(les)
         return "edited" if c is None else f"{c:.2f}"
 
-    def lesion_export_columns(self, lesions) -> dict[int, dict]:
-        """Per lesion id: {"status": ..., "confidence": float or None} for the lesion CSV/JSON."""
+    def lesion_export_columns(self, lesions) -> Optional[dict[int, dict]]:
+        """Per lesion id the lesion CSV/JSON's extra columns: "status_vs_reference" (detected / false positive,
+        with a reference) and "model_confidence" (mean max-probability, with an uncertainty map; empty for an
+        edited lesion); None when there is neither."""
+        if not self.has_reference and self.uncertainty is None:
+            return None
         cols = self.lesion_columns(lesions)
-        return {les.id: {"status": cols[les.id][0] if cols[les.id][0] != "—" else None,
-                         "confidence": self.lesion_confidence(les)} for les in lesions}
+        out = {}
+        for les in lesions:
+            d = {}
+            if self.has_reference:
+                d["status_vs_reference"] = cols[les.id][0] if cols[les.id][0] != "—" else None
+            if self.uncertainty is not None:
+                c = self.lesion_confidence(les)
+                d["model_confidence"] = None if c is None else round(c, 4)
+            out[les.id] = d
+        return out
 
     # ------------------------------------------------------------------------------------------ doubt
     def uncertain_regions(self) -> list[UncertainRegion]:

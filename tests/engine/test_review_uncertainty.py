@@ -31,7 +31,7 @@ def demo_model():
 @pytest.fixture(scope="module")
 def run(demo_model):
     ct = small_phantom(seed=3, shape=(48, 96, 96), spacing=(2.5, 2.0, 2.0))
-    return ct, segment(ct, demo_model, SegmentOptions(device="cpu", threads=1))
+    return ct, segment(ct, demo_model, SegmentOptions(device="cpu", threads=1, uncertainty=True))
 
 
 def test_uncertainty_map_kept_bounded_and_in_range(run):
@@ -54,9 +54,10 @@ def test_uncertainty_map_kept_bounded_and_in_range(run):
 
 def test_uncertainty_off_and_model_set_say_none(run, demo_model):
     ct, _ = run
-    off = segment(ct, demo_model, SegmentOptions(device="cpu", threads=1, uncertainty=False))
-    assert UNCERTAINTY_KEY not in off.extra_maps
-    two = segment(ct, [demo_model, demo_model], SegmentOptions(device="cpu", threads=1))
+    off = segment(ct, demo_model, SegmentOptions(device="cpu", threads=1))
+    assert UNCERTAINTY_KEY not in off.extra_maps                  # off unless asked
+    assert "uncertainty" not in off.provenance
+    two = segment(ct, [demo_model, demo_model], SegmentOptions(device="cpu", threads=1, uncertainty=True))
     assert UNCERTAINTY_KEY not in two.extra_maps
     assert two.provenance["uncertainty"].startswith("no uncertainty for this run")
     # in a session: the review says so, and nothing fails
@@ -88,6 +89,8 @@ def test_session_carries_map_confidence_edits_and_frees(run, demo_model):
             assert c is not None and 1.0 / 6.0 <= c <= 1.0
         exp = review.lesion_export_columns(lesions)
         assert set(exp) == {l.id for l in lesions}
+        assert all(0.0 < d["model_confidence"] <= 1.0 for d in exp.values())
+        assert all("status_vs_reference" in d for d in exp.values())     # the phantom's truth is the reference
     # an edit hides the map in its box; undoing back to the run's labels shows it whole again
     z = ct.labels.shape[0] // 2
     s.apply("brush", "Paint", _paint_box, (z, z + 2, 10, 20, 10, 20))

@@ -39,7 +39,7 @@ def _colour_pixels(img, rgb, tol=70):
     return int((np.abs(arr - np.array(rgb)).max(axis=2) < tol).sum())
 
 
-def test_error_overlays_counts_navigation_and_lesion_status(qtbot, qapp, small_case):
+def test_error_overlays_counts_navigation_and_lesion_status(qtbot, qapp, small_case, tmp_path):
     from engine import edits
     from engine.evaluation import structure_plan
     from gui.main_window import MainWindow
@@ -107,6 +107,26 @@ def test_error_overlays_counts_navigation_and_lesion_status(qtbot, qapp, small_c
         assert not t.isColumnHidden(col)
         assert (f"{det.detected} detected, {det.missed} missed, {det.false} false positive"
                 in panel.lesion_text.text())
+        # the exports: the lesion table's status column, and the evaluation's lesion status table
+        import csv
+        out = tmp_path / "m.csv"
+        w.export_measurements(out)
+        les_csv = tmp_path / "m_lesions.csv"
+        qtbot.waitUntil(les_csv.exists, timeout=10000)
+        rows = list(csv.DictReader(les_csv.open()))
+        assert sorted(r["status_vs_reference"] for r in rows) == statuses
+        w.run_evaluation()
+        qtbot.waitUntil(lambda: s.evaluation is not None, timeout=120000)
+        assert s.evaluation.lesions["crlm"].missed == det.missed
+        ev = tmp_path / "eval.csv"
+        w.export_evaluation(ev)
+        side = tmp_path / "eval_lesion_status.csv"
+        qtbot.waitUntil(side.exists, timeout=10000)
+        rows = list(csv.DictReader(side.open()))
+        assert [r["status"] for r in rows].count("missed") == det.missed
+        assert [r["status"] for r in rows].count("false positive") == det.false
+        assert [r["status"] for r in rows].count("detected") == det.detected
+        wait_idle(qtbot, w)
         # 3D: the error surfaces
         if w.view3d is not None:
             panel.show_3d.setChecked(True)
