@@ -207,6 +207,9 @@ class ReviewOverlays(QObject):
             self._start_build()
 
     def _on_review(self, what: str) -> None:
+        if what == "stale":
+            self._start_build()
+            return
         if what in ("case", "reference"):
             self.current_error, self.current_uncertain = None, -1
             if self.win.view3d is not None:

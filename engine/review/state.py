@@ -35,6 +35,7 @@ class ReviewState:
         self.uncertainty_note = "No segmentation run in this session yet."
         self.on_change = on_change
         self._building = False
+        self._build_for: tuple = (None, None)
         self._pending_boxes: list = []     # label changes while the error maps were being built
         self._lesion_cache: tuple = (None, None)
         self._stop = session.listen(self._on_session)
@@ -100,12 +101,18 @@ class ReviewState:
             return None
         self._building = True
         self._pending_boxes = []
+        self._build_for = (s.case, s.reference)
         return build_error_maps, (s.case.labels.copy(), s.reference, s.case.geometry.spacing, s.reference_mapping)
 
     def errors_finished(self, maps: Optional[ErrorMaps]) -> None:
         """The maps built by :meth:`errors_job` (None: failed); the edits made meanwhile are applied now."""
         self._building = False
         if maps is None or not self.has_reference:
+            return
+        case, ref = self._build_for
+        if case is not self.session.case or ref is not self.session.reference:
+            # another case or reference came while it was built: those maps are not this one's
+            self._changed("stale")
             return
         maps.labels = self.session.case.labels
         for box in self._pending_boxes:

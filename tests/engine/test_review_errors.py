@@ -159,3 +159,26 @@ def test_review_state_follows_edits_undo_and_reference(phantom):
     s.set_reference(None, "")
     assert review.errors is None and review.build_errors() is None
     review.close()
+
+
+def test_maps_built_for_another_reference_are_not_taken(phantom):
+    """A worker's maps for the reference shown when it started are dropped when another reference came
+    meanwhile; the state asks for a new build."""
+    s = CaseSession(journal=False)
+    s.open_case(phantom.copy())
+    seen = []
+    review = ReviewState(s, on_change=seen.append)
+    fn, args = review.errors_job()
+    maps = fn(*args)
+    other = _perturbed(phantom.labels)
+    s.set_reference(other, "another reference")
+    review.errors_finished(maps)
+    assert review.errors is None and seen[-1] == "stale"
+    assert review.build_errors().counts() == _metric_counts(s.case.labels, other)
+    # edits made while a build runs are applied when it lands
+    fn, args = review.errors_job()
+    maps = fn(*args)
+    s.apply("erase", "Erase", edits.replace_all, np.where(s.case.labels == 5, 0, s.case.labels).astype(np.uint8))
+    review.errors_finished(maps)
+    assert review.errors.counts() == _metric_counts(s.case.labels, other)
+    review.close()
