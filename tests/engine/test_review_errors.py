@@ -182,3 +182,35 @@ def test_maps_built_for_another_reference_are_not_taken(phantom):
     review.errors_finished(maps)
     assert review.errors.counts() == _metric_counts(s.case.labels, other)
     review.close()
+
+
+@pytest.mark.real
+def test_ircadb_reference_counts_and_lesions_equal_the_metric_module():
+    """On the real CT (IRCADb 1.17 with its expert masks, venous system = hepatic veins + IVC): labels with a
+    grown liver and a dropped tumour; the FP/FN counts are the metric module's, per merged structure too,
+    and the lesion status its detection."""
+    from realdata import real_path
+    from scipy import ndimage as ndi
+
+    from engine.evaluation import read_reference
+    from engine.io import load_case
+    from metrics.lesions import detect_lesions, label_lesions
+
+    case = load_case(str(real_path("3dircadb1.17", "PATIENT_DICOM.nii.gz")))
+    from engine.labelmap import PRESETS
+    ref, mapping = read_reference(str(real_path("3dircadb1.17", "masks")), case, PRESETS["ircadb"]())
+    ref = np.asarray(ref, np.uint8)
+    pred = ref.copy()
+    grown = ndi.binary_dilation(ref == 1, iterations=2) & (ref == 0)
+    pred[grown] = 1
+    lab, n = label_lesions(ref == 5)
+    assert n >= 1
+    pred[lab == 1] = 1
+    maps = ErrorMaps(pred, ref, case.geometry.spacing, mapping)
+    assert "hepatic_veins+ivc" in maps.counts()
+    assert maps.counts() == _metric_counts(pred, ref, mapping)
+    preds, missed = lesion_statuses(pred, ref, case.geometry.spacing)
+    det = detect_lesions(pred == 5, ref == 5, case.geometry.spacing)
+    assert len(missed) == det.missed >= 1 and sum(p.status == "detected" for p in preds) == det.detected
+    regions = maps.regions()
+    assert regions[0].voxels >= regions[-1].voxels and regions[0].structure in ("liver", "crlm")
