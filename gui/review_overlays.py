@@ -359,7 +359,8 @@ class ReviewOverlays(QObject):
         geom = w.session.case.geometry
         lps = geom.index_to_physical(list(center))
         ext = max((box[2 * a + 1] - box[2 * a]) * geom.spacing[a] for a in range(3))
-        w.highlight(box, (tuple(float(v) for v in lps), ext / 2.0 + 3.0))
+        # the 3D marker: a sphere around the region, at most 25 mm (a large region would hide the view)
+        w.highlight(box, (tuple(float(v) for v in lps), min(ext / 2.0 + 3.0, 25.0)))
         # frame it: each pane zoomed to the region's box with a margin
         for v in w.views:
             r_ax, c_ax = [(1, 2), (0, 2), (0, 1)][v.axis]

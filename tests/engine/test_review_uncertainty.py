@@ -2,14 +2,8 @@
 range, carried into the session, a confidence per lesion, hidden where edited, absent for a model set."""
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tiny_model import small_phantom  # noqa: E402
 
 from engine import edits
 from engine.case_session import CaseSession
@@ -30,7 +24,9 @@ def demo_model():
 
 @pytest.fixture(scope="module")
 def run(demo_model):
-    ct = small_phantom(seed=3, shape=(48, 96, 96), spacing=(2.5, 2.0, 2.0))
+    from engine.phantom import make_phantom
+
+    ct = make_phantom(seed=3, shape=(40, 72, 72), n_lesions=3)      # the demo model finds lesions in it
     return ct, segment(ct, demo_model, SegmentOptions(device="cpu", threads=1, uncertainty=True))
 
 
@@ -83,14 +79,16 @@ def test_session_carries_map_confidence_edits_and_frees(run, demo_model):
     assert review.uncertainty_bytes == ct.labels.size
     s.derived.run_pending()
     lesions = s.report.lesions
-    if lesions:
-        for les in lesions:
-            c = review.lesion_confidence(les)
-            assert c is not None and 1.0 / 6.0 <= c <= 1.0
-        exp = review.lesion_export_columns(lesions)
-        assert set(exp) == {l.id for l in lesions}
-        assert all(0.0 < d["model_confidence"] <= 1.0 for d in exp.values())
-        assert all("status_vs_reference" in d for d in exp.values())     # the phantom's truth is the reference
+    assert lesions, "the demo model found no lesion in the phantom: the confidence would not be tested"
+    for les in lesions:
+        c = review.lesion_confidence(les)
+        assert c is not None and 1.0 / 6.0 <= c <= 1.0
+    exp = review.lesion_export_columns(lesions)
+    assert set(exp) == {l.id for l in lesions}
+    assert all(0.0 < d["model_confidence"] <= 1.0 for d in exp.values())
+    assert all("status_vs_reference" in d for d in exp.values())     # the phantom's truth is the reference
+    cols = review.lesion_columns(lesions)
+    assert all(conf == f"{review.lesion_confidence(l):.2f}" for l, (_, conf) in zip(lesions, cols.values()))
     # an edit hides the map in its box; undoing back to the run's labels shows it whole again
     z = ct.labels.shape[0] // 2
     s.apply("brush", "Paint", _paint_box, (z, z + 2, 10, 20, 10, 20))
