@@ -311,6 +311,10 @@ class ReviewOverlays(QObject):
             p.ref_status.setText("Load a reference in the Evaluate tab to see where the labels differ from it.")
             p.table.setRowCount(0)
             p.error_text.setText("")
+        elif s.reference.shape != s.case.labels.shape:
+            p.ref_status.setText(f"Reference: {s.reference_name} is not on this CT's grid; it cannot be compared "
+                                 "voxel by voxel.")
+            p.table.setRowCount(0)
         elif st.errors is None:
             p.ref_status.setText(f"Reference: {s.reference_name}. Comparing…")
         else:
