@@ -411,7 +411,9 @@ class SegmentController(TabController):
         eta = EtaEstimator()
         self.panel.set_running(True)
         self.panel.set_progress(f"Starting {shown_name} on {device}…", 0)
-        task = self.win.runner.start("segment", run_model, case, target, device=device, mode=mode)
+        review = getattr(self.win, "review", None)      # the Review tab's "keep the uncertainty" (None: default)
+        task = self.win.runner.start("segment", run_model, case, target, device=device, mode=mode,
+                                     uncertainty=review.keep_uncertainty if review is not None else None)
         self.segment_task = task
 
         def on_progress(stage, done, total):

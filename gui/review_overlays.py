@@ -118,6 +118,10 @@ class ReviewPanel(QWidget):
         self.unc_status = QLabel("No segmentation run for this case yet.")
         self.unc_status.setWordWrap(True)
         ul.addWidget(self.unc_status)
+        self.keep_unc = QCheckBox("Keep the model's uncertainty with each run (1 byte per voxel)")
+        self.keep_unc.setToolTip("Off: the next runs keep no uncertainty map (no memory, a slightly faster "
+                                 "resampling step). LIVERPLAN_UNCERTAINTY=0 makes off the default.")
+        ul.addWidget(self.keep_unc)
         self.show_unc = QCheckBox("Uncertainty overlay (1 − max probability, heat colours)")
         self.show_unc.setChecked(False)
         ul.addWidget(self.show_unc)
@@ -186,6 +190,9 @@ class ReviewOverlays(QObject):
             self.items.append((ref_item, err_item, unc_item))
             v.extra_layers.append(self._draw)
         p = self.panel
+        import os
+        p.keep_unc.setChecked(os.environ.get("LIVERPLAN_UNCERTAINTY", "1").strip().lower()
+                              not in ("0", "off", "no", "false"))
         p.show_errors.toggled.connect(lambda _: self._redraw())
         p.show_outline.toggled.connect(lambda _: self._redraw())
         p.show_unc.toggled.connect(lambda _: self._redraw())
@@ -198,6 +205,11 @@ class ReviewOverlays(QObject):
             sc.activated.connect(slot)
         win.session.listen(self._on_session)
         self._update_texts()
+
+    @property
+    def keep_uncertainty(self) -> bool:
+        """Whether the next segmentation runs keep the uncertainty map (the tab's check box)."""
+        return self.panel.keep_unc.isChecked()
 
     # ------------------------------------------------------------------------------------------ events
     def _on_session(self, kind: str, data) -> None:

@@ -72,9 +72,11 @@ class ReviewState:
                     else:
                         self.uncertainty = None
                         prov = s.case.provenance.extra.get("segmentation") or {}
-                        self.uncertainty_note = "No uncertainty for this run" + (
-                            f" ({prov['uncertainty'].split(': ', 1)[-1]})." if isinstance(prov, dict) and
-                            prov.get("uncertainty") else ".")
+                        prov = prov if isinstance(prov, dict) else {}
+                        why = ("it was not kept: turned off for the runs"
+                               if (prov.get("options") or {}).get("uncertainty") is False
+                               else str(prov.get("uncertainty", "")).split(": ", 1)[-1])
+                        self.uncertainty_note = "No uncertainty for this run" + (f" ({why})." if why else ".")
                 elif self.uncertainty is not None:
                     self.uncertainty.labels_changed(data.box, s.history.state_id)
             elif step is not None and self.uncertainty is not None:

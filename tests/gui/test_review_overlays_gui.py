@@ -187,5 +187,12 @@ def test_uncertainty_overlay_confidence_and_next_uncertain(qtbot, qapp, small_ca
         wait_idle(qtbot, w)
         assert st.uncertainty.edited
         assert "hidden in the edited boxes" in panel.unc_status.text()
+        # the setting: a run without it keeps none, says so, and frees the map
+        panel.keep_unc.setChecked(False)
+        w.run_segmentation(demo)
+        qtbot.waitUntil(lambda: st.uncertainty is None, timeout=120000)
+        wait_idle(qtbot, w)
+        assert panel.unc_status.text() == "No uncertainty for this run (it was not kept: turned off for the runs)."
+        assert not panel.show_unc.isEnabled()
     finally:
         close_window(w)
