@@ -177,6 +177,7 @@ class ReviewOverlays(QObject):
         self.shown: dict[str, bool] = {}
         self.current_error = None
         self.current_uncertain = -1
+        self._3d_again = False
         self._err_lut, self._ref_lut, self._heat = _error_lut(), _outline_lut(), _heat_lut()
         self.items = []
         for v in win.views:
@@ -298,7 +299,9 @@ class ReviewOverlays(QObject):
             return
         maps, geom = self.state.errors, self.win.session.case.geometry
         if self.win.runner.running("review_3d"):
+            self._3d_again = True           # the surfaces being made are already behind: once more after
             return
+        self._3d_again = False
         t = self.win.runner.start("review_3d", error_surfaces, maps, geom, dict(self.shown), progress=False)
 
         def done(meshes):
@@ -309,6 +312,7 @@ class ReviewOverlays(QObject):
 
         t.succeeded.connect(done)
         t.failed.connect(lambda msg, exc: self.win.message(f"The 3D error surfaces failed: {msg}", error=True))
+        t.done.connect(lambda: self._3d_again and self._update_3d())
 
     # ------------------------------------------------------------------------------------------ texts
     def _names(self) -> dict:

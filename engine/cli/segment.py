@@ -226,6 +226,8 @@ def _run_cases(args: argparse.Namespace, run_model, options, out) -> int:
             targets = {"seg": out / f"{name}_seg{args.format}", "csv": out / f"{name}_measurements.csv",
                        "json": out / f"{name}_measurements.json", "prov": out / f"{name}_segmentation.json"}
             checked = list(targets.values()) + [lesion_table_path(targets["csv"])]
+            if getattr(args, "uncertainty", False):
+                checked.append(out / f"{name}_uncertainty.nii.gz")
             if not args.overwrite:
                 existing = [str(p) for p in checked if p.exists()]
                 if existing:

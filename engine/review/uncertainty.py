@@ -39,6 +39,23 @@ def max_prob_to_uint8(max_prob) -> np.ndarray:
     return np.clip(np.rint(u * SCALE), 0, 255).astype(np.uint8)
 
 
+def without_uncertainty(provenance: dict) -> dict:
+    """A segmentation run's provenance without what says whether an uncertainty map was kept beside the labels
+    (the option, its extra_maps entry, the "no uncertainty" note): what made the labels, for comparing two runs
+    (the window keeps the map, the CLI only with --uncertainty)."""
+    out = dict(provenance)
+    if isinstance(out.get("options"), dict):
+        out["options"] = {k: v for k, v in out["options"].items() if k != "uncertainty"}
+    if isinstance(out.get("extra_maps"), dict):
+        rest = {k: v for k, v in out["extra_maps"].items() if k != UNCERTAINTY_KEY}
+        if rest:
+            out["extra_maps"] = rest
+        else:
+            del out["extra_maps"]
+    out.pop("uncertainty", None)
+    return out
+
+
 def memory_bytes(shape: Sequence[int]) -> int:
     return int(np.prod([int(s) for s in shape])) * BYTES_PER_VOXEL
 

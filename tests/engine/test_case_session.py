@@ -132,13 +132,10 @@ def test_gui_and_cli_make_the_same_labels_and_provenance(store, tmp_path_factory
     def same_run(prov):      # the options without the thread count (the CLI ran on one thread)
         out = {k: v for k, v in prov.items() if k not in drop}
         if isinstance(out.get("options"), dict):
-            # the window also keeps the model's uncertainty beside the labels (engine.review.uncertainty)
-            out["options"] = {k: v for k, v in out["options"].items() if k not in ("threads", "uncertainty")}
-        if isinstance(out.get("extra_maps"), dict):
-            out["extra_maps"] = {k: v for k, v in out["extra_maps"].items() if k != "uncertainty"} or None
-            if out["extra_maps"] is None:
-                del out["extra_maps"]
-        return out
+            out["options"] = {k: v for k, v in out["options"].items() if k != "threads"}
+        # the window also keeps the model's uncertainty beside the labels (engine.review.uncertainty)
+        from engine.review.uncertainty import without_uncertainty
+        return without_uncertainty(out)
 
     assert same_run(json.loads(json.dumps(ours, default=str))) == same_run(json.loads(json.dumps(cli_prov, default=str)))
 
