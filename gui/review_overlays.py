@@ -263,7 +263,9 @@ class ReviewOverlays(QObject):
             return
         axis, index = v.axis, v.pos_zyx[v.axis]
         rect = v.plane_rect()
-        show_err = st.errors is not None and self.panel.show_errors.isChecked()
+        shape = s.case.labels.shape
+        # (a new case is drawn before this state hears of it: maps of another grid are not drawn)
+        show_err = st.errors is not None and self.panel.show_errors.isChecked() and st.errors.fp.shape == shape
         if show_err:
             err_item.setImage(st.errors.colour_plane(axis, index, self.shown), autoLevels=False, levels=(0, 255),
                               lut=self._err_lut)
@@ -278,7 +280,7 @@ class ReviewOverlays(QObject):
                               lut=self._ref_lut)
             ref_item.setRect(rect)
         ref_item.setVisible(show_ref)
-        show_unc = st.uncertainty is not None and self.panel.show_unc.isChecked()
+        show_unc = st.uncertainty is not None and self.panel.show_unc.isChecked() and st.uncertainty.map.shape == shape
         if show_unc:
             unc_item.setImage(st.uncertainty.plane(axis, index), autoLevels=False, levels=(0, 255), lut=self._heat)
             unc_item.setRect(rect)

@@ -196,3 +196,30 @@ def test_uncertainty_overlay_confidence_and_next_uncertain(qtbot, qapp, small_ca
         assert not panel.show_unc.isEnabled()
     finally:
         close_window(w)
+
+
+def test_a_larger_case_after_one_with_errors_opens(qtbot, qapp, small_case):
+    """The panes draw a new case before the review hears of it: the last case's maps (another grid) are not
+    drawn, and the new case opens whole."""
+    from engine import edits
+    from engine.phantom import make_phantom
+    from gui.main_window import MainWindow
+
+    w = MainWindow(with_3d=False)
+    w.show()
+    try:
+        w.set_case(small_case.copy())
+        wait_idle(qtbot, w)
+        qtbot.waitUntil(lambda: w.review.state.errors is not None, timeout=30000)
+        w.session.apply("edit", "Errors", edits.replace_all, _perturb(w.session.case.labels))
+        wait_idle(qtbot, w)
+        w.history.mark_saved()
+        big = make_phantom(seed=4, shape=(96, 128, 128), n_lesions=2)   # its centre is outside the last grid
+        w.set_case(big)
+        wait_idle(qtbot, w)
+        assert w.case is big and w.pos == [n // 2 for n in big.image.shape]
+        qtbot.waitUntil(lambda: w.review.state.errors is not None, timeout=30000)
+        assert w.review.state.errors.fp.shape == big.labels.shape
+        assert all(v == (0, 0) for v in w.review.state.errors.counts().values())
+    finally:
+        close_window(w)
