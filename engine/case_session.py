@@ -104,13 +104,18 @@ class AutosaveJob:
         raise OSError("no folder could be written (" + "; ".join(errors) + ")")
 
 
-def run_model(case: Case, models, *, device: str = "auto", mode: str = "fast", progress=None, cancel=None):
+def run_model(case: Case, models, *, device: str = "auto", mode: str = "fast", progress=None, cancel=None,
+              uncertainty: Optional[bool] = None):
     """Segment ``case`` with one model or several (engine.inference.segment): the one place the session
     and the window call inference from, so a change of its options is made here only. Runs on a worker
-    thread in the window. Returns an engine.inference.SegmentationResult."""
+    thread in the window. Returns an engine.inference.SegmentationResult. ``uncertainty``: keep the
+    model's per-voxel uncertainty (1 byte per voxel; None: on unless LIVERPLAN_UNCERTAINTY=0)."""
     from .inference import SegmentOptions, segment
 
-    return segment(case, models, SegmentOptions(device=device, mode=mode), progress=progress, cancel=cancel)
+    if uncertainty is None:
+        uncertainty = os.environ.get("LIVERPLAN_UNCERTAINTY", "1").strip() not in ("0", "off", "no", "false")
+    return segment(case, models, SegmentOptions(device=device, mode=mode, uncertainty=bool(uncertainty)),
+                   progress=progress, cancel=cancel)
 
 
 def write_labels(path, case: Case) -> Path:

@@ -17,7 +17,7 @@ import io
 import json
 import math
 from pathlib import Path
-from typing import Sequence, Union
+from typing import Optional, Sequence, Union
 
 from .io.atomic import write_text_atomic
 from .measure import MeasurementReport
@@ -88,11 +88,29 @@ def _csv_text(header: list[str], rows: list[dict], notes: Sequence[str] = ()) ->
     return buf.getvalue()
 
 
-def write_measurements_csv(path: PathLike, report: MeasurementReport, overwrite: bool = False) -> list[Path]:
+def _lesion_rows(report: MeasurementReport, lesion_extra: Optional[dict]) -> list[dict]:
+    """The report's lesion rows with the columns of ``lesion_extra`` ({lesion id: {column: value}}) added."""
+    rows = report.lesion_rows()
+    if lesion_extra:
+        for r in rows:
+            r.update(lesion_extra.get(r["lesion"], {}))
+    return rows
+
+
+def _extra_columns(lesion_extra: Optional[dict]) -> list[str]:
+    cols: list[str] = []
+    for d in (lesion_extra or {}).values():
+        cols += [k for k in d if k not in cols]
+    return cols
+
+
+def write_measurements_csv(path: PathLike, report: MeasurementReport, overwrite: bool = False,
+                           lesion_extra: Optional[dict] = None) -> list[Path]:
     """Write the measurement table to ``path`` and the lesion table beside it; return both paths.
 
     The lesion table is written even when there are no lesions (header only), so a batch of cases
-    always yields the same set of files.
+    always yields the same set of files. ``lesion_extra``: {lesion id: {column: value}} appended to the
+    lesion table (the window's review: status against a reference, the model's confidence).
     """
     path = Path(path)
     les_path = lesion_table_path(path)
@@ -108,8 +126,9 @@ def write_measurements_csv(path: PathLike, report: MeasurementReport, overwrite:
     les_header = ["lesion", "volume_ml", "voxels", "longest_diameter_mm", "axial_diameter_mm",
                   "centroid_x_lps_mm", "centroid_y_lps_mm", "centroid_z_lps_mm", "centroid_z_index",
                   "centroid_y_index", "centroid_x_index", "first_slice_index", "last_slice_index",
-                  "first_slice_number", "last_slice_number", "mean_hu", "liver_contact_pct", "check"]
-    les = _csv_text(les_header, report.lesion_rows(), provenance_lines(report, "lesion table"))
+                  "first_slice_number", "last_slice_number", "mean_hu", "liver_contact_pct", "check"
+                  ] + _extra_columns(lesion_extra)
+    les = _csv_text(les_header, _lesion_rows(report, lesion_extra), provenance_lines(report, "lesion table"))
     write_text_atomic(path, main, overwrite=overwrite)
     write_text_atomic(les_path, les, overwrite=overwrite)
     return [path, les_path]
@@ -127,15 +146,20 @@ def _json_safe(obj):
     return obj
 
 
-def measurements_json_text(report: MeasurementReport) -> str:
+def measurements_json_text(report: MeasurementReport, lesion_extra: Optional[dict] = None) -> str:
     d = report.to_json_dict()
+    if lesion_extra:
+        for les in d["lesions"]:
+            les.update(lesion_extra.get(les["id"], {}))
     d["created"] = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
     return json.dumps(_json_safe(d), indent=2, allow_nan=False) + "\n"
 
 
-def write_measurements_json(path: PathLike, report: MeasurementReport, overwrite: bool = False) -> Path:
-    """Write the full report (measurements, lesions, definitions, connectivity, provenance) as JSON."""
-    return write_text_atomic(path, measurements_json_text(report), overwrite=overwrite)
+def write_measurements_json(path: PathLike, report: MeasurementReport, overwrite: bool = False,
+                            lesion_extra: Optional[dict] = None) -> Path:
+    """Write the full report (measurements, lesions, definitions, connectivity, provenance) as JSON
+    (``lesion_extra`` as in :func:`write_measurements_csv`)."""
+    return write_text_atomic(path, measurements_json_text(report, lesion_extra), overwrite=overwrite)
 
 
 def write_segmentation_outputs(case, result, targets: dict, source: str, overwrite: bool,
@@ -163,6 +187,15 @@ def write_segmentation_outputs(case, result, targets: dict, source: str, overwri
         # the planning segment map (Couinaud 1-8, 0 outside the liver) in the CT's own geometry
         written.append(write_label_map(targets["couinaud"], seg_case, labels=result.extra_maps["couinaud"],
                                        overwrite=overwrite))
+    if targets.get("uncertainty") is not None:
+        if "uncertainty" in result.extra_maps:
+            # the model's doubt, round(255 (1 - max probability)), uint8 (engine.review.uncertainty)
+            written.append(write_label_map(targets["uncertainty"], seg_case, labels=result.extra_maps["uncertainty"],
+                                           overwrite=overwrite))
+        else:
+            note = result.provenance.get("uncertainty", "no uncertainty for this run")
+            if note not in warnings:
+                warnings.append(note[0].upper() + note[1:] + "; no uncertainty map was written.")
     written.append(write_text_atomic(targets["prov"], json.dumps(
         {"case": source, "warnings": warnings, "provenance": result.provenance}, indent=2, default=str) + "\n",
         overwrite=overwrite))

@@ -488,7 +488,9 @@ class SegmentController(TabController):
         eta = EtaEstimator()
         self.panel.set_running(True)
         self.panel.set_progress(f"Starting {shown_name} on {device}…", 0)
-        task = self.win.runner.start("segment", run_model, case, target, device=device, mode=mode)
+        review = getattr(self.win, "review", None)      # the Review tab's "keep the uncertainty" (None: default)
+        task = self.win.runner.start("segment", run_model, case, target, device=device, mode=mode,
+                                     uncertainty=review.keep_uncertainty if review is not None else None)
         self.segment_task = task
 
         def on_progress(stage, done, total):
@@ -628,12 +630,15 @@ class EvaluateController(TabController):
             self.export(p)
 
     def export(self, path):
-        """The evaluation table as CSV (metric rows x structure columns), written atomically."""
+        """The evaluation table as CSV (metric rows x structure columns), and beside it each lesion's status
+        (engine.review.errors.write_evaluation_exports), written atomically."""
         from engine.evaluation import evaluation_csv
-        from engine.io.atomic import write_text_atomic
+        from engine.review.errors import write_evaluation_exports
 
-        return self.win.run_export("Evaluation", write_text_atomic, str(path),
-                                   evaluation_csv(self.win.session.evaluation), overwrite=True)
+        s = self.win.session
+        labels = s.evaluated_labels if s.evaluated_labels is not None else s.case.labels.copy()
+        return self.win.run_export("Evaluation", write_evaluation_exports, str(path), evaluation_csv(s.evaluation),
+                                   labels, s.reference, s.case.geometry, s.reference_mapping, overwrite=True)
 
 
     def export_report_dialog(self) -> None:

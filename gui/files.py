@@ -224,7 +224,8 @@ class CaseFiles(QObject):
             return None
         from engine import report as rep
         fn = rep.write_measurements_json if str(path).lower().endswith(".json") else rep.write_measurements_csv
-        return self.win.run_export("Measurements", fn, str(path), self.win.report, overwrite=True)
+        return self.win.run_export("Measurements", fn, str(path), self.win.report, overwrite=True,
+                                   lesion_extra=self.win.review.lesion_export(self.win.report))
 
     def export_board_report_dialog(self):
         """File > Export > Tumour-board report: the options and a preview (gui.board_report_dialog); the

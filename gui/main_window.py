@@ -110,6 +110,8 @@ class MainWindow(QMainWindow):
         from .plan_panel import PlanPanel      # the Plan tab (README "Planning"): it reads the window's public parts
         self.plan_panel = PlanPanel(self)
         self.tabs.addTab(self.plan_panel, "Plan")
+        from .review_overlays import ReviewOverlays   # the Review tab (README "Errors and uncertainty")
+        self.review = ReviewOverlays(self)
         dock = QDockWidget("Case", self)
         dock.setObjectName("side_panel")
         dock.setWidget(self.tabs)

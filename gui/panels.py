@@ -308,8 +308,10 @@ class MeasurePanel(QWidget):
     lesion_selected = Signal(int)  # row in the lesion table
 
     LESION_COLS = ("Lesion", "Volume (mL)", "Longest ⌀ (mm)", "Axial ⌀ (mm)", "Slices", "Mean HU",
-                   "Seg", "Hemi", "Vessel", "Dist (mm)")
-    #: the columns the Plan tab fills (engine.planning.display.lesion_columns), "—" until it has
+                   "Seg", "Hemi", "Vessel", "Dist (mm)", "Status", "Conf.")
+    #: the review columns (gui.review_overlays: status against a reference, the model's confidence)
+    REVIEW_COLS = ("Status", "Conf.")
+    #: the columns the Plan tab fills (engine.planning.display.lesion_columns), "—" until it has, from "Seg"
     PLAN_COLS = 4
     # The values a tumour board asks for first; the per-structure values follow.
     FIRST = ("liver.total_volume_ml", "crlm.tumour_burden_pct", "crlm.count", "crlm.total_volume_ml",
@@ -334,7 +336,7 @@ class MeasurePanel(QWidget):
         # two-line headers keep the columns narrow enough for the dock (Mean HU was cut off)
         self.lesions.setHorizontalHeaderLabels([c.replace(" (", "\n(").replace("Mean HU", "Mean\nHU")
                                                 for c in self.LESION_COLS])
-        for c, tip in zip(range(len(self.LESION_COLS) - self.PLAN_COLS, len(self.LESION_COLS)),
+        for c, tip in zip(range(self.LESION_COLS.index("Seg"), self.LESION_COLS.index("Seg") + self.PLAN_COLS),
                           ("Couinaud segment (+: more than one; the tooltip gives the shares)", "Hemiliver",
                            "Nearest vessel (RHV/MHV/LHV hepatic veins, MPV/RPV/LPV portal vein, IVC)",
                            "Distance to the nearest vessel, surface to surface")):
@@ -351,7 +353,15 @@ class MeasurePanel(QWidget):
         self.note.setWordWrap(True)
         lay.addWidget(self.note)
         self._planning: dict[int, list] = {}
+        self._review: dict[int, tuple] = {}
+        self.lesions.horizontalHeaderItem(self.LESION_COLS.index("Status")).setToolTip(
+            "Against the reference loaded in the Evaluate tab: detected, or false positive (no reference "
+            "lesion matched, IoU >= 0.1 one-to-one as in the evaluation)")
+        self.lesions.horizontalHeaderItem(self.LESION_COLS.index("Conf.")).setToolTip(
+            "The model's confidence: mean max-probability inside the lesion (1 = sure); 'edited' where the "
+            "lesion was edited since the run")
         self._fill_planning()
+        self._fill_review()
 
     def set_planning(self, columns: dict[int, list]) -> None:
         """Lesion id -> [(text, tooltip)] for the segment, hemiliver, nearest vessel and distance columns
@@ -360,8 +370,8 @@ class MeasurePanel(QWidget):
         self._fill_planning()
 
     def _fill_planning(self) -> None:
-        n0 = len(self.LESION_COLS) - self.PLAN_COLS
-        for c in range(n0, len(self.LESION_COLS)):
+        n0 = self.LESION_COLS.index("Seg")
+        for c in range(n0, n0 + self.PLAN_COLS):
             self.lesions.setColumnHidden(c, not self._planning)
         # with the planning columns the table would not fit the dock: the axial diameter and the slice
         # range step aside (they stay in the exports)
@@ -374,6 +384,22 @@ class MeasurePanel(QWidget):
             for c, (text, tip) in enumerate(vals):
                 self.lesions.setItem(r, n0 + c, _item(str(text), tip, align_right=c == self.PLAN_COLS - 1))
         self.lesions.resizeColumnsToContents()
+
+    def set_review(self, columns: dict) -> None:
+        """Lesion id -> (status, confidence) texts (gui.review_overlays); the columns show once any is known."""
+        self._review = dict(columns)
+        self._fill_review()
+
+    def _fill_review(self) -> None:
+        c0 = self.LESION_COLS.index(self.REVIEW_COLS[0])
+        shown = [any(v[c] != "—" for v in self._review.values()) for c in range(len(self.REVIEW_COLS))]
+        for c in range(len(self.REVIEW_COLS)):
+            self.lesions.setColumnHidden(c0 + c, not shown[c])
+        for r in range(self.lesions.rowCount()):
+            it = self.lesions.item(r, 0)
+            vals = self._review.get(int(it.text()), ("—", "—")) if it else ("—", "—")
+            for c, text in enumerate(vals):
+                self.lesions.setItem(r, c0 + c, _item(str(text), align_right=c == 1))
 
     def set_note(self, text: str) -> None:
         self.note.setText(text)
@@ -392,6 +418,8 @@ class MeasurePanel(QWidget):
         self.note.setText("")
         self._planning = {}
         self._fill_planning()
+        self._review = {}
+        self._fill_review()
 
     def set_report(self, report) -> None:
         self.summary.setRowCount(0)
@@ -421,6 +449,7 @@ class MeasurePanel(QWidget):
                 self.lesions.setItem(r, c, _item(v, align_right=c > 0))
             _flag_row(self.lesions, r, getattr(les, "flags", None))
         self._fill_planning()
+        self._fill_review()
         if selected and min(selected) < self.lesions.rowCount():
             self.lesions.selectRow(min(selected))
         self.lesions.blockSignals(False)

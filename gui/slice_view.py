@@ -129,6 +129,9 @@ class SliceView(QWidget):
         self.layer_item.setVisible(False)
         self._layer: Optional[np.ndarray] = None
         self._layer_lut: Optional[np.ndarray] = None
+        #: callables ``fn(view)`` run after the labels are redrawn (a slice change, an edit): other layers
+        #: (gui.review_overlays) draw their own items then
+        self.extra_layers: list = []
         self.vb.addItem(self.ct_item)
         self.vb.addItem(self.label_item)
         self.vb.addItem(self.layer_item)
@@ -245,6 +248,12 @@ class SliceView(QWidget):
         if self._layer is not None and self._layer.shape == self.labels.shape:
             self.layer_item.setImage(self._plane(self._layer), autoLevels=False, levels=(0, 255), lut=self._layer_lut)
             self.layer_item.setRect(self._rect())
+        for fn in self.extra_layers:
+            fn(self)
+
+    def plane_rect(self) -> QRectF:
+        """The scene rectangle (mm) of this pane's slice: where an overlay's plane image goes."""
+        return self._rect()
 
     def set_layer(self, volume: Optional[np.ndarray], lut: Optional[np.ndarray] = None) -> None:
         """Show a uint8 (z, y, x) map on the case's grid over the labels, coloured by ``lut`` (256 x 4

@@ -64,6 +64,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            "gets exactly nnU-Net's prediction")
     parser.set_defaults(body_crop=False)
     parser.add_argument("--no-postprocess", action="store_true", help="keep the model's raw output")
+    parser.add_argument("--uncertainty", action="store_true",
+                        help="also write <case>_uncertainty.nii.gz: the model's per-voxel doubt, "
+                             "round(255 x (1 - max softmax probability)), uint8 on the CT's grid (one model only; "
+                             "a model set has none)")
     parser.add_argument("--no-vessel-split", action="store_true",
                         help="leave vessels a model gives without the portal/hepatic split as 'vessel, unassigned'")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
@@ -111,7 +115,9 @@ def option_fields(args) -> dict:
     (the serial run and the cluster's jobs use the same)."""
     return dict(liver_crop=args.liver_crop, liver_crop_margin_mm=args.liver_crop_margin, crop_to_body=args.body_crop,
                 preprocessing=args.preprocessing, cpu_bf16=args.cpu_bf16, skip_empty_tiles=not args.all_tiles,
-                postprocess=not args.no_postprocess, split_vessels=not args.no_vessel_split)
+                postprocess=not args.no_postprocess, split_vessels=not args.no_vessel_split,
+                # only when asked (the runs' recorded settings stay as they were without it)
+                **({"uncertainty": True} if getattr(args, "uncertainty", False) else {}))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -220,6 +226,8 @@ def _run_cases(args: argparse.Namespace, run_model, options, out) -> int:
             targets = {"seg": out / f"{name}_seg{args.format}", "csv": out / f"{name}_measurements.csv",
                        "json": out / f"{name}_measurements.json", "prov": out / f"{name}_segmentation.json"}
             checked = list(targets.values()) + [lesion_table_path(targets["csv"])]
+            if getattr(args, "uncertainty", False):
+                checked.append(out / f"{name}_uncertainty.nii.gz")
             if not args.overwrite:
                 existing = [str(p) for p in checked if p.exists()]
                 if existing:
@@ -234,6 +242,8 @@ def _run_cases(args: argparse.Namespace, run_model, options, out) -> int:
                 bar.close()
             # every warning that bears on the result comes back: the scan's own, the model's, the measurements'
             paths = {**targets, "couinaud": out / f"{name}_couinaud.nii.gz"}
+            if getattr(args, "uncertainty", False):
+                paths["uncertainty"] = out / f"{name}_uncertainty.nii.gz"
             _, warnings = write_segmentation_outputs(case, result, paths, str(path), args.overwrite, written)
             t = result.timings
             print(f"{path.name}: {targets['seg']} ({result.device_used}, {result.mode}, {t.get('total', 0):.1f} s)")

@@ -290,6 +290,10 @@ def _predict_one(image_src: np.ndarray, spacing_src: Sequence[float], model: Mod
         raise ModelError(f"Prediction failed: {last_exc}")
     full = np.zeros(image_src.shape, dtype=np.uint8)
     full[box] = labels_sub
+    if "uncertainty" in record.maps and record.maps["uncertainty"].shape == labels_sub.shape:
+        full_u = np.zeros(image_src.shape, dtype=np.uint8)
+        full_u[box] = record.maps.pop("uncertainty")
+        record.maps["uncertainty"] = full_u
     return full
 
 
@@ -404,8 +408,9 @@ def _predict_crop(sub: np.ndarray, spacing_src, model: ModelInfo, att: dict, opt
     t0 = time.perf_counter()
     check(cancel)
     target = tuple(int(s) for s in props["shape_after_cropping_and_before_resampling"])
+    unc = np.zeros(target, np.uint8) if opts.uncertainty else None
     try:
-        seg = resample_logits_to_labels(logits, target, cancel, progress)
+        seg = resample_logits_to_labels(logits, target, cancel, progress, uncertainty_out=unc)
     except Cancelled:
         raise
     except BaseException as exc:  # noqa: BLE001
@@ -414,7 +419,7 @@ def _predict_crop(sub: np.ndarray, spacing_src, model: ModelInfo, att: dict, opt
         logits = logits.to("cpu")
         empty_device_cache(device)
         warnings.append("The GPU ran out of memory while resampling; that step ran on the CPU.")
-        seg = resample_logits_to_labels(logits, target, cancel, progress)
+        seg = resample_logits_to_labels(logits, target, cancel, progress, uncertainty_out=unc)
     del logits
     empty_device_cache(device)
     # undo nnU-Net's crop to non-zero and its axis transposition
@@ -423,6 +428,11 @@ def _predict_crop(sub: np.ndarray, spacing_src, model: ModelInfo, att: dict, opt
     bb = props["bbox_used_for_cropping"]
     full[tuple(slice(int(a), int(b)) for a, b in bb)] = seg
     full = full.transpose(pm.transpose_backward)
+    if unc is not None:
+        # the uncertainty goes back the same way (outside nnU-Net's crop: background, not computed: 0)
+        full_u = np.zeros(before, dtype=np.uint8)
+        full_u[tuple(slice(int(a), int(b)) for a, b in bb)] = unc
+        record.maps["uncertainty"] = np.ascontiguousarray(full_u.transpose(pm.transpose_backward))
     timings["resample"] = timings.get("resample", 0.0) + time.perf_counter() - t0
     return np.ascontiguousarray(full)
 
@@ -629,6 +639,9 @@ class SegmentOptions:
     set_crop: in a multi-model run (a model set), run the parts that only need the liver (known releases such
         as liver_vessels, liver_lesions, liver_segments) on the box of the liver found so far + the release's
         margin.
+    uncertainty: keep the model's per-voxel doubt (1 - max softmax probability, uint8, 1 byte per voxel:
+        engine.review.uncertainty) as ``result.extra_maps["uncertainty"]``; only for a run of one model. Off
+        by default (the CLI's --uncertainty, the window's runs through case_session.run_model turn it on).
     """
 
     mode: str = "fast"
@@ -644,6 +657,7 @@ class SegmentOptions:
     postprocess_options: Optional[PostprocessOptions] = None
     split_vessels: bool = True
     set_crop: bool = True
+    uncertainty: bool = False
 
     def validate(self) -> None:
         """ModelError in words for a value that cannot run."""
@@ -670,6 +684,8 @@ class RunRecord:
     timings: dict[str, float] = field(default_factory=dict)
     runs: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: per-voxel side outputs of the model being run (the uncertainty map on its way back), not provenance
+    maps: dict = field(default_factory=dict)
 
     def warn(self, message: str) -> None:
         if message not in self.warnings:
@@ -745,6 +761,7 @@ def segment(case: Case, model: Union[ModelInfo, Sequence[ModelInfo], ModelSetCho
         rec.warn(n)
     maps: list[np.ndarray] = []
     couinaud: Optional[np.ndarray] = None
+    uncertainty: Optional[np.ndarray] = None
     device_used = str(dev)
     with torch_threads(opts.threads) as n_threads:
         views: dict = {}
@@ -784,7 +801,9 @@ def segment(case: Case, model: Union[ModelInfo, Sequence[ModelInfo], ModelSetCho
                              "fast_step": fast["tile_step_size"]}
             elif use_liver_crop:
                 prov["liver_crop"] = "the model has no liver label: accurate mode ran on the whole CT"
+            rec.maps.pop("uncertainty", None)
             values = _predict_one(image_src, view.spacing, m, dev, opts, progress, cancel, rec, prov, two_stage)
+            unc_view = rec.maps.pop("uncertainty", None)
             if values is None:
                 rec.warn("No body found in this image (nothing denser than -500 HU); nothing was "
                          "segmented. Check that this is a CT in Hounsfield units.")
@@ -793,6 +812,12 @@ def segment(case: Case, model: Union[ModelInfo, Sequence[ModelInfo], ModelSetCho
                 full = np.zeros(view.array.shape, dtype=np.uint8)
                 full[box_view] = values
                 values = full
+                if unc_view is not None:
+                    full_u = np.zeros(view.array.shape, dtype=np.uint8)
+                    full_u[box_view] = unc_view
+                    unc_view = full_u
+            if unc_view is not None and len(models) == 1 and unc_view.shape == values.shape:
+                uncertainty = view.to_canonical(unc_view)
             device_used = prov.get("device", device_used)
             maps.append(view.to_canonical(_map_values(values, m.label_to_structure)))
             if m.segment_values:
@@ -829,6 +854,15 @@ def segment(case: Case, model: Union[ModelInfo, Sequence[ModelInfo], ModelSetCho
                                   Label.VESSEL_UNASSIGNED))
         extra_maps["couinaud"] = np.where(inside, couinaud, 0).astype(np.uint8)
         provenance["extra_maps"] = {"couinaud": "Couinaud segment 1-8 per voxel (0: none), uint8, same grid"}
+    if uncertainty is not None and uncertainty.shape == labels.shape:
+        from ..review.uncertainty import UNCERTAINTY_KEY
+        extra_maps[UNCERTAINTY_KEY] = np.ascontiguousarray(uncertainty, dtype=np.uint8)
+        provenance.setdefault("extra_maps", {})[UNCERTAINTY_KEY] = (
+            "round(255 * (1 - max softmax probability)) per voxel, uint8, same grid (0: sure; slices no "
+            "structure reached were not computed and hold 0)")
+    elif opts.uncertainty:
+        provenance["uncertainty"] = ("no uncertainty for this run: " + (
+            "its labels combine several models' outputs" if len(models) > 1 else "the model gave none"))
     return SegmentationResult(labels=np.ascontiguousarray(labels, dtype=np.uint8), device_used=device_used,
                               mode=opts.mode, warnings=warnings, timings={k: round(v, 3) for k, v in timings.items()},
                               provenance=provenance, extra_maps=extra_maps)

@@ -60,7 +60,7 @@ def _output_range(i0: np.ndarray, i1: np.ndarray, lo: int, hi: int) -> tuple[int
     return int(touch[0]), int(touch[-1]) + 1
 
 
-def _argmax_channels(t, dim: int, cancel: Optional[CancelToken] = None):
+def _argmax_channels(t, dim: int, cancel: Optional[CancelToken] = None, return_best: bool = False):
     """argmax over ``dim`` as a running comparison, one channel at a time: contiguous element-wise passes
     (torch's strided argmax over the channel axis of a (k, C, H, W) slab is ~10x slower on CPUs). Ties go
     to the lower channel, as torch.argmax."""
@@ -74,19 +74,35 @@ def _argmax_channels(t, dim: int, cancel: Optional[CancelToken] = None):
         better = cur > best
         best = torch.where(better, cur, best)
         idx.masked_fill_(better, ch)
-    return idx
+    return (idx, best) if return_best else idx
+
+
+def _uncertainty_u8(t, best, dim: int):
+    """uint8 round(255 * (1 - max softmax probability)) over ``dim`` of logits ``t`` whose maximum is ``best``
+    (engine.review.uncertainty): 1 / sum(exp(l - max)) is the largest probability, one channel at a time."""
+    import torch
+
+    total = torch.zeros_like(best)
+    for ch in range(t.shape[dim]):
+        total += torch.exp(t.select(dim, ch) - best)
+    return torch.clamp(torch.round((1.0 - 1.0 / total) * 255.0), 0, 255).to(torch.uint8)
 
 
 def resample_logits_to_labels(logits, out_shape: Sequence[int], cancel: Optional[CancelToken] = None,
                               progress: Optional[ProgressCallback] = None, stage: str = "resample",
-                              slab_bytes: int = SLAB_BYTES) -> np.ndarray:
+                              slab_bytes: int = SLAB_BYTES, uncertainty_out: Optional[np.ndarray] = None
+                              ) -> np.ndarray:
     """Argmax label map (uint8, ``out_shape``) of ``logits`` (torch tensor (C, D, H, W), any device)
     trilinearly resampled to ``out_shape`` (D2, H2, W2) (align_corners=False). Runs on the logits' device.
 
     Only output slices that the low-resolution foreground (plus one voxel) can reach are computed; the
     others are background (exactly: see :func:`_foreground_box`). Interpolation is separable: along the
     first axis at low in-plane resolution, then in-plane with F.interpolate, a slab of output slices at a
-    time, so one full-resolution float slab is the largest temporary."""
+    time, so one full-resolution float slab is the largest temporary.
+
+    uncertainty_out: a uint8 array of ``out_shape`` that receives round(255 * (1 - max softmax probability))
+    of the same interpolated logits (engine.review.uncertainty); slices skipped as background keep its
+    values (the caller passes zeros)."""
     import torch
     import torch.nn.functional as F
 
@@ -121,7 +137,12 @@ def resample_logits_to_labels(logits, out_shape: Sequence[int], cancel: Optional
             check(cancel)
             if not same_plane:
                 t = F.interpolate(t, size=(h_out, w_out), mode="bilinear", align_corners=False)
-            out[start:stop] = _argmax_channels(t, 1, cancel).cpu().numpy()
+            if uncertainty_out is None:
+                out[start:stop] = _argmax_channels(t, 1, cancel).cpu().numpy()
+            else:
+                idx, best = _argmax_channels(t, 1, cancel, return_best=True)
+                out[start:stop] = idx.cpu().numpy()
+                uncertainty_out[start:stop] = _uncertainty_u8(t, best, 1).cpu().numpy()
             del src, t
             if progress is not None:
                 progress(stage, s + 1, len(starts))

@@ -133,7 +133,9 @@ def test_gui_and_cli_make_the_same_labels_and_provenance(store, tmp_path_factory
         out = {k: v for k, v in prov.items() if k not in drop}
         if isinstance(out.get("options"), dict):
             out["options"] = {k: v for k, v in out["options"].items() if k != "threads"}
-        return out
+        # the window also keeps the model's uncertainty beside the labels (engine.review.uncertainty)
+        from engine.review.uncertainty import without_uncertainty
+        return without_uncertainty(out)
 
     assert same_run(json.loads(json.dumps(ours, default=str))) == same_run(json.loads(json.dumps(cli_prov, default=str)))
 
