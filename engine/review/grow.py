@@ -1,0 +1,234 @@
+"""Grow from seeds: strokes of two or more structures (e.g. liver and background) grown competitively on
+the CT, as 3D Slicer's "Grow from seeds" — in a box around the strokes or over the whole liver region.
+
+Method: a marker-based watershed (skimage.segmentation.watershed) on the CT's gradient magnitude (SimpleITK
+GradientMagnitudeRecursiveGaussian, sigma 1 mm): every voxel of the region goes to the seed that reaches it
+over the lowest ridge of intensity change — competitive region growing by priority flooding, the same
+family as Slicer's GrowCut (Dijkstra on intensity differences). Chosen over a random walker
+(skimage.segmentation.random_walker, the other standard seeded method) because it is an order of
+magnitude faster on the same seeds (benchmarks/review_tools_speed.py prints the ratio) and needs no
+parameter beyond the smoothing.
+
+Speed on a whole liver (a 512 x 512 x 300 CT: ~10 M voxels in the liver's box): the flood runs on a coarser
+grid first (block means, at most ``max_coarse_voxels``, the finest axis coarsened first); the live preview is
+that coarse result brought back to full resolution. For Apply (``refine=True``) the watershed is run again at
+full resolution in a band of two coarse voxels around the coarse boundaries only, with the coarse labels
+outside the band as markers: the boundary is exact to the voxel where the image has it, at a fraction of a
+full-resolution flood.
+
+What changes in the label map (:func:`grow_values`): a voxel grown from a structure's seeds gets that
+structure where it held background or one of the seeded structures; a voxel grown from the background seeds
+loses a seeded structure it held (to background). Structures that were not seeded are never changed (a liver
+grown over a lesion keeps the lesion).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+import numpy as np
+from scipy import ndimage
+
+from ..edits import Box, Region, _slices, box_of_mask
+from ..progress import check
+from . import Proposal, apply_proposal, mm_to_vox, pad_box
+from .split import block_mean, coarse_factors, upsample
+
+#: The seed value of the "background" strokes (0 is "no seed").
+BACKGROUND_SEED = 255
+MAX_COARSE_VOXELS = 1_200_000
+SMOOTHING_MM = 1.0
+
+
+class SeedStrokes:
+    """The seeds of one grow session, kept sparse: per label, the flat indices of the voxels painted.
+
+    Label values are the structure's (1-6) or :data:`BACKGROUND_SEED` for background strokes. A later
+    stroke of another label over the same voxel wins."""
+
+    def __init__(self, shape: Sequence[int]) -> None:
+        self.shape = tuple(int(n) for n in shape)
+        self._idx: dict[int, np.ndarray] = {}
+        self.version = 0
+
+    def add(self, value: int, box: Box, mask: np.ndarray) -> None:
+        """Add the True voxels of ``mask`` (the shape of ``box``) as seeds of ``value``."""
+        zz, yy, xx = np.nonzero(mask)
+        flat = np.ravel_multi_index((zz + box[0], yy + box[2], xx + box[4]), self.shape).astype(np.int64)
+        for k in list(self._idx):
+            if k != value:
+                self._idx[k] = np.setdiff1d(self._idx[k], flat, assume_unique=True)
+        old = self._idx.get(value)
+        self._idx[value] = flat if old is None else np.union1d(old, flat)
+        self.version += 1
+
+    def clear(self) -> None:
+        self._idx.clear()
+        self.version += 1
+
+    @property
+    def labels(self) -> list[int]:
+        return sorted(k for k, v in self._idx.items() if v.size)
+
+    def count(self, value: int) -> int:
+        v = self._idx.get(value)
+        return 0 if v is None else int(v.size)
+
+    def box(self) -> Optional[Box]:
+        allidx = [v for v in self._idx.values() if v.size]
+        if not allidx:
+            return None
+        zyx = np.unravel_index(np.concatenate(allidx), self.shape)
+        return (int(zyx[0].min()), int(zyx[0].max()) + 1, int(zyx[1].min()), int(zyx[1].max()) + 1,
+                int(zyx[2].min()), int(zyx[2].max()) + 1)
+
+    def rasterize(self, box: Box) -> np.ndarray:
+        """The seeds inside ``box`` as a uint8 volume of the box's shape (0 = no seed)."""
+        out = np.zeros(tuple(box[2 * a + 1] - box[2 * a] for a in range(3)), np.uint8)
+        for k, flat in self._idx.items():
+            if not flat.size:
+                continue
+            z, y, x = np.unravel_index(flat, self.shape)
+            inside = (z >= box[0]) & (z < box[1]) & (y >= box[2]) & (y < box[3]) & (x >= box[4]) & (x < box[5])
+            out[z[inside] - box[0], y[inside] - box[2], x[inside] - box[4]] = k
+        return out
+
+    def copy(self) -> "SeedStrokes":
+        c = SeedStrokes(self.shape)
+        c._idx = {k: v.copy() for k, v in self._idx.items()}
+        c.version = self.version
+        return c
+
+
+@dataclass
+class GrowResult:
+    """The grown seeds over ``box`` (uint8: seed value per voxel, 0 where nothing grew) and how."""
+
+    box: Box
+    grown: np.ndarray
+    refined: bool
+    factors: tuple
+    seconds: dict = field(default_factory=dict)
+
+
+def region_box(labels: np.ndarray, seeds: SeedStrokes, spacing: Sequence[float], *, where: str = "seeds",
+               margin_mm: float = 20.0) -> Optional[Box]:
+    """The region grown: ``"seeds"`` = the strokes' box plus ``margin_mm``; ``"liver"`` = the box of the
+    total-liver labels (engine.labels.TOTAL_LIVER_LABELS) and of the strokes, plus ``margin_mm``."""
+    from ..labels import TOTAL_LIVER_LABELS
+
+    sbox = seeds.box()
+    if sbox is None:
+        return None
+    if where == "liver":
+        lbox = box_of_mask(np.isin(labels, TOTAL_LIVER_LABELS))
+        if lbox is not None:
+            sbox = (min(sbox[0], lbox[0]), max(sbox[1], lbox[1]), min(sbox[2], lbox[2]), max(sbox[3], lbox[3]),
+                    min(sbox[4], lbox[4]), max(sbox[5], lbox[5]))
+    elif where != "seeds":
+        raise ValueError(f"unknown region {where!r}: 'seeds' or 'liver'")
+    return pad_box(sbox, mm_to_vox(margin_mm, spacing), labels.shape)
+
+
+def _gradient(image: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
+    import SimpleITK as sitk
+
+    img = sitk.GetImageFromArray(np.ascontiguousarray(image, dtype=np.float32))
+    img.SetSpacing(tuple(float(s) for s in reversed(tuple(spacing))))
+    return sitk.GetArrayFromImage(sitk.GradientMagnitudeRecursiveGaussian(img, SMOOTHING_MM))
+
+
+def grow(image: np.ndarray, seeds: np.ndarray, spacing: Sequence[float], *, refine: bool = True,
+         max_coarse_voxels: int = MAX_COARSE_VOXELS, cancel=None) -> tuple[np.ndarray, tuple, dict]:
+    """Competitive growth of ``seeds`` (uint8, 0 = none) over ``image`` (same shape, HU).
+
+    Returns (grown seed values, uint8, same shape; the coarse block sizes used; seconds per stage)."""
+    import time
+
+    from skimage.segmentation import watershed
+
+    t0 = time.perf_counter()
+    times: dict = {}
+    sp = tuple(float(s) for s in spacing)
+    if len(np.unique(seeds[seeds > 0])) < 2:
+        raise ValueError("Grow from seeds needs strokes of at least two structures (e.g. liver and background).")
+    f = coarse_factors(image.shape, sp, max_coarse_voxels)
+    if f == (1, 1, 1):
+        out = watershed(_gradient(image, sp), markers=seeds.astype(np.int32)).astype(np.uint8)
+        times["flood"] = time.perf_counter() - t0
+        return out, f, times
+    csp = tuple(s * k for s, k in zip(sp, f))
+    cimg = block_mean(image, f)
+    # a coarse voxel is seeded with the seed value most painted in it (ties: the larger value)
+    cseeds = np.zeros(cimg.shape, np.uint8)
+    best = np.zeros(cimg.shape, np.float32)
+    for v in np.unique(seeds[seeds > 0]):
+        frac = block_mean(seeds == v, f)
+        take = frac > best
+        cseeds[take], best[take] = v, frac[take]
+    check(cancel)
+    coarse = watershed(_gradient(cimg, csp), markers=cseeds.astype(np.int32)).astype(np.uint8)
+    times["coarse flood"] = time.perf_counter() - t0
+    check(cancel)
+    up = upsample(coarse, f, image.shape)
+    if not refine:
+        out = up.copy()
+        out[seeds > 0] = seeds[seeds > 0]
+        return out, f, times
+    t1 = time.perf_counter()
+    edge = ndimage.maximum_filter(coarse, size=3) != ndimage.minimum_filter(coarse, size=3)
+    band = upsample(edge, f, image.shape)
+    work = ndimage.binary_dilation(band, iterations=1)
+    markers = np.where(work & ~band, up, 0).astype(np.int32)
+    markers[seeds > 0] = seeds[seeds > 0]
+    bbox = box_of_mask(work)
+    out = up.copy()
+    if bbox is not None:
+        sl = _slices(bbox)
+        g = _gradient(image[sl], sp)
+        check(cancel)
+        fine = watershed(g, markers=markers[sl], mask=work[sl])
+        sub = out[sl]
+        sub[band[sl]] = fine[band[sl]]
+    out[seeds > 0] = seeds[seeds > 0]
+    times["refine"] = time.perf_counter() - t1
+    return out, f, times
+
+
+def grow_region(labels: np.ndarray, image: np.ndarray, seeds: SeedStrokes, spacing: Sequence[float], *,
+                where: str = "seeds", margin_mm: float = 20.0, refine: bool = True,
+                max_coarse_voxels: int = MAX_COARSE_VOXELS, cancel=None) -> Optional[GrowResult]:
+    """Grow ``seeds`` over the region ``where`` (see :func:`region_box`). Reads ``labels`` and ``image``
+    only; runs on a worker thread in the window. None without seeds."""
+    box = region_box(labels, seeds, spacing, where=where, margin_mm=margin_mm)
+    if box is None:
+        return None
+    sl = _slices(box)
+    grown, f, times = grow(image[sl], seeds.rasterize(box), spacing, refine=refine,
+                           max_coarse_voxels=max_coarse_voxels, cancel=cancel)
+    return GrowResult(box, grown, refine, f, times)
+
+
+def grow_values(labels: np.ndarray, result: GrowResult) -> Optional[Proposal]:
+    """The label map's new values in the grown box (see the module's rules), or None if nothing changes."""
+    cur = labels[_slices(result.box)]
+    seeded = [int(v) for v in np.unique(result.grown) if 0 < v < BACKGROUND_SEED]
+    may = (cur == 0) | np.isin(cur, seeded)
+    values = cur.copy()
+    for v in seeded:
+        values[(result.grown == v) & may] = v
+    values[(result.grown == BACKGROUND_SEED) & np.isin(cur, seeded)] = 0
+    changed = values != cur
+    n = int(np.count_nonzero(changed))
+    if n == 0:
+        return None
+    tight = box_of_mask(changed)
+    out_box: Box = tuple(result.box[2 * (a // 2)] + tight[a] for a in range(6))  # type: ignore[assignment]
+    return Proposal(out_box, values[_slices(tight)].copy(), {"changed_voxels": n})
+
+
+def grow_from_seeds(labels: np.ndarray, image: np.ndarray, seeds: SeedStrokes, spacing: Sequence[float],
+                    **kwargs) -> Optional[Region]:
+    """Grow and apply in place (an engine.edits-style operation for CaseSession.apply)."""
+    res = grow_region(labels, image, seeds, spacing, **kwargs)
+    return None if res is None else apply_proposal(labels, grow_values(labels, res))
