@@ -196,17 +196,39 @@ def grow(image: np.ndarray, seeds: np.ndarray, spacing: Sequence[float], *, refi
 
 
 def grow_region(labels: np.ndarray, image: np.ndarray, seeds: SeedStrokes, spacing: Sequence[float], *,
-                where: str = "seeds", margin_mm: float = 20.0, refine: bool = True,
+                where: str = "seeds", margin_mm: float = 20.0, refine: bool = True, anchor_border: bool = True,
                 max_coarse_voxels: int = MAX_COARSE_VOXELS, cancel=None) -> Optional[GrowResult]:
     """Grow ``seeds`` over the region ``where`` (see :func:`region_box`). Reads ``labels`` and ``image``
-    only; runs on a worker thread in the window. None without seeds."""
+    only; runs on a worker thread in the window. None without seeds.
+
+    ``anchor_border``: the region's faces (inside the volume) keep what they hold — a face voxel of a
+    seeded structure seeds that structure, any other voxel seeds the background. Without it a liver stroke
+    with no background stroke around it floods the fat next to the liver (3D Slicer asks for strokes all
+    around); with it, the region's edge is fixed, so the edit blends into the labels outside the box and a
+    stroke of one structure alone is enough to grow it up to the image's edges."""
     box = region_box(labels, seeds, spacing, where=where, margin_mm=margin_mm)
     if box is None:
         return None
     sl = _slices(box)
-    grown, f, times = grow(image[sl], seeds.rasterize(box), spacing, refine=refine,
+    marks = seeds.rasterize(box)
+    if anchor_border:
+        _anchor_border(marks, labels[sl], [v for v in seeds.labels if v != BACKGROUND_SEED], box, labels.shape)
+    grown, f, times = grow(image[sl], marks, spacing, refine=refine,
                            max_coarse_voxels=max_coarse_voxels, cancel=cancel)
     return GrowResult(box, grown, refine, f, times)
+
+
+def _anchor_border(marks: np.ndarray, cur: np.ndarray, seeded: list, box: Box, shape) -> None:
+    """Seed the faces of the region that lie inside the volume with what they hold (in place)."""
+    face = np.zeros(marks.shape, bool)
+    for ax in range(3):
+        if box[2 * ax] > 0:
+            face[(slice(None),) * ax + (0,)] = True
+        if box[2 * ax + 1] < shape[ax]:
+            face[(slice(None),) * ax + (-1,)] = True
+    face &= marks == 0
+    keep = np.where(np.isin(cur, seeded), cur, BACKGROUND_SEED).astype(np.uint8)
+    marks[face] = keep[face]
 
 
 def grow_values(labels: np.ndarray, result: GrowResult) -> Optional[Proposal]:
