@@ -117,18 +117,19 @@ def test_scissors_outside_keeps_only_the_inside_and_other_structures():
     assert propose_cut(lab, 1, 0, 5, [(1, 1), (2, 2)], (1.0, 1.0, 1.0)) is None   # not a polygon
 
 
-def _spill_gone(base, before, after, ball, tol=0.02):
-    """The spill (the voxels the phantom's liver did not have) is taken away within ``tol`` of the ball's
-    volume; the liver itself moves by at most a voxel at its edge where the CT's edge says so (< 2 % of
-    its voxels changed: the watershed puts the boundary on the gradient's ridge, which a partial-volume
+def _spill_gone(base, before, after, ball, tol=0.02, liver_tol=0.02):
+    """The spill (the ball the phantom's liver did not have) is taken away within ``tol`` of its volume; the liver itself moves by at most a voxel at its edge where the CT's edge says so (< 2 % of
+    its voxels changed, 3 % in a large box: the watershed puts the boundary on the gradient's ridge, which a partial-volume
     edge leaves one voxel either way)."""
-    removed = _removed(before, after) & (base.labels == 0)
+    # the bridge (the rod between them) may go with the spill or stay with the liver
+    rod = (before != 0) & (base.labels == 0) & ~ball
+    removed = _removed(before, after) & (base.labels == 0) & ~rod
     assert abs(int(removed.sum()) - int(ball.sum())) <= tol * ball.sum(), (removed.sum(), ball.sum())
     liver = base.labels == Label.PARENCHYMA
     lost = (before == Label.PARENCHYMA) & (after != Label.PARENCHYMA) & liver
     added = (after == Label.PARENCHYMA) & (before != Label.PARENCHYMA)
     changed = np.count_nonzero(lost) + np.count_nonzero(added)
-    assert changed <= 0.02 * liver.sum(), (changed, liver.sum())
+    assert changed <= liver_tol * liver.sum(), (changed, liver.sum())
 
 
 def test_grow_from_seeds_takes_the_spill_away(spill):
@@ -149,7 +150,7 @@ def test_grow_from_seeds_takes_the_spill_away(spill):
     prop = grow_values(s.case.labels, res)
     e = s.apply("grow_from_seeds", "Grow from seeds", apply_proposal, prop)
     assert e is not None and e.kind == "grow_from_seeds"
-    _spill_gone(base, before, s.case.labels, ball)
+    _spill_gone(base, before, s.case.labels, ball, liver_tol=0.03)
     # unseeded structures are never changed
     for lab in (2, 3, 4, 5):
         np.testing.assert_array_equal(s.case.labels == lab, before == lab)
@@ -172,10 +173,10 @@ def test_grow_coarse_preview_agrees_with_the_refined_result(spill):
     coarse = grow_region(case.labels, case.image, seeds, case.geometry.spacing, margin_mm=40.0,
                          max_coarse_voxels=30_000, refine=False)
     assert fine.factors != (1, 1, 1)
-    for res, tol in ((fine, 0.04), (coarse, 0.1)):
+    for res, tol, liver_tol in ((fine, 0.02, 0.02), (coarse, 0.1, 0.05)):
         lab = case.labels.copy()
         apply_proposal(lab, grow_values(lab, res))
-        _spill_gone(base, case.labels, lab, ball, tol)
+        _spill_gone(base, case.labels, lab, ball, tol, liver_tol)
 
 
 def test_grow_needs_two_structures():
