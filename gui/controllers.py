@@ -177,6 +177,11 @@ class CorrectController(TabController):
     SIGNALS = (("keep_largest", "keep_largest_component"), ("fill_holes", "fill_holes"), ("undo", "undo"),
                ("redo", "redo"))
 
+    def __init__(self, win: WindowServices, panel, parent=None) -> None:
+        super().__init__(win, panel, parent)
+        from .review_tools import attach_to     # grow from seeds, scissors, split, interpolate, margin
+        self.review = attach_to(win, panel)
+
     def on_session(self, kind: str, data) -> None:
         if kind in ("labels", "case"):
             h = self.win.session.history
@@ -189,6 +194,8 @@ class CorrectController(TabController):
     def on_mouse(self, kind: str, zyx, axis: int, modifiers) -> bool:
         """A gesture in a pane; False when it is navigation (the window moves the crosshair)."""
         s = self.win.session
+        if self.review.on_mouse(kind, zyx, axis, modifiers):
+            return True
         tool = self.panel.tool()
         if tool == "navigate" or modifiers & Qt.ShiftModifier:
             return False

@@ -158,6 +158,9 @@ class SliceView(QWidget):
         self.wl_caption.setFont(QFont("Sans", 8))
         self.view.scene().sigMouseMoved.connect(self._hover)
         self.brush_radius_mm = 0.0
+        #: callables ``fn(view)`` run after every refresh of the labels (slice change, edit): extra layers
+        #: that follow the slice shown (gui.review_tools' grow preview, seeds and scissors outline)
+        self.overlays: list = []
 
     # --- layout -----------------------------------------------------------------------------
     def resizeEvent(self, ev):  # noqa: N802
@@ -220,6 +223,8 @@ class SliceView(QWidget):
         if self._layer is not None and self._layer.shape == self.labels.shape:
             self.layer_item.setImage(self._plane(self._layer), autoLevels=False, levels=(0, 255), lut=self._layer_lut)
             self.layer_item.setRect(self._rect())
+        for fn in self.overlays:
+            fn(self)
 
     def set_layer(self, volume: Optional[np.ndarray], lut: Optional[np.ndarray] = None) -> None:
         """Show a uint8 (z, y, x) map on the case's grid over the labels, coloured by ``lut`` (256 x 4
