@@ -28,10 +28,11 @@ from . import Proposal, apply_proposal
 
 
 def propose_interpolation(labels: np.ndarray, value: int, axis: int = 0, spacing: Optional[Sequence[float]] = None,
-                          *, rule: str = "all", image: Optional[np.ndarray] = None, hu_range=None
-                          ) -> Optional[Proposal]:
+                          *, rule: str = "all", image: Optional[np.ndarray] = None, hu_range=None,
+                          max_gap_mm: float = 60.0) -> Optional[Proposal]:
     """The empty slices (normal to array ``axis``: 0 axial, 1 coronal, 2 sagittal) between the drawn
-    slices of ``value`` filled by morphological contour interpolation. None when nothing would change
+    slices of ``value`` filled by shape-based interpolation. Drawings of the structure that do not line up
+    along the axis within ``max_gap_mm`` are interpolated each on its own. None when nothing would change
     (fewer than two drawn slices, or no gap between them)."""
     if value == 0:
         raise ValueError("choose a structure to interpolate")
@@ -40,46 +41,56 @@ def propose_interpolation(labels: np.ndarray, value: int, axis: int = 0, spacing
         return None
     box: Box = sbox
     cur = labels[_slices(box)]
-    mask = (cur == value)
-    drawn = mask.any(axis=tuple(a for a in range(3) if a != axis))
-    if int(drawn.sum()) < 2 or drawn.all():
-        return None
+    full = (cur == value)
     sp = tuple(float(s) for s in spacing) if spacing is not None else (1.0, 1.0, 1.0)
     plane_sp = tuple(s for a, s in enumerate(sp) if a != axis)
-    out = np.zeros(mask.shape, bool)
-    idx = np.flatnonzero(drawn)
-
-    def sdf(k: int) -> np.ndarray:
-        m = np.take(mask, k, axis=axis)
-        # signed distance in mm: negative inside; half a voxel puts the zero level on the outline
-        return (ndimage.distance_transform_edt(~m, sampling=plane_sp)
-                - ndimage.distance_transform_edt(m, sampling=plane_sp))
-
-    maps = {int(k): sdf(int(k)) for k in idx}
-    for i in range(len(idx) - 1):
-        a, b = int(idx[i]), int(idx[i + 1])
-        if b - a < 2:
+    others = tuple(a for a in range(3) if a != axis)
+    # Separate drawings are interpolated separately: voxels of the structure that line up along the axis
+    # across a gap of at most max_gap_mm belong together (a lesion drawn on three slices is not bridged to
+    # another lesion elsewhere, nor filled towards a vessel of the same label that runs through every slice).
+    reach = max(int(np.ceil(float(max_gap_mm) / sp[axis] / 2.0)), 1)
+    joined = ndimage.maximum_filter1d(full.view(np.uint8), size=2 * reach + 1, axis=axis).view(bool)
+    groups, n_groups = ndimage.label(joined, structure=np.ones((3, 3, 3), bool))
+    out = np.zeros(full.shape, bool)
+    filled_any = np.zeros(full.shape[axis], bool)
+    for g in range(1, n_groups + 1):
+        mask = full & (groups == g)
+        drawn = mask.any(axis=others)
+        if int(drawn.sum()) < 2 or drawn[drawn.argmax():len(drawn) - drawn[::-1].argmax()].all():
             continue
-        # Lagrange interpolation through the drawn slices around the gap (up to two each side): with three
-        # drawn slices of a round shape the outline bulges between them as the shape does, where a blend
-        # of the two nearest slices alone would give a cone
-        near = [int(k) for k in idx[max(i - 1, 0):i + 3]]
-        for j in range(a + 1, b):
-            acc = np.zeros_like(maps[a])
-            for k in near:
-                w = 1.0
-                for m in near:
-                    if m != k:
-                        w *= (j - m) / (k - m)
-                acc += w * maps[k]
-            sl = [slice(None)] * 3
-            sl[axis] = j
-            out[tuple(sl)] = acc < 0
+        idx = np.flatnonzero(drawn)
+
+        def sdf(k: int) -> np.ndarray:
+            m = np.take(mask, k, axis=axis)
+            # signed distance in mm: negative inside
+            return (ndimage.distance_transform_edt(~m, sampling=plane_sp)
+                    - ndimage.distance_transform_edt(m, sampling=plane_sp))
+
+        maps = {int(k): sdf(int(k)) for k in idx}
+        for i in range(len(idx) - 1):
+            a, b = int(idx[i]), int(idx[i + 1])
+            if b - a < 2:
+                continue
+            # Lagrange interpolation through the drawn slices around the gap (up to two each side): with
+            # three drawn slices of a round shape the outline bulges between them as the shape does, where a
+            # blend of the two nearest slices alone would give a cone
+            near = [int(k) for k in idx[max(i - 1, 0):i + 3]]
+            for j in range(a + 1, b):
+                acc = np.zeros_like(maps[a])
+                for k in near:
+                    w = 1.0
+                    for m in near:
+                        if m != k:
+                            w *= (j - m) / (k - m)
+                    acc += w * maps[k]
+                sl = [slice(None)] * 3
+                sl[axis] = j
+                # only this drawing's own empty slices, and only near it (its group's reach)
+                out[tuple(sl)] |= (acc < 0) & np.take(groups == g, j, axis=axis)
+                filled_any[j] = True
+    mask = full
     cimg = image[_slices(box)] if image is not None else None
     write = out & ~mask & _allowed(cur, value, rule, cimg, hu_range)
-    # only slices that held none of the structure are filled
-    empty = np.expand_dims(~drawn, tuple(a for a in range(3) if a != axis))
-    write &= empty
     n = int(np.count_nonzero(write))
     if n == 0:
         return None

@@ -198,6 +198,8 @@ def test_interpolation_between_three_slices_of_a_sphere():
     sph = _sphere(shape, (20, 40, 40), 24.0, sp)
     lab = np.zeros(shape, np.uint8)
     lab[:, 60:, :] = Label.PORTAL_VEIN           # another structure elsewhere stays
+    lab[:, 5:9, 5:9] = Label.CRLM                # the same label elsewhere, in every slice: left alone
+    lab[30:33, 2:6, 70:74] = Label.CRLM          # and another drawing of it, away from the sphere
     for z in (12, 20, 28):                       # the outer drawn slices near the sphere's poles
         lab[z][sph[z]] = Label.CRLM
     before = lab.copy()
@@ -205,10 +207,13 @@ def test_interpolation_between_three_slices_of_a_sphere():
     assert s_box[0] > 12 and s_box[1] <= 28, "only the slices between the drawn ones change"
     region = interpolate_slices(lab, int(Label.CRLM), 0, sp)
     assert region is not None
-    m = lab == Label.CRLM
+    m = (lab == Label.CRLM) & (before != Label.CRLM) | sph & (before == Label.CRLM)
     dice = 2 * np.count_nonzero(m & sph) / (m.sum() + sph.sum())
     assert dice >= 0.9, dice
     np.testing.assert_array_equal(lab[12], before[12])
+    outside = np.ones(shape, bool)
+    outside[12:29, 9:72, 9:72] = False
+    np.testing.assert_array_equal(lab[outside], before[outside])   # nothing bridged to the other drawings
     # one drawn slice alone: nothing to interpolate
     single = np.zeros(shape, np.uint8)
     single[20][sph[20]] = 1
