@@ -27,7 +27,8 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout
 from engine import edits
 from engine.labels import ALL_STRUCTURES, BY_LABEL
 from engine.review import apply_proposal
-from engine.review.grow import BACKGROUND_SEED, SeedStrokes, grow_region, grow_values
+from engine.review.grow import (BACKGROUND_SEED, STROKE_OFFSET, TAKEN, SeedStrokes, grow_region, grow_values,
+                                preview_slice)
 from engine.review.interpolate import propose_interpolation
 from engine.review.margin import propose_margin
 from engine.review.scissors import ROW_COL_AXES, propose_cut
@@ -205,9 +206,9 @@ class ReviewToolsBox(QGroupBox):
 def _overlay_lut() -> np.ndarray:
     lut = np.zeros((256, 4), np.uint8)
     for s in ALL_STRUCTURES:
-        lut[s.label] = (*s.color, 150)              # the grown preview
-        lut[100 + s.label] = (*s.color, 255)        # the strokes
-    lut[100 + 0] = (0, 0, 0, 0)
+        lut[s.label] = (*s.color, 230)
+        lut[STROKE_OFFSET + s.label] = (*(int(c + (255 - c) * 0.6) for c in s.color), 255)
+    lut[TAKEN] = (20, 20, 20, 215)
     lut[BACKGROUND_SEED] = (255, 255, 255, 255)     # background strokes: white
     return lut
 
@@ -358,7 +359,7 @@ class ReviewTools(QObject):
             self.preview, self._preview_version = result, version
             self._redraw()
             if result is not None:
-                grown = {_name(int(v)) for v in np.unique(result.grown) if v}
+                grown = {_name(v) for v in self.seeds.labels}
                 self.box.set_status(f"Preview: {', '.join(sorted(grown))} grown in a "
                                     f"{' x '.join(str(result.box[2 * a + 1] - result.box[2 * a]) for a in range(3))}"
                                     f" voxel box. Apply or Cancel; more strokes refine it.")
@@ -521,21 +522,8 @@ class ReviewTools(QObject):
         i = view.pos_zyx[ax]
         shape = view.image.shape
         plane = None
-        if self.mode == "grow" and self.seeds is not None:
-            plane = np.zeros((shape[r_ax], shape[c_ax]), np.uint8)
-            if self.preview is not None:
-                b = self.preview.box
-                if b[2 * ax] <= i < b[2 * ax + 1]:
-                    sub = np.take(self.preview.grown, i - b[2 * ax], axis=ax)
-                    sub = np.where(sub == BACKGROUND_SEED, 0, sub)
-                    plane[b[2 * r_ax]:b[2 * r_ax + 1], b[2 * c_ax]:b[2 * c_ax + 1]] = sub
-            sbox = self.seeds.box()
-            if sbox is not None and sbox[2 * ax] <= i < sbox[2 * ax + 1]:
-                b = [0, shape[0], 0, shape[1], 0, shape[2]]
-                b[2 * ax:2 * ax + 2] = [i, i + 1]
-                strokes = np.take(self.seeds.rasterize(tuple(b)), 0, axis=ax)
-                plane = np.where(strokes == BACKGROUND_SEED, BACKGROUND_SEED,
-                                 np.where(strokes > 0, strokes + 100, plane)).astype(np.uint8)
+        if self.mode == "grow" and self.seeds is not None and view.labels is not None:
+            plane = preview_slice(view.labels, self.seeds, self.preview, ax, i)
         if plane is None or not plane.any():
             img_item.setVisible(False)
         else:

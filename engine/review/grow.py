@@ -37,6 +37,11 @@ from .split import block_mean, coarse_factors, upsample
 #: The seed value of the "background" strokes (0 is "no seed").
 BACKGROUND_SEED = 255
 MAX_COARSE_VOXELS = 1_200_000
+#: Values of a preview slice (:func:`preview_slice`): a structure's own value where Apply would add it,
+#: TAKEN where Apply would take a seeded structure away, STROKE_OFFSET + value on a stroke of a structure,
+#: BACKGROUND_SEED on a background stroke.
+TAKEN = 99
+STROKE_OFFSET = 100
 SMOOTHING_MM = 1.0
 
 
@@ -109,6 +114,8 @@ class GrowResult:
     refined: bool
     factors: tuple
     seconds: dict = field(default_factory=dict)
+    #: the structures seeded (not the background); empty: those found in ``grown``
+    seeded: tuple = ()
 
 
 def region_box(labels: np.ndarray, seeds: SeedStrokes, spacing: Sequence[float], *, where: str = "seeds",
@@ -215,7 +222,8 @@ def grow_region(labels: np.ndarray, image: np.ndarray, seeds: SeedStrokes, spaci
         _anchor_border(marks, labels[sl], [v for v in seeds.labels if v != BACKGROUND_SEED], box, labels.shape)
     grown, f, times = grow(image[sl], marks, spacing, refine=refine,
                            max_coarse_voxels=max_coarse_voxels, cancel=cancel)
-    return GrowResult(box, grown, refine, f, times)
+    return GrowResult(box, grown, refine, f, times,
+                      tuple(v for v in seeds.labels if v != BACKGROUND_SEED))
 
 
 def _anchor_border(marks: np.ndarray, cur: np.ndarray, seeded: list, box: Box, shape) -> None:
@@ -234,7 +242,7 @@ def _anchor_border(marks: np.ndarray, cur: np.ndarray, seeded: list, box: Box, s
 def grow_values(labels: np.ndarray, result: GrowResult) -> Optional[Proposal]:
     """The label map's new values in the grown box (see the module's rules), or None if nothing changes."""
     cur = labels[_slices(result.box)]
-    seeded = [int(v) for v in np.unique(result.grown) if 0 < v < BACKGROUND_SEED]
+    seeded = list(result.seeded) or [int(v) for v in np.unique(result.grown) if 0 < v < BACKGROUND_SEED]
     may = (cur == 0) | np.isin(cur, seeded)
     values = cur.copy()
     for v in seeded:
@@ -254,3 +262,39 @@ def grow_from_seeds(labels: np.ndarray, image: np.ndarray, seeds: SeedStrokes, s
     """Grow and apply in place (an engine.edits-style operation for CaseSession.apply)."""
     res = grow_region(labels, image, seeds, spacing, **kwargs)
     return None if res is None else apply_proposal(labels, grow_values(labels, res))
+
+
+def preview_slice(labels: np.ndarray, seeds: SeedStrokes, result: Optional[GrowResult], axis: int, index: int
+                  ) -> np.ndarray:
+    """One slice (normal to ``axis`` at ``index``) of what the grow would do, for the live preview: uint8,
+    the plane's (row, column) shape, coded as :data:`TAKEN` / :data:`STROKE_OFFSET` say. The preview's
+    changes follow :func:`grow_values`' rules, computed on the slice only (cheap: called on every redraw)."""
+    shape = labels.shape
+    others = [a for a in range(3) if a != axis]
+    plane = np.zeros((shape[others[0]], shape[others[1]]), np.uint8)
+    if result is not None and result.box[2 * axis] <= index < result.box[2 * axis + 1]:
+        b = result.box
+        sl = [slice(b[0], b[1]), slice(b[2], b[3]), slice(b[4], b[5])]
+        sl[axis] = slice(index, index + 1)
+        now = labels[tuple(sl)]
+        grown = np.take(result.grown, [index - b[2 * axis]], axis=axis)
+        whole = (0, now.shape[0], 0, now.shape[1], 0, now.shape[2])
+        p = grow_values(now, GrowResult(whole, grown, result.refined, result.factors, seeded=result.seeded))
+        if p is not None:
+            new = now.copy()
+            pb = p.box
+            new[pb[0]:pb[1], pb[2]:pb[3], pb[4]:pb[5]] = p.values
+            sub = np.zeros(now.shape, np.uint8)
+            added = (new != now) & (new != 0)
+            sub[added] = new[added]
+            sub[(new != now) & (new == 0)] = TAKEN
+            plane[b[2 * others[0]]:b[2 * others[0] + 1], b[2 * others[1]]:b[2 * others[1] + 1]] = \
+                np.take(sub, 0, axis=axis)
+    sbox = seeds.box()
+    if sbox is not None and sbox[2 * axis] <= index < sbox[2 * axis + 1]:
+        full = [0, shape[0], 0, shape[1], 0, shape[2]]
+        full[2 * axis:2 * axis + 2] = [index, index + 1]
+        strokes = np.take(seeds.rasterize(tuple(full)), 0, axis=axis)
+        plane = np.where(strokes == BACKGROUND_SEED, BACKGROUND_SEED,
+                         np.where(strokes > 0, strokes + STROKE_OFFSET, plane)).astype(np.uint8)
+    return plane

@@ -277,3 +277,30 @@ def test_apply_proposal_checks_its_box():
     with pytest.raises(ValueError):
         apply_proposal(lab, Proposal((0, 2, 0, 2, 0, 2), np.zeros((3, 3, 3), np.uint8)))
     assert apply_proposal(lab, Proposal((0, 2, 0, 2, 0, 2), np.zeros((2, 2, 2), np.uint8))) is None
+
+
+def test_grow_preview_slice_shows_what_apply_would_change(spill):
+    """The live preview's slice agrees with what Apply writes on that slice: the spill shown as taken away,
+    the strokes drawn over it."""
+    from engine.review.grow import STROKE_OFFSET, TAKEN, preview_slice
+
+    base, case, ball = spill
+    cz, cy, cx = spill_centre(case)
+    seeds = SeedStrokes(case.labels.shape)
+    liver = np.argwhere(base.labels[cz] == Label.PARENCHYMA)
+    ly, lx = liver[len(liver) // 2]
+    seeds.add(int(Label.PARENCHYMA), (cz, cz + 1, ly, ly + 1, lx - 3, lx + 4), np.ones((1, 1, 7), bool))
+    seeds.add(BACKGROUND_SEED, (cz, cz + 1, cy, cy + 1, cx - 4, cx + 5), np.ones((1, 1, 9), bool))
+    res = grow_region(case.labels, case.image, seeds, case.geometry.spacing, where="liver")
+    lab = case.labels.copy()
+    apply_proposal(lab, grow_values(lab, res))
+    for z in (cz, cz + 3):                       # the strokes' slice and one without a liver stroke
+        plane = preview_slice(case.labels, seeds, res, 0, z)
+        taken = (case.labels[z] != 0) & (lab[z] == 0)
+        shown = plane == TAKEN
+        if z == cz:
+            shown |= plane == BACKGROUND_SEED
+            shown |= (plane > STROKE_OFFSET) & (plane < BACKGROUND_SEED) & taken
+        np.testing.assert_array_equal(shown & ~(plane == BACKGROUND_SEED), taken & ~(plane == BACKGROUND_SEED))
+        assert taken.sum() > 0
+    assert preview_slice(case.labels, seeds, None, 0, cz)[cy, cx] == BACKGROUND_SEED
