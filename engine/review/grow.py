@@ -17,7 +17,8 @@ outside the band as markers: the boundary is exact to the voxel where the image 
 full-resolution flood.
 
 What changes in the label map (:func:`grow_values`): a voxel grown from a structure's seeds gets that
-structure where it held background or one of the seeded structures; a voxel grown from the background seeds
+structure where it held background or one of the seeded structures and its CT value lies in the structure's
+own range (:func:`structure_hu_ranges`); a voxel grown from the background seeds
 loses a seeded structure it held (to background). Structures that were not seeded are never changed (a liver
 grown over a lesion keeps the lesion).
 """
@@ -43,6 +44,8 @@ MAX_COARSE_VOXELS = 1_200_000
 TAKEN = 99
 STROKE_OFFSET = 100
 SMOOTHING_MM = 1.0
+#: HU added on each side of a seeded structure's own range of CT values (see structure_hu_ranges)
+HU_MARGIN = 10.0
 
 
 class SeedStrokes:
@@ -116,6 +119,9 @@ class GrowResult:
     seconds: dict = field(default_factory=dict)
     #: the structures seeded (not the background); empty: those found in ``grown``
     seeded: tuple = ()
+    #: per seeded structure, the CT values (HU) it may grow into, and the CT of the box (None: no limit)
+    hu_ranges: dict = field(default_factory=dict)
+    image: Optional[np.ndarray] = None
 
 
 def region_box(labels: np.ndarray, seeds: SeedStrokes, spacing: Sequence[float], *, where: str = "seeds",
@@ -222,8 +228,24 @@ def grow_region(labels: np.ndarray, image: np.ndarray, seeds: SeedStrokes, spaci
         _anchor_border(marks, labels[sl], [v for v in seeds.labels if v != BACKGROUND_SEED], box, labels.shape)
     grown, f, times = grow(image[sl], marks, spacing, refine=refine,
                            max_coarse_voxels=max_coarse_voxels, cancel=cancel)
-    return GrowResult(box, grown, refine, f, times,
-                      tuple(v for v in seeds.labels if v != BACKGROUND_SEED))
+    seeded = tuple(v for v in seeds.labels if v != BACKGROUND_SEED)
+    return GrowResult(box, grown, refine, f, times, seeded, structure_hu_ranges(image[sl], marks, labels[sl], seeded),
+                      image[sl])
+
+
+def structure_hu_ranges(image: np.ndarray, marks: np.ndarray, cur: np.ndarray, seeded) -> dict:
+    """The CT values each seeded structure may grow into: the 1st to 99th percentile of its strokes' and its
+    present voxels' values in the box, widened by HU_MARGIN each side. Without it a liver stroke grows into
+    every brighter neighbour the background strokes do not reach first (a contrast-filled kidney, a rib:
+    measured on the 512 x 512 x 300 phantom, ~28 k voxels of 300 HU tissue) — 3D Slicer asks for strokes
+    on every neighbour instead."""
+    out = {}
+    for v in seeded:
+        sample = image[(marks == v) | (cur == v)]
+        if sample.size:
+            lo, hi = np.percentile(sample, [1, 99])
+            out[int(v)] = (float(lo) - HU_MARGIN, float(hi) + HU_MARGIN)
+    return out
 
 
 def _anchor_border(marks: np.ndarray, cur: np.ndarray, seeded: list, box: Box, shape) -> None:
@@ -239,16 +261,40 @@ def _anchor_border(marks: np.ndarray, cur: np.ndarray, seeded: list, box: Box, s
     marks[face] = keep[face]
 
 
-def grow_values(labels: np.ndarray, result: GrowResult) -> Optional[Proposal]:
-    """The label map's new values in the grown box (see the module's rules), or None if nothing changes."""
+def grow_values(labels: np.ndarray, result: GrowResult, keep_thin: bool = False) -> Optional[Proposal]:
+    """The label map's new values in the grown box (see the module's rules), or None if nothing changes.
+
+    Changes thinner than three voxels are left out (``keep_thin=False``): the flood puts a boundary on the
+    gradient's ridge, which a partial-volume edge leaves a voxel either way, so without this a grow over the
+    whole liver would move its whole outline by a voxel here and there (measured on the 512 x 512 x 300
+    phantom: ~30 k voxels of the liver's edge besides the 12.8 k of the spill). What a person seeds to change
+    (a spill, a missed lobe) is thicker than that; a one-voxel correction is the brush's work."""
     cur = labels[_slices(result.box)]
     seeded = list(result.seeded) or [int(v) for v in np.unique(result.grown) if 0 < v < BACKGROUND_SEED]
     may = (cur == 0) | np.isin(cur, seeded)
     values = cur.copy()
     for v in seeded:
-        values[(result.grown == v) & may] = v
+        add = (result.grown == v) & may
+        rng = result.hu_ranges.get(int(v))
+        if rng is not None and result.image is not None and result.image.shape == cur.shape:
+            add &= (result.image >= rng[0]) & (result.image <= rng[1])
+        values[add] = v
     values[(result.grown == BACKGROUND_SEED) & np.isin(cur, seeded)] = 0
     changed = values != cur
+    if not keep_thin and changed.any():
+        st = ndimage.generate_binary_structure(3, 1)
+        for ax, n in enumerate(changed.shape):
+            if n < 3:       # a slice (the preview's): open in its plane only
+                idx = [slice(None)] * 3
+                idx[ax] = [0, 2]
+                st[tuple(idx)] = False
+        # the changed voxels that belong to a change at least 3 voxels thick (each label's change apart)
+        keep = np.zeros(changed.shape, bool)
+        for v in np.unique(values[changed]):
+            m = changed & (values == v)
+            keep |= ndimage.binary_opening(m, structure=st)
+        values[changed & ~keep] = cur[changed & ~keep]
+        changed &= keep
     n = int(np.count_nonzero(changed))
     if n == 0:
         return None
@@ -268,18 +314,25 @@ def preview_slice(labels: np.ndarray, seeds: SeedStrokes, result: Optional[GrowR
                   ) -> np.ndarray:
     """One slice (normal to ``axis`` at ``index``) of what the grow would do, for the live preview: uint8,
     the plane's (row, column) shape, coded as :data:`TAKEN` / :data:`STROKE_OFFSET` say. The preview's
-    changes follow :func:`grow_values`' rules, computed on the slice only (cheap: called on every redraw)."""
+    changes follow :func:`grow_values`' rules, computed on five slices around it only (cheap: called on
+    every redraw)."""
     shape = labels.shape
     others = [a for a in range(3) if a != axis]
     plane = np.zeros((shape[others[0]], shape[others[1]]), np.uint8)
     if result is not None and result.box[2 * axis] <= index < result.box[2 * axis + 1]:
         b = result.box
+        # a slab of five slices around the one shown, so that leaving out thin changes (an opening of
+        # radius one) gives on the middle slice exactly what it gives in the whole box
+        lo, hi = max(index - 2, b[2 * axis]), min(index + 3, b[2 * axis + 1])
         sl = [slice(b[0], b[1]), slice(b[2], b[3]), slice(b[4], b[5])]
-        sl[axis] = slice(index, index + 1)
+        sl[axis] = slice(lo, hi)
         now = labels[tuple(sl)]
-        grown = np.take(result.grown, [index - b[2 * axis]], axis=axis)
+        grown = np.take(result.grown, np.arange(lo - b[2 * axis], hi - b[2 * axis]), axis=axis)
         whole = (0, now.shape[0], 0, now.shape[1], 0, now.shape[2])
-        p = grow_values(now, GrowResult(whole, grown, result.refined, result.factors, seeded=result.seeded))
+        img = None if result.image is None else np.take(result.image, np.arange(lo - b[2 * axis], hi - b[2 * axis]),
+                                                        axis=axis)
+        p = grow_values(now, GrowResult(whole, grown, result.refined, result.factors, seeded=result.seeded,
+                                        hu_ranges=result.hu_ranges, image=img))
         if p is not None:
             new = now.copy()
             pb = p.box
@@ -289,7 +342,7 @@ def preview_slice(labels: np.ndarray, seeds: SeedStrokes, result: Optional[GrowR
             sub[added] = new[added]
             sub[(new != now) & (new == 0)] = TAKEN
             plane[b[2 * others[0]]:b[2 * others[0] + 1], b[2 * others[1]]:b[2 * others[1] + 1]] = \
-                np.take(sub, 0, axis=axis)
+                np.take(sub, index - lo, axis=axis)
     sbox = seeds.box()
     if sbox is not None and sbox[2 * axis] <= index < sbox[2 * axis + 1]:
         full = [0, shape[0], 0, shape[1], 0, shape[2]]
