@@ -46,6 +46,9 @@ STROKE_OFFSET = 100
 SMOOTHING_MM = 1.0
 #: HU added on each side of a seeded structure's own range of CT values (see structure_hu_ranges)
 HU_MARGIN = 10.0
+#: Block size and context (voxels) of the full-resolution refinement (see grow()).
+REFINE_BLOCK = 40
+REFINE_PAD = 6
 
 
 class SeedStrokes:
@@ -191,18 +194,32 @@ def grow(image: np.ndarray, seeds: np.ndarray, spacing: Sequence[float], *, refi
     t1 = time.perf_counter()
     edge = ndimage.maximum_filter(coarse, size=3) != ndimage.minimum_filter(coarse, size=3)
     band = upsample(edge, f, image.shape)
-    work = ndimage.binary_dilation(band, iterations=1)
+    # one voxel around the band (a 3 x 3 x 3 maximum filter: three 1D passes, faster than binary_dilation)
+    work = ndimage.maximum_filter(band.view(np.uint8), size=3, mode="constant").view(bool)
     markers = np.where(work & ~band, up, 0).astype(np.int32)
     markers[seeds > 0] = seeds[seeds > 0]
-    bbox = box_of_mask(work)
     out = up.copy()
-    if bbox is not None:
-        sl = _slices(bbox)
-        g = _gradient(image[sl], sp)
+    times["band"] = time.perf_counter() - t1
+    t2 = time.perf_counter()
+    # The band is a thin shell: it is flooded block by block (blocks of REFINE_BLOCK voxels holding band
+    # voxels, each with REFINE_PAD voxels of context for the gradient's smoothing and the flood), not as one
+    # box — the gradient and the flood then cost what the shell costs, not what the liver's box costs. The
+    # band is enclosed by markers on both sides, so a block's flood needs nothing from outside its context.
+    nb = [int(np.ceil(n / REFINE_BLOCK)) for n in image.shape]
+    occupied = block_mean(band, (REFINE_BLOCK,) * 3) > 0 if band.any() else np.zeros(nb, bool)
+    for bz, by, bx in np.argwhere(occupied):
         check(cancel)
-        fine = watershed(g, markers=markers[sl], mask=work[sl])
-        sub = out[sl]
-        sub[band[sl]] = fine[band[sl]]
+        lo = [int(b) * REFINE_BLOCK for b in (bz, by, bx)]
+        hi = [min(l + REFINE_BLOCK, n) for l, n in zip(lo, image.shape)]
+        plo = [max(l - REFINE_PAD, 0) for l in lo]
+        phi = [min(h + REFINE_PAD, n) for h, n in zip(hi, image.shape)]
+        psl = tuple(slice(a, b) for a, b in zip(plo, phi))
+        fine = watershed(_gradient(image[psl], sp), markers=markers[psl], mask=work[psl])
+        inner = tuple(slice(l - a, h - a) for l, h, a in zip(lo, hi, plo))
+        isl = tuple(slice(l, h) for l, h in zip(lo, hi))
+        b = band[isl]
+        out[isl][b] = fine[inner][b]
+    times["fine flood"] = time.perf_counter() - t2
     out[seeds > 0] = seeds[seeds > 0]
     times["refine"] = time.perf_counter() - t1
     return out, f, times
@@ -288,11 +305,11 @@ def grow_values(labels: np.ndarray, result: GrowResult, keep_thin: bool = False)
                 idx = [slice(None)] * 3
                 idx[ax] = [0, 2]
                 st[tuple(idx)] = False
-        # the changed voxels that belong to a change at least 3 voxels thick (each label's change apart)
+        # the changed voxels that belong to a change at least 3 voxels thick (on the changes' own box)
+        cb = box_of_mask(changed)
         keep = np.zeros(changed.shape, bool)
-        for v in np.unique(values[changed]):
-            m = changed & (values == v)
-            keep |= ndimage.binary_opening(m, structure=st)
+        csl = _slices(pad_box(cb, 1, changed.shape))
+        keep[csl] = ndimage.binary_opening(changed[csl], structure=st)
         values[changed & ~keep] = cur[changed & ~keep]
         changed &= keep
     n = int(np.count_nonzero(changed))

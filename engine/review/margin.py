@@ -1,7 +1,9 @@
 """Margin: grow or shrink a structure (or one connected component of it, e.g. one lesion) by N mm.
 
-Distances are Euclidean in millimetres on the case's anisotropic grid (scipy.ndimage.distance_transform_edt
-with ``sampling`` = the (z, y, x) spacing), between voxel centres: growing by d keeps every voxel whose
+Distances are Euclidean in millimetres on the case's anisotropic grid, between voxel centres (growing:
+SimpleITK's signed Maurer distance map, measured twice as fast as scipy's; shrinking:
+scipy.ndimage.distance_transform_edt with ``sampling`` = the (z, y, x) spacing, which also gives each voxel's
+nearest voxel outside): growing by d keeps every voxel whose
 centre lies within d mm of a voxel of the structure; shrinking keeps the voxels more than d mm from the
 nearest voxel outside it.
 
@@ -54,7 +56,7 @@ def propose_margin(labels: np.ndarray, value: int, distance_mm: float, spacing: 
         off = [cbox[2 * a] - box[2 * a] for a in range(3)]
         mask[off[0]:off[0] + cmask.shape[0], off[1]:off[1] + cmask.shape[1], off[2]:off[2] + cmask.shape[2]] = cmask
     if d > 0:
-        new = ndimage.distance_transform_edt(~mask, sampling=sp) <= d + 1e-6
+        new = _distance_outside(mask, sp) <= d + 1e-6
     elif d < 0:
         new = ndimage.distance_transform_edt(mask, sampling=sp) > -d + 1e-6
     else:
@@ -80,6 +82,20 @@ def propose_margin(labels: np.ndarray, value: int, distance_mm: float, spacing: 
     out_box: Box = tuple(box[2 * (a // 2)] + tight[a] for a in range(6))  # type: ignore[assignment]
     return Proposal(out_box, values[_slices(tight)].copy(),
                     {"changed_voxels": n, "gained": int(np.count_nonzero(grow)), "lost": int(np.count_nonzero(lose))})
+
+
+def _distance_outside(mask: np.ndarray, spacing) -> np.ndarray:
+    """Distance (mm) of every voxel to the nearest voxel of ``mask`` (0 inside): SimpleITK's signed Maurer
+    distance map outside the mask (the same Euclidean distance between voxel centres as
+    scipy.ndimage.distance_transform_edt(~mask), about twice as fast on a liver's box:
+    benchmarks/review_tools_speed.py)."""
+    import SimpleITK as sitk
+
+    img = sitk.GetImageFromArray(mask.astype(np.uint8))
+    img.SetSpacing(tuple(float(s) for s in reversed(tuple(spacing))))
+    d = sitk.GetArrayFromImage(sitk.SignedMaurerDistanceMap(img, insideIsPositive=False, squaredDistance=False,
+                                                            useImageSpacing=True))
+    return np.maximum(d, 0.0)
 
 
 def margin(labels: np.ndarray, value: int, distance_mm: float, spacing: Sequence[float], **kwargs
