@@ -47,8 +47,8 @@ SMOOTHING_MM = 1.0
 #: HU added on each side of a seeded structure's own range of CT values (see structure_hu_ranges)
 HU_MARGIN = 10.0
 #: Block size and context (voxels) of the full-resolution refinement (see grow()).
-REFINE_BLOCK = 40
-REFINE_PAD = 6
+REFINE_BLOCK = 48
+REFINE_PAD = 3
 
 
 class SeedStrokes:
@@ -154,6 +154,24 @@ def _gradient(image: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
     return sitk.GetArrayFromImage(sitk.GradientMagnitudeRecursiveGaussian(img, SMOOTHING_MM))
 
 
+def coarse_seeds(seeds: np.ndarray, f: Sequence[int], coarse_shape: Sequence[int]) -> np.ndarray:
+    """Seeds on the coarse grid of block sizes ``f``: each coarse voxel takes the seed value most painted in
+    its block (ties: the larger value). Works on the seeded voxels only (strokes and the region's faces are
+    a small part of the region)."""
+    zz, yy, xx = np.nonzero(seeds)
+    vals = seeds[zz, yy, xx].astype(np.int64)
+    flat = np.ravel_multi_index((zz // f[0], yy // f[1], xx // f[2]), tuple(coarse_shape))
+    # count (coarse voxel, value) pairs; the most painted value wins, the larger one on a tie
+    key = flat * 256 + vals
+    uk, counts = np.unique(key, return_counts=True)
+    order = np.lexsort((uk % 256, counts, uk // 256))
+    uk = uk[order]
+    last = np.r_[uk[1:] // 256 != uk[:-1] // 256, True]
+    out = np.zeros(int(np.prod(coarse_shape)), np.uint8)
+    out[uk[last] // 256] = (uk[last] % 256).astype(np.uint8)
+    return out.reshape(tuple(coarse_shape))
+
+
 def grow(image: np.ndarray, seeds: np.ndarray, spacing: Sequence[float], *, refine: bool = True,
          max_coarse_voxels: int = MAX_COARSE_VOXELS, cancel=None) -> tuple[np.ndarray, tuple, dict]:
     """Competitive growth of ``seeds`` (uint8, 0 = none) over ``image`` (same shape, HU).
@@ -175,13 +193,7 @@ def grow(image: np.ndarray, seeds: np.ndarray, spacing: Sequence[float], *, refi
         return out, f, times
     csp = tuple(s * k for s, k in zip(sp, f))
     cimg = block_mean(image, f)
-    # a coarse voxel is seeded with the seed value most painted in it (ties: the larger value)
-    cseeds = np.zeros(cimg.shape, np.uint8)
-    best = np.zeros(cimg.shape, np.float32)
-    for v in np.unique(seeds[seeds > 0]):
-        frac = block_mean(seeds == v, f)
-        take = frac > best
-        cseeds[take], best[take] = v, frac[take]
+    cseeds = coarse_seeds(seeds, f, cimg.shape)
     check(cancel)
     coarse = watershed(_gradient(cimg, csp), markers=cseeds.astype(np.int32)).astype(np.uint8)
     times["coarse flood"] = time.perf_counter() - t0
@@ -267,15 +279,14 @@ def structure_hu_ranges(image: np.ndarray, marks: np.ndarray, cur: np.ndarray, s
 
 def _anchor_border(marks: np.ndarray, cur: np.ndarray, seeded: list, box: Box, shape) -> None:
     """Seed the faces of the region that lie inside the volume with what they hold (in place)."""
-    face = np.zeros(marks.shape, bool)
     for ax in range(3):
-        if box[2 * ax] > 0:
-            face[(slice(None),) * ax + (0,)] = True
-        if box[2 * ax + 1] < shape[ax]:
-            face[(slice(None),) * ax + (-1,)] = True
-    face &= marks == 0
-    keep = np.where(np.isin(cur, seeded), cur, BACKGROUND_SEED).astype(np.uint8)
-    marks[face] = keep[face]
+        for end, inside in ((0, box[2 * ax] > 0), (-1, box[2 * ax + 1] < shape[ax])):
+            if not inside:
+                continue
+            idx = (slice(None),) * ax + (end,)
+            m, c = marks[idx], cur[idx]          # views of one face
+            free = m == 0
+            m[free] = np.where(np.isin(c, seeded), c, BACKGROUND_SEED).astype(np.uint8)[free]
 
 
 def grow_values(labels: np.ndarray, result: GrowResult, keep_thin: bool = False) -> Optional[Proposal]:
