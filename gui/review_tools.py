@@ -226,7 +226,6 @@ class ReviewTools(QObject):
         self.preview = None                 # the latest GrowResult shown
         self.preview_task = None
         self._preview_version = -1          # the seeds' version the shown preview was grown from
-        self._stroke_axis = 0
         self.outline: list[tuple[float, float]] = []
         self._outline_axis = 0
         self.last_task = None
@@ -266,7 +265,8 @@ class ReviewTools(QObject):
         self._redraw()
 
     def _mode_changed(self, key: str) -> None:
-        if key != "off" and self.tools.tool() != "navigate":
+        # interpolation works on what the brush draws: it keeps the tab's tool; the others own the mouse
+        if key not in ("off", "slices") and self.tools.tool() != "navigate":
             self.tools.set_tool("navigate")
         if key != "grow" and self.seeds is not None and self.seeds.labels:
             self.cancel_grow()
@@ -282,13 +282,15 @@ class ReviewTools(QObject):
         self._redraw()
 
     def _tool_changed(self, key: str) -> None:
-        if key != "navigate" and self.mode != "off":
+        if key != "navigate" and self.mode not in ("off", "slices"):
             self.box.set_mode("off")
 
     def _show_brush(self, *_) -> None:
-        if self.mode == "grow":
-            for v in self.win.views:
-                v.set_brush_radius(self.tools.brush_radius())
+        """The brush circle in the panes: the strokes' in grow mode, else the tab's own brush's or none."""
+        own = self.tools.tool() in ("brush", "eraser")
+        r = self.tools.brush_radius() if self.mode == "grow" or own else 0.0
+        for v in self.win.views:
+            v.set_brush_radius(r)
 
     # ------------------------------------------------------------------ mouse
     def on_mouse(self, kind: str, zyx, axis: int, modifiers) -> bool:

@@ -168,12 +168,13 @@ def test_interpolate_three_brushed_slices_of_a_sphere(qtbot, win):
     win.tools.set_active_label(4)
     win.tools.shape.setCurrentIndex(0)           # 2D disc
     win.tools.rule.setCurrentIndex(0)            # anything
+    win.correct_ctl.review.box.set_mode("slices")      # interpolation keeps the brush
+    assert win.tools.tool() == "brush"
     zs = (c[0] - 4, c[0], c[0] + 4)
     for z in zs:
         rz = np.sqrt(max(r ** 2 - ((z - c[0]) * sp[0]) ** 2, 0.0))
         win.tools.size.setValue(rz)
         win.on_mouse("click", (z, c[1], c[2]), 0, Qt.NoModifier)
-    _start(qtbot, win, "slices")
     qtbot.mouseClick(win.correct_ctl.review.box.interp_btn, Qt.LeftButton)
     wait_idle(qtbot, win)
     assert win.history.undo_step.kind == "interpolate"
