@@ -147,7 +147,11 @@ def main() -> int:
         lab2 = lab.copy()
         apply_proposal(lab2, p)
         removed = int(np.count_nonzero((lab != 0) & (lab2 == 0) & ball))
-        print(f"    spill voxels taken away: {removed} of {int(ball.sum())}")
+        rod = (lab != 0) & (base.labels == 0) & ~ball
+        edge = (lab2 != lab) & ~ball & ~rod
+        print(f"    spill voxels taken away: {removed} of {int(ball.sum())}; bridge voxels changed "
+              f"{int(np.count_nonzero((lab2 != lab) & rod))} of {int(rod.sum())}; other voxels changed (the liver's "
+              f"edge): {int(edge.sum())} ({edge.sum() / liver_vox:.2%} of the liver's voxels)")
 
     if not args.no_peers:
         from skimage.segmentation import random_walker

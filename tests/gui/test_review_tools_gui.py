@@ -185,6 +185,8 @@ def test_interpolate_three_brushed_slices_of_a_sphere(qtbot, win):
     m = (win.case.labels == 4) & (before != 4)
     dice = 2 * np.count_nonzero(m & sph) / (m.sum() + sph.sum())
     assert dice >= 0.9, dice
+    win.set_position((c[0] + 2, c[1], c[2]))     # a filled slice, between two drawn ones
+    wait_idle(qtbot, win)
     _shot(win, "review_interpolate.png")
     for _ in range(4):
         win.undo()
