@@ -305,3 +305,49 @@ def test_grow_preview_slice_shows_what_apply_would_change(spill):
         assert b.sum() > 0
         np.testing.assert_array_equal(a, b)
     assert preview_slice(case.labels, seeds, None, 0, cz)[cy, cx] == BACKGROUND_SEED
+
+
+@pytest.fixture(scope="module")
+def ircadb():
+    from realdata import real_path
+
+    from engine.cli.measure import load_case_with_labels
+
+    ct = real_path("3dircadb1.17", "PATIENT_DICOM.nii.gz")
+    masks = real_path("3dircadb1.17", "masks")
+    return load_case_with_labels(str(ct), str(masks), "ircadb")
+
+
+def test_interpolation_of_a_real_liver_drawn_every_10_mm(ircadb):
+    """IRCADb 1.17's expert liver kept on one axial slice every 10 mm (as a person would draw it), the
+    slices between filled: Dice >= 0.9 to the expert's liver over the same slices."""
+    from engine.labels import TOTAL_LIVER_LABELS
+
+    sp = ircadb.geometry.spacing
+    liver = np.isin(ircadb.labels, TOTAL_LIVER_LABELS)
+    zs = np.flatnonzero(liver.any(axis=(1, 2)))
+    step = max(int(round(10.0 / sp[0])), 2)
+    drawn = list(range(int(zs[0]) + 1, int(zs[-1]), step))
+    lab = np.zeros(liver.shape, np.uint8)
+    for z in drawn:
+        lab[z][liver[z]] = 1
+    p = propose_interpolation(lab, 1, 0, sp)
+    apply_proposal(lab, p)
+    span = slice(drawn[0], drawn[-1] + 1)
+    m, ref = lab[span] == 1, liver[span]
+    dice = 2 * np.count_nonzero(m & ref) / (m.sum() + ref.sum())
+    assert dice >= 0.9, (dice, step, len(drawn))
+
+
+def test_split_cuts_a_spill_off_a_real_liver(ircadb):
+    """A spill joined by a 3 mm bridge to IRCADb 1.17's expert liver (its real shape and CT) is cut off at
+    the neck within 2 % of its volume, and nothing of the expert's liver goes with it."""
+    case, ball = add_neck_spill(ircadb)
+    lab = case.labels.copy()
+    p = propose_split(lab, spill_centre(case), case.geometry.spacing)
+    assert p is not None
+    apply_proposal(lab, p)
+    removed = (case.labels != 0) & (lab == 0)
+    rod = (case.labels != 0) & (ircadb.labels == 0) & ~ball
+    assert abs(int(np.count_nonzero(removed & ~rod)) - int(ball.sum())) <= 0.02 * ball.sum()
+    assert not np.any(removed & (ircadb.labels != 0))
