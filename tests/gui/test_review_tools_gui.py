@@ -216,3 +216,24 @@ def test_margin_of_one_lesion_by_a_click(qtbot, win):
     np.testing.assert_array_equal(win.case.labels, before)
     rt.box.set_mode("off")
     win.tools.rule.setCurrentIndex(0)
+
+
+def test_a_result_computed_on_labels_changed_since_is_not_applied(qtbot, win, spill_case):
+    """The split runs in the background; an edit made before its result arrives makes the result stale: it
+    is dropped with a message, and the edit stays the last step."""
+    from engine import edits
+    from engine.review.spill_phantom import spill_centre
+
+    _, case, _ = spill_case
+    _start(qtbot, win, "split")
+    c = spill_centre(case)
+    win.set_position(c)
+    before_steps = win.history.undo_count
+    win.on_mouse("click", c, 0, Qt.NoModifier)               # the split starts on a worker
+    win.session.apply("brush", "Brush stroke (Liver parenchyma)", edits.brush, (c[0], 5, 5), 3.0,
+                      case.geometry.spacing, 1)               # an edit before its result is taken in
+    wait_idle(qtbot, win)
+    assert win.history.undo_count == before_steps + 1 and win.history.undo_step.kind == "brush"
+    assert "changed while this ran" in win.correct_ctl.review.box.status.text()
+    win.undo()
+    win.correct_ctl.review.box.set_mode("off")
