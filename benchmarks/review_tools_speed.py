@@ -139,7 +139,7 @@ def main() -> int:
         r2 = grow_region(lab, case.image, seeds, sp, where="liver", refine=True)
         t1 = time.perf_counter()
         p2 = grow_values(lab, r2)
-        print(f"    grow {t1 - t:.2f} s {({k: round(v, 2) for k, v in r2.seconds.items()})}, "
+        print(f"    grow {t1 - t:.2f} s {({k: (round(v, 2) if isinstance(v, float) else v) for k, v in r2.seconds.items()})}, "
               f"changes {time.perf_counter() - t1:.2f} s")
         return p2
     p = step("grow from seeds Apply, whole liver (refined)", "grow_from_seeds", grow_apply)
