@@ -80,7 +80,6 @@ def main() -> int:
     rows = []
 
     def step(name, kind, propose, *a, **kw):
-        before = lab.copy() if False else None  # noqa: F841 - the session's undo restores the labels
         p, tp = _t(propose, *a, repeat=args.repeat, **kw)
         t = time.perf_counter()
         e = s.apply(kind, name, apply_proposal, p)

@@ -19,7 +19,7 @@ from typing import Optional
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QObject, QPointF, Qt, Signal
+from PySide6.QtCore import QObject, QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QPainterPath, QPen
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGraphicsPathItem, QGroupBox,
                                QHBoxLayout, QLabel, QPushButton, QStackedWidget, QVBoxLayout, QWidget)
@@ -531,7 +531,6 @@ class ReviewTools(QObject):
         else:
             img_item.setImage(plane, autoLevels=False, levels=(0, 255), lut=self._lut)
             sp = view.spacing
-            from PySide6.QtCore import QRectF
             img_item.setRect(QRectF(0, 0, shape[c_ax] * sp[c_ax], shape[r_ax] * sp[r_ax]))
             img_item.setVisible(True)
         path = QPainterPath()
