@@ -354,3 +354,14 @@ def test_split_cuts_a_spill_off_a_real_liver(ircadb):
     rod = (case.labels != 0) & (ircadb.labels == 0) & ~ball
     assert abs(int(np.count_nonzero(removed & ~rod)) - int(ball.sum())) <= 0.02 * ball.sum()
     assert not np.any(removed & (ircadb.labels != 0))
+
+
+def test_the_tools_step_kinds_are_known_to_the_history():
+    from engine import edits, review
+
+    assert set(review.STEP_KINDS) <= set(edits.STEP_KINDS)
+    h = edits.EditHistory(np.zeros((2, 2, 2), np.uint8))
+    for kind in review.STEP_KINDS:
+        h.labels[0, 0, 0] ^= 1
+        assert h.commit(kind, edits.Region((0, 1, 0, 1, 0, 1), np.array([[[h.labels[0, 0, 0] ^ 1]]], np.uint8)),
+                        kind=kind).kind == kind
