@@ -28,7 +28,7 @@ from engine import edits
 from engine.labels import ALL_STRUCTURES, BY_LABEL
 from engine.review import apply_proposal
 from engine.review.grow import (BACKGROUND_SEED, STROKE_OFFSET, TAKEN, SeedStrokes, grow_region, grow_values,
-                                preview_slice)
+                                preview_changes, preview_slice)
 from engine.review.interpolate import propose_interpolation
 from engine.review.margin import propose_margin
 from engine.review.scissors import ROW_COL_AXES, propose_cut
@@ -224,6 +224,7 @@ class ReviewTools(QObject):
         lay.insertWidget(min(3, lay.count()), self.box)    # below "Whole structure", above Undo/Redo
         self.seeds: Optional[SeedStrokes] = None
         self.preview = None                 # the latest GrowResult shown
+        self._preview_serial = 0            # counts the results shown (keys the slices' cached changes)
         self.preview_task = None
         self._preview_version = -1          # the seeds' version the shown preview was grown from
         self.outline: list[tuple[float, float]] = []
@@ -231,6 +232,7 @@ class ReviewTools(QObject):
         self.last_task = None
         self._lut = _overlay_lut()
         self._items: dict[int, tuple] = {}
+        self._changes: dict[int, tuple] = {}      # per view: (key, the preview's changes on its slice)
         self.box.mode_changed.connect(self._mode_changed)
         self.box.grow_apply.connect(self.apply_grow)
         self.box.grow_cancel.connect(self.cancel_grow)
@@ -260,6 +262,7 @@ class ReviewTools(QObject):
         case = self.win.session.case
         self.seeds = SeedStrokes(case.labels.shape) if case is not None else None
         self.preview = None
+        self._preview_serial += 1
         self._preview_version = -1
         self.outline = []
         self._redraw()
@@ -359,6 +362,7 @@ class ReviewTools(QObject):
             if self.seeds is None or task is not self.preview_task:
                 return
             self.preview, self._preview_version = result, version
+            self._preview_serial += 1
             self._redraw()
             if result is not None:
                 grown = {_name(v) for v in self.seeds.labels}
@@ -525,7 +529,14 @@ class ReviewTools(QObject):
         shape = view.image.shape
         plane = None
         if self.mode == "grow" and self.seeds is not None and view.labels is not None:
-            plane = preview_slice(view.labels, self.seeds, self.preview, ax, i)
+            # the preview's changes on this slice are kept until the result, the slice or the labels change:
+            # a stroke being drawn redraws only the strokes over them
+            key = (self._preview_serial, ax, i, self.win.session.history.version)
+            cached = self._changes.get(id(view))
+            if cached is None or cached[0] != key:
+                cached = (key, preview_changes(view.labels, self.preview, ax, i))
+                self._changes[id(view)] = cached
+            plane = preview_slice(view.labels, self.seeds, self.preview, ax, i, changes=cached[1])
         if plane is None or not plane.any():
             img_item.setVisible(False)
         else:

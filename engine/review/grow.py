@@ -364,12 +364,28 @@ def grow_from_seeds(labels: np.ndarray, image: np.ndarray, seeds: SeedStrokes, s
     return None if res is None else apply_proposal(labels, grow_values(labels, res))
 
 
-def preview_slice(labels: np.ndarray, seeds: SeedStrokes, result: Optional[GrowResult], axis: int, index: int
-                  ) -> np.ndarray:
+def preview_slice(labels: np.ndarray, seeds: SeedStrokes, result: Optional[GrowResult], axis: int, index: int,
+                  changes: Optional[np.ndarray] = None) -> np.ndarray:
     """One slice (normal to ``axis`` at ``index``) of what the grow would do, for the live preview: uint8,
-    the plane's (row, column) shape, coded as :data:`TAKEN` / :data:`STROKE_OFFSET` say. The preview's
-    changes follow :func:`grow_values`' rules, computed on five slices around it only (cheap: called on
-    every redraw)."""
+    the plane's (row, column) shape, coded as :data:`TAKEN` / :data:`STROKE_OFFSET` say: the changes
+    (:func:`preview_changes`, or ``changes`` when the caller kept them) with the strokes drawn over them."""
+    shape = labels.shape
+    plane = preview_changes(labels, result, axis, index) if changes is None else changes
+    sbox = seeds.box()
+    if sbox is not None and sbox[2 * axis] <= index < sbox[2 * axis + 1]:
+        full = [0, shape[0], 0, shape[1], 0, shape[2]]
+        full[2 * axis:2 * axis + 2] = [index, index + 1]
+        strokes = np.take(seeds.rasterize(tuple(full)), 0, axis=axis)
+        plane = np.where(strokes == BACKGROUND_SEED, BACKGROUND_SEED,
+                         np.where(strokes > 0, strokes + STROKE_OFFSET, plane)).astype(np.uint8)
+    return plane
+
+
+def preview_changes(labels: np.ndarray, result: Optional[GrowResult], axis: int, index: int) -> np.ndarray:
+    """What Apply would change on one slice: a structure's value where it would be added, :data:`TAKEN`
+    where a seeded structure would be taken away, 0 elsewhere (the plane's (row, column) shape). Follows
+    :func:`grow_values`' rules, computed on five slices around it only (tens of ms on a whole liver's box:
+    a window keeps it while strokes are drawn, as it changes only with the result, the slice or the labels)."""
     shape = labels.shape
     others = [a for a in range(3) if a != axis]
     plane = np.zeros((shape[others[0]], shape[others[1]]), np.uint8)
@@ -397,11 +413,4 @@ def preview_slice(labels: np.ndarray, seeds: SeedStrokes, result: Optional[GrowR
             sub[(new != now) & (new == 0)] = TAKEN
             plane[b[2 * others[0]]:b[2 * others[0] + 1], b[2 * others[1]]:b[2 * others[1] + 1]] = \
                 np.take(sub, index - lo, axis=axis)
-    sbox = seeds.box()
-    if sbox is not None and sbox[2 * axis] <= index < sbox[2 * axis + 1]:
-        full = [0, shape[0], 0, shape[1], 0, shape[2]]
-        full[2 * axis:2 * axis + 2] = [index, index + 1]
-        strokes = np.take(seeds.rasterize(tuple(full)), 0, axis=axis)
-        plane = np.where(strokes == BACKGROUND_SEED, BACKGROUND_SEED,
-                         np.where(strokes > 0, strokes + STROKE_OFFSET, plane)).astype(np.uint8)
     return plane
