@@ -34,6 +34,8 @@ PAINT_RULES = ("all", "background", "liver")
 #: autosave restored); the others edit the labels they are made on.
 STEP_KINDS = ("segmentation", "labels_opened", "restore", "brush", "erase", "fill", "delete_component",
               "keep_largest", "fill_holes", "edit", "vessel_trace", "lesion_click")
+# the semi-automatic tools of engine.review (issue 18, part A)
+STEP_KINDS += ("grow_from_seeds", "scissors", "split", "interpolate", "margin")
 REPLACING_KINDS = frozenset({"segmentation", "labels_opened", "restore"})
 DEFAULT_HISTORY_BYTES = 512 * 1024 * 1024
 

@@ -230,7 +230,9 @@ class CorrectController(TabController):
     def __init__(self, win: WindowServices, panel, parent=None) -> None:
         super().__init__(win, panel, parent)
         from .review_trace import ReviewClickTools    # vessel trace, lesion from a click (README)
-        self.review = ReviewClickTools(win, panel, self)
+        self.click_tools = ReviewClickTools(win, panel, self)
+        from .review_tools import attach_to     # grow from seeds, scissors, split, interpolate, margin
+        self.review = attach_to(win, panel)
 
     def on_session(self, kind: str, data) -> None:
         if kind in ("labels", "case"):
@@ -244,11 +246,13 @@ class CorrectController(TabController):
     def on_mouse(self, kind: str, zyx, axis: int, modifiers) -> bool:
         """A gesture in a pane; False when it is navigation (the window moves the crosshair)."""
         s = self.win.session
+        if self.review.on_mouse(kind, zyx, axis, modifiers):
+            return True
         tool = self.panel.tool()
         if tool == "navigate" or modifiers & Qt.ShiftModifier:
             return False
-        if tool in self.review.TOOLS:
-            return self.review.on_mouse(kind, zyx, axis, tool)
+        if tool in self.click_tools.TOOLS:
+            return self.click_tools.on_mouse(kind, zyx, axis, tool)
         if tool in ("brush", "eraser"):
             if kind in ("press", "click"):
                 s.begin_stroke()

@@ -130,7 +130,8 @@ class SliceView(QWidget):
         self._layer: Optional[np.ndarray] = None
         self._layer_lut: Optional[np.ndarray] = None
         #: callables ``fn(view)`` run after the labels are redrawn (a slice change, an edit): other layers
-        #: (gui.review_overlays) draw their own items then
+        #: draw their own items then (gui.review_overlays: errors, uncertainty; gui.review_tools: the grow
+        #: preview, seeds and scissors outline)
         self.extra_layers: list = []
         self.vb.addItem(self.ct_item)
         self.vb.addItem(self.label_item)

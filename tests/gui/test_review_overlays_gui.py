@@ -113,7 +113,8 @@ def test_error_overlays_counts_navigation_and_lesion_status(qtbot, qapp, small_c
         w.export_measurements(out)
         les_csv = tmp_path / "m_lesions.csv"
         qtbot.waitUntil(les_csv.exists, timeout=10000)
-        rows = list(csv.DictReader(les_csv.open()))
+        from engine.report import read_csv_rows
+        rows = read_csv_rows(les_csv)
         assert sorted(r["status_vs_reference"] for r in rows) == statuses
         w.run_evaluation()
         qtbot.waitUntil(lambda: s.evaluation is not None, timeout=120000)
