@@ -48,7 +48,7 @@ def test_vessel_trace_in_the_window(qtbot, win, phantom):
     c = case.copy()
     c.labels[:], branch, tip, base = deleted_branch(case, truth, 3)
     _open(qtbot, win, c)
-    review = win.correct_ctl.review
+    review = win.correct_ctl.click_tools
     start = win.case.labels.copy()
     win.tools.set_tool("trace")
     win.tools.set_active_label(3)
@@ -96,7 +96,7 @@ def test_lesion_from_a_click_in_the_window(qtbot, win, phantom):
     c = case.copy()
     c.labels[c.labels == 5] = 1                        # the model missed every lesion
     _open(qtbot, win, c)
-    review = win.correct_ctl.review
+    review = win.correct_ctl.click_tools
     start = win.case.labels.copy()
     i = max(range(len(case.provenance.extra["lesions"])),
             key=lambda k: case.provenance.extra["lesions"][k]["diameter_mm"])
