@@ -308,6 +308,46 @@ class Planner:
         self._compute_model()
         return changed
 
+    def set_segment_map(self, full_map: Optional[np.ndarray], source: str = "") -> None:
+        """Use this segment map (uint8 0..8 on the full grid; a file's, a model's or one corrected by hand:
+        the case's engine.planning.state.PlanningState holds it), or None: the estimate from the vessels.
+        Lesion shares and the resection model follow."""
+        if self.model is None:
+            self.run()
+        if full_map is None:
+            if self.full_segment_map is None:
+                return
+            self.full_segment_map = self.segment_map = None
+            if self._naming is not None:
+                self.estimate = self._naming          # the vessels' own estimate, kept while a map was used
+            else:
+                self._compute_segments()
+        else:
+            full_map = np.asarray(full_map, np.uint8)
+            if full_map.shape != self.full_labels.shape:
+                raise InputError("The segment map does not lie on the CT's grid.")
+            if self._naming is None and self.full_segment_map is None and self.estimate is not None:
+                self._naming = self.estimate          # the vessel finding names branches; kept for undo
+            self.full_segment_map = full_map
+            self.segment_map = full_map[self.crop]
+            self.segment_source = source or "from a file"
+            self._compute_segments()
+        self._lesion_cache.clear()
+        self._compute_lesions()
+        self._compute_model()
+
+    def in_liver(self, flat_full: np.ndarray) -> np.ndarray:
+        """Those of these voxels (flat indices on the full grid) that lie in the planning liver."""
+        flat_full = np.unique(np.asarray(flat_full, np.int64))
+        if self.liver is None or flat_full.size == 0:
+            return flat_full[:0]
+        zyx = np.stack(np.unravel_index(flat_full, self.full_labels.shape), 0)
+        local = zyx - np.asarray(self.offset)[:, None]
+        inside = np.all((local >= 0) & (local < np.asarray(self.labels.shape)[:, None]), axis=0)
+        keep = np.zeros(flat_full.size, bool)
+        keep[inside] = self.liver[tuple(local[:, inside])]
+        return flat_full[keep]
+
     def _reassign_segments(self) -> None:
         est = self.estimate
         if self.segment_map is not None:
@@ -492,7 +532,7 @@ def read_segment_map(path: Union[str, Path], geometry: Geometry,
     model's output. With a mapping (a JSON file or object, see :func:`parse_segment_mapping`) other values
     are read through it; unmapped values become 0 and are reported in the log."""
     from ..io.images import read_image_file
-    from ..io.labelmaps import _as_integer_labels, _onto_grid
+    from ..io.labelmaps import label_values_on_grid
 
     p = Path(path).expanduser()
     if not p.exists():
@@ -502,7 +542,7 @@ def read_segment_map(path: Union[str, Path], geometry: Geometry,
     img = read_image_file(p)
     if img.GetDimension() != 3:
         raise InputError(f"The segment map {p.name} is not a 3D volume.")
-    arr = _as_integer_labels(_onto_grid(img, geometry, p.name), f"The segment map {p.name}")
+    arr = label_values_on_grid(img, geometry, f"The segment map {p.name}")
     if mapping is None:
         if int(arr.max(initial=0)) > 8:
             raise InputError(f"The segment map {p.name} holds values up to {int(arr.max())}; a segment map holds 0-8 "

@@ -1,0 +1,221 @@
+"""The planning kept with the case (engine.planning.state, CaseSession.change_plan): scenarios, patient and
+segment-map corrections are undo steps in one Ctrl+Z order with the label edits, survive a crash through
+the autosave folder, and are saved beside the labels and read back with them."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine.case_session import CaseSession
+from engine.errors import InputError
+from engine.phantom import make_phantom
+from engine.planning.resection import Patient
+from engine.planning.state import PlanningState, VoxelStroke, plan_paths
+from engine.session import AutosaveStore
+
+SHAPE = (24, 48, 48)
+
+
+@pytest.fixture()
+def store(tmp_path):
+    return AutosaveStore(tmp_path / "data", fallback=tmp_path / "fallback")
+
+
+def _case():
+    return make_phantom(seed=5, shape=SHAPE, n_lesions=1)
+
+
+def _brush(s: CaseSession, z: int, value: int = 1) -> None:
+    s.begin_stroke()
+    s.dab((z, 10, 10), 0, 2.0, value)
+    s.end_stroke("brush", f"Brush {z}")
+
+
+def _flat(*zyx):
+    return np.ravel_multi_index(tuple(np.asarray(zyx).T), SHAPE)
+
+
+def test_label_and_plan_steps_undo_in_one_order_without_corrupting_each_other(store):
+    s = CaseSession(store)
+    s.open_case(_case())
+    labels0 = s.case.labels.copy()
+    _brush(s, 5, 5)                                     # 1 label
+    lab1 = s.case.labels.copy()
+    s.change_plan("new_scenario", "Right hepatectomy")  # 2 plan
+    s.change_plan("set_scenario", "Right hepatectomy", segments=[5, 6, 7, 8])   # 3 plan
+    _brush(s, 15, 5)                                    # 4 label
+    assert s.undo_description == "Brush 15"
+    s.undo()                                            # takes 4 back: the plan stays
+    assert np.array_equal(s.case.labels, lab1)
+    assert s.planning.scenario("Right hepatectomy").segments == [5, 6, 7, 8]
+    assert s.undo_description == "Change scenario 'Right hepatectomy'"
+    s.undo()                                            # takes 3 back: the labels stay
+    assert s.planning.scenario("Right hepatectomy").segments == []
+    assert np.array_equal(s.case.labels, lab1)
+    s.undo()                                            # 2
+    assert s.planning.scenarios == []
+    s.undo()                                            # 1
+    assert np.array_equal(s.case.labels, labels0)
+    assert s.undo() is None and s.undo_description is None
+    for _ in range(3):
+        s.redo()
+    assert s.planning.scenario("Right hepatectomy").segments == [5, 6, 7, 8]
+    assert np.array_equal(s.case.labels, lab1)
+    assert s.redo_description == "Brush 15"
+    # a new plan step ends what could be redone, in both histories
+    s.change_plan("new_scenario")
+    assert s.redo_description is None and not s.history.can_redo
+    s.undo()
+    _brush(s, 3, 1)                                     # a new label step ends the plan's redo
+    assert s.redo_description is None and not s.planning.can_redo
+
+
+def test_segment_map_corrections_undo_and_redo_exactly(store):
+    s = CaseSession(store)
+    s.open_case(_case())
+    base = np.zeros(SHAPE, np.uint8)
+    base[:, :, :24], base[:, :, 24:] = 5, 4
+    heard = []
+    s.listen(lambda k, d: heard.append(d) if k == "planning" else None)
+    s.change_plan("correct_segments", _flat((5, 5, 5), (6, 5, 5)), 7, base_map=base)
+    assert s.planning.segment_map[5, 5, 5] == 7 and s.planning.segment_map[5, 5, 30] == 4
+    assert "corrected by hand" in s.planning.segment_source and heard[-1].map_changed
+    first = s.planning.segment_map.copy()
+    s.change_plan("correct_segments", _flat((10, 20, 30), (11, 21, 31)), 2)
+    assert s.planning.segment_map[10, 20, 30] == 2
+    s.undo()
+    assert np.array_equal(s.planning.segment_map, first)
+    s.undo()
+    assert s.planning.segment_map is None and s.planning.segment_source == ""    # from the vessels again
+    s.redo()
+    s.redo()
+    assert s.planning.segment_map[11, 21, 31] == 2 and s.planning.segment_map[5, 5, 5] == 7
+    with pytest.raises(InputError):
+        s.change_plan("correct_segments", _flat((1, 1, 1)), 9)
+    assert s.change_plan("correct_segments", _flat((5, 5, 5)), 7) is None        # nothing changed
+
+
+def test_typing_a_height_or_margin_is_one_step():
+    st = PlanningState(SHAPE)
+    st.new_scenario("A")
+    for h in (1.0, 17.0, 178.0):
+        st.set_patient(Patient(h, None, "normal"), merge=True)
+    assert st.patient.height_cm == 178.0
+    st.undo()
+    assert st.patient == Patient() and st.undo_step.kind == "scenario_new"
+    for m in (1.0, 12.0):
+        st.set_scenario("A", margin_mm=m, merge=True)
+    st.set_scenario("A", segments=[2, 3], merge=True)       # a tick is a step of its own
+    st.undo()
+    assert st.scenario("A").margin_mm == 12.0
+    st.undo()
+    assert st.scenario("A").margin_mm == 10.0
+
+
+def test_painting_is_set_arithmetic_in_the_engine():
+    st = PlanningState(SHAPE)
+    st.new_scenario("W")
+    stroke = VoxelStroke()
+    stroke.add(np.array([5, 3, 9]))
+    stroke.add(np.array([3, 4]))
+    assert stroke.voxels.tolist() == [3, 4, 5, 9]
+    st.paint("W", stroke.voxels)
+    st.paint("W", np.array([4, 9]), erase=True)
+    assert st.scenario("W").painted.tolist() == [3, 5]
+    st.undo()
+    assert st.scenario("W").painted.tolist() == [3, 4, 5, 9]
+    with pytest.raises(InputError):
+        st.paint("W", np.array([int(np.prod(SHAPE))]))
+
+
+def test_plan_survives_a_crash_through_the_autosave(store):
+    s = CaseSession(store)
+    case = _case()
+    s.open_case(case)
+    base = np.where(case.labels > 0, 5, 0).astype(np.uint8)
+    s.change_plan("new_scenario", "Wedge")
+    s.change_plan("set_scenario", "Wedge", segments=[2, 3], wedges=[1], margin_mm=5.0)
+    s.change_plan("paint", "Wedge", _flat((4, 4, 4), (4, 4, 5)))
+    s.change_plan("set_patient", Patient(178.0, 80.0, "chemotherapy"))
+    s.change_plan("correct_segments", _flat((12, 24, 24)), 8, base_map=base)
+    want = s.planning.to_dict()
+    want_map = s.planning.segment_map.copy()
+    # the process dies here: a new session opens the same case and is offered the plan back
+    s2 = CaseSession(store)
+    s2.open_case(_case())
+    entry = s2.find_autosave()
+    assert entry is not None
+    s2.restore_autosave(entry)
+    assert s2.planning.to_dict() == want
+    assert np.array_equal(s2.planning.segment_map, want_map)
+    assert s2.is_modified and s2.undo_description == "Restore the autosaved plan"
+    assert np.array_equal(s2.case.labels, _case().labels)          # no label edits were made
+
+
+def test_plan_and_label_edits_restore_together(store):
+    s = CaseSession(store)
+    s.open_case(_case())
+    _brush(s, 5, 5)
+    s.change_plan("new_scenario", "Left lateral")
+    labels = s.case.labels.copy()
+    s.autosave()                                     # a snapshot; the plan file stays beside it
+    _brush(s, 9, 3)
+    labels = s.case.labels.copy()
+    s2 = CaseSession(store)
+    s2.open_case(_case())
+    s2.restore_autosave(s2.find_autosave())
+    assert np.array_equal(s2.case.labels, labels)
+    assert [sc.name for sc in s2.planning.scenarios] == ["Left lateral"]
+
+
+def test_saving_keeps_the_plan_beside_the_labels_and_opening_reads_it(store, tmp_path):
+    from engine.io import read_label_map
+
+    s = CaseSession(store)
+    case = _case()
+    s.open_case(case)
+    s.change_plan("new_scenario", "Extended right")
+    s.change_plan("set_scenario", "Extended right", segments=[4, 5, 6, 7, 8])
+    s.change_plan("correct_segments", _flat((12, 24, 24)), 6, base_map=np.full(SHAPE, 4, np.uint8))
+    assert s.is_modified
+    path = tmp_path / "case_labels.nii.gz"
+    assert s.save(path)
+    js, seg = plan_paths(path)
+    assert js.name == "case_labels.plan.json" and seg.name == "case_labels.segments.nii.gz"
+    assert js.is_file() and seg.is_file()
+    assert not s.is_modified and s.find_autosave() is None
+    # another session: the labels opened again bring their plan
+    s2 = CaseSession(store)
+    s2.open_case(_case())
+    s2.open_labels(read_label_map(str(path), s2.case), path)
+    assert s2.planning.scenario("Extended right").segments == [4, 5, 6, 7, 8]
+    assert np.array_equal(s2.planning.segment_map, s.planning.segment_map)
+    assert "corrected by hand" in s2.planning.segment_source
+    s2.undo()                                        # the plan read is a step of its own
+    assert s2.planning.scenarios == [] and s2.planning.segment_map is None
+
+
+def test_a_plan_for_another_grid_is_said_not_used(store, tmp_path):
+    from engine.io import read_label_map
+
+    s = CaseSession(store)
+    s.open_case(_case())
+    path = tmp_path / "l.nii.gz"
+    s.save(path)
+    plan_paths(path)[0].write_text('{"kind": "plan", "shape_zyx": [1, 2, 3], "scenarios": []}')
+    heard = []
+    s.listen(lambda k, d: heard.append(d) if k == "message" else None)
+    s.open_labels(read_label_map(str(path), s.case), path)
+    assert any("plan saved with these labels was not read" in str(m) for m in heard)
+    assert s.planning.scenarios == []
+
+
+def test_planner_reads_segment_maps_through_a_public_labelmaps_function():
+    src = Path(__file__).resolve().parents[2] / "engine" / "planning" / "planner.py"
+    for node in ast.walk(ast.parse(src.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            assert not any(a.name.startswith("_") for a in node.names), \
+                f"planner imports a private name from {node.module}"
