@@ -164,6 +164,7 @@ class CaseSession:
         self.problem: Optional[str] = None         # the last save/autosave failure not yet overcome
         self._listeners: list[Listener] = []
         self._stroke: Optional[edits.Stroke] = None
+        self._segment_edit = None               # (array, liver mask, source) of a segment-map stroke
         self._last_dab = None
         self._autosaved_state: Optional[int] = None
         self._autosave_running = False
@@ -347,6 +348,34 @@ class CaseSession:
         if self.case is not None:
             self._stroke = edits.Stroke(self.case.labels)
             self._last_dab = None
+            self._segment_edit = None
+
+    def begin_segment_stroke(self, base_map: Optional[np.ndarray], liver: np.ndarray,
+                             base_source: str = "estimated from the vessels") -> None:
+        """A brush or eraser drag on the plan's segment map starts (the Correct tab's tools with the
+        segment map as their target; the "structure" is a segment 1-8). The same engine.edits brush as
+        the labels, limited to ``liver`` (bool/uint8, the planning liver); it ends as one plan step at
+        :meth:`end_stroke`. ``base_map``: the segments shown when the plan has no map of its own yet.
+        Raises InputError when there is no segment map to paint on."""
+        if self.case is None or self.planning is None:
+            return
+        array = self.planning.edit_array(base_map)
+        self._stroke = edits.Stroke(array)
+        self._last_dab = None
+        self._segment_edit = (array, np.asarray(liver, np.uint8), base_source)
+
+    def apply_to_segment_map(self, description: str, op, *args, base_map: Optional[np.ndarray] = None,
+                             liver: Optional[np.ndarray] = None, base_source: str = "estimated from the vessels",
+                             **kwargs):
+        """Run ``op(segment_map, *args, **kwargs) -> Region|None`` (an engine.edits operation such as
+        flood_fill_slice) on the plan's segment map, limited to ``liver``, as one plan step."""
+        if self.case is None or self.planning is None or self._stroke is not None:
+            return None
+        array = self.planning.edit_array(base_map)
+        if liver is not None:
+            kwargs.update(image=np.asarray(liver, np.uint8), hu_range=(1, 1))
+        region = op(array, *args, **kwargs)
+        return self._commit_plan_step(lambda: self.planning.commit_map_region(array, region, description, base_source))
 
     @property
     def stroke_active(self) -> bool:
@@ -361,9 +390,13 @@ class CaseSession:
         g = self.case.geometry
         centres = [zyx] if self._last_dab is None else edits.stroke_points(self._last_dab, zyx, g.spacing, radius_mm)
         self._last_dab = zyx
+        target, image = self.case.labels, self.case.image
+        if self._segment_edit is not None:
+            # the segment map: liver voxels only (the liver mask as the "image", its value 1 as the range)
+            target, image, rule, hu_range = self._segment_edit[0], self._segment_edit[1], "all", (1, 1)
         for c in centres:
-            self._stroke.add(edits.brush(self.case.labels, c, radius_mm, g.spacing, value, erase=erase,
-                                         sphere=sphere, plane_axis=axis, rule=rule, image=self.case.image,
+            self._stroke.add(edits.brush(target, c, radius_mm, g.spacing, value, erase=erase,
+                                         sphere=sphere, plane_axis=axis, rule=rule, image=image,
                                          hu_range=hu_range))
 
     def end_stroke(self, kind: str, description: str) -> Optional[edits.Edit]:
@@ -371,6 +404,11 @@ class CaseSession:
         s, self._stroke = self._stroke, None
         if s is None:
             return None
+        if self._segment_edit is not None:
+            array, _, source = self._segment_edit
+            self._segment_edit = None
+            region = s.region()
+            return self._commit_plan_step(lambda: self.planning.commit_map_region(array, region, description, source))
         return self.commit(kind, description, s.region())
 
     def open_labels(self, labels: np.ndarray, path, notes: Sequence[str] = ()) -> Optional[edits.Edit]:
@@ -481,8 +519,11 @@ class CaseSession:
         fn = getattr(self.planning, method)
         if method in ("set_scenario", "set_patient"):
             kwargs["merge"] = bool(self._order) and self._order[-1] == "plan" and not self._redo_order
+        return self._commit_plan_step(lambda: fn(*args, **kwargs))
+
+    def _commit_plan_step(self, make):
         top = self.planning.undo_step
-        step = fn(*args, **kwargs)
+        step = make()
         if step is None:
             return None
         if step is not top:                     # a new step (not merged into the last one)

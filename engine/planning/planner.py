@@ -323,7 +323,9 @@ class Planner:
             else:
                 self._compute_segments()
         else:
-            full_map = np.asarray(full_map, np.uint8)
+            # a copy: the case's plan paints on its own map (engine.case_session), maybe while this planner
+            # is brought up to date on a worker
+            full_map = np.array(full_map, np.uint8, copy=True)
             if full_map.shape != self.full_labels.shape:
                 raise InputError("The segment map does not lie on the CT's grid.")
             if self._naming is None and self.full_segment_map is None and self.estimate is not None:
@@ -379,19 +381,7 @@ class Planner:
     def load_scenarios(self, path: Union[str, Path]) -> list[Scenario]:
         """Read the scenarios of a planning.json written for this case (same grid); they are added (a
         scenario of the same name is replaced)."""
-        p = Path(path).expanduser()
-        try:
-            data = json.loads(p.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise InputError(f"{p.name} could not be read as a planning file ({exc}).") from None
-        if not isinstance(data, dict) or data.get("kind") != "planning":
-            raise InputError(f"{p.name} is not a LiverPlan planning file (planning.json).")
-        shape = tuple((data.get("geometry") or {}).get("shape_zyx", ()))
-        if shape != tuple(self.full_labels.shape):
-            raise InputError(f"The scenarios in {p.name} were made for a grid of {shape[::-1]} voxels (x, y, z); "
-                             f"this case has {tuple(self.full_labels.shape)[::-1]}.")
-        out = [self.set_scenario(Scenario.from_dict(d)) for d in data.get("scenarios", [])]
-        return out
+        return [self.set_scenario(sc) for sc in read_scenarios(path, self.full_labels.shape)]
 
     def figures(self, sc: Union[Scenario, str]) -> dict:
         if self.model is None:
@@ -478,6 +468,22 @@ class Planner:
         for p, text in zip(paths, files.values()):
             write_text_atomic(p, text, overwrite=True)
         return paths
+
+
+def read_scenarios(path: Union[str, Path], shape_zyx) -> list[Scenario]:
+    """The scenarios of a planning.json (``plan`` / the Plan tab's export) made for a case of this grid."""
+    p = Path(path).expanduser()
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{p.name} could not be read as a planning file ({exc}).") from None
+    if not isinstance(data, dict) or data.get("kind") not in ("planning", "plan"):
+        raise InputError(f"{p.name} is not a LiverPlan planning file (planning.json).")
+    shape = tuple(data.get("shape_zyx") or (data.get("geometry") or {}).get("shape_zyx", ()))
+    if shape != tuple(shape_zyx):
+        raise InputError(f"The scenarios in {p.name} were made for a grid of {shape[::-1]} voxels (x, y, z); "
+                         f"this case has {tuple(shape_zyx)[::-1]}.")
+    return [Scenario.from_dict(d) for d in data.get("scenarios", [])]
 
 
 def _json_default(o):

@@ -293,11 +293,31 @@ class PlanningState:
             next(s for s in p.scenarios if s.name == name).painted = new
         return self._change("paint", f"{'Erase painted region' if erase else 'Paint region'} ({name})", fn)
 
+    def import_scenarios(self, scenarios: list) -> Optional[PlanStep]:
+        """Scenarios read from a planning file: added at the end; one of the same name is replaced."""
+        got = [Scenario(sc.name, list(sc.segments), list(sc.wedges), float(sc.margin_mm), sc.painted)
+               for sc in scenarios]
+
+        def fn(p: _Plain) -> None:
+            for sc in got:
+                i = next((k for k, s in enumerate(p.scenarios) if s.name == sc.name), None)
+                if i is None:
+                    p.scenarios.append(sc)
+                else:
+                    p.scenarios[i] = sc
+        return self._change("scenario_change", f"Import {len(got)} scenario(s)", fn)
+
     def set_patient(self, patient: Patient, merge: bool = False) -> Optional[PlanStep]:
         if patient.condition not in FLR_MINIMUM_PCT:
             raise InputError(f"Unknown liver condition '{patient.condition}'.")
-        return self._change("patient", "Change the patient's height / weight / liver condition",
-                            lambda p: setattr(p, "patient", copy.copy(patient)), merge_key=("patient",), merge=merge)
+        changed = [f for f in ("height_cm", "weight_kg", "condition")
+                   if getattr(patient, f) != getattr(self.patient, f)]
+        words = {"height_cm": "height", "weight_kg": "weight", "condition": "liver condition"}
+        # typing one figure digit by digit is one step; another figure starts a new one
+        key = ("patient", changed[0]) if len(changed) == 1 and changed[0] != "condition" else None
+        what = " / ".join(words[f] for f in changed) or "figures"
+        return self._change("patient", f"Change the patient's {what}",
+                            lambda p: setattr(p, "patient", copy.copy(patient)), merge_key=key, merge=merge)
 
     def set_segment_map(self, seg_map: Optional[np.ndarray], source: str, description: str = "",
                         kind: str = "segment_map") -> Optional[PlanStep]:
@@ -363,6 +383,47 @@ class PlanningState:
         new_block[tuple(a - o for a, o in zip(sel, mask_box[::2]))] = segment
         step = PlanStep("segment_correction", desc, before, after, map_box=mask_box, map_before=old_block,
                         map_after=new_block)
+        return self._push(step, merge=False)
+
+    def edit_array(self, base_map: Optional[np.ndarray]) -> np.ndarray:
+        """The array a segment-map edit (engine.edits brush / fill, through CaseSession) paints on: the
+        plan's own map (changed in place, recorded by :meth:`commit_map_region`), or a copy of
+        ``base_map`` (the estimate shown) when the plan has none yet."""
+        if self.segment_map is not None:
+            return self.segment_map
+        if base_map is None:
+            raise InputError("There is no segment map to correct: the segments could not be estimated. "
+                             "Load a segment map from a file first.")
+        base_map = np.asarray(base_map)
+        if tuple(base_map.shape) != self.shape:
+            raise InputError("The segment map does not lie on the CT's grid.")
+        return np.array(base_map, np.uint8, copy=True)
+
+    def commit_map_region(self, array: np.ndarray, region, description: str,
+                          base_source: str = "estimated from the vessels") -> Optional[PlanStep]:
+        """An engine.edits operation (brush stroke, fill) already applied to ``array`` (from
+        :meth:`edit_array`) with its Region (box + values before) as one plan step."""
+        if region is None:
+            return None
+        box = tuple(int(v) for v in region.box)
+        after_block = array[_sl(box)]
+        changed = after_block != region.before
+        tight = _box_of(changed)
+        if tight is None:
+            return None
+        inner = _sl(tight)
+        abs_box = tuple(box[2 * (a // 2)] + tight[a] for a in range(6))
+        before_block = np.array(region.before[inner], copy=True)
+        after_block = np.array(after_block[inner], copy=True)
+        before, after = self._plain.copy(), self._plain.copy()
+        src = self.segment_source or base_source
+        after.segment_source = src if "corrected by hand" in src else f"{src}, corrected by hand"
+        if self.segment_map is None or array is not self.segment_map:
+            new = np.array(array, np.uint8, copy=True)
+            step = PlanStep("segment_correction", description, before, after, map_replaced=(self.segment_map, new))
+        else:
+            step = PlanStep("segment_correction", description, before, after, map_box=abs_box,
+                            map_before=before_block, map_after=after_block)
         return self._push(step, merge=False)
 
     def replace(self, other: "PlanningState", description: str, kind: str = "plan_opened") -> Optional[PlanStep]:

@@ -219,3 +219,48 @@ def test_planner_reads_segment_maps_through_a_public_labelmaps_function():
         if isinstance(node, ast.ImportFrom):
             assert not any(a.name.startswith("_") for a in node.names), \
                 f"planner imports a private name from {node.module}"
+
+
+def test_correct_tab_brush_and_fill_on_the_segment_map_are_plan_steps(store):
+    """The Correct tab's tools on the segment map: engine.edits' brush and slice fill, limited to the liver,
+    each one plan step (undo/redo exact, autosaved), interleaved with label steps."""
+    from engine import edits
+
+    s = CaseSession(store)
+    case = _case()
+    s.open_case(case)
+    liver = np.zeros(SHAPE, bool)
+    liver[:, 8:40, 8:40] = True
+    base = np.where(liver, 5, 0).astype(np.uint8)
+    base[:, :, 24:][liver[:, :, 24:]] = 4
+    s.begin_segment_stroke(base, liver)
+    s.dab((12, 24, 10), 0, 4.0, 7)
+    s.dab((12, 24, 4), 0, 4.0, 7)                    # partly outside the liver: only liver voxels change
+    step = s.end_stroke("brush", "Brush stroke (segment VII)")
+    m = s.planning.segment_map
+    assert step is not None and step.kind == "segment_correction"
+    assert m[12, 24, 10] == 7 and m[12, 24, 4] == 0 and m[12, 24, 8] == 7
+    assert np.array_equal(m[~liver], base[~liver]) and m[13, 24, 10] == 5      # a disc in this slice only
+    assert "corrected by hand" in s.planning.segment_source
+    after_brush = m.copy()
+    _brush(s, 2, 5)                                  # a label step between
+    s.apply_to_segment_map("Fill in slice (segment II)", edits.flood_fill_slice, (20, 30, 30), 0, 2,
+                           base_map=base, liver=liver)
+    m = s.planning.segment_map
+    assert (m[20][liver[20] & (base[20] == 4)] == 2).all() and (m[21][liver[21] & (base[21] == 4)] == 4).all()
+    assert s.undo_description == "Fill in slice (segment II)"
+    s.undo()
+    assert np.array_equal(s.planning.segment_map, after_brush)
+    s.undo()                                         # the label step
+    assert np.array_equal(s.case.labels, case.labels)
+    s.undo()                                         # the brush stroke: no map of its own any more
+    assert s.planning.segment_map is None
+    s.redo()
+    assert np.array_equal(s.planning.segment_map, after_brush)
+    # the autosaved plan holds the corrected map
+    s2 = CaseSession(store)
+    s2.open_case(_case())
+    s2.restore_autosave(s2.find_autosave())
+    assert np.array_equal(s2.planning.segment_map, after_brush)
+    with pytest.raises(InputError):
+        PlanningState(SHAPE).edit_array(None)           # no map and no estimate: said, not painted
