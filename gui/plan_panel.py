@@ -94,8 +94,9 @@ class PlanPanel(QWidget):
                                     "its distances to the vessels")
         self.compute_btn.clicked.connect(self.compute)
         self.load_btn = QPushButton("Load segment map…")
-        self.load_btn.setToolTip("A Couinaud segment map (values 0-8, e.g. a Couinaud model's output) replaces "
-                                 "the estimate")
+        self.load_btn.setToolTip("A Couinaud segment map (values 0-8, e.g. a Couinaud model's output; a 3D Slicer "
+                                 "segmentation whose segment names say 'segment 2', 'Couinaud IV'...; other values "
+                                 "through a segment mapping the tab asks for) replaces the estimate")
         self.load_btn.clicked.connect(self._load_dialog)
         row.addWidget(self.compute_btn)
         row.addWidget(self.load_btn)
@@ -750,13 +751,26 @@ class PlanPanel(QWidget):
         """Read a segment map (0..8, or through ``mapping``) onto the case's grid; it replaces the estimate."""
         from pathlib import Path
 
-        from engine.planning.planner import read_segment_map
+        import os
+
+        from engine.planning.planner import SegmentMappingNeeded, read_segment_map
 
         w = self.window
         if w.case is None:
             return
         try:
             seg_map = read_segment_map(path, w.case.geometry, mapping)
+        except SegmentMappingNeeded as exc:
+            # a foreign map (values other than 0-8): read it through a segment mapping, as `plan
+            # --segments-mapping` does
+            self.status.setText(f"The segment map could not be used: {exc}")
+            if mapping is None and not os.environ.get("LIVERPLAN_NO_DIALOGS"):
+                m, _ = QFileDialog.getOpenFileName(self, f"A segment mapping for {Path(path).name} "
+                                                   "(JSON: {\"I\": [11], \"II\": [12], …})", "",
+                                                   "Segment mapping (*.json);;All files (*)")
+                if m:
+                    self.load_segment_map(path, m)
+            return
         except Exception as exc:
             self.status.setText(f"The segment map could not be used: {exc}")
             return

@@ -530,6 +530,55 @@ def parse_segment_mapping(data: dict) -> dict[int, list[int]]:
     return out
 
 
+class SegmentMappingNeeded(InputError):
+    """A segment map whose values are not 0-8: it can be read through a segment mapping."""
+
+
+def segment_of_name(name: str) -> Optional[int]:
+    """The Couinaud segment a segment's name says ("segment 2", "Couinaud IV", "liver_segment_5",
+    "Segment IVa" -> 4, "S7"), or None when the name names none."""
+    import re
+
+    s = re.sub(r"[^a-z0-9]+", " ", str(name).lower())
+    s = re.sub(r"\b(liver|hepatic|couinaud|segments?|seg|s)\b", " ", s)
+    words = s.split()
+    if len(words) == 1:
+        w = words[0]
+        # "s7" / "seg7" glued
+        w = re.sub(r"^(s|seg|segment)(?=[0-9])", "", w)
+        try:
+            from .resection import segment_number
+            return segment_number(w)
+        except InputError:
+            return None
+    return None
+
+
+def _read_named_segments(p: Path, geometry: Geometry) -> Optional[np.ndarray]:
+    """A 3D Slicer segmentation whose segment names say the Couinaud segment (segment_of_name): read by
+    name. None when the file lists no such segments (then its values are read as they are)."""
+    from ..io.labelmaps import label_values_on_grid
+    from ..io.segnrrd import read_seg_nrrd
+
+    layers, segments, _ = read_seg_nrrd(p)
+    named = [(seg, segment_of_name(seg.name)) for seg in segments]
+    if not segments or not any(k for _, k in named):
+        return None
+    arrays = [label_values_on_grid(img, geometry, f"The segment map {p.name}", allow_crop=True) for img in layers]
+    out = np.zeros(tuple(geometry.shape), np.uint8)
+    unused = []
+    for seg, k in named:
+        if k is None:
+            unused.append(seg.name)
+            continue
+        if not 0 <= seg.layer < len(arrays):
+            raise InputError(f"{p.name}: segment '{seg.name}' refers to layer {seg.layer}, which the file lacks.")
+        out[arrays[seg.layer] == seg.label_value] = k
+    if unused:
+        log.info("%s: segments that name no Couinaud segment were not used: %s", p.name, ", ".join(unused))
+    return out
+
+
 def read_segment_map(path: Union[str, Path], geometry: Geometry,
                      mapping: Optional[Union[str, Path, dict]] = None) -> np.ndarray:
     """A uint8 (z, y, x) segment map 0..8 on ``geometry`` from a label file (NIfTI/NRRD/MHA).
@@ -545,14 +594,20 @@ def read_segment_map(path: Union[str, Path], geometry: Geometry,
         raise InputError(f"The segment map {p} does not exist.")
     if p.is_dir():
         raise InputError(f"The segment map {p} is a folder; give one label file (NIfTI/NRRD/MHA) with values 0-8.")
+    if mapping is None and p.name.lower().endswith(".seg.nrrd"):
+        by_name = _read_named_segments(p, geometry)
+        if by_name is not None:
+            return by_name
     img = read_image_file(p)
     if img.GetDimension() != 3:
         raise InputError(f"The segment map {p.name} is not a 3D volume.")
     arr = label_values_on_grid(img, geometry, f"The segment map {p.name}")
     if mapping is None:
         if int(arr.max(initial=0)) > 8:
-            raise InputError(f"The segment map {p.name} holds values up to {int(arr.max())}; a segment map holds 0-8 "
-                             "(Couinaud I-VIII). Give --segments-mapping to read other values.")
+            raise SegmentMappingNeeded(
+                f"The segment map {p.name} holds values up to {int(arr.max())}; a segment map holds 0-8 "
+                "(Couinaud I-VIII). Give a segment mapping (a JSON file such as {\"I\": [11], \"II\": [12]}; "
+                "--segments-mapping on the command line) to read other values.")
         return arr.astype(np.uint8)
     if not isinstance(mapping, dict):
         mp = Path(mapping).expanduser()

@@ -264,3 +264,38 @@ def test_correct_tab_brush_and_fill_on_the_segment_map_are_plan_steps(store):
     assert np.array_equal(s2.planning.segment_map, after_brush)
     with pytest.raises(InputError):
         PlanningState(SHAPE).edit_array(None)           # no map and no estimate: said, not painted
+
+
+def test_segment_map_read_by_segment_names_and_a_foreign_map_asks_for_a_mapping(tmp_path):
+    """A 3D Slicer segmentation whose segment names say the segment is read by name; a map with values
+    other than 0-8 is refused with a request for a segment mapping, and read through one."""
+    import nrrd
+    import SimpleITK as sitk
+
+    from engine.geometry import Geometry
+    from engine.planning.planner import SegmentMappingNeeded, read_segment_map, segment_of_name
+
+    assert [segment_of_name(n) for n in ("segment 2", "Couinaud IV", "liver_segment_5", "Segment IVa", "S7",
+                                         "liver", "Portal vein", "segment 9")] == [2, 4, 5, 4, 7, None, None, None]
+    shape = (6, 8, 10)
+    g = Geometry(shape, (2.0, 1.0, 1.0), (0.0, 0.0, 0.0), tuple(np.eye(3).ravel()))
+    arr = np.zeros(shape, np.uint8)
+    arr[:, :4], arr[:, 4:6], arr[:, 6:] = 1, 2, 3
+    header = {"type": "unsigned char", "dimension": 3, "space": "left-posterior-superior",
+              "space directions": np.diag([1.0, 1.0, 2.0]), "space origin": np.zeros(3),
+              "kinds": ["domain"] * 3, "encoding": "gzip"}
+    for i, (name, value) in enumerate((("Couinaud IV", 1), ("liver_segment_5", 2), ("Portal vein", 3))):
+        header[f"Segment{i}_Name"], header[f"Segment{i}_LabelValue"], header[f"Segment{i}_Layer"] = name, str(value), "0"
+    path = tmp_path / "segments.seg.nrrd"
+    nrrd.write(str(path), arr, header, index_order="C")
+    got = read_segment_map(path, g)
+    assert (got[:, :4] == 4).all() and (got[:, 4:6] == 5).all() and (got[:, 6:] == 0).all()
+    # a foreign map: values 11..18
+    img = sitk.GetImageFromArray((arr + 10).astype(np.uint8))
+    img.SetSpacing((1.0, 1.0, 2.0))
+    foreign = tmp_path / "foreign.nii.gz"
+    sitk.WriteImage(img, str(foreign))
+    with pytest.raises(SegmentMappingNeeded, match="segment mapping"):
+        read_segment_map(foreign, g)
+    got = read_segment_map(foreign, g, {"II": [11], "III": 12, "liver_segment_8": [13]})
+    assert (got[:, :4] == 2).all() and (got[:, 4:6] == 3).all() and (got[:, 6:] == 8).all()

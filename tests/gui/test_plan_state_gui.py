@@ -150,3 +150,39 @@ def test_correct_tab_tools_paint_the_segment_map(qtbot, qapp, small_case):
         assert tools.structure.itemText(0) != "Segment I"
     finally:
         close_window(w)
+
+
+def test_load_segment_map_of_foreign_values_through_a_mapping(qtbot, qapp, small_case, tmp_path):
+    from engine.io import write_label_map
+    from gui.main_window import MainWindow
+
+    w = MainWindow()
+    w.resize(1400, 900)
+    w.show()
+    try:
+        w.set_case(small_case.copy())
+        wait_idle(qtbot, w)
+        panel = w.plan_panel
+        w.tabs.setCurrentWidget(panel)
+        qtbot.mouseClick(panel.compute_btn, Qt.LeftButton)
+        qtbot.waitUntil(lambda: panel.planner is not None and panel.figures is not None, timeout=120000)
+        wait_idle(qtbot, w)
+        estimate = panel.planner.segments_full()
+        # a model's map with its own values: segment k is 20 + k, II and III swapped
+        foreign = np.where(estimate > 0, estimate + 20, 0).astype(np.uint8)
+        path = tmp_path / "couinaud_model.nii.gz"
+        write_label_map(path, w.case, labels=foreign, overwrite=True)
+        panel.load_segment_map(str(path))                  # no mapping (no dialogs in tests): said
+        assert "segment mapping" in panel.status.text() and w.session.planning.segment_map is None
+        mapping = {str(k): [20 + k] for k in range(1, 9)}
+        mapping["2"], mapping["3"] = [23], [22]
+        panel.load_segment_map(str(path), mapping)
+        wait_idle(qtbot, w)
+        got = panel.planner.segments_full()
+        assert "from the file couinaud_model.nii.gz" in panel.status.text()
+        assert np.array_equal(got == 2, estimate == 3) and np.array_equal(got == 5, estimate == 5)
+        w.undo_action.trigger()                            # back to the estimate from the vessels
+        wait_idle(qtbot, w)
+        assert np.array_equal(panel.planner.segments_full(), estimate)
+    finally:
+        close_window(w)
