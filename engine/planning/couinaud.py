@@ -204,6 +204,19 @@ _SECTOR_SEGMENT = {(1, True): 7, (1, False): 6, (2, True): 8, (2, False): 5, (3,
                    (4, True): 2, (4, False): 3}
 
 
+def segment_iv_upper(est: "SegmentEstimate", spacing) -> Optional[np.ndarray]:
+    """Where segment IV is IVa: bool (z, y, x) on the estimate's grid, True above the transverse plane of
+    the portal bifurcation (IVa, superior; below it IVb, Bismuth 1982), or None when the bifurcation is
+    not known. The same plane splits VII/VI, VIII/V and II/III in the plane model."""
+    vessels = getattr(est, "vessels", None)
+    if est is None or est.segments is None or vessels is None or vessels.bifurcation_zyx_mm is None:
+        return None
+    bz = float(vessels.bifurcation_zyx_mm[0])
+    nz = est.segments.shape[0]
+    upper_z = (np.arange(nz) * float(spacing[0])) >= bz
+    return np.broadcast_to(upper_z[:, None, None], est.segments.shape)
+
+
 def segments_from_model(zyx_mm: np.ndarray, model: VesselModel, spacing_z: float) -> tuple[np.ndarray, np.ndarray]:
     """Segment (1..8) and hemiliver (1/2) of points (N, 3) in grid mm under the plane model."""
     zyx_mm = np.asarray(zyx_mm, np.float32)       # millions of voxels: float32 halves the memory traffic

@@ -409,6 +409,14 @@ class Planner:
         if est.segments_ok and est.segments is not None:
             cnt = np.bincount(est.segments[self.liver], minlength=9)
             out.update({cn.SEGMENT_NAMES[k]: round(float(cnt[k] * v), 2) for k in range(1, 9)})
+            upper = cn.segment_iv_upper(est, self.spacing)
+            if upper is not None:
+                # IVa / IVb: the sub-division of IV by the portal plane (I-VIII stay the main map)
+                iv = (est.segments == 4) & self.liver
+                n_up = int(np.count_nonzero(iv & upper))
+                out = {**{k: out[k] for k in ("I", "II", "III", "IV")},
+                       "IVa": round(float(n_up * v), 2), "IVb": round(float((int(cnt[4]) - n_up) * v), 2),
+                       **{k: out[k] for k in ("V", "VI", "VII", "VIII")}}
         if est.hemilivers_ok and est.hemilivers is not None:
             h = np.bincount(est.hemilivers[self.liver], minlength=3)
             out["right hemiliver"] = round(float(h[1] * v), 2)

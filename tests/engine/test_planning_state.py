@@ -299,3 +299,31 @@ def test_segment_map_read_by_segment_names_and_a_foreign_map_asks_for_a_mapping(
         read_segment_map(foreign, g)
     got = read_segment_map(foreign, g, {"II": [11], "III": 12, "liver_segment_8": [13]})
     assert (got[:, :4] == 2).all() and (got[:, 4:6] == 3).all() and (got[:, 6:] == 8).all()
+
+
+def test_segment_iv_is_split_into_iva_and_ivb_by_the_portal_plane():
+    """IVa above the transverse plane of the portal bifurcation, IVb below (Bismuth): in the segment volumes
+    and in the lesion locations; I-VIII stay the main map."""
+    from engine.planning import couinaud as cn
+    from engine.planning.location import LesionLocation
+    from engine.planning.planner import Planner
+
+    case = make_phantom(seed=0, shape=(48, 96, 96), n_lesions=3)
+    p = Planner(case.labels, case.geometry).run()
+    v = p.segment_volumes()
+    assert list(v)[:6] == ["I", "II", "III", "IV", "IVa", "IVb"]
+    assert v["IVa"] > 0 and v["IVb"] > 0 and v["IVa"] + v["IVb"] == pytest.approx(v["IV"], abs=0.02)
+    bz = p.estimate.vessels.bifurcation_zyx_mm[0]
+    z_mm = np.arange(p.liver.shape[0]) * p.spacing[0]
+    iv = (p.estimate.segments == 4) & p.liver
+    above = iv & (z_mm >= bz)[:, None, None]
+    assert v["IVa"] == pytest.approx(np.count_nonzero(above) * p.geometry.voxel_volume_ml, abs=0.01)
+    for loc in p.lesions:
+        if "IV" in loc.segment_shares:
+            assert sum(loc.segment_iv_shares.values()) == pytest.approx(loc.segment_shares["IV"])
+            assert loc.to_row()["segment_iv"]
+        else:
+            assert not loc.segment_iv_shares and loc.to_row()["segment_iv"] == ""
+    p.estimate.vessels.bifurcation_zyx_mm = None          # no bifurcation: no IVa / IVb, said by absence
+    assert cn.segment_iv_upper(p.estimate, p.spacing) is None and "IVa" not in p.segment_volumes()
+    assert LesionLocation(1, 1, 0.1, (0, 0, 0)).to_row()["segment_iv"] == ""
