@@ -9,8 +9,14 @@ Surg 2001;6:131-142:
 * three vertical half-planes through the IVC's axis and the right, middle and left hepatic veins split the
   liver into four sectors: right posterior (VI/VII), right anterior (V/VIII), left medial (IV) and left
   lateral (II/III); the middle-vein plane (Cantlie's line) divides the right and left hemilivers;
-* the transverse plane through the portal bifurcation splits each sector into a superior (VII, VIII, IVa,
-  II) and an inferior (VI, V, IVb, III) segment;
+* the transverse plane through the portal bifurcation splits the right sectors and IV into a superior
+  (VII, VIII, IVa) and an inferior (VI, V, IVb) segment;
+* the left lateral section is split into II and III along the left hepatic vein's course, as Bismuth
+  divides them (segment II lies above and behind the left hepatic vein, III below and in front of it): the
+  plane through the vein's stem (its voxels in the band where the veins are read, below) that contains the
+  vein's own direction (their principal axis) and is as nearly perpendicular to the "up and back" direction
+  as that allows; II is the side towards superior-posterior. Where the left vein's stem runs up and back
+  itself (no such plane), the transverse plane of the bifurcation is used and the quality note says so;
 * segment I (caudate) is the liver behind the coronal plane of the portal bifurcation and in front of the
   IVC's back wall, from the IVC's right wall to 25 mm left of its left wall, between 20 mm below the
   bifurcation and the hepatic-vein confluence (a box-like simplification of the caudate lobe).
@@ -87,8 +93,8 @@ SMALL_SEGMENT_SHARE = 0.01
 BOUNDARY_NOTE_MM = 5.0
 
 METHOD_TEXT = ("Couinaud/Bismuth plane model (Soler et al., Comput Aided Surg 2001): half-planes through "
-               "the IVC axis and the right, middle and left hepatic veins, and the transverse plane through "
-               "the portal bifurcation")
+               "the IVC axis and the right, middle and left hepatic veins, the transverse plane through "
+               "the portal bifurcation, and II/III split along the left hepatic vein (Bismuth 1982)")
 CAVEAT_TEXT = ("An estimate: real portal territories deviate from these planes by up to 1-2 cm (Fasel et al., "
                "Radiology 1998); check boundaries that matter for an operation on the images.")
 
@@ -105,6 +111,9 @@ class VesselModel:
     bifurcation_zyx_mm: Optional[np.ndarray] = None
     confluence_z_mm: float = float("nan")            # top of the hepatic veins' cut region (segment I limit)
     portal_trunk_radius_mm: float = float("nan")
+    #: the II/III plane along the left hepatic vein (grid mm): a point on it and its unit normal (towards II)
+    lhv_point_mm: Optional[np.ndarray] = None
+    lhv_normal: Optional[np.ndarray] = None
 
     def to_dict(self) -> dict:
         return {"ivc_radius_mm": _f(self.ivc_radius_mm), "ivc_source": self.ivc_source,
@@ -113,7 +122,10 @@ class VesselModel:
                 "portal_bifurcation_grid_mm_zyx": None if self.bifurcation_zyx_mm is None
                 else [_f(v) for v in self.bifurcation_zyx_mm],
                 "hepatic_vein_confluence_z_mm": _f(self.confluence_z_mm),
-                "portal_trunk_radius_mm": _f(self.portal_trunk_radius_mm)}
+                "portal_trunk_radius_mm": _f(self.portal_trunk_radius_mm),
+                "left_hepatic_vein_plane": None if self.lhv_normal is None else {
+                    "point_grid_mm_zyx": [_f(v) for v in self.lhv_point_mm],
+                    "normal_zyx_towards_II": [_f(v) for v in self.lhv_normal]}}
 
 
 def _f(v) -> Optional[float]:
@@ -217,6 +229,31 @@ def segment_iv_upper(est: "SegmentEstimate", spacing) -> Optional[np.ndarray]:
     return np.broadcast_to(upper_z[:, None, None], est.segments.shape)
 
 
+#: "Up and back" in grid mm (z superior, y posterior): segment II's side of the left hepatic vein.
+_UP_BACK = np.array([1.0, 1.0, 0.0]) / np.sqrt(2.0)
+#: The left vein's stem must leave at least this much of "up and back" across it to define the plane.
+LHV_MIN_NORMAL = 0.3
+
+
+def left_vein_plane(points_zyx_mm: np.ndarray, weights: Optional[np.ndarray] = None
+                    ) -> tuple[Optional[np.ndarray], Optional[np.ndarray]]:
+    """The II/III plane along the left hepatic vein from points of its stem (grid mm, (N, 3)): (a point on
+    it, its unit normal towards II), or (None, None) when the stem gives no such plane (too few points, or
+    it runs up and back itself)."""
+    p = np.asarray(points_zyx_mm, float)
+    if len(p) < 5:
+        return None, None
+    w = np.ones(len(p)) if weights is None else np.asarray(weights, float)
+    c = (p * w[:, None]).sum(0) / w.sum()
+    q = (p - c) * np.sqrt(w)[:, None]
+    _, _, vt = np.linalg.svd(q, full_matrices=False)
+    d = vt[0]
+    n = _UP_BACK - (_UP_BACK @ d) * d
+    if np.linalg.norm(n) < LHV_MIN_NORMAL:
+        return None, None
+    return c, n / np.linalg.norm(n)
+
+
 def segments_from_model(zyx_mm: np.ndarray, model: VesselModel, spacing_z: float) -> tuple[np.ndarray, np.ndarray]:
     """Segment (1..8) and hemiliver (1/2) of points (N, 3) in grid mm under the plane model."""
     zyx_mm = np.asarray(zyx_mm, np.float32)       # millions of voxels: float32 halves the memory traffic
@@ -235,6 +272,13 @@ def segments_from_model(zyx_mm: np.ndarray, model: VesselModel, spacing_z: float
     seg = np.zeros(len(z), np.uint8)
     for (s, up), val in _SECTOR_SEGMENT.items():
         seg[(sector == s) & (sup == up)] = val
+    if model.lhv_normal is not None:
+        # II / III along the left hepatic vein (Bismuth), not the transverse plane
+        lat = sector == 4
+        c = np.asarray(model.lhv_point_mm, np.float32)
+        n = np.asarray(model.lhv_normal, np.float32)
+        side = (zyx_mm[lat] - c) @ n
+        seg[lat] = np.where(side >= 0, 2, 3)
     r = model.ivc_radius_mm
     caudate = ((y > by) & (y < ay + r) & (x > ax - r) & (x < ax + r + CAUDATE_LEFT_MM)
                & (z >= bz - CAUDATE_BELOW_MM) & (z < model.confluence_z_mm))
@@ -577,6 +621,15 @@ def estimate_segments(labels: np.ndarray, spacing, liver: Optional[np.ndarray] =
         return est
     model.vein_psi_deg, model.vein_ml = psis, mls
     est.vein_voxels = vox
+    # the left vein's stem (its voxels in the band where the veins are read) gives the II/III plane
+    lz, ly, lx = np.unravel_index(vox["left"], hv.shape)
+    lzyx = np.stack([lz * spacing[0], ly * spacing[1], lx * spacing[2]], 1)
+    lr = np.hypot(lzyx[:, 1] - axis[lz, 0], lzyx[:, 2] - axis[lz, 1])
+    stem = liver[lz, ly, lx] & (lr > r_ivc + HV_CUT_MM) & (lr <= r_ivc + HV_CUT_MM + HV_BAND_MM)
+    model.lhv_point_mm, model.lhv_normal = left_vein_plane(lzyx[stem])
+    if model.lhv_normal is None:
+        quality.append("The left hepatic vein's stem runs up and back (or is too short) here: segments II and III "
+                       "are split by the transverse plane of the portal bifurcation instead of along that vein.")
     check(cancel)
     progress("Liver segments", 2, total)
     # --- portal bifurcation ---
