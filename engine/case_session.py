@@ -534,12 +534,13 @@ class CaseSession:
         return step
 
     def _plan_changed(self, how: str, step) -> None:
-        self._write_plan_autosave()
+        box = step.map_box if step is not None and step.map_box is not None else None
+        self._write_plan_autosave(box)
         self._emit("planning", PlanChange(how, step, bool(step is not None and step.map_changed)))
         if how == "commit":
             self._emit("message", f"{step.description}.")
 
-    def _write_plan_autosave(self) -> None:
+    def _write_plan_autosave(self, box=None) -> None:
         """The plan into this session's autosave folder (durable before the step's method returns)."""
         if not self.journal_enabled or self.case is None or self.planning is None:
             return
@@ -551,7 +552,9 @@ class CaseSession:
                                                "plan", snapshot_gen=None,
                                                base_crc=self._base_crc if self._chain_ok else None)
             write_map = self._plan_map_written != self.planning.map_version
-            write_plan_autosave(self._folder, self.planning, write_map)
+            # one box changed since the map was last written: append that box only
+            incremental = box is not None and self._plan_map_written == self.planning.map_version - 1
+            write_plan_autosave(self._folder, self.planning, write_map, box if incremental else None)
             self._plan_map_written = self.planning.map_version
         except Exception as exc:  # noqa: BLE001 - a full or read-only disk: said at once, never a crash
             self._report_problem(f"The plan could not be written to the autosave folder {self._folder} ({exc}); "

@@ -565,15 +565,18 @@ def read_plan_beside(labels_path: Union[str, Path], geometry) -> Optional[Planni
 # the plan in the autosave folder
 # ------------------------------------------------------------------------------------------------
 AUTOSAVE_PLAN = "plan.json"
-AUTOSAVE_SEGMENTS = "plan-segments.npz"
+AUTOSAVE_SEGMENTS = "plan-segments.bin"
 
 
-def write_plan_autosave(folder: Path, state: PlanningState, write_map: bool) -> None:
-    """The plan into an autosave folder (atomic, durable): plan.json always, the segment map (its box of
-    non-zero voxels, compressed) when ``write_map`` (it changed since the last write)."""
-    import io as _io
+def write_plan_autosave(folder: Path, state: PlanningState, write_map: bool, box: Optional[Box] = None) -> None:
+    """The plan into an autosave folder (atomic, durable): plan.json always; the segment map when
+    ``write_map`` (it changed since the last write) as records of engine.session's journal format (a box
+    and its values, run-length + zlib, CRC): the whole map's non-zero box as the file's first record, then
+    each correction inside ``box`` appended (fsync'd) — a stroke costs its box, not the whole map."""
+    import os
 
     from ..io.atomic import write_bytes_atomic, write_text_atomic
+    from ..session import encode_record
 
     folder.mkdir(parents=True, exist_ok=True)
     seg_path = folder / AUTOSAVE_SEGMENTS
@@ -581,11 +584,15 @@ def write_plan_autosave(folder: Path, state: PlanningState, write_map: bool) -> 
         if state.segment_map is None:
             if seg_path.exists():
                 seg_path.unlink()
+        elif box is not None and seg_path.exists():
+            with open(seg_path, "ab") as fh:
+                fh.write(encode_record(box, state.segment_map[_sl(box)], "plan_map", ""))
+                fh.flush()
+                os.fsync(fh.fileno())
         else:
-            box = _box_of(state.segment_map > 0) or (0, 0, 0, 0, 0, 0)
-            buf = _io.BytesIO()
-            np.savez_compressed(buf, box=np.asarray(box, np.int64), values=state.segment_map[_sl(box)])
-            write_bytes_atomic(seg_path, buf.getvalue(), overwrite=True)
+            whole = _box_of(state.segment_map > 0) or (0, 0, 0, 0, 0, 0)
+            write_bytes_atomic(seg_path, encode_record(whole, state.segment_map[_sl(whole)], "plan_map", ""),
+                               overwrite=True)
     data = state.to_dict()
     data["undo_description"] = state.undo_step.description if state.undo_step else ""
     write_text_atomic(folder / AUTOSAVE_PLAN, json.dumps(data, indent=1), overwrite=True)
@@ -600,10 +607,15 @@ def read_plan_autosave(folder: Path) -> Optional[PlanningState]:
         data = json.loads(js.read_text(encoding="utf-8"))
         seg_map = None
         if (data.get("segment_map") or {}).get("present"):
-            with np.load(folder / AUTOSAVE_SEGMENTS) as z:
-                box = tuple(int(v) for v in z["box"])
-                seg_map = np.zeros(tuple(data["shape_zyx"]), np.uint8)
-                seg_map[_sl(box)] = z["values"]
+            from ..session import read_journal
+            records = read_journal(folder / AUTOSAVE_SEGMENTS)
+            if not records:
+                raise ValueError("its segment map is missing")
+            seg_map = np.zeros(tuple(data["shape_zyx"]), np.uint8)
+            for box, values, _ in records:
+                if box[1] > seg_map.shape[0] or box[3] > seg_map.shape[1] or box[5] > seg_map.shape[2]:
+                    raise ValueError("a segment-map record lies outside the case")
+                seg_map[_sl(box)] = values
         return PlanningState.from_dict(data, seg_map, what="The autosaved plan")
     except (OSError, ValueError, KeyError, InputError) as exc:
         raise ValueError(f"the autosaved plan is damaged ({exc})") from None

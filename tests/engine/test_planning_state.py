@@ -248,6 +248,9 @@ def test_correct_tab_brush_and_fill_on_the_segment_map_are_plan_steps(store):
                            base_map=base, liver=liver)
     m = s.planning.segment_map
     assert (m[20][liver[20] & (base[20] == 4)] == 2).all() and (m[21][liver[21] & (base[21] == 4)] == 4).all()
+    from engine.session import read_journal
+    records = read_journal(s._folder / "plan-segments.bin")
+    assert len(records) == 2 and records[1][0][:2] == (20, 21)     # the whole map once, then the fill's box
     assert s.undo_description == "Fill in slice (segment II)"
     s.undo()
     assert np.array_equal(s.planning.segment_map, after_brush)
