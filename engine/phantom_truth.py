@@ -84,7 +84,8 @@ class PhantomTruth:
             m.vein_psi_deg[name] = cn.circular_mean_deg(psi[sel], w) if sel.any() else float("nan")
             m.vein_ml[name] = float(np.pi * w.sum() * 1.0 / 1000.0)
         # the II/III plane along the left vein's own stem, in the same band (engine.planning.couinaud)
-        stem = band & (names == "left")
+        stem = band & (names == "left") & (np.abs(((psi - m.vein_psi_deg["left"] + 180.0) % 360.0) - 180.0)
+                                           <= cn.LHV_STEM_DEG)
         m.lhv_point_mm, m.lhv_normal = cn.left_vein_plane(g[stem], rad[stem] ** 2)
         near = rr <= a.ivc_r + cn.HV_CUT_MM
         m.confluence_z_mm = float((g[near, 0] + rad[near]).max()) if near.any() else float(g[:, 0].max())

@@ -17,9 +17,10 @@ Surg 2001;6:131-142:
   vein's own direction (their principal axis) and is as nearly perpendicular to the "up and back" direction
   as that allows; II is the side towards superior-posterior. Where the left vein's stem runs up and back
   itself (no such plane), the transverse plane of the bifurcation is used and the quality note says so;
-* segment I (caudate) is the liver behind the coronal plane of the portal bifurcation and in front of the
-  IVC's back wall, from the IVC's right wall to 25 mm left of its left wall, between 20 mm below the
-  bifurcation and the hepatic-vein confluence (a box-like simplification of the caudate lobe).
+* segment I (caudate) is the liver between the IVC and the plane of the hilum / ligamentum venosum (through
+  the portal bifurcation and the IVC's front wall at the confluence's height), from the portal bifurcation
+  up to the hepatic-vein confluence, from the IVC's right wall to 25 mm left of its left wall
+  (:func:`caudate_region`, with its references).
 
 Why planes rather than portal-territory assignment (Selle D. et al., IEEE TMI 2002;21:1344-1357): the
 planes need only the three main hepatic-vein stems, the IVC and the portal bifurcation, which a model
@@ -80,9 +81,8 @@ HV_BAND_MM = 50.0
 HV_MIN_ML = 0.15
 #: Three veins closer than this (degrees) cannot define three sectors.
 HV_MIN_GAP_DEG = 15.0
-#: Segment I: how far below the bifurcation the caudate region reaches, and how far it reaches to the
-#: left of the IVC's left wall (towards the ligamentum venosum), in mm.
-CAUDATE_BELOW_MM = 20.0
+#: Segment I: how far it reaches to the left of the IVC's left wall (towards the ligamentum venosum's
+#: fissure, which the vessels do not show), in mm.
 CAUDATE_LEFT_MM = 25.0
 #: The portal trunk and its first branches: voxels at least this share of the trunk's radius from the wall.
 PORTAL_CORE_SHARE = 0.4
@@ -233,6 +233,9 @@ def segment_iv_upper(est: "SegmentEstimate", spacing) -> Optional[np.ndarray]:
 _UP_BACK = np.array([1.0, 1.0, 0.0]) / np.sqrt(2.0)
 #: The left vein's stem must leave at least this much of "up and back" across it to define the plane.
 LHV_MIN_NORMAL = 0.3
+#: The stem: the left vein's voxels in the band within this angle (degrees) of its plane (its side
+#: branches and neighbouring veins' branches drift further).
+LHV_STEM_DEG = 12.0
 
 
 def left_vein_plane(points_zyx_mm: np.ndarray, weights: Optional[np.ndarray] = None
@@ -279,11 +282,43 @@ def segments_from_model(zyx_mm: np.ndarray, model: VesselModel, spacing_z: float
         n = np.asarray(model.lhv_normal, np.float32)
         side = (zyx_mm[lat] - c) @ n
         seg[lat] = np.where(side >= 0, 2, 3)
-    r = model.ivc_radius_mm
-    caudate = ((y > by) & (y < ay + r) & (x > ax - r) & (x < ax + r + CAUDATE_LEFT_MM)
-               & (z >= bz - CAUDATE_BELOW_MM) & (z < model.confluence_z_mm))
-    seg[caudate] = 1
+    seg[caudate_region(zyx_mm, model, spacing_z)] = 1
     return seg, hemi
+
+
+def caudate_region(zyx_mm: np.ndarray, model: VesselModel, spacing_z: float) -> np.ndarray:
+    """Segment I (caudate lobe) among points (N, 3) in grid mm: the liver between the IVC and the plane of
+    the hilum / ligamentum venosum, from the portal bifurcation up to the hepatic-vein confluence.
+
+    The caudate lobe lies behind the hilar plate and the fissure of the ligamentum venosum and in front of
+    the IVC, with the hepatic veins' confluence above and the portal bifurcation below (Couinaud 1957;
+    Kumon M., Acta Hepatol Jpn 1985;26:1193-1199; Abdalla E.K., Vauthey J.-N., Couinaud C., "The caudate
+    lobe of the liver", Surg Oncol Clin N Am 2002;11:835-848). The ligamentum venosum runs from the left
+    portal vein at the hilum up to the IVC where the left hepatic vein joins it, so its plane is estimated as
+    the transverse-running plane through the portal bifurcation and the IVC's front wall at the confluence's
+    height (not the coronal plane of the bifurcation of the earlier box); the region ends at the IVC's back
+    wall, at its right wall (beyond it the caudate process merges with VI/VII and is not told apart), and
+    CAUDATE_LEFT_MM left of its left wall (the fissure's left end, which the vessels do not show)."""
+    z, y, x = zyx_mm[:, 0], zyx_mm[:, 1], zyx_mm[:, 2]
+    out = np.zeros(len(z), bool)
+    if model.bifurcation_zyx_mm is None or not np.isfinite(model.confluence_z_mm):
+        return out
+    axis = np.asarray(model.ivc_axis_yx_mm, np.float32)
+    zi = np.clip(np.rint(z / np.float32(spacing_z)).astype(np.int64), 0, len(axis) - 1)
+    ay, ax = axis[zi, 0], axis[zi, 1]
+    r = np.float32(model.ivc_radius_mm)
+    bz, by, _ = (float(v) for v in model.bifurcation_zyx_mm)
+    zc = float(model.confluence_z_mm)
+    if zc <= bz:
+        return out
+    jc = int(np.clip(round(zc / spacing_z), 0, len(axis) - 1))
+    jy = float(axis[jc, 0]) - float(r)                 # the IVC's front wall at the confluence
+    # the plane through (bz, by) and (zc, jy), running left-right: the caudate is on its back side
+    dz, dy = zc - bz, jy - by
+    behind = ((y - by) * dz - (z - bz) * dy) * (1.0 if dz > 0 else -1.0) > 0
+    out = (behind & (y < ay + r) & (x > ax - r) & (x < ax + r + np.float32(CAUDATE_LEFT_MM))
+           & (z >= bz) & (z < zc))
+    return out
 
 
 # ------------------------------------------------------------------------------------------------
@@ -624,8 +659,10 @@ def estimate_segments(labels: np.ndarray, spacing, liver: Optional[np.ndarray] =
     # the left vein's stem (its voxels in the band where the veins are read) gives the II/III plane
     lz, ly, lx = np.unravel_index(vox["left"], hv.shape)
     lzyx = np.stack([lz * spacing[0], ly * spacing[1], lx * spacing[2]], 1)
-    lr = np.hypot(lzyx[:, 1] - axis[lz, 0], lzyx[:, 2] - axis[lz, 1])
-    stem = liver[lz, ly, lx] & (lr > r_ivc + HV_CUT_MM) & (lr <= r_ivc + HV_CUT_MM + HV_BAND_MM)
+    ldy, ldx = lzyx[:, 1] - axis[lz, 0], lzyx[:, 2] - axis[lz, 1]
+    lr = np.hypot(ldy, ldx)
+    stem = liver[lz, ly, lx] & (lr > r_ivc + HV_CUT_MM) & (lr <= r_ivc + HV_CUT_MM + HV_BAND_MM) \
+        & (np.abs(((psi_deg(ldy, ldx) - psis["left"] + 180.0) % 360.0) - 180.0) <= LHV_STEM_DEG)
     model.lhv_point_mm, model.lhv_normal = left_vein_plane(lzyx[stem])
     if model.lhv_normal is None:
         quality.append("The left hepatic vein's stem runs up and back (or is too short) here: segments II and III "

@@ -330,3 +330,27 @@ def test_segment_iv_is_split_into_iva_and_ivb_by_the_portal_plane():
     p.estimate.vessels.bifurcation_zyx_mm = None          # no bifurcation: no IVa / IVb, said by absence
     assert cn.segment_iv_upper(p.estimate, p.spacing) is None and "IVa" not in p.segment_volumes()
     assert LesionLocation(1, 1, 0.1, (0, 0, 0)).to_row()["segment_iv"] == ""
+
+
+def test_segment_i_lies_between_the_ivc_and_the_hilum_plane_from_the_bifurcation_to_the_confluence():
+    """Segment I (caudate) is bounded by the portal bifurcation below and the hepatic-vein confluence above,
+    the IVC's back wall behind and the plane of the hilum / ligamentum venosum in front (the box before
+    reached 20 mm below the bifurcation, in front of that plane at the top)."""
+    from engine.planning.planner import Planner
+
+    case = make_phantom(seed=0, shape=(96, 128, 128), n_lesions=2)
+    p = Planner(case.labels, case.geometry).run()
+    m, sp = p.estimate.vessels, p.spacing
+    zz, yy, xx = np.nonzero(p.estimate.segments == 1)
+    assert zz.size > 0
+    z, y = zz * sp[0], yy * sp[1]
+    bz, by, _ = m.bifurcation_zyx_mm
+    zc = m.confluence_z_mm
+    assert z.min() >= bz - 1e-3 and z.max() < zc
+    ay = np.asarray(m.ivc_axis_yx_mm)[zz, 0]
+    assert (y < ay + m.ivc_radius_mm).all()
+    jy = m.ivc_axis_yx_mm[int(round(zc / sp[0])), 0] - m.ivc_radius_mm
+    assert (((y - by) * (zc - bz) - (z - bz) * (jy - by)) > 0).all()      # behind the hilum plane
+    v = p.segment_volumes()
+    total = sum(v[k] for k in ("I", "II", "III", "IV", "V", "VI", "VII", "VIII"))
+    assert 0.01 * total < v["I"] < 0.08 * total
