@@ -43,9 +43,10 @@ log = logging.getLogger(__name__)
 #: measurements: a MeasurementReport; volumes: {label: voxels}; surfaces: {label: surface or None};
 #: saved: the path written; save_failed: a sentence (the labels stay unsaved); autosaved: the folder
 #: written; problem: a sentence for the user (an autosave or journal write that failed: the edits are not
-#: safe until it works again); message: a sentence for the status bar.
+#: safe until it works again); message: a sentence for the status bar; planning: a :class:`PlanChange`
+#: (the case's scenarios, patient or segment map changed: a plan step, its undo or redo, a new case).
 EVENTS = ("case", "labels", "provenance", "reference", "evaluation", "evaluation_stale", "measurements",
-          "volumes", "surfaces", "saved", "save_failed", "autosaved", "problem", "message")
+          "volumes", "surfaces", "saved", "save_failed", "autosaved", "problem", "message", "planning")
 
 Listener = Callable[[str, Any], None]
 
@@ -62,6 +63,15 @@ class LabelChange:
 
 
 @dataclass
+class PlanChange:
+    """What changed in the case's planning (the ``"planning"`` event)."""
+
+    how: str                     # "commit", "undo", "redo" or "reset" (a new case: a new, empty plan)
+    step: Optional[Any]          # the engine.planning.state.PlanStep (None for "reset")
+    map_changed: bool            # the segment map changed (the planning's segments must follow)
+
+
+@dataclass
 class SaveJob:
     """Writing the labels as they were when the job was made (what the user saw when saving); call it on
     any thread, then give it to :meth:`CaseSession.save_finished`."""
@@ -71,9 +81,18 @@ class SaveJob:
     state: int          # the history state written
     mark: bool          # Save (the case counts as saved after it) or Export (it does not)
     opened: int = 0     # which case of the session it belongs to
+    #: the case's plan as it was when the job was made (Save writes it beside the labels: README
+    #: "Planning"); None: not written (an export, or no plan and none beside the file before)
+    plan: Optional[dict] = None
+    plan_map: Optional[np.ndarray] = None
+    plan_state: int = -1
 
     def __call__(self) -> Path:
-        return write_labels(self.path, self.case)
+        out = write_labels(self.path, self.case)
+        if self.plan is not None:
+            from .planning.state import write_plan_beside
+            write_plan_beside(self.path, self.plan, self.plan_map, self.case)
+        return out
 
 
 @dataclass
@@ -150,6 +169,7 @@ class CaseSession:
         self.problem: Optional[str] = None         # the last save/autosave failure not yet overcome
         self._listeners: list[Listener] = []
         self._stroke: Optional[edits.Stroke] = None
+        self._segment_edit = None               # (array, liver mask, source) of a segment-map stroke
         self._last_dab = None
         self._autosaved_state: Optional[int] = None
         self._autosave_running = False
@@ -162,6 +182,13 @@ class CaseSession:
         # Journal records since the last snapshot began, kept in memory too: when the snapshot lands in
         # another folder (a failure moved it) they are appended there, so its chain stays whole.
         self._since_snapshot: list[bytes] = []
+        #: the case's planning (engine.planning.state.PlanningState): scenarios, patient, segment map
+        self.planning = None
+        # One Ctrl+Z order over the two histories (docs/architecture.md, "The planning"): which history
+        # each applied step / each undone step belongs to ("labels" or "plan").
+        self._order: list[str] = []
+        self._redo_order: list[str] = []
+        self._plan_map_written = -1             # the segment map version in the autosave folder
 
     # ============================================================================ events
     def listen(self, listener: Listener) -> Callable[[], None]:
@@ -184,7 +211,24 @@ class CaseSession:
 
     @property
     def is_modified(self) -> bool:
-        return self.history is not None and self.history.is_modified
+        """Unsaved label edits or plan changes."""
+        return (self.history is not None and self.history.is_modified) or (
+            self.planning is not None and self.planning.is_modified)
+
+    @property
+    def undo_description(self) -> Optional[str]:
+        """What Ctrl+Z takes back now (a label step or a plan step), or None."""
+        which = self._next("undo")
+        if which == "plan":
+            return self.planning.undo_step.description
+        return self.history.undo_description if which == "labels" else None
+
+    @property
+    def redo_description(self) -> Optional[str]:
+        which = self._next("redo")
+        if which == "plan":
+            return self.planning.redo_step.description
+        return self.history.redo_description if which == "labels" else None
 
     @property
     def report(self):
@@ -230,6 +274,10 @@ class CaseSession:
             self.history = edits.EditHistory(case.labels, max_bytes=self.history_bytes)
         self.history.reset(case.labels)
         self.history.base_meta = self._origin()
+        from .planning.state import PlanningState
+        self.planning = PlanningState(case.labels.shape)
+        self._order, self._redo_order = [], []
+        self._plan_map_written = -1
         self.evaluation, self.evaluation_stale = None, False
         self.extra_maps = {}
         self.last_save_path = None              # Save must not write this case over the last one's file
@@ -243,6 +291,7 @@ class CaseSession:
         self._base_crc = labels_crc(case.labels) if self.journal_enabled else None
         self.problem = None
         self._emit("case", case)
+        self._emit("planning", PlanChange("reset", None, True))
         if case.provenance.label_source == "phantom":
             # A phantom's own labels are its ground truth: offered as the evaluation reference.
             self.set_reference(case.labels.copy(), "the phantom's ground truth")
@@ -284,6 +333,10 @@ class CaseSession:
             self._emit("labels", LabelChange("commit", None, frozenset(), None, {}))
             return None
         self._restore_origin()
+        self._order.append("labels")
+        self._redo_order.clear()
+        if self.planning is not None:
+            self.planning.drop_redo()        # one line of history: a new step ends what could be redone
         self._journal(e.box, e.after, kind, description)
         self._labels_changed("commit", e)
         self._emit("message", f"{description}.")
@@ -300,6 +353,34 @@ class CaseSession:
         if self.case is not None:
             self._stroke = edits.Stroke(self.case.labels)
             self._last_dab = None
+            self._segment_edit = None
+
+    def begin_segment_stroke(self, base_map: Optional[np.ndarray], liver: np.ndarray,
+                             base_source: str = "estimated from the vessels") -> None:
+        """A brush or eraser drag on the plan's segment map starts (the Correct tab's tools with the
+        segment map as their target; the "structure" is a segment 1-8). The same engine.edits brush as
+        the labels, limited to ``liver`` (bool/uint8, the planning liver); it ends as one plan step at
+        :meth:`end_stroke`. ``base_map``: the segments shown when the plan has no map of its own yet.
+        Raises InputError when there is no segment map to paint on."""
+        if self.case is None or self.planning is None:
+            return
+        array = self.planning.edit_array(base_map)
+        self._stroke = edits.Stroke(array)
+        self._last_dab = None
+        self._segment_edit = (array, np.asarray(liver, np.uint8), base_source)
+
+    def apply_to_segment_map(self, description: str, op, *args, base_map: Optional[np.ndarray] = None,
+                             liver: Optional[np.ndarray] = None, base_source: str = "estimated from the vessels",
+                             **kwargs):
+        """Run ``op(segment_map, *args, **kwargs) -> Region|None`` (an engine.edits operation such as
+        flood_fill_slice) on the plan's segment map, limited to ``liver``, as one plan step."""
+        if self.case is None or self.planning is None or self._stroke is not None:
+            return None
+        array = self.planning.edit_array(base_map)
+        if liver is not None:
+            kwargs.update(image=np.asarray(liver, np.uint8), hu_range=(1, 1))
+        region = op(array, *args, **kwargs)
+        return self._commit_plan_step(lambda: self.planning.commit_map_region(array, region, description, base_source))
 
     @property
     def stroke_active(self) -> bool:
@@ -314,9 +395,13 @@ class CaseSession:
         g = self.case.geometry
         centres = [zyx] if self._last_dab is None else edits.stroke_points(self._last_dab, zyx, g.spacing, radius_mm)
         self._last_dab = zyx
+        target, image = self.case.labels, self.case.image
+        if self._segment_edit is not None:
+            # the segment map: liver voxels only (the liver mask as the "image", its value 1 as the range)
+            target, image, rule, hu_range = self._segment_edit[0], self._segment_edit[1], "all", (1, 1)
         for c in centres:
-            self._stroke.add(edits.brush(self.case.labels, c, radius_mm, g.spacing, value, erase=erase,
-                                         sphere=sphere, plane_axis=axis, rule=rule, image=self.case.image,
+            self._stroke.add(edits.brush(target, c, radius_mm, g.spacing, value, erase=erase,
+                                         sphere=sphere, plane_axis=axis, rule=rule, image=image,
                                          hu_range=hu_range))
 
     def end_stroke(self, kind: str, description: str) -> Optional[edits.Edit]:
@@ -324,6 +409,11 @@ class CaseSession:
         s, self._stroke = self._stroke, None
         if s is None:
             return None
+        if self._segment_edit is not None:
+            array, _, source = self._segment_edit
+            self._segment_edit = None
+            region = s.region()
+            return self._commit_plan_step(lambda: self.planning.commit_map_region(array, region, description, source))
         return self.commit(kind, description, s.region())
 
     def open_labels(self, labels: np.ndarray, path, notes: Sequence[str] = ()) -> Optional[edits.Edit]:
@@ -333,9 +423,12 @@ class CaseSession:
                   "notes": list(notes)}
         e = self.commit("labels_opened", f"Open label map {Path(path).name}", edits.replace_all(
             self.case.labels, np.asarray(labels, np.uint8)), origin=origin)
-        # the labels shown are those of a file: nothing to save (closing does not ask); an edit or an undo
-        # away from them is unsaved again
+        self._read_plan_beside(path)
+        # the labels (and the plan) shown are those of the files: nothing to save (closing does not ask);
+        # an edit or an undo away from them is unsaved again
         self.history.mark_saved()
+        if self.planning is not None:
+            self.planning.mark_saved()
         return e
 
     def apply_segmentation(self, result, models, shown_name: Optional[str] = None
@@ -372,9 +465,34 @@ class CaseSession:
     def redo(self) -> Optional[edits.Edit]:
         return self._move("redo")
 
-    def _move(self, how: str) -> Optional[edits.Edit]:
+    def _next(self, how: str) -> Optional[str]:
+        """Which history the next undo (redo) takes from: "labels", "plan" or None. A label step the
+        history dropped (its byte limit) leaves its entry behind: skipped."""
+        if self.history is None:
+            return None
+        src = self._order if how == "undo" else self._redo_order
+        can = {"labels": self.history.can_undo if how == "undo" else self.history.can_redo,
+               "plan": self.planning is not None and (self.planning.can_undo if how == "undo" else self.planning.can_redo)}
+        for which in reversed(src):
+            if can[which]:
+                return which
+        return None
+
+    def _move(self, how: str):
         if self.history is None or self._stroke is not None:
             return None
+        which = self._next(how)
+        if which is None:
+            return None
+        src, dst = (self._order, self._redo_order) if how == "undo" else (self._redo_order, self._order)
+        while src and src[-1] != which:
+            src.pop()                           # entries of steps no longer held (see _next)
+        src.pop()
+        dst.append(which)
+        if which == "plan":
+            step = self.planning.undo() if how == "undo" else self.planning.redo()
+            self._plan_changed(how, step)
+            return step
         e = self.history.undo() if how == "undo" else self.history.redo()
         if e is not None:
             self._restore_origin()
@@ -397,6 +515,72 @@ class CaseSession:
         self.reference = None if ref is None else np.asarray(ref, np.uint8)
         self.reference_name, self.reference_mapping = (name, mapping) if ref is not None else ("", None)
         self._emit("reference", self.reference_name if ref is not None else None)
+
+    # ============================================================================ planning
+    def change_plan(self, method: str, *args, **kwargs):
+        """Change the case's planning by one step: ``method`` of engine.planning.state.PlanningState
+        (new_scenario, rename_scenario, delete_scenario, set_scenario, paint, set_patient,
+        set_segment_map, correct_segments, replace) with its arguments. The step joins the Ctrl+Z order
+        (label redo ends), is written into the autosave folder at once and announced ("planning").
+        A scenario margin or the patient's figures typed digit by digit merge into one step. Returns the
+        PlanStep or None (nothing changed). Raises InputError for a change that cannot be made."""
+        if self.planning is None or self._stroke is not None:
+            return None
+        fn = getattr(self.planning, method)
+        if method in ("set_scenario", "set_patient"):
+            kwargs["merge"] = bool(self._order) and self._order[-1] == "plan" and not self._redo_order
+        return self._commit_plan_step(lambda: fn(*args, **kwargs))
+
+    def _commit_plan_step(self, make):
+        top = self.planning.undo_step
+        step = make()
+        if step is None:
+            return None
+        if step is not top:                     # a new step (not merged into the last one)
+            self._order.append("plan")
+            self._redo_order.clear()
+            self.history.drop_redo()
+        self._plan_changed("commit", step)
+        return step
+
+    def _plan_changed(self, how: str, step) -> None:
+        box = step.map_box if step is not None and step.map_box is not None else None
+        self._write_plan_autosave(box)
+        self._emit("planning", PlanChange(how, step, bool(step is not None and step.map_changed)))
+        if how == "commit":
+            self._emit("message", f"{step.description}.")
+
+    def _write_plan_autosave(self, box=None) -> None:
+        """The plan into this session's autosave folder (durable before the step's method returns)."""
+        if not self.journal_enabled or self.case is None or self.planning is None:
+            return
+        from .planning.state import write_plan_autosave
+        try:
+            if self._folder is None:
+                self._folder = self._new_folder(self.autosave_store.root)
+                self.autosave_store.write_meta(self._folder, self.source_key, self.case.name, self.case.labels.shape,
+                                               "plan", snapshot_gen=None,
+                                               base_crc=self._base_crc if self._chain_ok else None)
+            write_map = self._plan_map_written != self.planning.map_version
+            # one box changed since the map was last written: append that box only
+            incremental = box is not None and self._plan_map_written == self.planning.map_version - 1
+            write_plan_autosave(self._folder, self.planning, write_map, box if incremental else None)
+            self._plan_map_written = self.planning.map_version
+        except Exception as exc:  # noqa: BLE001 - a full or read-only disk: said at once, never a crash
+            self._report_problem(f"The plan could not be written to the autosave folder {self._folder} ({exc}); "
+                                 "LiverPlan will keep trying, and Save writes it beside the labels.")
+
+    def _read_plan_beside(self, path) -> None:
+        """A plan saved beside this label file (README "Planning") becomes the case's plan (one step)."""
+        from .errors import InputError
+        from .planning.state import read_plan_beside
+        try:
+            st = read_plan_beside(path, self.case.geometry)
+        except InputError as exc:
+            self._emit("message", f"The plan saved with these labels was not read: {exc}")
+            return
+        if st is not None:
+            self.change_plan("replace", st, f"Plan read with {Path(path).name}")
 
     def evaluation_job(self) -> Optional[tuple]:
         """(fn, args) that evaluates a copy of the labels shown against the reference (the user may keep
@@ -430,7 +614,14 @@ class CaseSession:
     def save_job(self, path, mark: bool = True) -> SaveJob:
         """The labels shown, to be written to ``path`` (a snapshot taken now: what is written is what the
         user saw); run it anywhere, then give it to :meth:`save_finished`."""
-        return SaveJob(Path(path), self.case.copy(), self.history.state_id, mark, self._opened)
+        job = SaveJob(Path(path), self.case.copy(), self.history.state_id, mark, self._opened)
+        if mark and self.planning is not None:
+            from .planning.state import plan_paths
+            if not self.planning.is_empty or plan_paths(path)[0].exists():
+                job.plan = self.planning.to_dict()
+                job.plan_map = None if self.planning.segment_map is None else self.planning.segment_map.copy()
+                job.plan_state = self.planning.state_id
+        return job
 
     def save_finished(self, job, error: Optional[BaseException] = None) -> bool:
         """The outcome of a :meth:`save_job`: marked saved only when the write succeeded (and the labels
@@ -442,9 +633,13 @@ class CaseSession:
             return True         # written, but another case is open now: nothing of this one changes
         if job.mark:
             self.last_save_path = job.path
+            if self.planning is not None and (job.plan is not None or self.planning.is_empty) \
+                    and self.planning.state_id == (job.plan_state if job.plan is not None else self.planning.state_id):
+                self.planning.mark_saved()
             if self.history.state_id == job.state:
                 self.history.mark_saved()
-                self.discard_autosave()
+                if not self.is_modified:
+                    self.discard_autosave()
         self._emit("saved", job.path)
         return True
 
@@ -532,6 +727,9 @@ class CaseSession:
         if moved and self._folder is not None:
             self.autosave_store.discard_folder(self._folder)   # the broken chain is replaced
         self._folder = folder
+        if moved and self.planning is not None and self.planning.state_id:
+            self._plan_map_written = -1
+            self._write_plan_autosave()         # the plan goes with the labels' new folder
         self._autosaved_state = job.state
         self._chain_ok = True
         if moved and self._since_snapshot:
@@ -569,10 +767,18 @@ class CaseSession:
     def restore_autosave(self, entry: AutosaveEntry) -> Optional[edits.Edit]:
         """Bring back the edits of an autosave (its snapshot with its journal replayed) as one step
         "Restore autosaved edits"; the case counts as modified. Raises ValueError/OSError if unreadable."""
-        labels = self.autosave_store.load(entry, base=self.history.labels if self.history.state_id == 0
-                                          else None)
-        e = self.commit("restore", "Restore autosaved edits", edits.replace_all(self.case.labels, labels))
-        self.history.mark_modified()
+        from .planning.state import read_plan_autosave
+        plan = read_plan_autosave(entry.folder)
+        e = None
+        if self.autosave_store.has_labels(entry):
+            labels = self.autosave_store.load(entry, base=self.history.labels if self.history.state_id == 0
+                                              else None)
+            e = self.commit("restore", "Restore autosaved edits", edits.replace_all(self.case.labels, labels))
+            self.history.mark_modified()
+        if plan is not None:
+            if plan.shape != tuple(self.case.labels.shape):
+                raise ValueError("the autosaved plan belongs to another grid")
+            self.change_plan("replace", plan, "Restore the autosaved plan", kind="plan_restored")
         if self._chain_ok and entry.folder != self._folder:
             # the restored labels are in this session's journal now: the old folder is no longer needed
             self.autosave_store.discard_folder(entry.folder)
@@ -585,6 +791,7 @@ class CaseSession:
             return
         self.autosave_store.discard(self.source_key, self.case.labels.shape)
         self._folder = None
+        self._plan_map_written = -1
         # the journal's base is gone: a new chain begins with the next snapshot (needs_autosave)
         self._chain_ok = False
         self._since_snapshot = []
@@ -604,4 +811,4 @@ class CaseSession:
         self._listeners.clear()
 
 
-__all__ = ["CaseSession", "LabelChange", "SaveJob", "AutosaveJob", "EVENTS", "run_model", "write_labels"]
+__all__ = ["CaseSession", "LabelChange", "PlanChange", "SaveJob", "AutosaveJob", "EVENTS", "run_model", "write_labels"]

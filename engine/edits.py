@@ -462,6 +462,11 @@ class EditHistory:
     def mark_saved(self) -> None:
         self._saved_id = self.state_id
 
+    def drop_redo(self) -> None:
+        """Another history made a step (the case's planning, engine.case_session): what could be redone
+        here goes, so that Ctrl+Z and Ctrl+Y follow one line of steps."""
+        self._redo.clear()
+
     def mark_modified(self) -> None:
         """Force "modified" (e.g. labels restored from an autosave that was never written to a file)."""
         self._saved_id = -1

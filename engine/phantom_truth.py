@@ -6,8 +6,8 @@ hilum) and its lesions (ellipsoids). From these:
 
 * **segments and hemilivers**: the Couinaud/Bismuth plane model (engine.planning.couinaud) applied to the
   phantom's own analytic vessels: each vein's plane angle is the volume-weighted mean angle of *its own*
-  tube segments in the band where the estimate reads it, the bifurcation is the hilum, the IVC axis is the
-  tube's axis. The phantom has no other notion of a segment, so this is its truth; a test of the estimate
+  tube segments in the band where the estimate reads it, the II/III plane runs along the left vein's own
+  stem in that band, the bifurcation is the hilum, the IVC axis is the tube's axis. The phantom has no other notion of a segment, so this is its truth; a test of the estimate
   against it checks the finding of the vessels on the voxels (which vein is which, where the IVC and the
   bifurcation are), not whether planes describe real portal territories (they only approximate them,
   see engine.planning.couinaud);
@@ -83,6 +83,10 @@ class PhantomTruth:
             w = rad[sel] ** 2                           # volume per unit length
             m.vein_psi_deg[name] = cn.circular_mean_deg(psi[sel], w) if sel.any() else float("nan")
             m.vein_ml[name] = float(np.pi * w.sum() * 1.0 / 1000.0)
+        # the II/III plane along the left vein's own stem, in the same band (engine.planning.couinaud)
+        stem = band & (names == "left") & (np.abs(((psi - m.vein_psi_deg["left"] + 180.0) % 360.0) - 180.0)
+                                           <= cn.LHV_STEM_DEG)
+        m.lhv_point_mm, m.lhv_normal = cn.left_vein_plane(g[stem], rad[stem] ** 2)
         near = rr <= a.ivc_r + cn.HV_CUT_MM
         m.confluence_z_mm = float((g[near, 0] + rad[near]).max()) if near.any() else float(g[:, 0].max())
         m.bifurcation_zyx_mm = self.to_grid_mm(a.hilum)

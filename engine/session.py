@@ -277,16 +277,23 @@ class AutosaveStore:
     def _read_entry(self, folder: Path) -> Optional[AutosaveEntry]:
         try:
             meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
-            gens = self._generations(folder)
-            has_data = (folder / "labels.npz").is_file() or any(
-                (folder / f"snapshot-{g}.npz").is_file() or (folder / f"journal-{g}.bin").is_file()
-                and (folder / f"journal-{g}.bin").stat().st_size > 0 for g in gens)
+            has_data = (folder / "plan.json").is_file() or self._has_label_data(folder)
             if not has_data:
                 return None
             return AutosaveEntry(folder.name, folder, meta["case_source"], meta["case_name"],
                                  tuple(meta["shape_zyx"]), float(meta["saved_at"]), meta.get("description", ""))
         except (OSError, ValueError, KeyError):
             return None
+
+    def _has_label_data(self, folder: Path) -> bool:
+        gens = self._generations(folder)
+        return (folder / "labels.npz").is_file() or any(
+                (folder / f"snapshot-{g}.npz").is_file() or (folder / f"journal-{g}.bin").is_file()
+                and (folder / f"journal-{g}.bin").stat().st_size > 0 for g in gens)
+
+    def has_labels(self, entry: AutosaveEntry) -> bool:
+        """The autosave holds label edits (not only a plan: engine.planning.state's plan.json)."""
+        return self._has_label_data(entry.folder)
 
     def entries(self) -> list[AutosaveEntry]:
         out = []

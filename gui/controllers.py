@@ -235,9 +235,10 @@ class CorrectController(TabController):
         self.review = attach_to(win, panel)
 
     def on_session(self, kind: str, data) -> None:
-        if kind in ("labels", "case"):
-            h = self.win.session.history
-            self.panel.set_history(h.undo_description, h.redo_description, h.nbytes, h.max_bytes)
+        if kind in ("labels", "case", "planning"):
+            s = self.win.session
+            h = s.history
+            self.panel.set_history(s.undo_description, s.redo_description, h.nbytes, h.max_bytes)
 
     def brush_radius_shown(self) -> float:
         """The brush circle the panes draw (0: no brush tool)."""
@@ -251,6 +252,8 @@ class CorrectController(TabController):
         tool = self.panel.tool()
         if tool == "navigate" or modifiers & Qt.ShiftModifier:
             return False
+        if self.panel.target() == "segments":
+            return self._on_segment_mouse(kind, zyx, axis, tool)
         if tool in self.click_tools.TOOLS:
             return self.click_tools.on_mouse(kind, zyx, axis, tool)
         if tool in ("brush", "eraser"):
@@ -284,6 +287,41 @@ class CorrectController(TabController):
                 QApplication.restoreOverrideCursor()
         return True
 
+    def _on_segment_mouse(self, kind: str, zyx, axis: int, tool: str) -> bool:
+        """The tools on the case's segment map (the Plan tab's layer): brush, eraser and fill go through
+        the same engine.edits operations as on the labels, each stroke one plan step (Undo takes it back)."""
+        from engine.errors import InputError
+        from engine.planning.couinaud import SEGMENT_NAMES
+
+        s = self.win.session
+        seg = self.panel.active_label()
+        name = f"segment {SEGMENT_NAMES.get(seg, seg)}"
+        if tool in ("brush", "eraser") and kind in ("move", "release") and not s.stroke_active:
+            return True
+        if tool == "delete" or (tool not in ("brush", "eraser") and kind != "click"):
+            if tool == "delete" and kind == "click":
+                self.win.message("Delete component works on the labels; on the segment map use the brush, the "
+                                 "eraser or fill.")
+            return True
+        if kind in ("press", "click"):
+            base = self.win.plan_panel.segment_editing()
+            if base is None:
+                return True
+            try:
+                if tool == "fill":
+                    s.apply_to_segment_map(f"Fill in slice ({name})", edits.flood_fill_slice, zyx, axis, seg,
+                                           base_map=base[0], liver=base[1], base_source=base[2])
+                    return True
+                s.begin_segment_stroke(base[0], base[1], base[2])
+            except InputError as exc:
+                self.win.message(str(exc), error=True)
+                return True
+        if s.stroke_active:
+            s.dab(zyx, axis, self.panel.brush_radius(), seg, erase=(tool == "eraser"), sphere=self.panel.sphere())
+        if kind in ("release", "click") and s.stroke_active:
+            s.end_stroke("brush", f"{'Erase' if tool == 'eraser' else 'Brush stroke'} on the segment map ({name})")
+        return True
+
     def dab(self, zyx, axis: int) -> None:
         """One brush/eraser dab at voxel ``zyx`` in pane ``axis`` (part of the current stroke)."""
         p = self.panel
@@ -291,11 +329,17 @@ class CorrectController(TabController):
                              sphere=p.sphere(), rule=p.paint_rule(), hu_range=p.hu_range())
 
     def keep_largest_component(self) -> None:
+        if self.panel.target() == "segments":
+            self.win.message("Keep largest component works on the labels; choose Paint on: Labels.")
+            return
         lab = self.panel.active_label()
         self.win.session.apply("keep_largest", f"Keep largest component ({BY_LABEL[lab].name})",
                                edits.keep_largest_component, lab)
 
     def fill_holes(self) -> None:
+        if self.panel.target() == "segments":
+            self.win.message("Fill holes works on the labels; choose Paint on: Labels.")
+            return
         lab = self.panel.active_label()
         self.win.session.apply("fill_holes", f"Fill holes ({BY_LABEL[lab].name})", edits.fill_holes, lab)
 

@@ -210,6 +210,9 @@ class MainWindow(QMainWindow):
                 self._start_refresh()
                 if not self.session.journal_ok and self.session.needs_autosave:
                     self.autosave()         # the journal has no base (after a save, or a failure): now
+        elif kind == "planning":
+            self._update_undo_actions()     # a plan step is undone with Ctrl+Z like a label edit
+            self.update_title()
         elif kind == "surfaces":
             if self.view3d is not None:
                 self.view3d.set_surfaces(data)
@@ -311,9 +314,9 @@ class MainWindow(QMainWindow):
         self.setWindowTitle(f"LiverPlan — {name}{mod}" if name else "LiverPlan")
 
     def _update_undo_actions(self) -> None:
-        h = self.history
-        u = h.undo_description if h else None
-        r = h.redo_description if h else None
+        # one Ctrl+Z order over the label edits and the case's plan (engine.case_session)
+        u = self.session.undo_description
+        r = self.session.redo_description
         self.undo_action.setText(f"Undo {u}" if u else "Undo")
         self.redo_action.setText(f"Redo {r}" if r else "Redo")
         self.undo_action.setEnabled(bool(u))
@@ -627,7 +630,7 @@ class MainWindow(QMainWindow):
         """'save', 'discard' or 'cancel'."""
         name = self.case.name if self.case is not None else "this case"
         r = QMessageBox.question(self, "Unsaved changes",
-                                 f"The labels of {name} have changes that are not saved. Save them before "
+                                 f"The labels or the plan of {name} have changes that are not saved. Save them before "
                                  f"{closing}?",
                                  QMessageBox.Save | QMessageBox.Discard | QMessageBox.Cancel, QMessageBox.Save)
         return {QMessageBox.Save: "save", QMessageBox.Discard: "discard"}.get(r, "cancel")

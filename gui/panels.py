@@ -519,10 +519,18 @@ class ToolsPanel(QWidget):
         self.buttons["navigate"].setChecked(True)
         lay.addWidget(box)
         form = QFormLayout()
+        # what the tools paint on: the labels, or the case's Couinaud segment map (README "Planning")
+        self.paint_on = QComboBox()
+        self.paint_on.setObjectName("paint_target")
+        self.paint_on.addItem("Labels", "labels")
+        self.paint_on.addItem("Segment map (Plan tab)", "segments")
+        self.paint_on.setToolTip("Segment map: brush, eraser and fill correct the Plan tab's Couinaud segments "
+                               "(liver voxels only); Undo takes each stroke back")
+        form.addRow("Paint on", self.paint_on)
         self.structure = QComboBox()
         self.structure.setObjectName("active_structure")
-        for s in ALL_STRUCTURES:
-            self.structure.addItem(colour_icon(s.color), s.name, s.label)
+        self._fill_structures()
+        self.paint_on.currentIndexChanged.connect(self._fill_structures)
         form.addRow("Structure", self.structure)
         self.size = QDoubleSpinBox()
         self.size.setRange(0.5, 100.0)
@@ -582,6 +590,29 @@ class ToolsPanel(QWidget):
         """A tool's own controls (e.g. gui/review_trace.py), below the whole-structure buttons."""
         self.layout().insertWidget(self._sections_at, widget)
         self._sections_at += 1
+
+    def _fill_structures(self, *_) -> None:
+        """The structures (labels 1-6) or, with the segment map as the target, the segments I-VIII."""
+        from engine.planning.couinaud import SEGMENT_COLOURS, SEGMENT_NAMES
+
+        self.structure.blockSignals(True)
+        self.structure.clear()
+        if self.target() == "segments":
+            for k, name in SEGMENT_NAMES.items():
+                self.structure.addItem(colour_icon(SEGMENT_COLOURS[k]), f"Segment {name}", k)
+        else:
+            for s in ALL_STRUCTURES:
+                self.structure.addItem(colour_icon(s.color), s.name, s.label)
+        self.structure.blockSignals(False)
+        if hasattr(self, "rule"):
+            # on the segment map the tools keep to the liver; these limits are the labels' only
+            for w in (self.rule, self.hu_on, self.hu_lo, self.hu_hi):
+                w.setEnabled(self.target() != "segments")
+        self.brush_changed.emit()
+
+    def target(self) -> str:
+        """"labels" or "segments" (the plan's segment map)."""
+        return str(self.paint_on.currentData() or "labels")
 
     def brush_radius(self) -> float:
         """Brush radius in millimetres."""

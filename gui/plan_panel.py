@@ -2,8 +2,11 @@
 
 All computing is engine.planning's (a :class:`engine.planning.planner.Planner` on a copy of the case's
 labels, kept up to date after each edit with only what the edit touched); this panel shows it and turns
-clicks into scenarios. It talks to the window only through the window's public attributes (case, runner,
-views, view3d, measure_panel, set_position, statusBar).
+clicks into plan steps. What is decided (scenarios, patient, the segment map and its hand corrections)
+belongs to the open case: ``window.session.planning`` (engine.planning.state.PlanningState), changed only
+through ``session.change_plan`` (undoable with Ctrl+Z, autosaved, saved beside the labels); this tab
+mirrors it on the session's ``"planning"`` event. It talks to the window only through the window's public
+attributes (case, session, runner, views, view3d, measure_panel, set_position, statusBar).
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ from engine.planning import couinaud as cn
 from engine.planning import display
 from engine.planning.planner import Planner
 from engine.planning.resection import CONDITION_TEXT, Patient, Scenario, bsa_mosteller, figures_text
+from engine.planning.state import VoxelStroke
 
 log = logging.getLogger(__name__)
 
@@ -60,16 +64,16 @@ class PlanPanel(QWidget):
         self.planner: Optional[Planner] = None
         self.figures: Optional[dict] = None
         self._case = None
-        self._segment_map: Optional[np.ndarray] = None
-        self._segment_source = ""
+        self._map_version = -1             # the plan's segment map version the planner was made with
         self._pending_box = None
         self._has_pending = False
         self._painting = False
-        self._scenario_counter = 0
         self._building = False
         self._picking_3d = None            # the 3D view whose double clicks tick segments
         self._parts_pending = False         # the 3D remnant/resected surfaces are out of date
-        self._correction = None            # flat voxel indices of the correction drag in progress
+        self._stroke: Optional[VoxelStroke] = None   # the voxels of the paint / correction drag in progress
+        self._map_pending = False          # the plan's segment map changed while the planner was busy
+        self._select_name: Optional[str] = None      # the scenario to select at the next mirror
 
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
@@ -91,8 +95,9 @@ class PlanPanel(QWidget):
                                     "its distances to the vessels")
         self.compute_btn.clicked.connect(self.compute)
         self.load_btn = QPushButton("Load segment map…")
-        self.load_btn.setToolTip("A Couinaud segment map (values 0-8, e.g. a Couinaud model's output) replaces "
-                                 "the estimate")
+        self.load_btn.setToolTip("A Couinaud segment map (values 0-8, e.g. a Couinaud model's output; a 3D Slicer "
+                                 "segmentation whose segment names say 'segment 2', 'Couinaud IV'...; other values "
+                                 "through a segment mapping the tab asks for) replaces the estimate")
         self.load_btn.clicked.connect(self._load_dialog)
         row.addWidget(self.compute_btn)
         row.addWidget(self.load_btn)
@@ -234,6 +239,7 @@ class PlanPanel(QWidget):
         lay.addLayout(row)
         lay.addStretch(1)
         self._set_enabled(False)
+        window.session.listen(self._on_session)
 
     # --- state ----------------------------------------------------------------------------------
     def _set_enabled(self, on: bool) -> None:
@@ -247,7 +253,8 @@ class PlanPanel(QWidget):
         self._case = case
         self.planner = None
         self.figures = None
-        self._segment_map, self._segment_source = None, ""
+        self._map_version = -1
+        self._map_pending = False
         self.scenario_list.clear()
         self.wedge_list.clear()
         self.compare.setRowCount(0)
@@ -265,7 +272,10 @@ class PlanPanel(QWidget):
         self.status.setText("Computing the planning…")
         self.compute_btn.setEnabled(False)
         case = w.case
-        seg_map, source = self._segment_map, self._segment_source
+        st = w.session.planning
+        seg_map, source = (st.segment_map, st.segment_source) if st is not None and st.segment_map is not None \
+            else (None, "")
+        self._map_version = st.map_version if st is not None else -1
         model_map = w.session.extra_maps.get("couinaud")
         if seg_map is None and model_map is not None and model_map.shape == case.labels.shape:
             # the Couinaud segments of the last model run (README "Model sets"): they replace the estimate
@@ -287,10 +297,13 @@ class PlanPanel(QWidget):
     def _on_planner(self, planner: Planner, case) -> None:
         if case is not self.window.case:
             return
-        old = self.planner
         self.planner = planner
-        if old is not None:
-            planner.scenarios = old.scenarios
+        self._map_pending = False                 # the planner was made with the plan's map of its start
+        st = self.window.session.planning
+        if st is not None and st.map_version != self._map_version:
+            self._apply_plan_map(after=False)      # the plan's map changed while it was computed
+        planner.scenarios = st.scenario_dict() if st is not None else {}
+        self._mirror_list()
         self._after_planning()
         if not planner.scenarios:
             self.new_scenario()
@@ -385,46 +398,129 @@ class PlanPanel(QWidget):
     def _on_updated(self, done: set, case) -> None:
         if case is not self.window.case or self.planner is None:
             return
-        if done:
+        if self._map_pending:
+            self._apply_plan_map()
+        elif done:
             self._after_planning()
         if self._has_pending:
             self._run_update()
 
+    # --- the case's plan (engine.planning.state via the session) ----------------------------------
+    def _on_session(self, kind: str, data) -> None:
+        if kind == "planning" and data.how != "reset":
+            self._mirror(data)
+
+    def _mirror(self, change) -> None:
+        """The case's plan changed (a step here, Ctrl+Z / Ctrl+Y anywhere, a plan read or restored):
+        show it."""
+        st = self.window.session.planning
+        self._show_patient(st.patient)
+        if self.planner is None:
+            self._mirror_list()
+            return
+        self.planner.scenarios = st.scenario_dict()
+        if change.map_changed:
+            if self.window.runner.running("plan"):
+                self._map_pending = True          # applied when the update under way ends
+            else:
+                self._apply_plan_map()
+        self._mirror_list()
+        self._load_scenario_controls()
+        self.refresh_figures()
+
+    def _apply_plan_map(self, after: bool = True) -> None:
+        self._map_pending = False
+        st = self.window.session.planning
+        self._map_version = st.map_version
+        try:
+            if st.segment_map is None and self.window.session.extra_maps.get("couinaud") is not None \
+                    and self.window.session.extra_maps["couinaud"].shape == self.window.case.labels.shape:
+                self.planner.set_segment_map(self.window.session.extra_maps["couinaud"],
+                                             "from the segmentation model's Couinaud segments")
+            else:
+                self.planner.set_segment_map(st.segment_map, st.segment_source)
+        except InputError as exc:
+            self.status.setText(str(exc))
+            return
+        if after:
+            self._after_planning()
+
+    def _mirror_list(self) -> None:
+        """The scenario list as the plan has it; the selection stays on the same name where it can."""
+        st = self.window.session.planning
+        names = [sc.name for sc in st.scenarios] if st is not None else []
+        cur = self.scenario_list.currentItem()
+        want = self._select_name or (cur.text() if cur is not None else None)
+        self._select_name = None
+        shown = [self.scenario_list.item(i).text() for i in range(self.scenario_list.count())]
+        self.scenario_list.blockSignals(True)
+        try:
+            if shown != names:
+                row = self.scenario_list.currentRow()
+                self.scenario_list.clear()
+                self.scenario_list.addItems(names)
+                if want in names:
+                    self.scenario_list.setCurrentRow(names.index(want))
+                elif names:
+                    self.scenario_list.setCurrentRow(min(max(row, 0), len(names) - 1))
+            elif want in names:
+                self.scenario_list.setCurrentRow(names.index(want))
+        finally:
+            self.scenario_list.blockSignals(False)
+
+    def _show_patient(self, patient: Patient) -> None:
+        self._building = True
+        try:
+            for wdg, v in ((self.height, patient.height_cm), (self.weight, patient.weight_kg)):
+                wdg.blockSignals(True)
+                wdg.setValue(float(v or 0.0))
+                wdg.blockSignals(False)
+            self.condition.blockSignals(True)
+            self.condition.setCurrentIndex(max(0, self.condition.findData(patient.condition)))
+            self.condition.blockSignals(False)
+        finally:
+            self._building = False
+
+    def _plan(self, method: str, *args, **kwargs):
+        """One step of the case's plan (session.change_plan); a refusal is said under the segments."""
+        try:
+            return self.window.session.change_plan(method, *args, **kwargs)
+        except InputError as exc:
+            self.status.setText(str(exc))
+            return None
+
     # --- scenarios ------------------------------------------------------------------------------
     def current_scenario(self) -> Optional[Scenario]:
+        """The scenario selected in the list, as the case's plan holds it now."""
         it = self.scenario_list.currentItem()
-        if it is None or self.planner is None:
+        st = self.window.session.planning
+        if it is None or self.planner is None or st is None:
             return None
-        return self.planner.scenarios.get(it.text())
+        return st.scenario(it.text())
 
     def new_scenario(self, name: Optional[str] = None) -> Optional[Scenario]:
         if self.planner is None:
             return None
-        if not name:
-            self._scenario_counter += 1
-            name = f"Scenario {self._scenario_counter}"
-            while name in self.planner.scenarios:
-                self._scenario_counter += 1
-                name = f"Scenario {self._scenario_counter}"
-        sc = self.planner.set_scenario(Scenario(name, margin_mm=float(self.margin.value())))
-        self.scenario_list.addItem(name)
-        self.scenario_list.setCurrentRow(self.scenario_list.count() - 1)
+        st = self.window.session.planning
+        n_before = len(st.scenarios)
+        step = self._plan("new_scenario", name or None, margin_mm=float(self.margin.value()))
+        if step is None or len(st.scenarios) == n_before:
+            return None
+        sc = st.scenarios[-1]
+        self._select_name = sc.name
+        self._mirror_list()
+        self._load_scenario_controls()
+        self.refresh_figures()
         return sc
 
     def rename_scenario(self, new: str) -> None:
         sc = self.current_scenario()
         new = new.strip()
-        if sc is None or not new or new in self.planner.scenarios:
+        if sc is None or not new or new == sc.name:
             return
-        self.planner.remove_scenario(sc.name)
-        sc.name = new
-        # keep the order of the comparison
-        items = list(self.planner.scenarios.items())
-        row = self.scenario_list.currentRow()
-        items.insert(row, (new, sc))
-        self.planner.scenarios = dict(items)
-        self.scenario_list.currentItem().setText(new)
-        self.refresh_figures()
+        self._select_name = new
+        if self._plan("rename_scenario", sc.name, new) is None:
+            self._select_name = None
 
     def _rename_dialog(self) -> None:
         sc = self.current_scenario()
@@ -438,9 +534,7 @@ class PlanPanel(QWidget):
         sc = self.current_scenario()
         if sc is None:
             return
-        self.planner.remove_scenario(sc.name)
-        self.scenario_list.takeItem(self.scenario_list.currentRow())
-        self.refresh_figures()
+        self._plan("delete_scenario", sc.name)
 
     def _scenario_selected(self, _row: int) -> None:
         self._load_scenario_controls()
@@ -463,17 +557,31 @@ class PlanPanel(QWidget):
     def _controls_changed(self, *_):
         if self._building:
             return
+        st = self.window.session.planning
+        if st is None:
+            return
+        h, w = float(self.height.value()), float(self.weight.value())
+        patient = Patient(h or None, w or None, self.condition.currentData())
+        if patient != st.patient:
+            self._plan("set_patient", patient)
+        if self.planner is None:
+            return
         sc = self.current_scenario()
         if sc is not None:
-            sc.segments = [k for k, cb in self.segment_checks.items() if cb.isChecked()]
-            sc.wedges = [self.wedge_list.item(i).data(Qt.UserRole) for i in range(self.wedge_list.count())
-                         if self.wedge_list.item(i).checkState() == Qt.Checked]
-            sc.margin_mm = float(self.margin.value())
+            segments = [k for k, cb in self.segment_checks.items() if cb.isChecked()]
+            wedges = sorted(self.wedge_list.item(i).data(Qt.UserRole) for i in range(self.wedge_list.count())
+                            if self.wedge_list.item(i).checkState() == Qt.Checked)
+            margin = float(self.margin.value())
+            if segments != sorted(sc.segments) or wedges != sorted(sc.wedges):
+                self._plan("set_scenario", sc.name, segments=segments, wedges=wedges, margin_mm=margin)
+            elif margin != sc.margin_mm:
+                self._plan("set_scenario", sc.name, margin_mm=margin)   # typed digit by digit: one step
         self.refresh_figures()
 
     def patient(self) -> Patient:
-        h, w = float(self.height.value()), float(self.weight.value())
-        return Patient(h or None, w or None, self.condition.currentData())
+        """The patient's figures of the case's plan."""
+        st = self.window.session.planning
+        return st.patient if st is not None else Patient()
 
     def refresh_figures(self) -> None:
         """The current scenario's live figures and the comparison table."""
@@ -487,7 +595,7 @@ class PlanPanel(QWidget):
         except InputError as exc:
             # an out-of-range height/weight (also on the way to a valid one: 1, 17, 178 cm): said, and the
             # figures and the comparison stay, without the standardised FLR
-            patient, note = Patient(None, None, self.condition.currentData()), str(exc)
+            patient, note = Patient(None, None, self.patient().condition), str(exc)
         self.planner.patient = patient
         sc = self.current_scenario()
         if sc is not None:
@@ -542,36 +650,62 @@ class PlanPanel(QWidget):
                     self.window.statusBar().showMessage("No liver segment there.", 4000)
             return True
         if mode == "correct":
-            if kind in ("press", "click") or self._correction is None:
-                self._correction = np.zeros(0, np.int64)
-            if kind in ("press", "move", "click"):
-                dab = display.disk_voxels(zyx, axis, float(self.paint_radius.value()), self.window.case.geometry)
-                self._correction = np.union1d(self._correction, dab)
-            if kind in ("release", "click"):
-                flat, self._correction = self._correction, None
-                if self.window.runner.running("plan"):
-                    # the planning is being brought up to date after an edit: it must not change under it
-                    self.status.setText("The planning is being updated; correct the segment map again in a moment.")
+            # the same path as the Correct tab's brush on the segment map: engine.edits.brush through the
+            # session, one plan step per drag
+            s = self.window.session
+            if kind in ("press", "click"):
+                base = self.segment_editing()
+                if base is None:
                     return True
                 try:
-                    n = self.planner.correct_segments(flat, int(self.correct_segment.currentData()))
-                except Exception as exc:
+                    s.begin_segment_stroke(*base)
+                except InputError as exc:
                     self.status.setText(str(exc))
                     return True
-                self._after_planning()
-                self.window.statusBar().showMessage(
-                    f"{n} voxels set to segment {self.correct_segment.currentText()}.", 5000)
+            if not s.stroke_active:
+                return True
+            seg = int(self.correct_segment.currentData())
+            if kind in ("press", "move", "click"):
+                s.dab(zyx, axis, float(self.paint_radius.value()), seg)
+            if kind in ("release", "click"):
+                step = s.end_stroke("brush", f"Correct the segment map (segment {cn.SEGMENT_NAMES[seg]})")
+                if step is not None:
+                    self.window.statusBar().showMessage(f"{step.description} (Ctrl+Z takes it back).", 5000)
             return True
-        # painting: press / move / click add (or erase) a disk in the pane's slice
+        # a drag (paint, unpaint): its dabs collected, one step of the case's plan at the end
+        if kind in ("press", "click") or self._stroke is None:
+            self._stroke = VoxelStroke()
         if kind in ("press", "move", "click"):
-            dab = display.disk_voxels(zyx, axis, float(self.paint_radius.value()), self.window.case.geometry)
-            have = sc.painted if sc.painted is not None else np.zeros(0, np.int64)
-            sc.painted = np.union1d(have, dab) if mode == "paint" else np.setdiff1d(have, dab)
-            if kind == "click" or kind == "press":
-                self.refresh_figures()
-        if kind == "release":
-            self.refresh_figures()
+            self._stroke.add(display.disk_voxels(zyx, axis, float(self.paint_radius.value()),
+                                                 self.window.case.geometry))
+        if kind not in ("release", "click"):
+            return True
+        voxels, self._stroke = self._stroke.voxels, None
+        self._plan("paint", sc.name, voxels, erase=(mode == "unpaint"))
         return True
+
+    def segment_editing(self):
+        """(the segments shown, the planning liver, their source) for an edit of the case's segment map
+        (the Correct tab's tools or this tab's correction drag), or None when there is nothing to edit yet
+        (said in the status bar and under the segments)."""
+        w = self.window
+        if self.planner is None:
+            text = "Press Compute planning in the Plan tab first: the segment map is made there."
+        elif w.runner.running("plan"):
+            # the planning is being brought up to date after an edit: which voxels are liver may change
+            text = "The planning is being updated; correct the segment map again in a moment."
+        elif self.planner.segments_full() is None:
+            text = ("There is no segment map to correct: the segments could not be estimated. Load a segment "
+                    "map from a file first.")
+        else:
+            if not self.show_segments.isChecked():
+                self.show_segments.setChecked(True)      # what is painted is seen
+            est = self.planner.estimate
+            return (self.planner.segments_full(), self.planner.liver_full(),
+                    est.source if est is not None else "estimated from the vessels")
+        self.status.setText(text)
+        w.message(text)
+        return None
 
     # --- 3D ---------------------------------------------------------------------------------------
     def _update_3d_parts(self, *_):
@@ -623,18 +757,33 @@ class PlanPanel(QWidget):
         """Read a segment map (0..8, or through ``mapping``) onto the case's grid; it replaces the estimate."""
         from pathlib import Path
 
-        from engine.planning.planner import read_segment_map
+        import os
+
+        from engine.planning.planner import SegmentMappingNeeded, read_segment_map
 
         w = self.window
         if w.case is None:
             return
         try:
-            self._segment_map = read_segment_map(path, w.case.geometry, mapping)
+            seg_map = read_segment_map(path, w.case.geometry, mapping)
+        except SegmentMappingNeeded as exc:
+            # a foreign map (values other than 0-8): read it through a segment mapping, as `plan
+            # --segments-mapping` does
+            self.status.setText(f"The segment map could not be used: {exc}")
+            if mapping is None and not os.environ.get("LIVERPLAN_NO_DIALOGS"):
+                m, _ = QFileDialog.getOpenFileName(self, f"A segment mapping for {Path(path).name} "
+                                                   "(JSON: {\"I\": [11], \"II\": [12], …})", "",
+                                                   "Segment mapping (*.json);;All files (*)")
+                if m:
+                    self.load_segment_map(path, m)
+            return
         except Exception as exc:
             self.status.setText(f"The segment map could not be used: {exc}")
             return
-        self._segment_source = f"from the file {Path(path).name}"
-        self.compute()
+        step = self._plan("set_segment_map", seg_map, f"from the file {Path(path).name}",
+                          f"Load the segment map {Path(path).name}")
+        if step is not None and self.planner is None:
+            self.compute()
 
     def _export_dialog(self) -> None:
         if self.planner is None:
@@ -652,18 +801,16 @@ class PlanPanel(QWidget):
 
     def import_scenarios(self, path: str) -> int:
         """Add the scenarios of a planning.json (same case) to the list; returns how many."""
+        from engine.planning.planner import read_scenarios
+
         try:
-            got = self.planner.load_scenarios(path)
+            got = read_scenarios(path, self.window.case.labels.shape)
         except Exception as exc:
             self.status.setText(f"The scenarios could not be imported: {exc}")
             return 0
-        names = [self.scenario_list.item(i).text() for i in range(self.scenario_list.count())]
-        for sc in got:
-            if sc.name not in names:
-                self.scenario_list.addItem(sc.name)
         if got:
-            self.scenario_list.setCurrentRow(self.scenario_list.count() - 1)
-        self.refresh_figures()
+            self._select_name = got[-1].name
+            self._plan("import_scenarios", got)
         return len(got)
 
     def export(self, folder: str) -> list:

@@ -85,6 +85,13 @@ def _as_integer_labels(arr: np.ndarray, what: str) -> np.ndarray:
     return arr
 
 
+def label_values_on_grid(img, geometry: Geometry, what: str, allow_crop: bool = False) -> np.ndarray:
+    """The whole-number values of a SimpleITK label image on ``geometry`` (canonical grid), as they are
+    in the file (no mapping): for readers of other per-voxel maps (e.g. engine.planning's segment maps).
+    Raises GeometryMismatchError (another grid) or InputError (fractional or negative values)."""
+    return _as_integer_labels(_onto_grid(img, geometry, what, allow_crop=allow_crop), what)
+
+
 def read_label_map(path, geometry_or_case: Union[Geometry, Case],
                    mapping: Optional[LabelMapping] = None, notes: Optional[list[str]] = None) -> np.ndarray:
     """A LiverPlan uint8 label map (z, y, x) on the case's canonical grid, read from ``path``.

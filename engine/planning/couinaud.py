@@ -9,11 +9,18 @@ Surg 2001;6:131-142:
 * three vertical half-planes through the IVC's axis and the right, middle and left hepatic veins split the
   liver into four sectors: right posterior (VI/VII), right anterior (V/VIII), left medial (IV) and left
   lateral (II/III); the middle-vein plane (Cantlie's line) divides the right and left hemilivers;
-* the transverse plane through the portal bifurcation splits each sector into a superior (VII, VIII, IVa,
-  II) and an inferior (VI, V, IVb, III) segment;
-* segment I (caudate) is the liver behind the coronal plane of the portal bifurcation and in front of the
-  IVC's back wall, from the IVC's right wall to 25 mm left of its left wall, between 20 mm below the
-  bifurcation and the hepatic-vein confluence (a box-like simplification of the caudate lobe).
+* the transverse plane through the portal bifurcation splits the right sectors and IV into a superior
+  (VII, VIII, IVa) and an inferior (VI, V, IVb) segment;
+* the left lateral section is split into II and III along the left hepatic vein's course, as Bismuth
+  divides them (segment II lies above and behind the left hepatic vein, III below and in front of it): the
+  plane through the vein's stem (its voxels in the band where the veins are read, below) that contains the
+  vein's own direction (their principal axis) and is as nearly perpendicular to the "up and back" direction
+  as that allows; II is the side towards superior-posterior. Where the left vein's stem runs up and back
+  itself (no such plane), the transverse plane of the bifurcation is used and the quality note says so;
+* segment I (caudate) is the liver between the IVC and the plane of the hilum / ligamentum venosum (through
+  the portal bifurcation and the IVC's front wall at the confluence's height), from the portal bifurcation
+  up to the hepatic-vein confluence, from the IVC's right wall to 25 mm left of its left wall
+  (:func:`caudate_region`, with its references).
 
 Why planes rather than portal-territory assignment (Selle D. et al., IEEE TMI 2002;21:1344-1357): the
 planes need only the three main hepatic-vein stems, the IVC and the portal bifurcation, which a model
@@ -74,9 +81,8 @@ HV_BAND_MM = 50.0
 HV_MIN_ML = 0.15
 #: Three veins closer than this (degrees) cannot define three sectors.
 HV_MIN_GAP_DEG = 15.0
-#: Segment I: how far below the bifurcation the caudate region reaches, and how far it reaches to the
-#: left of the IVC's left wall (towards the ligamentum venosum), in mm.
-CAUDATE_BELOW_MM = 20.0
+#: Segment I: how far it reaches to the left of the IVC's left wall (towards the ligamentum venosum's
+#: fissure, which the vessels do not show), in mm.
 CAUDATE_LEFT_MM = 25.0
 #: The portal trunk and its first branches: voxels at least this share of the trunk's radius from the wall.
 PORTAL_CORE_SHARE = 0.4
@@ -87,8 +93,8 @@ SMALL_SEGMENT_SHARE = 0.01
 BOUNDARY_NOTE_MM = 5.0
 
 METHOD_TEXT = ("Couinaud/Bismuth plane model (Soler et al., Comput Aided Surg 2001): half-planes through "
-               "the IVC axis and the right, middle and left hepatic veins, and the transverse plane through "
-               "the portal bifurcation")
+               "the IVC axis and the right, middle and left hepatic veins, the transverse plane through "
+               "the portal bifurcation, and II/III split along the left hepatic vein (Bismuth 1982)")
 CAVEAT_TEXT = ("An estimate: real portal territories deviate from these planes by up to 1-2 cm (Fasel et al., "
                "Radiology 1998); check boundaries that matter for an operation on the images.")
 
@@ -105,6 +111,9 @@ class VesselModel:
     bifurcation_zyx_mm: Optional[np.ndarray] = None
     confluence_z_mm: float = float("nan")            # top of the hepatic veins' cut region (segment I limit)
     portal_trunk_radius_mm: float = float("nan")
+    #: the II/III plane along the left hepatic vein (grid mm): a point on it and its unit normal (towards II)
+    lhv_point_mm: Optional[np.ndarray] = None
+    lhv_normal: Optional[np.ndarray] = None
 
     def to_dict(self) -> dict:
         return {"ivc_radius_mm": _f(self.ivc_radius_mm), "ivc_source": self.ivc_source,
@@ -113,7 +122,10 @@ class VesselModel:
                 "portal_bifurcation_grid_mm_zyx": None if self.bifurcation_zyx_mm is None
                 else [_f(v) for v in self.bifurcation_zyx_mm],
                 "hepatic_vein_confluence_z_mm": _f(self.confluence_z_mm),
-                "portal_trunk_radius_mm": _f(self.portal_trunk_radius_mm)}
+                "portal_trunk_radius_mm": _f(self.portal_trunk_radius_mm),
+                "left_hepatic_vein_plane": None if self.lhv_normal is None else {
+                    "point_grid_mm_zyx": [_f(v) for v in self.lhv_point_mm],
+                    "normal_zyx_towards_II": [_f(v) for v in self.lhv_normal]}}
 
 
 def _f(v) -> Optional[float]:
@@ -204,6 +216,47 @@ _SECTOR_SEGMENT = {(1, True): 7, (1, False): 6, (2, True): 8, (2, False): 5, (3,
                    (4, True): 2, (4, False): 3}
 
 
+def segment_iv_upper(est: "SegmentEstimate", spacing) -> Optional[np.ndarray]:
+    """Where segment IV is IVa: bool (z, y, x) on the estimate's grid, True above the transverse plane of
+    the portal bifurcation (IVa, superior; below it IVb, Bismuth 1982), or None when the bifurcation is
+    not known. The same plane splits VII/VI, VIII/V and II/III in the plane model."""
+    vessels = getattr(est, "vessels", None)
+    if est is None or est.segments is None or vessels is None or vessels.bifurcation_zyx_mm is None:
+        return None
+    bz = float(vessels.bifurcation_zyx_mm[0])
+    nz = est.segments.shape[0]
+    upper_z = (np.arange(nz) * float(spacing[0])) >= bz
+    return np.broadcast_to(upper_z[:, None, None], est.segments.shape)
+
+
+#: "Up and back" in grid mm (z superior, y posterior): segment II's side of the left hepatic vein.
+_UP_BACK = np.array([1.0, 1.0, 0.0]) / np.sqrt(2.0)
+#: The left vein's stem must leave at least this much of "up and back" across it to define the plane.
+LHV_MIN_NORMAL = 0.3
+#: The stem: the left vein's voxels in the band within this angle (degrees) of its plane (its side
+#: branches and neighbouring veins' branches drift further).
+LHV_STEM_DEG = 12.0
+
+
+def left_vein_plane(points_zyx_mm: np.ndarray, weights: Optional[np.ndarray] = None
+                    ) -> tuple[Optional[np.ndarray], Optional[np.ndarray]]:
+    """The II/III plane along the left hepatic vein from points of its stem (grid mm, (N, 3)): (a point on
+    it, its unit normal towards II), or (None, None) when the stem gives no such plane (too few points, or
+    it runs up and back itself)."""
+    p = np.asarray(points_zyx_mm, float)
+    if len(p) < 5:
+        return None, None
+    w = np.ones(len(p)) if weights is None else np.asarray(weights, float)
+    c = (p * w[:, None]).sum(0) / w.sum()
+    q = (p - c) * np.sqrt(w)[:, None]
+    _, _, vt = np.linalg.svd(q, full_matrices=False)
+    d = vt[0]
+    n = _UP_BACK - (_UP_BACK @ d) * d
+    if np.linalg.norm(n) < LHV_MIN_NORMAL:
+        return None, None
+    return c, n / np.linalg.norm(n)
+
+
 def segments_from_model(zyx_mm: np.ndarray, model: VesselModel, spacing_z: float) -> tuple[np.ndarray, np.ndarray]:
     """Segment (1..8) and hemiliver (1/2) of points (N, 3) in grid mm under the plane model."""
     zyx_mm = np.asarray(zyx_mm, np.float32)       # millions of voxels: float32 halves the memory traffic
@@ -222,11 +275,50 @@ def segments_from_model(zyx_mm: np.ndarray, model: VesselModel, spacing_z: float
     seg = np.zeros(len(z), np.uint8)
     for (s, up), val in _SECTOR_SEGMENT.items():
         seg[(sector == s) & (sup == up)] = val
-    r = model.ivc_radius_mm
-    caudate = ((y > by) & (y < ay + r) & (x > ax - r) & (x < ax + r + CAUDATE_LEFT_MM)
-               & (z >= bz - CAUDATE_BELOW_MM) & (z < model.confluence_z_mm))
-    seg[caudate] = 1
+    if model.lhv_normal is not None:
+        # II / III along the left hepatic vein (Bismuth), not the transverse plane
+        lat = sector == 4
+        c = np.asarray(model.lhv_point_mm, np.float32)
+        n = np.asarray(model.lhv_normal, np.float32)
+        side = (zyx_mm[lat] - c) @ n
+        seg[lat] = np.where(side >= 0, 2, 3)
+    seg[caudate_region(zyx_mm, model, spacing_z)] = 1
     return seg, hemi
+
+
+def caudate_region(zyx_mm: np.ndarray, model: VesselModel, spacing_z: float) -> np.ndarray:
+    """Segment I (caudate lobe) among points (N, 3) in grid mm: the liver between the IVC and the plane of
+    the hilum / ligamentum venosum, from the portal bifurcation up to the hepatic-vein confluence.
+
+    The caudate lobe lies behind the hilar plate and the fissure of the ligamentum venosum and in front of
+    the IVC, with the hepatic veins' confluence above and the portal bifurcation below (Couinaud 1957;
+    Kumon M., Acta Hepatol Jpn 1985;26:1193-1199; Abdalla E.K., Vauthey J.-N., Couinaud C., "The caudate
+    lobe of the liver", Surg Oncol Clin N Am 2002;11:835-848). The ligamentum venosum runs from the left
+    portal vein at the hilum up to the IVC where the left hepatic vein joins it, so its plane is estimated as
+    the transverse-running plane through the portal bifurcation and the IVC's front wall at the confluence's
+    height (not the coronal plane of the bifurcation of the earlier box); the region ends at the IVC's back
+    wall, at its right wall (beyond it the caudate process merges with VI/VII and is not told apart), and
+    CAUDATE_LEFT_MM left of its left wall (the fissure's left end, which the vessels do not show)."""
+    z, y, x = zyx_mm[:, 0], zyx_mm[:, 1], zyx_mm[:, 2]
+    out = np.zeros(len(z), bool)
+    if model.bifurcation_zyx_mm is None or not np.isfinite(model.confluence_z_mm):
+        return out
+    axis = np.asarray(model.ivc_axis_yx_mm, np.float32)
+    zi = np.clip(np.rint(z / np.float32(spacing_z)).astype(np.int64), 0, len(axis) - 1)
+    ay, ax = axis[zi, 0], axis[zi, 1]
+    r = np.float32(model.ivc_radius_mm)
+    bz, by, _ = (float(v) for v in model.bifurcation_zyx_mm)
+    zc = float(model.confluence_z_mm)
+    if zc <= bz:
+        return out
+    jc = int(np.clip(round(zc / spacing_z), 0, len(axis) - 1))
+    jy = float(axis[jc, 0]) - float(r)                 # the IVC's front wall at the confluence
+    # the plane through (bz, by) and (zc, jy), running left-right: the caudate is on its back side
+    dz, dy = zc - bz, jy - by
+    behind = ((y - by) * dz - (z - bz) * dy) * (1.0 if dz > 0 else -1.0) > 0
+    out = (behind & (y < ay + r) & (x > ax - r) & (x < ax + r + np.float32(CAUDATE_LEFT_MM))
+           & (z >= bz) & (z < zc))
+    return out
 
 
 # ------------------------------------------------------------------------------------------------
@@ -564,6 +656,17 @@ def estimate_segments(labels: np.ndarray, spacing, liver: Optional[np.ndarray] =
         return est
     model.vein_psi_deg, model.vein_ml = psis, mls
     est.vein_voxels = vox
+    # the left vein's stem (its voxels in the band where the veins are read) gives the II/III plane
+    lz, ly, lx = np.unravel_index(vox["left"], hv.shape)
+    lzyx = np.stack([lz * spacing[0], ly * spacing[1], lx * spacing[2]], 1)
+    ldy, ldx = lzyx[:, 1] - axis[lz, 0], lzyx[:, 2] - axis[lz, 1]
+    lr = np.hypot(ldy, ldx)
+    stem = liver[lz, ly, lx] & (lr > r_ivc + HV_CUT_MM) & (lr <= r_ivc + HV_CUT_MM + HV_BAND_MM) \
+        & (np.abs(((psi_deg(ldy, ldx) - psis["left"] + 180.0) % 360.0) - 180.0) <= LHV_STEM_DEG)
+    model.lhv_point_mm, model.lhv_normal = left_vein_plane(lzyx[stem])
+    if model.lhv_normal is None:
+        quality.append("The left hepatic vein's stem runs up and back (or is too short) here: segments II and III "
+                       "are split by the transverse plane of the portal bifurcation instead of along that vein.")
     check(cancel)
     progress("Liver segments", 2, total)
     # --- portal bifurcation ---

@@ -61,6 +61,8 @@ class LesionLocation:
     segment_shares: dict[str, float] = field(default_factory=dict)     # "IV" -> share of the volume (0-1)
     hemiliver_shares: dict[str, float] = field(default_factory=dict)   # "right"/"left" -> share
     near_boundary: bool = False                     # within BOUNDARY_NOTE_MM of a segment boundary
+    #: IVa / IVb shares of the lesion's volume (segment IV split by the portal plane), when known
+    segment_iv_shares: dict[str, float] = field(default_factory=dict)
     distances: dict[str, VesselDistance] = field(default_factory=dict)
 
     @property
@@ -92,6 +94,8 @@ class LesionLocation:
         """One flat row for the CSV lesion table (units in the column names)."""
         row = {"lesion": self.id, "volume_ml": round(self.volume_ml, 3),
                "segments": self.segments_text, "main_segment": self.main_segment or "",
+               "segment_iv": ", ".join(f"{k} {100 * v:.0f} %" for k, v in self.segment_iv_shares.items()
+                                       if v >= 0.005),
                "hemiliver": self.hemiliver or "", "near_segment_boundary": self.near_boundary}
         for s in ("portal_vein", "hepatic_veins", "ivc"):
             d = self.distances.get(s)
@@ -254,6 +258,10 @@ def locate_lesion(lid: int, flat: np.ndarray, centroid, labels_shape, geometry: 
         tot = max(1, int(cnt[1:].sum()))
         loc.segment_shares = {cn.SEGMENT_NAMES[k]: cnt[k] / tot for k in range(1, 9) if cnt[k]}
         loc.near_boundary = len(loc.segment_shares) > 1 or _near_other_segment(flat, est.segments, geometry)
+        upper = cn.segment_iv_upper(est, geometry.spacing)
+        if upper is not None and cnt[4]:
+            up = int(np.count_nonzero(upper.reshape(-1)[flat[seg == 4]]))
+            loc.segment_iv_shares = {"IVa": up / tot, "IVb": (int(cnt[4]) - up) / tot}
     if est is not None and est.hemilivers_ok and est.hemilivers is not None:
         h = np.bincount(est.hemilivers.reshape(-1)[flat], minlength=3)
         tot = max(1, int(h[1:].sum()))

@@ -315,6 +315,48 @@ class Planner:
         self._compute_model()
         return changed
 
+    def set_segment_map(self, full_map: Optional[np.ndarray], source: str = "") -> None:
+        """Use this segment map (uint8 0..8 on the full grid; a file's, a model's or one corrected by hand:
+        the case's engine.planning.state.PlanningState holds it), or None: the estimate from the vessels.
+        Lesion shares and the resection model follow."""
+        if self.model is None:
+            self.run()
+        if full_map is None:
+            if self.full_segment_map is None:
+                return
+            self.full_segment_map = self.segment_map = None
+            if self._naming is not None:
+                self.estimate = self._naming          # the vessels' own estimate, kept while a map was used
+            else:
+                self._compute_segments()
+        else:
+            # a copy: the case's plan paints on its own map (engine.case_session), maybe while this planner
+            # is brought up to date on a worker
+            full_map = np.array(full_map, np.uint8, copy=True)
+            if full_map.shape != self.full_labels.shape:
+                raise InputError("The segment map does not lie on the CT's grid.")
+            if self._naming is None and self.full_segment_map is None and self.estimate is not None:
+                self._naming = self.estimate          # the vessel finding names branches; kept for undo
+            self.full_segment_map = full_map
+            self.segment_map = full_map[self.crop]
+            self.segment_source = source or "from a file"
+            self._compute_segments()
+        self._lesion_cache.clear()
+        self._compute_lesions()
+        self._compute_model()
+
+    def in_liver(self, flat_full: np.ndarray) -> np.ndarray:
+        """Those of these voxels (flat indices on the full grid) that lie in the planning liver."""
+        flat_full = np.unique(np.asarray(flat_full, np.int64))
+        if self.liver is None or flat_full.size == 0:
+            return flat_full[:0]
+        zyx = np.stack(np.unravel_index(flat_full, self.full_labels.shape), 0)
+        local = zyx - np.asarray(self.offset)[:, None]
+        inside = np.all((local >= 0) & (local < np.asarray(self.labels.shape)[:, None]), axis=0)
+        keep = np.zeros(flat_full.size, bool)
+        keep[inside] = self.liver[tuple(local[:, inside])]
+        return flat_full[keep]
+
     def _reassign_segments(self) -> None:
         est = self.estimate
         if self.segment_map is not None:
@@ -346,19 +388,7 @@ class Planner:
     def load_scenarios(self, path: Union[str, Path]) -> list[Scenario]:
         """Read the scenarios of a planning.json written for this case (same grid); they are added (a
         scenario of the same name is replaced)."""
-        p = Path(path).expanduser()
-        try:
-            data = json.loads(p.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise InputError(f"{p.name} could not be read as a planning file ({exc}).") from None
-        if not isinstance(data, dict) or data.get("kind") != "planning":
-            raise InputError(f"{p.name} is not a LiverPlan planning file (planning.json).")
-        shape = tuple((data.get("geometry") or {}).get("shape_zyx", ()))
-        if shape != tuple(self.full_labels.shape):
-            raise InputError(f"The scenarios in {p.name} were made for a grid of {shape[::-1]} voxels (x, y, z); "
-                             f"this case has {tuple(self.full_labels.shape)[::-1]}.")
-        out = [self.set_scenario(Scenario.from_dict(d)) for d in data.get("scenarios", [])]
-        return out
+        return [self.set_scenario(sc) for sc in read_scenarios(path, self.full_labels.shape)]
 
     def figures(self, sc: Union[Scenario, str]) -> dict:
         if self.model is None:
@@ -386,6 +416,14 @@ class Planner:
         if est.segments_ok and est.segments is not None:
             cnt = np.bincount(est.segments[self.liver], minlength=9)
             out.update({cn.SEGMENT_NAMES[k]: round(float(cnt[k] * v), 2) for k in range(1, 9)})
+            upper = cn.segment_iv_upper(est, self.spacing)
+            if upper is not None:
+                # IVa / IVb: the sub-division of IV by the portal plane (I-VIII stay the main map)
+                iv = (est.segments == 4) & self.liver
+                n_up = int(np.count_nonzero(iv & upper))
+                out = {**{k: out[k] for k in ("I", "II", "III", "IV")},
+                       "IVa": round(float(n_up * v), 2), "IVb": round(float((int(cnt[4]) - n_up) * v), 2),
+                       **{k: out[k] for k in ("V", "VI", "VII", "VIII")}}
         if est.hemilivers_ok and est.hemilivers is not None:
             h = np.bincount(est.hemilivers[self.liver], minlength=3)
             out["right hemiliver"] = round(float(h[1] * v), 2)
@@ -447,6 +485,22 @@ class Planner:
         return paths
 
 
+def read_scenarios(path: Union[str, Path], shape_zyx) -> list[Scenario]:
+    """The scenarios of a planning.json (``plan`` / the Plan tab's export) made for a case of this grid."""
+    p = Path(path).expanduser()
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{p.name} could not be read as a planning file ({exc}).") from None
+    if not isinstance(data, dict) or data.get("kind") not in ("planning", "plan"):
+        raise InputError(f"{p.name} is not a LiverPlan planning file (planning.json).")
+    shape = tuple(data.get("shape_zyx") or (data.get("geometry") or {}).get("shape_zyx", ()))
+    if shape != tuple(shape_zyx):
+        raise InputError(f"The scenarios in {p.name} were made for a grid of {shape[::-1]} voxels (x, y, z); "
+                         f"this case has {tuple(shape_zyx)[::-1]}.")
+    return [Scenario.from_dict(d) for d in data.get("scenarios", [])]
+
+
 def _json_default(o):
     if isinstance(o, (np.integer,)):
         return int(o)
@@ -491,6 +545,55 @@ def parse_segment_mapping(data: dict) -> dict[int, list[int]]:
     return out
 
 
+class SegmentMappingNeeded(InputError):
+    """A segment map whose values are not 0-8: it can be read through a segment mapping."""
+
+
+def segment_of_name(name: str) -> Optional[int]:
+    """The Couinaud segment a segment's name says ("segment 2", "Couinaud IV", "liver_segment_5",
+    "Segment IVa" -> 4, "S7"), or None when the name names none."""
+    import re
+
+    s = re.sub(r"[^a-z0-9]+", " ", str(name).lower())
+    s = re.sub(r"\b(liver|hepatic|couinaud|segments?|seg|s)\b", " ", s)
+    words = s.split()
+    if len(words) == 1:
+        w = words[0]
+        # "s7" / "seg7" glued
+        w = re.sub(r"^(s|seg|segment)(?=[0-9])", "", w)
+        try:
+            from .resection import segment_number
+            return segment_number(w)
+        except InputError:
+            return None
+    return None
+
+
+def _read_named_segments(p: Path, geometry: Geometry) -> Optional[np.ndarray]:
+    """A 3D Slicer segmentation whose segment names say the Couinaud segment (segment_of_name): read by
+    name. None when the file lists no such segments (then its values are read as they are)."""
+    from ..io.labelmaps import label_values_on_grid
+    from ..io.segnrrd import read_seg_nrrd
+
+    layers, segments, _ = read_seg_nrrd(p)
+    named = [(seg, segment_of_name(seg.name)) for seg in segments]
+    if not segments or not any(k for _, k in named):
+        return None
+    arrays = [label_values_on_grid(img, geometry, f"The segment map {p.name}", allow_crop=True) for img in layers]
+    out = np.zeros(tuple(geometry.shape), np.uint8)
+    unused = []
+    for seg, k in named:
+        if k is None:
+            unused.append(seg.name)
+            continue
+        if not 0 <= seg.layer < len(arrays):
+            raise InputError(f"{p.name}: segment '{seg.name}' refers to layer {seg.layer}, which the file lacks.")
+        out[arrays[seg.layer] == seg.label_value] = k
+    if unused:
+        log.info("%s: segments that name no Couinaud segment were not used: %s", p.name, ", ".join(unused))
+    return out
+
+
 def read_segment_map(path: Union[str, Path], geometry: Geometry,
                      mapping: Optional[Union[str, Path, dict]] = None) -> np.ndarray:
     """A uint8 (z, y, x) segment map 0..8 on ``geometry`` from a label file (NIfTI/NRRD/MHA).
@@ -499,21 +602,27 @@ def read_segment_map(path: Union[str, Path], geometry: Geometry,
     model's output. With a mapping (a JSON file or object, see :func:`parse_segment_mapping`) other values
     are read through it; unmapped values become 0 and are reported in the log."""
     from ..io.images import read_image_file
-    from ..io.labelmaps import _as_integer_labels, _onto_grid
+    from ..io.labelmaps import label_values_on_grid
 
     p = Path(path).expanduser()
     if not p.exists():
         raise InputError(f"The segment map {p} does not exist.")
     if p.is_dir():
         raise InputError(f"The segment map {p} is a folder; give one label file (NIfTI/NRRD/MHA) with values 0-8.")
+    if mapping is None and p.name.lower().endswith(".seg.nrrd"):
+        by_name = _read_named_segments(p, geometry)
+        if by_name is not None:
+            return by_name
     img = read_image_file(p)
     if img.GetDimension() != 3:
         raise InputError(f"The segment map {p.name} is not a 3D volume.")
-    arr = _as_integer_labels(_onto_grid(img, geometry, p.name), f"The segment map {p.name}")
+    arr = label_values_on_grid(img, geometry, f"The segment map {p.name}")
     if mapping is None:
         if int(arr.max(initial=0)) > 8:
-            raise InputError(f"The segment map {p.name} holds values up to {int(arr.max())}; a segment map holds 0-8 "
-                             "(Couinaud I-VIII). Give --segments-mapping to read other values.")
+            raise SegmentMappingNeeded(
+                f"The segment map {p.name} holds values up to {int(arr.max())}; a segment map holds 0-8 "
+                "(Couinaud I-VIII). Give a segment mapping (a JSON file such as {\"I\": [11], \"II\": [12]}; "
+                "--segments-mapping on the command line) to read other values.")
         return arr.astype(np.uint8)
     if not isinstance(mapping, dict):
         mp = Path(mapping).expanduser()

@@ -15,4 +15,6 @@ def wait_idle(qtbot, win, timeout=60_000):
 def close_window(win):
     if win.history is not None:
         win.history.mark_saved()
+    if win.session.planning is not None:
+        win.session.planning.mark_saved()       # the case's plan counts as unsaved changes too
     win.close()

@@ -149,7 +149,7 @@ def test_scenario_by_clicks_equals_the_command_line(qtbot, qapp, tmp_path):
         w.set_position(zyx)
         for kind in ("press", "move", "release"):
             w.on_mouse(kind, tuple(zyx), 0, Qt.NoModifier)
-        assert sc.painted is not None and panel.figures["resected_ml"] > base
+        assert panel.current_scenario().painted is not None and panel.figures["resected_ml"] > base
         panel.click_mode.setCurrentIndex(panel.click_mode.findData("unpaint"))
         for kind in ("press", "release"):
             w.on_mouse(kind, tuple(zyx), 0, Qt.NoModifier)
