@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import datetime as _dt
 import io
+import json
 import logging
 import sys
 import threading
@@ -107,7 +108,12 @@ def _mode_settings(model: ModelInfo, mode: str) -> dict:
 
 def _load(model: ModelInfo, device, mode: str, progress: ProgressCallback, on_device: bool = True,
           half: bool = False, cancel: Optional[CancelToken] = None) -> _Loaded:
-    key = (str(model.path), model.checkpoint_name, tuple(model.folds), str(device), mode, on_device, half)
+    # data, never code: the plans as nnU-Net will see them (a ModelInfo may have been built elsewhere), checked
+    # on every run, also when a model of the same folder is cached (its plans may differ from this one's)
+    check_plans(model.plans, model.configuration, where=str(model.path / "plans.json"))
+    check_dataset_json(model.dataset_json, where=str(model.path / "dataset.json"))
+    key = (str(model.path), model.checkpoint_name, tuple(model.folds), str(device), mode, on_device, half,
+           json.dumps(model.plans, sort_keys=True, default=str))
     with _CACHE_LOCK:
         hit = _CACHE.get(key)
     if hit is not None:
@@ -130,9 +136,6 @@ def _load(model: ModelInfo, device, mode: str, progress: ProgressCallback, on_de
         params.append(ckpt["network_weights"])
         progress("load model", i + 1, len(folds) + 1)
     warnings: list[str] = []
-    # data, never code: the plans as nnU-Net will see them (a ModelInfo may have been built elsewhere)
-    check_plans(model.plans, model.configuration, where=str(model.path / "plans.json"))
-    check_dataset_json(model.dataset_json, where=str(model.path / "dataset.json"))
     plans_manager, configuration_manager = plans_managers(model)
     label_manager = plans_manager.get_label_manager(model.dataset_json)
     try:

@@ -82,6 +82,12 @@ def test_exploit_plans_never_runs_in_the_engine_segment_used_by_the_window(tiny,
         segment(small_phantom(shape=(24, 48, 48)), evil, SegmentOptions(device="cpu", mode="fast", threads=1))
     assert not marker.exists(), "the command in plans.json ran"
     assert "arch_kwargs.nonlin" in str(err.value)
+    # ... also when the good model of the same folder is loaded and cached already (an earlier run)
+    case = small_phantom(shape=(24, 48, 48))
+    segment(case, good, SegmentOptions(device="cpu", mode="fast", threads=1))
+    with pytest.raises(ModelError, match="arch_kwargs.nonlin"):
+        segment(case, evil, SegmentOptions(device="cpu", mode="fast", threads=1))
+    assert not marker.exists(), "the command in plans.json ran"
 
 
 def test_exploit_plans_never_runs_from_the_cli_segment(tiny, tmp_path, capsys):
