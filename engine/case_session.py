@@ -517,21 +517,24 @@ class CaseSession:
         self._emit("reference", self.reference_name if ref is not None else None)
 
     # ============================================================================ planning
-    def change_plan(self, method: str, *args, **kwargs):
+    def change_plan(self, method: str, *args, counts_as_edit: bool = True, **kwargs):
         """Change the case's planning by one step: ``method`` of engine.planning.state.PlanningState
         (new_scenario, rename_scenario, delete_scenario, set_scenario, paint, set_patient,
         set_segment_map, correct_segments, replace) with its arguments. The step joins the Ctrl+Z order
         (label redo ends), is written into the autosave folder at once and announced ("planning").
         A scenario margin or the patient's figures typed digit by digit merge into one step. Returns the
-        PlanStep or None (nothing changed). Raises InputError for a change that cannot be made."""
+        PlanStep or None (nothing changed). Raises InputError for a change that cannot be made.
+        ``counts_as_edit=False``: a step the program makes on its own (the first, empty scenario of a new
+        plan) leaves a saved plan saved, so that closing a case that was only looked at asks nothing."""
         if self.planning is None or self._stroke is not None:
             return None
         fn = getattr(self.planning, method)
         if method in ("set_scenario", "set_patient"):
             kwargs["merge"] = bool(self._order) and self._order[-1] == "plan" and not self._redo_order
-        return self._commit_plan_step(lambda: fn(*args, **kwargs))
+        return self._commit_plan_step(lambda: fn(*args, **kwargs),
+                                      keep_saved=not counts_as_edit and not self.planning.is_modified)
 
-    def _commit_plan_step(self, make):
+    def _commit_plan_step(self, make, keep_saved: bool = False):
         top = self.planning.undo_step
         step = make()
         if step is None:
@@ -540,6 +543,8 @@ class CaseSession:
             self._order.append("plan")
             self._redo_order.clear()
             self.history.drop_redo()
+        if keep_saved:
+            self.planning.mark_saved()
         self._plan_changed("commit", step)
         return step
 

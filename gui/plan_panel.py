@@ -306,7 +306,7 @@ class PlanPanel(QWidget):
         self._mirror_list()
         self._after_planning()
         if not planner.scenarios:
-            self.new_scenario()
+            self.new_scenario(by_user=False)     # an empty first scenario: not an unsaved change
         if self._has_pending:
             self._run_update()
         self.planning_ready.emit()
@@ -498,12 +498,13 @@ class PlanPanel(QWidget):
             return None
         return st.scenario(it.text())
 
-    def new_scenario(self, name: Optional[str] = None) -> Optional[Scenario]:
+    def new_scenario(self, name: Optional[str] = None, by_user: bool = True) -> Optional[Scenario]:
         if self.planner is None:
             return None
         st = self.window.session.planning
         n_before = len(st.scenarios)
-        step = self._plan("new_scenario", name or None, margin_mm=float(self.margin.value()))
+        step = self._plan("new_scenario", name or None, margin_mm=float(self.margin.value()),
+                          counts_as_edit=by_user)
         if step is None or len(st.scenarios) == n_before:
             return None
         sc = st.scenarios[-1]

@@ -26,6 +26,9 @@ def test_ctrl_z_takes_back_plan_steps_and_label_edits_in_order(qtbot, qapp, smal
         qtbot.mouseClick(panel.compute_btn, Qt.LeftButton)
         qtbot.waitUntil(lambda: panel.planner is not None and panel.figures is not None, timeout=120000)
         wait_idle(qtbot, w)
+        # computing the planning (with its empty first scenario) is no change to save
+        assert w.session.planning.scenario("Scenario 1") is not None
+        assert not w.session.is_modified and not w.windowTitle().endswith("*")
         panel.segment_checks[2].click()
         panel.segment_checks[3].click()
         assert w.session.planning.scenario("Scenario 1").segments == [2, 3]
