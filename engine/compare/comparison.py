@@ -32,6 +32,13 @@ from .register import Registration, register
 
 log = logging.getLogger(__name__)
 
+
+def load_study(ct: str, labels: str, mapping_spec=None) -> Case:
+    """A CT file or DICOM folder with its label map (file or mask folder), as `liverplan measure` reads them."""
+    from ..cli.measure import load_case_with_labels
+
+    return load_case_with_labels(str(ct), str(labels), mapping_spec)
+
 NOT_FOR_CLINICAL_USE = ("Research software: not for clinical use. The matches, measurements and response "
                         "categories are computed automatically and must be checked by a radiologist.")
 
@@ -63,9 +70,11 @@ class ChangeRow:
     confidence: float
     by_hand: bool
     target: bool
+    baseline_box: Optional[tuple] = None      # (z0, z1, y0, y1, x0, x1) on the baseline grid (outline in the viewers)
 
     def to_dict(self) -> dict:
         d = dict(self.__dict__)
+        d.pop("baseline_box", None)
         for k in ("baseline_lps_mm", "followup_lps_mm", "baseline_zyx", "followup_zyx"):
             if d[k] is not None:
                 d[k] = [round(float(v), 2) for v in d[k]]
@@ -287,8 +296,22 @@ class Comparison:
                 baseline_zyx=tuple(gb.physical_to_index(np.asarray(b_lps))),
                 followup_zyx=tuple(gf.physical_to_index(np.asarray(f_lps))),
                 confidence=g.confidence, by_hand=g.by_hand,
-                target=any(b in self.targets for b in g.baseline)))
+                target=any(b in self.targets for b in g.baseline), baseline_box=self._box(g)))
         return out
+
+    def _box(self, g) -> Optional[tuple]:
+        boxes = [self.base_lesions[b].bbox for b in g.baseline]
+        if not boxes and self.fu_ids_on_base is not None:
+            from scipy.ndimage import find_objects
+            for f in g.followup:
+                sl = find_objects((self.fu_ids_on_base == f).view(np.uint8))
+                if sl and sl[0] is not None:
+                    boxes.append(tuple((s.start, s.stop) for s in sl[0]))
+        if not boxes:
+            return None
+        lo = np.min([[b[0] for b in bb] for bb in boxes], axis=0)
+        hi = np.max([[b[1] for b in bb] for bb in boxes], axis=0)
+        return (int(lo[0]), int(hi[0]), int(lo[1]), int(hi[1]), int(lo[2]), int(hi[2]))
 
     def vanished(self) -> list[ChangeRow]:
         return [r for r in self.rows() if r.kind == "vanished"]
