@@ -306,6 +306,7 @@ def register(baseline: Case, followup: Case, progress: ProgressCallback = no_pro
                 f"The {which} scan has {'no liver label' if v == 0 else f'only {v:.0f} mL of liver labelled'}: "
                 "LiverPlan registers the two scans inside the liver, so it needs the liver segmented in both "
                 f"(segment the {which} scan, or open its label map, first).", "no_liver")
+    cut = [which for which, m in (("baseline", mb), ("follow-up", mf)) if m[0].any() or m[-1].any()]
     ratio = vf / vb
     if ratio < MIN_VOLUME_RATIO:
         raise RegistrationRefused(
@@ -377,6 +378,9 @@ def register(baseline: Case, followup: Case, progress: ProgressCallback = no_pro
                        interior_correlation=corr, baseline_liver_ml=vb, followup_liver_ml=vf, affine_matrix=A,
                        stages=stages, seconds=time.perf_counter() - t0)
     _judge(reg, M)
+    for which in cut:
+        reg.warnings.append(f"The liver reaches the first or last slice of the {which} scan: part of it may lie "
+                            "outside that scan, and its volume and the registration near that edge are uncertain.")
     return reg
 
 

@@ -31,6 +31,14 @@ class FollowupTruth:
     new_volumes_ml: list[float] = field(default_factory=list)
     baseline_centroids_lps: dict[int, tuple[float, float, float]] = field(default_factory=dict)
 
+    def to_followup(self, xyz, iterations: int = 50) -> np.ndarray:
+        """Baseline points -> the true follow-up points (the inverse, by fixed-point iteration)."""
+        pts = np.asarray(xyz, float).reshape(-1, 3)
+        y = pts.copy()
+        for _ in range(iterations):
+            y = y - (self.to_baseline(y) - pts)
+        return y.reshape(np.asarray(xyz, float).shape)
+
     def to_baseline(self, xyz) -> np.ndarray:
         pts = np.asarray(xyz, float).reshape(-1, 3)
         out = np.array([self.transform.TransformPoint(tuple(map(float, p))) for p in pts])
@@ -101,6 +109,8 @@ def make_followup(baseline: Case, changes: dict[int, tuple], new_lesions: Sequen
         ("vanish",); lesions not named are kept.
     new_lesions: diameters (mm) of lesions that appear (placed deep in the parenchyma, far from others).
     spacing: the follow-up's voxel size (z, y, x) mm; default the baseline's with 1.25 x the slice spacing.
+    fov_scale: the follow-up's field of view over the baseline's (a number, or one per axis z, y, x);
+        where it reaches beyond the baseline's image the follow-up holds air (-1000 HU, no labels).
     """
     import SimpleITK as sitk
     from scipy.ndimage import distance_transform_edt
@@ -180,7 +190,7 @@ def make_followup(baseline: Case, changes: dict[int, tuple], new_lesions: Sequen
     if spacing is None:
         spacing = (g.spacing[0] * 1.25, g.spacing[1], g.spacing[2])
     spacing = tuple(float(v) for v in spacing)
-    fov = np.asarray(g.shape, float) * np.asarray(g.spacing) * fov_scale     # z, y, x mm
+    fov = np.asarray(g.shape, float) * np.asarray(g.spacing) * np.asarray(fov_scale, float)   # z, y, x mm
     shape = tuple(int(v) for v in np.round(fov / np.asarray(spacing)))
     centre_b = g.index_to_physical((np.asarray(g.shape) - 1) / 2.0)
     centre_f = centre_b + np.asarray(fov_shift_mm, float)

@@ -1,0 +1,80 @@
+"""The comparison window (issue 22) driven as a user does: two phantoms compared on a worker, a click on
+a table row moves both viewers to the lesion; a refusal is said in the window."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from PySide6.QtCore import Qt
+
+pytestmark = pytest.mark.timeout(900)
+
+
+@pytest.fixture(scope="module")
+def pair():
+    from engine.compare.synthetic import make_followup
+    from engine.phantom import make_phantom
+
+    base = make_phantom(seed=3, shape=(80, 112, 112), n_lesions=3, lesion_diameters_mm=(28, 22, 16))
+    fu, truth = make_followup(base, {2: ("vanish",), 1: ("shrink", 0.5)}, new_lesions=(16,))
+    return base, fu, truth
+
+
+def test_compare_two_phantoms_click_row_both_views_jump(qtbot, pair, tmp_path):
+    from gui.compare_window import CompareWindow
+
+    base, fu, truth = pair
+    w = CompareWindow(base, fu)
+    qtbot.addWidget(w)
+    w.show()
+    w.start()
+    qtbot.waitUntil(lambda: w.comparison is not None or w.error is not None, timeout=600_000)
+    assert w.error is None
+    qtbot.waitUntil(lambda: not w.is_busy(), timeout=10_000)
+    kinds = [w.table.item(i, 1).text() for i in range(w.table.rowCount())]
+    assert sorted(kinds) == ["matched", "matched", "new", "vanished"]
+    assert "RECIST 1.1" in w.summary.text() and "PD" in w.summary.text()      # a new lesion
+    i = kinds.index("vanished")
+    rect = w.table.visualRect(w.table.model().index(i, 0))
+    qtbot.mouseClick(w.table.viewport(), Qt.LeftButton, pos=rect.center())
+    want = [int(round(v)) for v in w.rows[i].baseline_zyx]
+    assert list(w.base_view.pos_zyx) == want and list(w.fu_view.pos_zyx) == want
+    assert w.base_view.highlight.isVisible() and w.fu_view.highlight.isVisible()
+    # the vanished lesion is in the baseline viewer's labels at that place, not in the follow-up's
+    z, y, x = want
+    assert w.base_view.labels[z, y, x] == 5 and w.fu_view.labels[z, y, x] != 5
+    # another row moves both again
+    j = kinds.index("new")
+    rect = w.table.visualRect(w.table.model().index(j, 0))
+    qtbot.mouseClick(w.table.viewport(), Qt.LeftButton, pos=rect.center())
+    want2 = [int(round(v)) for v in w.rows[j].baseline_zyx]
+    assert want2 != want and list(w.base_view.pos_zyx) == want2 and list(w.fu_view.pos_zyx) == want2
+    # targets: too many is said in words, a valid choice re-computes the summary
+    w.targets_edit.setText("1,2,3")
+    w.apply_targets()
+    assert "at most 2 target lesions" in w.status.text()
+    w.targets_edit.setText("1")
+    w.apply_targets()
+    assert "targets 1)" in w.summary.text()
+    shot = os.environ.get("LIVERPLAN_SHOT_DIR", str(tmp_path))
+    w.grab().save(os.path.join(shot, "compare_window.png"))
+    w.close()
+
+
+def test_refusal_said_in_the_window(qtbot, pair):
+    from engine.labels import Label
+    from gui.compare_window import CompareWindow
+
+    base, fu, truth = pair
+    empty = fu.copy()
+    lab = empty.labels.copy()
+    lab[(lab == Label.PARENCHYMA) | (lab == Label.CRLM)] = 0
+    empty.set_labels(lab)
+    w = CompareWindow(base, empty, with_3d=False)
+    qtbot.addWidget(w)
+    w.start()
+    qtbot.waitUntil(lambda: w.error is not None, timeout=120_000)
+    assert "no liver label" in w.status.text() and w.comparison is None
+    assert w.table.rowCount() == 0
+    w.close()
