@@ -99,6 +99,17 @@ class CompareWindow(QMainWindow):
         tools.addWidget(self.targets_edit)
         tools.addWidget(self.targets_button)
         tools.addStretch(1)
+        self.pair_edit = QLineEdit()
+        self.pair_edit.setPlaceholderText("baseline:follow-up, e.g. 3:5")
+        self.pair_edit.setMaximumWidth(170)
+        self.pair_button = QPushButton("Pair by hand")
+        self.pair_button.clicked.connect(self.apply_pair)
+        self.unpair_button = QPushButton("Unpair selected")
+        self.unpair_button.clicked.connect(self.unpair_selected)
+        self.reset_pairs_button = QPushButton("Automatic pairs")
+        self.reset_pairs_button.clicked.connect(self.reset_pairs)
+        for wdg in (self.pair_edit, self.pair_button, self.unpair_button, self.reset_pairs_button):
+            tools.addWidget(wdg)
         tools.addWidget(self.cancel_button)
 
         lower = QWidget()
@@ -235,6 +246,42 @@ class CompareWindow(QMainWindow):
             return
         self.status.setText(f"RECIST 1.1 targets: {', '.join(map(str, self.comparison.targets))}.")
         self.refresh_table()
+
+    # --- re-pairing by hand (engine.compare.Comparison.pair / unpair) ------------------------------
+    def apply_pair(self) -> None:
+        """Pair the lesions typed as 'B:F' (several numbers with commas: '2,4:1')."""
+        if self.comparison is None:
+            return
+        text = self.pair_edit.text().strip()
+        try:
+            b, f = text.split(":", 1)
+            bs = [int(v) for v in b.split(",") if v.strip()]
+            fs = [int(v) for v in f.split(",") if v.strip()]
+            self.comparison.pair(bs, fs)
+        except ValueError:
+            self.status.setText("Type the pair as baseline:follow-up lesion numbers, e.g. 3:5 (follow-up numbers "
+                                "as in the follow-up's own lesion table).")
+            return
+        except LiverPlanError as exc:
+            self.status.setText(str(exc))
+            return
+        self.status.setText(f"Paired by hand: baseline {', '.join(map(str, bs))} -> follow-up {', '.join(map(str, fs))}.")
+        self.refresh_table()
+
+    def unpair_selected(self) -> None:
+        i = self.table.currentRow()
+        if self.comparison is None or not (0 <= i < len(self.rows)):
+            return
+        r = self.rows[i]
+        self.comparison.unpair(baseline=r.baseline_ids, followup=r.followup_ids)
+        self.status.setText(f"Unpaired row {r.track}: its lesions count as vanished / new until paired again.")
+        self.refresh_table()
+
+    def reset_pairs(self) -> None:
+        if self.comparison is not None:
+            self.comparison.reset_pairs()
+            self.status.setText("Automatic pairs restored.")
+            self.refresh_table()
 
     def jump_to_row(self, i: int) -> None:
         """Both viewers to the lesion of row ``i`` (its baseline place; a new lesion's place mapped there)."""

@@ -33,6 +33,10 @@ from .register import Registration, register
 log = logging.getLogger(__name__)
 
 
+def _lesions_only(labels: np.ndarray) -> np.ndarray:
+    return np.where(labels == Label.CRLM, np.uint8(Label.CRLM), np.uint8(0))
+
+
 def load_study(ct: str, labels: str, mapping_spec=None) -> Case:
     """A CT file or DICOM folder with its label map (file or mask folder), as `liverplan measure` reads them."""
     from ..cli.measure import load_case_with_labels
@@ -128,8 +132,10 @@ class Comparison:
         return self
 
     def _measure(self) -> None:
-        rb = measure(self.baseline)
-        rf = measure(self.followup)
+        # lesions only (the liver volume's outline would cost seconds on a 512 x 512 x 300 grid); the same
+        # components and numbering as the lesion table of each scan
+        rb = measure(None, _lesions_only(self.baseline.labels), self.baseline.geometry)
+        rf = measure(None, _lesions_only(self.followup.labels), self.followup.geometry)
         self.base_lesions = {l.id: l for l in rb.lesions}
         self.fu_lesions = {l.id: l for l in rf.lesions}
         self.base_ids = lesion_id_map(self.baseline.labels)

@@ -57,6 +57,19 @@ def test_compare_two_phantoms_click_row_both_views_jump(qtbot, pair, tmp_path):
     w.targets_edit.setText("1")
     w.apply_targets()
     assert "targets 1)" in w.summary.text()
+    # re-pair by hand: unpair the matched lesion 3 (vanished + new), pair it back by typing
+    k = next(i for i, r in enumerate(w.rows) if r.kind == "matched" and r.baseline_ids == [3])
+    fid = w.rows[k].followup_ids[0]
+    w.table.selectRow(k)
+    w.unpair_selected()
+    kinds = sorted(w.table.item(i, 1).text() for i in range(w.table.rowCount()))
+    assert kinds == ["matched", "new", "new", "vanished", "vanished"]
+    w.pair_edit.setText(f"3:{fid}")
+    w.apply_pair()
+    assert any(w.table.item(i, 1).text() == "matched (by hand)" for i in range(w.table.rowCount()))
+    w.pair_edit.setText("3:99")
+    w.apply_pair()
+    assert "no lesion 99" in w.status.text()
     shot = os.environ.get("LIVERPLAN_SHOT_DIR", str(tmp_path))
     w.grab().save(os.path.join(shot, "compare_window.png"))
     w.close()
