@@ -334,13 +334,14 @@ class Comparison:
                      + ", ".join(f"{n} {KIND_WORDS[k]}" for k, n in counts.items() if n))
         lines.append("")
         lines.append(f"{'Lesion':<10} {'Change':<20} {'Volume mL':>20} {'Change':>9} {'Diameter mm':>15} "
-                     f"{'Conf.':>6}")
+                     f"{'Conf.':>6}  Follow-up lesion no.")
         for r in rows:
             pct = "" if r.volume_change_pct is None else f"{r.volume_change_pct:+.0f} %"
             name = r.track + (" *" if r.target else "")
             lines.append(f"{name:<10} {KIND_WORDS[r.kind] + (' (by hand)' if r.by_hand else ''):<20} "
                          f"{r.baseline_volume_ml:>9.2f} -> {r.followup_volume_ml:<7.2f} {pct:>9} "
-                         f"{r.baseline_diameter_mm:>6.1f} -> {r.followup_diameter_mm:<6.1f} {r.confidence:>6.2f}")
+                         f"{r.baseline_diameter_mm:>6.1f} -> {r.followup_diameter_mm:<6.1f} {r.confidence:>6.2f}  "
+                         f"{', '.join(map(str, r.followup_ids)) or '-'}")
             if r.kind == "vanished":
                 x, y, z = r.followup_lps_mm
                 lines.append(f"{'':<10} its place on the follow-up: LPS ({x:.1f}, {y:.1f}, {z:.1f}) mm, slice "

@@ -194,3 +194,20 @@ def test_resected_liver_refused_in_words(pair):
     with pytest.raises(RegistrationRefused, match="resected") as e:
         Comparison(base, cut).run()
     assert e.value.reason == "volume_change" and "smaller at follow-up" in str(e.value)
+
+
+def test_cancel_stops_the_registration(pair):
+    from engine.progress import CancelToken, Cancelled
+
+    base, fu, truth, comp = pair
+    token = CancelToken()
+    stages = []
+
+    def progress(stage, done, total):
+        stages.append(stage)
+        if stage.startswith("Registering (deformable"):
+            token.cancel()
+
+    with pytest.raises(Cancelled):
+        Comparison(base, fu).run(progress=progress, cancel=token)
+    assert "Checking the registration" not in stages and "Matching lesions" not in stages
