@@ -48,7 +48,8 @@ def files(tmp_path_factory):
 def test_compare_prints_and_writes(files, tmp_path):
     paths, base, fu, truth = files
     out = tmp_path / "out"
-    p = cli("compare", paths["bct"], paths["blab"], paths["fct"], paths["flab"], "--out", out, "--targets", "1")
+    p = cli("compare", paths["bct"], paths["blab"], paths["fct"], paths["flab"], "--out", out, "--targets", "1",
+            "--pair", "3:2")
     assert "Registering" in p.stderr                       # the progress bar
     assert "vanished" in p.stdout and "its place on the follow-up" in p.stdout
     assert "RECIST 1.1 (targets chosen by the user: 1" in p.stdout
@@ -56,6 +57,8 @@ def test_compare_prints_and_writes(files, tmp_path):
     d = json.loads((out / "comparison.json").read_text())
     kinds = {tuple(r["baseline_ids"]): r["kind"] for r in d["lesions"]}
     assert kinds == {(1,): "matched", (2,): "vanished", (3,): "matched"}
+    by_hand = {tuple(r["baseline_ids"]): r["by_hand"] for r in d["lesions"]}
+    assert by_hand == {(1,): False, (2,): False, (3,): True}         # --pair 3:2
     # target 1 shrank to 40 % of its volume: about -26 % in diameter -> SD (not yet -30 %) or PR
     assert d["recist"]["targets"] == [1] and d["recist"]["category"] in ("SD", "PR")
     assert d["recist"]["followup_sld_mm"] < d["recist"]["baseline_sld_mm"]
