@@ -27,14 +27,34 @@ from ..labels import Label
 from ..measure import Lesion, measure
 from ..progress import CancelToken, ProgressCallback, check, no_progress
 from . import recist as _recist
-from .match import Link, Matching, candidate_links, group_links, lesion_id_map
+from .match import Link, Matching, candidate_links, group_links, lesion_box, lesion_id_map
 from .register import Registration, register
 
 log = logging.getLogger(__name__)
 
 
-def _lesions_only(labels: np.ndarray) -> np.ndarray:
-    return np.where(labels == Label.CRLM, np.uint8(Label.CRLM), np.uint8(0))
+def _lesions_in_box(case: Case) -> tuple[dict[int, Lesion], np.ndarray, np.ndarray]:
+    """({id: Lesion with full-grid indices}, the lesion number map of the box, the box's lower corner)."""
+    import dataclasses
+
+    from ..geometry import Geometry
+
+    box = lesion_box(case.labels)
+    if box is None:
+        return {}, np.zeros((0, 0, 0), np.uint16), np.zeros(3, int)
+    lo, hi = box
+    sub = case.labels[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+    only = np.where(sub == Label.CRLM, np.uint8(Label.CRLM), np.uint8(0))
+    g = case.geometry
+    gb = Geometry(tuple(int(v) for v in only.shape), g.spacing,
+                  tuple(float(v) for v in g.index_to_physical(lo.astype(float))), g.direction)
+    lesions = {}
+    for l in measure(None, only, gb).lesions:
+        lesions[l.id] = dataclasses.replace(
+            l, centroid_zyx=tuple(float(round(c + o, 2)) for c, o in zip(l.centroid_zyx, lo)),
+            slice_range=(l.slice_range[0] + int(lo[0]), l.slice_range[1] + int(lo[0])),
+            bbox=tuple((a + int(o), b + int(o)) for (a, b), o in zip(l.bbox, lo)))
+    return lesions, lesion_id_map(only), lo
 
 
 def load_study(ct: str, labels: str, mapping_spec=None) -> Case:
@@ -96,15 +116,21 @@ class Comparison:
         self.matching: Optional[Matching] = None
         self.base_lesions: dict[int, Lesion] = {}
         self.fu_lesions: dict[int, Lesion] = {}
-        self.base_ids: Optional[np.ndarray] = None
-        self.fu_ids_on_base: Optional[np.ndarray] = None
+        self.base_ids: Optional[np.ndarray] = None        # lesion numbers in the baseline's lesion box
+        self.base_lo = np.zeros(3, int)
+        self.fu_ids: Optional[np.ndarray] = None          # the follow-up's, in its own lesion box
+        self.fu_lo = np.zeros(3, int)
+        self.fu_ids_on_base: Optional[np.ndarray] = None  # the follow-up's, on the baseline grid, in a box
+        self.fu_on_base_lo = np.zeros(3, int)
+        self._fu_boxes: dict[int, tuple] = {}
         self.fu_centroids_on_base: dict[int, np.ndarray] = {}
         self.targets: list[int] = []
         self.targets_chosen_by = "default"
         self._auto_links: list[Link] = []
         self._hand: list[Link] = []
         self._unpaired: set[tuple[str, int]] = set()
-        self._on_base: Optional[tuple[np.ndarray, np.ndarray]] = None
+        self._image_on_base: Optional[np.ndarray] = None
+        self._labels_on_base: Optional[np.ndarray] = None
         self.seconds: dict[str, float] = {}
 
     # ------------------------------------------------------------------------------------------------
@@ -132,57 +158,66 @@ class Comparison:
         return self
 
     def _measure(self) -> None:
-        # lesions only (the liver volume's outline would cost seconds on a 512 x 512 x 300 grid); the same
-        # components and numbering as the lesion table of each scan
-        rb = measure(None, _lesions_only(self.baseline.labels), self.baseline.geometry)
-        rf = measure(None, _lesions_only(self.followup.labels), self.followup.geometry)
-        self.base_lesions = {l.id: l for l in rb.lesions}
-        self.fu_lesions = {l.id: l for l in rf.lesions}
-        self.base_ids = lesion_id_map(self.baseline.labels)
+        """Each scan's lesions, measured and numbered as its lesion table does, inside the box that holds
+        them (a full 512 x 512 x 300 grid would cost seconds per pass)."""
+        self.base_lesions, self.base_ids, self.base_lo = _lesions_in_box(self.baseline)
+        self.fu_lesions, self.fu_ids, self.fu_lo = _lesions_in_box(self.followup)
 
     def _map_followup_lesions(self) -> None:
         """The follow-up's lesion numbers on the baseline grid (nearest neighbour through the registration),
-        within the box that holds both scans' lesions, and the follow-up centroids in the baseline frame."""
+        within the box that holds the mapped follow-up lesions, and their centroids in the baseline frame."""
         import SimpleITK as sitk
+        from scipy.ndimage import find_objects
 
         g = self.baseline.geometry
         reg = self.registration
-        fu_ids = lesion_id_map(self.followup.labels)
-        self.fu_ids_on_base = np.zeros(g.shape, np.uint16)
+        self.fu_ids_on_base = np.zeros((0, 0, 0), np.uint16)
+        self.fu_on_base_lo = np.zeros(3, int)
         self.fu_centroids_on_base = {}
-        if self.fu_lesions:
-            cents = np.array([self.fu_lesions[k].centroid_lps_mm for k in sorted(self.fu_lesions)])
-            mapped = reg.to_baseline(cents)
-            self.fu_centroids_on_base = {k: mapped[i] for i, k in enumerate(sorted(self.fu_lesions))}
-            # box on the baseline grid: every mapped follow-up lesion corner + the baseline lesions, + margin
-            corners = []
-            for l in self.fu_lesions.values():
-                (z0, z1), (y0, y1), (x0, x1) = l.bbox
-                for z in (z0, z1):
-                    for y in (y0, y1):
-                        for x in (x0, x1):
-                            corners.append((z, y, x))
-            pts = reg.to_baseline(self.followup.geometry.index_to_physical(np.array(corners, float)))
-            idx = g.physical_to_index(pts)
-            lo = np.floor(idx.min(axis=0)).astype(int) - 3
-            hi = np.ceil(idx.max(axis=0)).astype(int) + 4
-            lo = np.clip(lo, 0, np.asarray(g.shape))
-            hi = np.clip(hi, 0, np.asarray(g.shape))
-            if np.all(hi > lo):
-                ref = sitk.Image([int(v) for v in (hi - lo)[::-1]], sitk.sitkUInt16)
-                ref.SetSpacing(g.spacing_xyz)
-                ref.SetDirection(g.direction)
-                ref.SetOrigin(tuple(float(v) for v in g.index_to_physical(lo.astype(float))))
-                mov = sitk.GetImageFromArray(fu_ids)
-                self.followup.geometry.apply_to(mov)
-                out = sitk.Resample(mov, ref, reg.transform, sitk.sitkNearestNeighbor, 0, sitk.sitkUInt16)
-                self.fu_ids_on_base[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = sitk.GetArrayFromImage(out)
+        self._fu_boxes = {}
+        if not self.fu_lesions:
+            return
+        cents = np.array([self.fu_lesions[k].centroid_lps_mm for k in sorted(self.fu_lesions)])
+        mapped = reg.to_baseline(cents)
+        self.fu_centroids_on_base = {k: mapped[i] for i, k in enumerate(sorted(self.fu_lesions))}
+        corners = []
+        for l in self.fu_lesions.values():
+            (z0, z1), (y0, y1), (x0, x1) = l.bbox
+            corners += [(z, y, x) for z in (z0, z1) for y in (y0, y1) for x in (x0, x1)]
+        pts = reg.to_baseline(self.followup.geometry.index_to_physical(np.array(corners, float)))
+        idx = g.physical_to_index(pts)
+        lo = np.clip(np.floor(idx.min(axis=0)).astype(int) - 3, 0, np.asarray(g.shape))
+        hi = np.clip(np.ceil(idx.max(axis=0)).astype(int) + 4, 0, np.asarray(g.shape))
+        if not np.all(hi > lo):
+            return
+        ref = sitk.Image([int(v) for v in (hi - lo)[::-1]], sitk.sitkUInt16)
+        ref.SetSpacing(g.spacing_xyz)
+        ref.SetDirection(g.direction)
+        ref.SetOrigin(tuple(float(v) for v in g.index_to_physical(lo.astype(float))))
+        mov = sitk.GetImageFromArray(np.ascontiguousarray(self.fu_ids))
+        self.followup.geometry.apply_to(mov)
+        mov.SetOrigin(tuple(float(v) for v in self.followup.geometry.index_to_physical(self.fu_lo.astype(float))))
+        out = sitk.Resample(mov, ref, reg.transform, sitk.sitkNearestNeighbor, 0, sitk.sitkUInt16)
+        self.fu_ids_on_base = sitk.GetArrayFromImage(out)
+        self.fu_on_base_lo = lo
+        for k, sl in enumerate(find_objects(self.fu_ids_on_base), start=1):
+            if sl is not None:
+                self._fu_boxes[k] = tuple((int(s.start) + int(o), int(s.stop) + int(o)) for s, o in zip(sl, lo))
 
     def _candidate_links(self) -> list[Link]:
         g = self.baseline.geometry
         base_c = {k: np.asarray(l.centroid_lps_mm, float) for k, l in self.base_lesions.items()}
+        # the overlap is counted where both boxes meet
+        a_lo, a_hi = self.base_lo, self.base_lo + np.asarray(self.base_ids.shape)
+        b_lo, b_hi = self.fu_on_base_lo, self.fu_on_base_lo + np.asarray(self.fu_ids_on_base.shape)
+        lo, hi = np.maximum(a_lo, b_lo), np.minimum(a_hi, b_hi)
+        if np.all(hi > lo):
+            a = self.base_ids[tuple(slice(int(l - o), int(h - o)) for l, h, o in zip(lo, hi, a_lo))]
+            b = self.fu_ids_on_base[tuple(slice(int(l - o), int(h - o)) for l, h, o in zip(lo, hi, b_lo))]
+        else:
+            a = b = np.zeros((0, 0, 0), np.uint16)
         return candidate_links(
-            self.base_ids, self.fu_ids_on_base, g.voxel_volume_ml, base_c, self.fu_centroids_on_base,
+            a, b, g.voxel_volume_ml, base_c, self.fu_centroids_on_base,
             {k: l.volume_ml for k, l in self.base_lesions.items()},
             {k: l.volume_ml for k, l in self.fu_lesions.items()},
             {k: l.longest_diameter_mm / 2.0 for k, l in self.base_lesions.items()})
@@ -307,12 +342,8 @@ class Comparison:
 
     def _box(self, g) -> Optional[tuple]:
         boxes = [self.base_lesions[b].bbox for b in g.baseline]
-        if not boxes and self.fu_ids_on_base is not None:
-            from scipy.ndimage import find_objects
-            for f in g.followup:
-                sl = find_objects((self.fu_ids_on_base == f).view(np.uint8))
-                if sl and sl[0] is not None:
-                    boxes.append(tuple((s.start, s.stop) for s in sl[0]))
+        if not boxes:
+            boxes = [self._fu_boxes[f] for f in g.followup if f in self._fu_boxes]
         if not boxes:
             return None
         lo = np.min([[b[0] for b in bb] for bb in boxes], axis=0)
@@ -363,24 +394,34 @@ class Comparison:
         return "\n".join(lines)
 
     # --- the follow-up on the baseline grid ---------------------------------------------------------------
+    def _resample_to_baseline(self, array: np.ndarray, nearest: bool, default: int, pixel) -> np.ndarray:
+        import SimpleITK as sitk
+
+        g = self.baseline.geometry
+        ref = sitk.Image(list(g.shape[::-1]), pixel)
+        g.apply_to(ref)
+        mov = sitk.GetImageFromArray(np.ascontiguousarray(array))
+        self.followup.geometry.apply_to(mov)
+        interp = sitk.sitkNearestNeighbor if nearest else sitk.sitkLinear
+        return sitk.GetArrayFromImage(sitk.Resample(mov, ref, self.registration.transform, interp, default, pixel))
+
+    def followup_labels_on_baseline(self) -> np.ndarray:
+        """The follow-up's labels (uint8) on the baseline grid, nearest neighbour (computed once)."""
+        import SimpleITK as sitk
+
+        self._require_run()
+        if self._labels_on_base is None:
+            self._labels_on_base = self._resample_to_baseline(self.followup.labels, True, 0, sitk.sitkUInt8)
+        return self._labels_on_base
+
     def followup_on_baseline(self) -> tuple[np.ndarray, np.ndarray]:
         """(CT HU int16, labels uint8) of the follow-up resampled onto the baseline grid (computed once)."""
         import SimpleITK as sitk
 
         self._require_run()
-        if self._on_base is None:
-            g = self.baseline.geometry
-            ref = sitk.Image(list(g.shape[::-1]), sitk.sitkInt16)
-            g.apply_to(ref)
-            ct = sitk.GetImageFromArray(np.ascontiguousarray(self.followup.image))
-            self.followup.geometry.apply_to(ct)
-            lab = sitk.GetImageFromArray(np.ascontiguousarray(self.followup.labels))
-            self.followup.geometry.apply_to(lab)
-            tx = self.registration.transform
-            img = sitk.GetArrayFromImage(sitk.Resample(ct, ref, tx, sitk.sitkLinear, -1024, sitk.sitkInt16))
-            labs = sitk.GetArrayFromImage(sitk.Resample(lab, ref, tx, sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8))
-            self._on_base = (img, labs)
-        return self._on_base
+        if self._image_on_base is None:
+            self._image_on_base = self._resample_to_baseline(self.followup.image, False, -1024, sitk.sitkInt16)
+        return self._image_on_base, self.followup_labels_on_baseline()
 
     # --- output -------------------------------------------------------------------------------------------
     def to_json_dict(self) -> dict:
@@ -435,6 +476,6 @@ class Comparison:
                         for c in cols])
         written = [write_text_atomic(out / names[0], json.dumps(d, indent=1, default=float), overwrite=overwrite),
                    write_text_atomic(out / names[1], buf.getvalue(), overwrite=overwrite)]
-        _, labs = self.followup_on_baseline()
+        labs = self.followup_labels_on_baseline()
         written.append(write_label_map(out / names[2], self.baseline, labels=labs, overwrite=overwrite))
         return written

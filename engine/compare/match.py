@@ -28,8 +28,23 @@ from ..measure import LESION_CONNECTIVITY
 DIST_MM = 10.0
 
 
+def lesion_box(labels: np.ndarray) -> Optional[tuple[np.ndarray, np.ndarray]]:
+    """(lo, hi) voxel indices (z, y, x; hi exclusive) of the box holding every lesion voxel, one voxel wider
+    where the grid allows; None without lesions."""
+    m = labels == Label.CRLM
+    zs = np.flatnonzero(m.any(axis=(1, 2)))
+    if zs.size == 0:
+        return None
+    ys = np.flatnonzero(m[zs[0]:zs[-1] + 1].any(axis=(0, 2)))
+    xs = np.flatnonzero(m[zs[0]:zs[-1] + 1, ys[0]:ys[-1] + 1].any(axis=(0, 1)))
+    lo = np.maximum(np.array([zs[0], ys[0], xs[0]]) - 1, 0)
+    hi = np.minimum(np.array([zs[-1], ys[-1], xs[-1]]) + 2, np.asarray(labels.shape))
+    return lo, hi
+
+
 def lesion_id_map(labels: np.ndarray) -> np.ndarray:
-    """uint16 map of lesion numbers (engine.measure's: largest first, ties by centroid z, y, x); 0 elsewhere."""
+    """uint16 map of lesion numbers (engine.measure's: largest first, ties by centroid z, y, x); 0 elsewhere.
+    Numbering is translation-free, so the map of a crop that holds every lesion numbers them the same."""
     import cc3d
 
     cc, n = cc3d.connected_components(labels == Label.CRLM, connectivity=LESION_CONNECTIVITY, return_N=True)

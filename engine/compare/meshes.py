@@ -16,7 +16,7 @@ def comparison_meshes(comp) -> dict:
         out["baseline_lesions_outline"] = base[Label.CRLM].extract_all_edges()
     if Label.PARENCHYMA in base:
         out["liver"] = base[Label.PARENCHYMA]
-    _, fu_labels = comp.followup_on_baseline()
+    fu_labels = comp.followup_labels_on_baseline()
     fu = label_surfaces(fu_labels, g, [Label.CRLM])
     if Label.CRLM in fu:
         out["followup_lesions"] = fu[Label.CRLM]

@@ -71,6 +71,14 @@ def test_every_lesion_matched_right(pair):
 
 def test_volume_changes_within_5_percent(pair):
     base, fu, truth, comp = pair
+    from engine.measure import measure
+    # the numbers are those of each scan's own lesion table (measured in the lesions' box, full-grid indices)
+    for scan, mine in ((base, comp.base_lesions), (fu, comp.fu_lesions)):
+        table = {l.id: l for l in measure(scan).lesions}
+        assert sorted(table) == sorted(mine)
+        for k, l in table.items():
+            assert mine[k].voxel_count == l.voxel_count and mine[k].bbox == l.bbox
+            assert np.allclose(mine[k].centroid_lps_mm, l.centroid_lps_mm, atol=0.02)
     for lid in (1, 2, 3, 5):
         row = _row(comp, "split" if lid == 3 else "matched", lid)
         want = truth.volume_after_ml[lid]
