@@ -10,7 +10,7 @@ The peer is SimpleITK's tutorial recipe on the whole images, no liver mask: cent
 affine (Mattes mutual information, 1 % random sampling, shrink 4-2-1) -> cubic B-spline (10^3 mesh,
 LBFGSB, shrink 4-2).
 
-    nice -n 5 .venv/bin/python benchmarks/compare_speed.py [--size 300,512,512] [--no-peer]
+    nice -n 5 .venv/bin/python benchmarks/compare_speed.py [--size 300,512,512] [--no-peer] [--cache FILE]
 
 Goals (issue 22): LiverPlan's registration < 60 s on 2 cores; matching + tables < 1 s.
 """
@@ -87,6 +87,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--size", default="300,512,512", help="z,y,x voxels of the baseline phantom")
     ap.add_argument("--no-peer", action="store_true", help="skip the full-image peer registration")
+    ap.add_argument("--cache", metavar="FILE", help="keep the built pair in FILE (pickle) and reuse it next time")
     args = ap.parse_args()
     from engine.compare import Comparison
     from engine.compare.synthetic import make_followup
@@ -94,10 +95,20 @@ def main() -> int:
     from engine.phantom import make_phantom
 
     shape = tuple(int(v) for v in args.size.split(","))
+    import pickle
+
     t = time.perf_counter()
-    base = make_phantom(seed=3, shape=shape, n_lesions=5, lesion_diameters_mm=(30, 24, 22, 20, 16))
-    fu, truth = make_followup(base, {1: ("shrink", 0.5), 2: ("grow", 1.5), 3: ("split",), 4: ("vanish",)},
-                              new_lesions=(18,))
+    cache = Path(args.cache) if args.cache else None
+    if cache is not None and cache.exists():
+        with open(cache, "rb") as fh:
+            base, fu, truth = pickle.load(fh)
+    else:
+        base = make_phantom(seed=3, shape=shape, n_lesions=5, lesion_diameters_mm=(30, 24, 22, 20, 16))
+        fu, truth = make_followup(base, {1: ("shrink", 0.5), 2: ("grow", 1.5), 3: ("split",), 4: ("vanish",)},
+                                  new_lesions=(18,))
+        if cache is not None:
+            with open(cache, "wb") as fh:
+                pickle.dump((base, fu, truth), fh, protocol=4)
     print(f"pair built in {time.perf_counter() - t:.1f} s: baseline {base.geometry.describe()}; "
           f"follow-up {fu.geometry.describe()}")
     liver = np.argwhere(base.labels == Label.PARENCHYMA)
@@ -117,14 +128,14 @@ def main() -> int:
     t_match = comp.seconds["matching"]
     m, p = errors(comp.registration.transform.TransformPoint, truth, pts)
     t = time.perf_counter()
-    comp.followup_on_baseline()
+    comp.followup_labels_on_baseline()
     t_resample = time.perf_counter() - t
     print(f"LiverPlan registration (liver-focused): {t_reg:.1f} s; error in the liver {m:.2f} mm mean, "
           f"{p:.2f} mm p95; residual surface distance {comp.registration.residual_mean_mm:.2f} / "
           f"{comp.registration.residual_p95_mm:.2f} mm")
     print(f"matching: {t_match:.2f} s; tables (rows, RECIST, volumetric, summary): {t_tables:.3f} s; "
           f"matching + tables {t_match + t_tables:.2f} s ({len(rows)} rows)")
-    print(f"follow-up resampled onto the baseline grid (CT + labels, full grid): {t_resample:.1f} s")
+    print(f"follow-up labels resampled onto the baseline grid (full grid, for the NIfTI): {t_resample:.1f} s")
     if not args.no_peer:
         t = time.perf_counter()
         tx = peer_registration(base, fu)

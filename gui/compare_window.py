@@ -334,9 +334,10 @@ def open_compare_dialog(win) -> Optional[CompareWindow]:
     """File > Compare with a follow-up…: ask for the follow-up's CT and label map, open the window."""
     case = win.case
     if case is None or not case.labels.any():
-        QMessageBox.information(win, "Compare with a follow-up",
-                                "Open the baseline scan with its labels (segment it or open its label map) first: "
-                                "the scans are registered inside the liver.")
+        text = ("Open the baseline scan with its labels (segment it or open its label map) first: the scans are "
+                "registered inside the liver.")
+        win.message(text)
+        win.show_info("Compare with a follow-up", text)
         return None
     ct, _ = QFileDialog.getOpenFileName(win, "Follow-up CT", "", IMAGE_FILTER)
     if not ct:

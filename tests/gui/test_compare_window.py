@@ -91,3 +91,35 @@ def test_refusal_said_in_the_window(qtbot, pair):
     assert "no liver label" in w.status.text() and w.comparison is None
     assert w.table.rowCount() == 0
     w.close()
+
+
+def test_file_menu_entry_opens_the_comparison(qtbot, pair, monkeypatch):
+    """File > Compare with a follow-up…: asks for the follow-up's CT and labels, opens the window on a copy
+    of the open case; without labels it says what is missing."""
+    from PySide6.QtWidgets import QFileDialog
+
+    from engine.io import write_image, write_label_map
+    from gui import compare_window
+    from gui.main_window import MainWindow
+    from guitools import close_window, wait_idle
+
+    base, fu, truth = pair
+    w = MainWindow(with_3d=False)
+    qtbot.addWidget(w)
+    act = next(a for a in w.menuBar().actions()[0].menu().actions() if a.text() == "Compare with a follow-up…")
+    w.set_case(base.copy())
+    wait_idle(qtbot, w)
+    import tempfile
+    d = tempfile.mkdtemp()
+    ct = str(write_image(os.path.join(d, "fu_ct.nii.gz"), fu))
+    lab = str(write_label_map(os.path.join(d, "fu_labels.nii.gz"), fu))
+    answers = iter([(ct, ""), (lab, "")])
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", staticmethod(lambda *a, **k: next(answers)))
+    opened = []
+    monkeypatch.setattr(compare_window.CompareWindow, "start", lambda self: opened.append(self))
+    act.trigger()
+    assert len(opened) == 1
+    cw = opened[0]
+    assert cw.followup_paths == (ct, lab) and cw.baseline is not w.case and cw.baseline.name == base.name
+    cw.close()
+    close_window(w)
