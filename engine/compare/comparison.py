@@ -66,6 +66,10 @@ def load_study(ct: str, labels: str, mapping_spec=None) -> Case:
 NOT_FOR_CLINICAL_USE = ("Research software: not for clinical use. The matches, measurements and response "
                         "categories are computed automatically and must be checked by a radiologist.")
 
+#: The follow-up's lesions are brought onto the baseline grid at this sampling (mm) or the grid's own, whichever
+#: is finer, to count overlaps.
+OVERLAP_SAMPLING_MM = 1.5
+
 KIND_WORDS = {"matched": "matched", "split": "split", "merged": "merged (confluent)", "complex": "split and merged",
               "vanished": "vanished", "new": "new"}
 
@@ -123,6 +127,7 @@ class Comparison:
         self.fu_ids_on_base: Optional[np.ndarray] = None  # the follow-up's, on the baseline grid, in a box
         self.fu_on_base_lo = np.zeros(3, int)
         self._fu_boxes: dict[int, tuple] = {}
+        self.fu_stride = 1
         self.fu_centroids_on_base: dict[int, np.ndarray] = {}
         self.targets: list[int] = []
         self.targets_chosen_by = "default"
@@ -190,8 +195,13 @@ class Comparison:
         hi = np.clip(np.ceil(idx.max(axis=0)).astype(int) + 4, 0, np.asarray(g.shape))
         if not np.all(hi > lo):
             return
-        ref = sitk.Image([int(v) for v in (hi - lo)[::-1]], sitk.sitkUInt16)
-        ref.SetSpacing(g.spacing_xyz)
+        # sampled every ``stride`` voxels (~1.5 mm or finer): a 0.6 mm grid need not be resampled voxel by voxel
+        # to count overlaps (8x fewer voxels through the deformation at 0.625 mm)
+        stride = max(1, int(OVERLAP_SAMPLING_MM // min(g.spacing)))
+        self.fu_stride = stride
+        size = np.maximum(1, -(-(hi - lo) // stride))
+        ref = sitk.Image([int(v) for v in size[::-1]], sitk.sitkUInt16)
+        ref.SetSpacing(tuple(float(v) * stride for v in g.spacing_xyz))
         ref.SetDirection(g.direction)
         ref.SetOrigin(tuple(float(v) for v in g.index_to_physical(lo.astype(float))))
         mov = sitk.GetImageFromArray(np.ascontiguousarray(self.fu_ids))
@@ -202,22 +212,27 @@ class Comparison:
         self.fu_on_base_lo = lo
         for k, sl in enumerate(find_objects(self.fu_ids_on_base), start=1):
             if sl is not None:
-                self._fu_boxes[k] = tuple((int(s.start) + int(o), int(s.stop) + int(o)) for s, o in zip(sl, lo))
+                self._fu_boxes[k] = tuple((int(s.start) * stride + int(o), min(int(s.stop) * stride + int(o), n))
+                                          for s, o, n in zip(sl, lo, g.shape))
 
     def _candidate_links(self) -> list[Link]:
         g = self.baseline.geometry
         base_c = {k: np.asarray(l.centroid_lps_mm, float) for k, l in self.base_lesions.items()}
-        # the overlap is counted where both boxes meet
+        # the overlap is counted where both boxes meet, on the follow-up map's samples (every ``stride`` voxels)
+        st = self.fu_stride
         a_lo, a_hi = self.base_lo, self.base_lo + np.asarray(self.base_ids.shape)
-        b_lo, b_hi = self.fu_on_base_lo, self.fu_on_base_lo + np.asarray(self.fu_ids_on_base.shape)
-        lo, hi = np.maximum(a_lo, b_lo), np.minimum(a_hi, b_hi)
-        if np.all(hi > lo):
-            a = self.base_ids[tuple(slice(int(l - o), int(h - o)) for l, h, o in zip(lo, hi, a_lo))]
-            b = self.fu_ids_on_base[tuple(slice(int(l - o), int(h - o)) for l, h, o in zip(lo, hi, b_lo))]
+        b_lo = self.fu_on_base_lo
+        n_b = np.asarray(self.fu_ids_on_base.shape)
+        i0 = np.clip(-((b_lo - a_lo) // st), 0, n_b)                 # first sample at or after a_lo
+        i1 = np.clip((a_hi - 1 - b_lo) // st + 1, 0, n_b)            # one past the last sample before a_hi
+        if np.all(i1 > i0):
+            start = b_lo + i0 * st - a_lo
+            a = self.base_ids[tuple(slice(int(s0), int(s0 + (e - b) * st), st) for s0, b, e in zip(start, i0, i1))]
+            b = self.fu_ids_on_base[tuple(slice(int(b), int(e)) for b, e in zip(i0, i1))]
         else:
             a = b = np.zeros((0, 0, 0), np.uint16)
         return candidate_links(
-            a, b, g.voxel_volume_ml, base_c, self.fu_centroids_on_base,
+            a, b, g.voxel_volume_ml * st ** 3, base_c, self.fu_centroids_on_base,
             {k: l.volume_ml for k, l in self.base_lesions.items()},
             {k: l.volume_ml for k, l in self.fu_lesions.items()},
             {k: l.longest_diameter_mm / 2.0 for k, l in self.base_lesions.items()})
