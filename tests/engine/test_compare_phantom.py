@@ -219,3 +219,20 @@ def test_cancel_stops_the_registration(pair):
     with pytest.raises(Cancelled):
         Comparison(base, fu).run(progress=progress, cancel=token)
     assert "Checking the registration" not in stages and "Matching lesions" not in stages
+
+
+def test_groups_and_names_of_merged_and_complex_links():
+    """Confluent lesions (many to one), a split (one to many) and many to many, from links alone."""
+    from engine.compare.match import Link, group_links
+
+    links = [Link(1, 1, 1.0, 2.0, 0.9), Link(2, 1, 1.0, 3.0, 0.8),           # 1 and 2 merged into follow-up 1
+             Link(3, 2, 1.0, 1.0, 1.0), Link(3, 3, 1.0, 1.0, 0.7),           # 3 split into 2 and 3
+             Link(4, 4, 1.0, 1.0, 1.0), Link(5, 4, 1.0, 1.0, 1.0), Link(5, 5, 1.0, 1.0, 1.0)]   # complex
+    m = group_links(links, [1, 2, 3, 4, 5, 6], [1, 2, 3, 4, 5, 6])
+    kinds = {tuple(g.baseline): (g.kind, tuple(g.followup), g.confidence) for g in m.groups}
+    assert kinds[(1, 2)] == ("merged", (1,), 0.8)                   # the weakest link's confidence
+    assert kinds[(3,)] == ("split", (2, 3), 0.7)
+    assert kinds[(4, 5)][0] == "complex"
+    assert kinds[(6,)][0] == "vanished" and kinds[()][0] == "new"
+    assert m.followup_names[1] == "1+2" and m.followup_names[2] == "3a" and m.followup_names[3] == "3b"
+    assert m.followup_names[6] == "7"                               # a new lesion: the next free number
