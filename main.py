@@ -25,6 +25,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("models", "models", "list, install and inspect segmentation models"),
     ("evaluate", "evaluate", "evaluate predictions against references with the study's metric suite"),
     ("train", "train", "build an nnU-Net dataset from a cohort, train, evaluate and export a model"),
+    ("compare", "compare", "two time points: register the follow-up onto the baseline, match and measure every lesion"),
 ]
 
 

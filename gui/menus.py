@@ -28,6 +28,7 @@ def build_menus(win) -> None:
     _act(win, f, "Open &DICOM folder…", win.files.open_dicom_dialog, "Ctrl+Shift+O")
     _act(win, f, "Open &label map onto this CT…", win.files.open_labels_dialog, "Ctrl+L")
     _act(win, f, "Open demo case", win.open_demo)
+    _act(win, f, "Compare with a follow-up…", lambda: _compare(win))
     win.recent_menu = f.addMenu("Recent cases")
     win.recent_menu.aboutToShow.connect(lambda: _fill_recent(win))
     f.addSeparator()
@@ -97,6 +98,12 @@ def build_menus(win) -> None:
     help_entries(win, h)
     _act(win, h, "About LiverPlan", lambda: _about(win))
 
+
+
+def _compare(win) -> None:
+    """Issue 22: the comparison window (gui/compare_window.py) keeps itself alive as a child of ``win``."""
+    from .compare_window import open_compare_dialog
+    open_compare_dialog(win)
 
 
 def _act(win, menu, text, slot, shortcut=None) -> QAction:

@@ -1,0 +1,80 @@
+"""Vanished lesions in the planning: a resection scenario planned on the follow-up scan that leaves the site
+of a vanished lesion says so (most vanished colorectal liver metastases persist microscopically, and the
+surgeon treats their former place).
+
+The site of a vanished lesion is its baseline centroid mapped onto the follow-up through the registration,
+with the baseline lesion's radius (half its longest diameter): a sphere on the follow-up grid. A scenario
+(engine.planning) leaves a site when any of the site's liver voxels stays in the remnant.
+
+```python
+sites = vanished_sites(comparison)
+planner = Planner(followup.labels, followup.geometry).run()
+for note in sites_left(planner, scenario, sites): print(note["sentence"])
+```
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class VanishedSite:
+    lesion: int                       # baseline lesion number
+    centre_lps_mm: tuple              # on the follow-up (its frame)
+    radius_mm: float
+    baseline_diameter_mm: float
+
+
+def vanished_sites(comp) -> list[VanishedSite]:
+    """The vanished lesions of a run engine.compare.Comparison, placed on its follow-up."""
+    out = []
+    for r in comp.rows():
+        if r.kind != "vanished":
+            continue
+        lid = r.baseline_ids[0]
+        d = float(comp.base_lesions[lid].longest_diameter_mm)
+        out.append(VanishedSite(lid, tuple(float(v) for v in r.followup_lps_mm), max(d / 2.0, 2.0), d))
+    return out
+
+
+def _site_voxels(site: VanishedSite, geometry) -> np.ndarray:
+    """(n, 3) integer (z, y, x) indices of the site's sphere on ``geometry`` (inside the grid)."""
+    c = geometry.physical_to_index(np.asarray(site.centre_lps_mm))
+    sp = np.asarray(geometry.spacing, float)
+    r = np.ceil(site.radius_mm / sp).astype(int)
+    zz, yy, xx = np.mgrid[-r[0]:r[0] + 1, -r[1]:r[1] + 1, -r[2]:r[2] + 1]
+    off = np.stack([zz.ravel(), yy.ravel(), xx.ravel()], 1)
+    base = np.round(c).astype(int)
+    pts = base + off
+    d = np.linalg.norm((pts - c) * sp, axis=1)
+    pts = pts[d <= site.radius_mm]
+    inside = np.all((pts >= 0) & (pts < np.asarray(geometry.shape)), axis=1)
+    return pts[inside]
+
+
+def sites_left(planner, scenario, sites: list[VanishedSite]) -> list[dict]:
+    """For each site: {"lesion", "share_left_pct" (None: the site is outside the planning liver), "left",
+    "sentence"} under ``scenario`` of ``planner`` (an engine.planning.Planner run on the follow-up)."""
+    masks = planner.masks(scenario)          # full grid: 1 remnant, 2 resected, 0 outside the liver
+    out = []
+    for s in sites:
+        pts = _site_voxels(s, planner.full_geometry)
+        vals = masks[tuple(pts.T)] if len(pts) else np.zeros(0, np.uint8)
+        liver = vals > 0
+        x, y, z = s.centre_lps_mm
+        where = f"its former place (LPS {x:.0f}, {y:.0f}, {z:.0f} mm, {s.baseline_diameter_mm:.0f} mm at baseline)"
+        if not liver.any():
+            out.append({"lesion": s.lesion, "share_left_pct": None, "left": None,
+                        "sentence": f"Vanished lesion {s.lesion}: {where} lies outside the planned liver; check it."})
+            continue
+        left = float(np.count_nonzero(vals[liver] == 1)) / float(liver.sum())
+        if left > 0:
+            sentence = (f"Scenario '{scenario.name}' leaves the site of vanished lesion {s.lesion} "
+                        f"({100 * left:.0f} % of {where}) in the remnant: most vanished metastases persist "
+                        "microscopically; resect or ablate the site, or plan its surveillance.")
+        else:
+            sentence = f"Scenario '{scenario.name}' removes the site of vanished lesion {s.lesion} ({where})."
+        out.append({"lesion": s.lesion, "share_left_pct": 100.0 * left, "left": left > 0, "sentence": sentence})
+    return out
