@@ -34,6 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="liver condition for the reference minimum FLR (default normal)")
     parser.add_argument("--contact", metavar="MM", type=float, default=1.0,
                         help="distance at or below which a lesion counts as in contact with a vessel (default 1 mm)")
+    parser.add_argument("--vanished", metavar="COMPARISON_JSON",
+                        help="the comparison.json of 'liverplan compare' whose follow-up is this CT: each scenario "
+                             "says whether it leaves the site of a vanished lesion")
     parser.add_argument("--out", metavar="DIR", help="write planning.json and the CSV tables into DIR")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
@@ -150,7 +153,8 @@ def run(args: argparse.Namespace) -> int:
     scenarios = build_scenarios(args)
     patient = Patient(args.height, args.weight, args.condition)
     if args.out and not args.overwrite:
-        for n in ("planning.json", "planning_lesions.csv", "planning_scenarios.csv", "planning_segments.csv"):
+        for n in ("planning.json", "planning_lesions.csv", "planning_scenarios.csv", "planning_segments.csv",
+                  "planning_vanished.csv"):
             if (Path(args.out).expanduser() / n).exists():
                 raise InputError(f"{Path(args.out) / n} already exists; nothing was written. Use --overwrite or "
                                  "another folder.")
@@ -162,6 +166,10 @@ def run(args: argparse.Namespace) -> int:
         source = f"from the file {Path(args.segments).name}"
     elif args.segments_mapping:
         raise InputError("--segments-mapping needs --segments FILE.")
+    sites = None
+    if args.vanished:
+        from engine.compare.planning_hook import read_vanished_sites
+        sites = read_vanished_sites(args.vanished, case.geometry)
     planner = Planner(case.labels, case.geometry, seg_map, source, contact_mm=args.contact)
     planner.patient = patient
     planner.run(progress=progress)
@@ -177,7 +185,31 @@ def run(args: argparse.Namespace) -> int:
     for w in case.provenance.warnings:
         print(f"Note: {w}")
     print(format_report(planner))
+    vanished_rows = []
+    if sites is not None:
+        from engine.compare.planning_hook import sites_left
+        print("")
+        if not sites:
+            print(f"Vanished lesions: none in {Path(args.vanished).name}.")
+        elif not planner.scenarios:
+            print(f"Vanished lesions: {len(sites)} in {Path(args.vanished).name}; give a scenario (--resect, "
+                  "--wedge, --scenario) to see whether it removes their sites.")
+        for sc in planner.scenarios.values():
+            for note in sites_left(planner, sc, sites):
+                print(note["sentence"])
+                vanished_rows.append({"scenario": sc.name, **note})
     if args.out:
         paths = planner.write(args.out, overwrite=args.overwrite)
+        if sites is not None:
+            import csv
+            import io
+
+            from engine.io.atomic import write_text_atomic
+            buf = io.StringIO()
+            w = csv.DictWriter(buf, ["scenario", "lesion", "share_left_pct", "left", "sentence"], lineterminator="\n")
+            w.writeheader()
+            w.writerows(vanished_rows)
+            paths = list(paths) + [write_text_atomic(Path(args.out).expanduser() / "planning_vanished.csv",
+                                                     buf.getvalue(), overwrite=args.overwrite)]
         print("Wrote " + ", ".join(str(p) for p in paths))
     return 0

@@ -78,3 +78,44 @@ def sites_left(planner, scenario, sites: list[VanishedSite]) -> list[dict]:
             sentence = f"Scenario '{scenario.name}' removes the site of vanished lesion {s.lesion} ({where})."
         out.append({"lesion": s.lesion, "share_left_pct": 100.0 * left, "left": left > 0, "sentence": sentence})
     return out
+
+
+def read_vanished_sites(path, geometry=None) -> list[VanishedSite]:
+    """The vanished lesions of a ``comparison.json`` (written by ``liverplan compare``), placed on its
+    follow-up. With ``geometry`` (the follow-up case the plan is made on) a comparison made for a scan of
+    another grid is refused: its sites would be placed on the wrong scan."""
+    import json
+    import math
+    from pathlib import Path
+
+    from ..errors import InputError
+
+    p = Path(path).expanduser()
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise InputError(f"{p.name} cannot be read as a comparison file ({exc}).") from None
+    if not isinstance(data, dict) or data.get("kind") != "comparison of two time points" \
+            or not isinstance(data.get("lesions"), list):
+        raise InputError(f"{p.name} is not a LiverPlan comparison file (comparison.json from 'liverplan compare').")
+    if geometry is not None:
+        fu = ((data.get("followup") or {}).get("geometry") or {})
+        shape = fu.get("shape_zyx")
+        if shape is not None and [int(v) for v in shape] != [int(v) for v in geometry.shape]:
+            raise InputError(f"{p.name} was made for a follow-up scan of {tuple(shape)} voxels, not for this scan "
+                             f"({tuple(geometry.shape)}): open the follow-up scan the comparison was made with.")
+    sites = []
+    for r in data["lesions"]:
+        if not isinstance(r, dict) or r.get("kind") != "vanished":
+            continue
+        try:
+            lid = int(r["baseline_ids"][0])
+            centre = tuple(float(v) for v in r["followup_lps_mm"])
+            d = float(r["baseline_diameter_mm"])
+        except (KeyError, IndexError, TypeError, ValueError):
+            raise InputError(f"A vanished lesion in {p.name} lacks its place or size; write the comparison again.") \
+                from None
+        if len(centre) != 3 or not all(math.isfinite(v) for v in centre + (d,)) or d < 0:
+            raise InputError(f"A vanished lesion in {p.name} has no valid place or size.")
+        sites.append(VanishedSite(lid, centre, max(d / 2.0, 2.0), d))
+    return sites
