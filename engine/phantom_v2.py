@@ -177,10 +177,10 @@ class _AnatomyV2(_Anatomy):
                                     _rotation(rng, 10)))
         elif self.variant == "atrophic_right":
             for i in (0, 1):
-                parts[i].radii = parts[i].radii * rng.uniform(0.55, 0.7)
+                parts[i].radii = parts[i].radii * rng.uniform(0.6, 0.75)
                 parts[i].centre = parts[i].centre + np.array([22.0, 0.0, 8.0 if i == 1 else 0.0])
             for i in range(2, len(parts)):
-                parts[i].radii = parts[i].radii * rng.uniform(1.12, 1.25)
+                parts[i].radii = parts[i].radii * rng.uniform(1.15, 1.3)
             # the v1 inferior tongue / Riedel lobe of the old right liver goes with it
             del parts[4:]
             parts.append(_Ellipsoid(parts[3].centre + np.array([22.0, 6.0, -6.0]),
@@ -197,8 +197,10 @@ class _AnatomyV2(_Anatomy):
         rng = self._v2
         c = self.liver_centre
         # spleen: lateral to the stomach, posterior, against the left lobe when that is large
-        self.spleen = _Ellipsoid(np.array([92.0, 40.0, c[2] + 20.0]) + rng.uniform(-8, 8, 3),
-                                 np.array([28.0, 50.0, 55.0]) * rng.uniform(0.75, 1.2, 3), _rotation(rng, 25))
+        # (its long axis along the posterolateral wall: turned ~35 degrees about z, then a little at random)
+        turn = np.array([[np.cos(0.6), -np.sin(0.6), 0.0], [np.sin(0.6), np.cos(0.6), 0.0], [0.0, 0.0, 1.0]])
+        self.spleen = _Ellipsoid(np.array([74.0, 22.0, c[2] + 2.0]) + rng.uniform(-6, 6, 3),
+                                 np.array([24.0, 50.0, 50.0]) * rng.uniform(0.8, 1.15, 3), turn @ _rotation(rng, 15))
         self.spleen_noise = _FourierNoise(rng, 8, (40, 100), 3.0)
         # stomach: fundus under the left dome, body running anteriorly-inferiorly
         self.stomach_parts = [
@@ -212,7 +214,10 @@ class _AnatomyV2(_Anatomy):
                                    "food": float(rng.uniform(25, 60))}[self.stomach_content]
         self.stomach_air = float(rng.uniform(0.1, 0.35)) if self.stomach_content != "gas" else 1.0
         self.stomach_wall_mm = float(rng.uniform(3.5, 6.0))
-        # kidneys (v1 positions; the right one pushes the liver away, as in v1)
+        # kidneys: v1's, moved a little forward and inward (inside the muscles of the back); the right one
+        # pushes the liver away, as in v1
+        self.kidney.centre = self.kidney.centre + np.array([6.0, -10.0, 0.0])
+        self.kidney_l.centre = self.kidney_l.centre + np.array([-6.0, -12.0, 0.0])
         self.kidney_sinus_mm = float(rng.uniform(7, 12))
         # pancreas: a lobulated tube from the head (by the duodenum) along the splenic vein to the tail
         head = np.array([-12.0, -5.0, c[2] - 70.0]) + rng.uniform(-6, 6, 3)
@@ -231,12 +236,19 @@ class _AnatomyV2(_Anatomy):
         if not self._carve:
             return f
         # The liver gives way to its neighbours (2-3 mm of fat or diaphragm between).
-        f = np.maximum(f, -(self.spleen.field(x, y, z) - 3.0))
+        f = np.maximum(f, -(self.spleen.field(x, y, z) + self.spleen_noise(x, y, z) - 3.0))
         for e in self.stomach_parts:
             f = np.maximum(f, -(e.field(x, y, z) - 2.5))
         f = np.maximum(f, -(self.kidney_l.field(x, y, z) - 3.0))
         f = np.maximum(f, -(self.heart.field(x, y, z) - 6.0))
         f = np.maximum(f, (self.aorta_r + 3.0) - np.hypot(x - self.aorta_xy[0], y - self.aorta_xy[1]))
+        # the spine (vertebral body and posterior elements) and the paraspinal muscles behind it
+        sx, sy = self.spine_xy
+        f = np.maximum(f, 23.0 - np.hypot(x - sx, y - sy))
+        para = np.sqrt(((np.abs(x) - 35.0) / 28.0) ** 2 + ((y - (sy + 30.0)) / 24.0) ** 2)
+        f = np.maximum(f, -((para - 1.0) * 24.0 - 3.0))
+        # the pancreas (a tube: distance to its axis minus its radius), 2 mm of fat between
+        f = np.maximum(f, -(_tube_distance(x, y, z, self.pancreas) - 2.0))
         return f
 
     # --- lesions: v1's placement, then kinds and vessel-abutting lesions on an own stream ---------------
@@ -294,6 +306,21 @@ class _AnatomyV2(_Anatomy):
             ell = _Ellipsoid(c, np.full(3, r), np.eye(3))
             return _Lesion(c, d, ell, 0.0, d >= 12, None, False)
         return None
+
+
+def _tube_distance(x, y, z, segs) -> np.ndarray:
+    """Signed distance (mm, negative inside) to the union of tapered tubes, on broadcast coordinates."""
+    out = None
+    for sg in segs:
+        v = (sg.p1 - sg.p0).astype(np.float32)
+        vv = float(np.dot(v, v)) or 1e-6
+        dx, dy, dz = x - sg.p0[0], y - sg.p0[1], z - sg.p0[2]
+        proj = dx * v[0] + dy * v[1] + dz * v[2]
+        t = np.clip(proj / vv, 0.0, 1.0)
+        d2 = np.maximum(dx * dx + dy * dy + dz * dz - 2 * t * proj + t * t * vv, 0.0)
+        d = np.sqrt(d2) - (sg.r0 + t * (sg.r1 - sg.r0))
+        out = d if out is None else np.minimum(out, d)
+    return out
 
 
 def _ellipsoid_box(grid: _Grid, e: _Ellipsoid, margin: float = 1.0):
@@ -465,7 +492,9 @@ def _render_v2(anat: _AnatomyV2, geometry: Geometry, seed: int, app: Appearance)
         near_gas = (f < 12.0) & (hu[sl] < -300.0) & cavity[sl]
         hu[sl] = np.where(inside, tex, np.where(near_gas, f32(app.fat), hu[sl]))
         labels[sl][inside] = Label.PARENCHYMA
-        organ[sl][inside] = 0
+        # bowel loops are pliable: the liver takes their place (every other neighbour was carved out of
+        # the liver, so the organ map keeps them: a test can see any overlap)
+        organ[sl][inside & (organ[sl] == ORGAN_IDS["bowel"])] = 0
     if anat.has_gallbladder:
         m = ell_mask(anat.gallbladder, cavity & ~liver)
         if m is not None:
@@ -491,7 +520,10 @@ def _render_v2(anat: _AnatomyV2, geometry: Geometry, seed: int, app: Appearance)
         hu[sl] = np.where(sac[sl], hv, hu[sl])
         organ[sl][heart[sl]] = ORGAN_IDS["heart"]
     mediastinum = ((X - anat.spine_xy[0]) / 34.0) ** 2 + ((Y - anat.spine_xy[1] + 15.0) / 48.0) ** 2 <= 1.0
-    lungs = above & ~sac & ~mediastinum
+    # the lung bases curve over the spleen, the stomach's fundus and the kidneys (they stay whole)
+    solid = np.isin(organ, [ORGAN_IDS[k] for k in ("spleen", "stomach", "kidney_right", "kidney_left")])
+    lungs = above & ~sac & ~mediastinum & ~solid
+    del solid
     np.copyto(hu, f32(-860.0), where=lungs)
     organ[lungs & (organ != ORGAN_IDS["bone"])] = 0
     angle_mm = np.arctan2(Y - anat.body_cy, X) * 100.0
