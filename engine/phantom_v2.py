@@ -535,8 +535,8 @@ def _render_v2(anat: _AnatomyV2, geometry: Geometry, seed: int, app: Appearance)
     organ[ribs] = ORGAN_IDS["bone"]
     del lungs, above, ribs, sac
 
-    # --- vessels (down to 2 mm: drawn at >= 0.45 voxel radius with their partial-volume contrast) ---
-    min_r = 0.45 * min_sp
+    # --- vessels (down to 2 mm: drawn at >= 0.6 voxel radius with their partial-volume contrast) ---
+    min_r = 0.6 * min_sp
     _paint_tubes(labels, hu, grid, anat.pv, Label.PORTAL_VEIN, app.portal_vein, min_r)
     _paint_tubes(labels, hu, grid, anat.hv, Label.HEPATIC_VEINS, app.hepatic_veins, min_r)
     organ[(labels == Label.PORTAL_VEIN) | (labels == Label.HEPATIC_VEINS)] = 0
