@@ -141,7 +141,9 @@ def liver_is_steatotic(seed: int) -> bool:
 class _AnatomyV2(_Anatomy):
     """v1's patient with v2's liver variants, neighbours and lesion kinds (extra draws on own streams)."""
 
-    def __init__(self, seed: int, n_lesions: Optional[int], lesion_diameters: Optional[Sequence[float]] = None):
+    def __init__(self, seed: int, n_lesions: Optional[int], lesion_diameters: Optional[Sequence[float]] = None,
+                 lesion_appearances: bool = True):
+        self.lesion_appearances = bool(lesion_appearances)
         self.variant, self.size_factor, self.steatotic = _variant_draws(seed)
         self._v2 = np.random.default_rng([int(seed), 27])
         self._carve = False
@@ -257,6 +259,12 @@ class _AnatomyV2(_Anatomy):
         rng = np.random.default_rng([self.seed, 21])
         out: list[_LesionV2] = []
         for les in base:
+            if not self.lesion_appearances:
+                # plain (v1-like) lesions: hypodense, an enhancing rim from 12 mm (for ablations)
+                kind = "confluent" if les.lobe is not None else "subcapsular" if les.subcapsular else (
+                    "rim" if les.diameter >= 12 else "hypodense")
+                out.append(_LesionV2(les, kind))
+                continue
             if les.lobe is not None:
                 kind = "confluent"
             elif les.subcapsular:
@@ -268,7 +276,7 @@ class _AnatomyV2(_Anatomy):
             else:
                 kind = "hypodense" if rng.uniform() < 0.9 else "calcified"
             out.append(_LesionV2(les, kind, self._calcifications(rng, les) if kind == "calcified" else []))
-        if diameters is None and len(out) < MAX_LESIONS:
+        if diameters is None and len(out) < MAX_LESIONS and self.lesion_appearances:
             for _ in range(int(rng.choice([0, 1, 2], p=[0.4, 0.4, 0.2]))):
                 les = self._perivascular(rng, [o.base for o in out])
                 if les is not None:
@@ -649,10 +657,12 @@ def _check_args(shape, spacing, n_lesions, lesion_diameters_mm):
 def make_phantom_v2_with_organs(seed: int = 0, shape: Sequence[int] = (96, 128, 128),
                                 spacing: Optional[Sequence[float]] = None, n_lesions: Optional[int] = None,
                                 lesion_diameters_mm: Optional[Sequence[float]] = None,
-                                appearance: Optional[Appearance] = None) -> tuple[Case, np.ndarray]:
+                                appearance: Optional[Appearance] = None,
+                                lesion_appearances: bool = True) -> tuple[Case, np.ndarray]:
     """:func:`make_phantom_v2` and the map of the neighbours it drew (uint8, ids of :data:`ORGANS`)."""
     shape, spacing, n_lesions, lesion_diameters_mm = _check_args(shape, spacing, n_lesions, lesion_diameters_mm)
-    anat = _AnatomyV2(int(seed), None if n_lesions is None else int(n_lesions), lesion_diameters_mm)
+    anat = _AnatomyV2(int(seed), None if n_lesions is None else int(n_lesions), lesion_diameters_mm,
+                      lesion_appearances)
     app = appearance if appearance is not None else portal_appearance(seed, anat.steatotic)
     geometry = _geometry_for(anat, shape, spacing)
     image, labels, organ, lesion_info, truth = _render_v2(anat, geometry, int(seed), app)
@@ -663,6 +673,7 @@ def make_phantom_v2_with_organs(seed: int = 0, shape: Sequence[int] = (96, 128, 
                              "generator_version": GENERATOR_VERSION_V2, "liver_variant": anat.variant,
                              "liver_size_factor": round(anat.size_factor, 3), "steatotic": anat.steatotic,
                              "stomach_content": anat.stomach_content, "appearance": app.to_dict(),
+                             "lesion_appearances": anat.lesion_appearances,
                              "n_lesions": len(lesion_info), "lesions": lesion_info,
                              "true_total_liver_ml": truth["total_liver_ml"],
                              "lesions_outside_view": truth["lesions_outside_view"],
@@ -676,7 +687,10 @@ def make_phantom_v2_with_organs(seed: int = 0, shape: Sequence[int] = (96, 128, 
 
 def make_phantom_v2(seed: int = 0, shape: Sequence[int] = (96, 128, 128), spacing: Optional[Sequence[float]] = None,
                     n_lesions: Optional[int] = None, lesion_diameters_mm: Optional[Sequence[float]] = None,
-                    appearance: Optional[Appearance] = None) -> Case:
+                    appearance: Optional[Appearance] = None, lesion_appearances: bool = True) -> Case:
     """A v2 phantom (see the module text); arguments as :func:`engine.phantom.make_phantom`, plus
-    ``appearance`` (None: the seed's realistic portal-phase densities)."""
-    return make_phantom_v2_with_organs(seed, shape, spacing, n_lesions, lesion_diameters_mm, appearance)[0]
+    ``appearance`` (None: the seed's realistic portal-phase densities) and ``lesion_appearances`` (False:
+    plain v1-like lesions, hypodense with a rim from 12 mm, no necrotic/calcified/perivascular kinds; for
+    ablations)."""
+    return make_phantom_v2_with_organs(seed, shape, spacing, n_lesions, lesion_diameters_mm, appearance,
+                                       lesion_appearances)[0]

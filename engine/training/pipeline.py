@@ -39,6 +39,7 @@ class TrainOptions:
     phantom_version: int = 1                 # 2: engine.phantom_v2 (neighbours at liver-like densities)
     phantom_randomise: bool = False          # v2 only: engine.training.randomise (domain randomisation)
     phantom_rand_seed: int = 0
+    phantom_lesion_appearances: bool = True  # v2: False = plain v1-like lesions (ablation)
     # --- dataset / split ---
     dataset_id: int = 501
     dataset_name: str = "LiverPlan"
@@ -230,12 +231,14 @@ def _sources(opts: TrainOptions, say: Callable[[str], None], progress, cancel):
     if opts.phantoms:
         train += phantom_cohort(opts.phantoms, opts.phantom_first_seed, opts.phantom_shape, opts.phantom_spacing,
                                 version=opts.phantom_version, randomise=opts.phantom_randomise,
-                                rand_seed=opts.phantom_rand_seed)
+                                rand_seed=opts.phantom_rand_seed,
+                                lesion_appearances=opts.phantom_lesion_appearances)
         prov["phantoms"] = {"n": opts.phantoms, "first_seed": opts.phantom_first_seed,
                             "shape_zyx": list(opts.phantom_shape),
                             "spacing_zyx_mm": list(opts.phantom_spacing) if opts.phantom_spacing else None}
         if opts.phantom_version != 1 or opts.phantom_randomise:
             prov["phantoms"]["version"] = int(opts.phantom_version)
+            prov["phantoms"]["lesion_appearances"] = bool(opts.phantom_lesion_appearances)
         if opts.phantom_randomise:
             from .randomise import DESCRIPTION, RANDOMISATION_RANGES
             prov["phantoms"]["randomisation"] = {"rand_seed": opts.phantom_rand_seed, "description": DESCRIPTION,

@@ -72,7 +72,8 @@ def draw_appearance(rng: np.random.Generator, steatotic: bool) -> tuple[Appearan
 
 
 def randomised_phantom(seed: int, shape: Sequence[int] = (96, 128, 128),
-                       spacing: Sequence[float] = (2.5, 2.5, 2.5), rand_seed: int = 0) -> Case:
+                       spacing: Sequence[float] = (2.5, 2.5, 2.5), rand_seed: int = 0,
+                       lesion_appearances: bool = True) -> Case:
     """The v2 phantom of ``seed`` on the grid (shape, spacing), drawn with randomised appearance and
     acquisition (see the module text)."""
     import SimpleITK as sitk
@@ -85,7 +86,8 @@ def randomised_phantom(seed: int, shape: Sequence[int] = (96, 128, 128),
     slice_mm = float(math.exp(rng.uniform(math.log(0.6), math.log(5.0))))
     nz_native = int(math.ceil(shape[0] * spacing[0] / slice_mm)) + 2
     native_spacing = (slice_mm, spacing[1], spacing[2])
-    native = make_phantom_v2(seed, (nz_native, shape[1], shape[2]), native_spacing, appearance=app)
+    native = make_phantom_v2(seed, (nz_native, shape[1], shape[2]), native_spacing, appearance=app,
+                             lesion_appearances=lesion_appearances)
     img = native.image.astype(np.float32)
     # the slice profile: a thick slice integrates ~its thickness along z (FWHM -> sigma)
     if slice_mm > app.blur_mm * 2.355:

@@ -189,3 +189,15 @@ def test_vessels_reach_2_mm_and_stay_connected(fine):
     anat = _AnatomyV2(1000, None)
     radii = [min(sg.r0, sg.r1) for sg in anat.pv + anat.hv]
     assert min(radii) <= 1.1          # branches of about 2 mm calibre
+
+
+def test_plain_lesions_for_ablations_keep_the_anatomy():
+    kinds = set()
+    for s in range(0, 12):
+        full = make_phantom_v2(seed=s, shape=SMALL)
+        plain = make_phantom_v2(seed=s, shape=SMALL, lesion_appearances=False)
+        kinds |= {les["kind"] for les in plain.provenance.extra["lesions"]}
+        # the same liver (lesions included) and vessels: only the lesions' look differs
+        assert np.array_equal(np.isin(full.labels, [1, 5]), np.isin(plain.labels, [1, 5]))
+        assert np.array_equal(full.labels == Label.IVC, plain.labels == Label.IVC)
+    assert kinds and not kinds & {"necrotic", "calcified", "perivascular"}
