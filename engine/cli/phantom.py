@@ -20,6 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="voxel size in mm, z y x (default: fit a 240 x 320 x 320 mm field of view)")
     parser.add_argument("--lesions", type=int, default=None,
                         help="lesions per phantom, 0-8 (default: drawn from each seed)")
+    parser.add_argument("--version", type=int, choices=(1, 2), default=1, dest="phantom_version",
+                        help="1 (default): the original phantoms; 2: the liver among neighbours of liver-like "
+                             "density, varied liver shapes and lesion appearances (engine.phantom_v2)")
     parser.add_argument("--format", choices=("nii.gz", "nrrd", "mha"), default="nii.gz",
                         help="file format of CT and labels (default nii.gz)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing files")
@@ -33,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from engine.io import write_image, write_label_map
     from engine.io.atomic import write_text_atomic
     from engine.phantom import make_phantom
+    from engine.phantom_v2 import make_phantom_v2
 
     if args.n < 1:
         raise InputError("--n must be at least 1.")
@@ -49,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
                 if p.exists():
                     raise ExportError(f"{p} already exists; use --overwrite or another --out folder.")
     for s in seeds:
-        case = make_phantom(seed=s, shape=tuple(args.shape),
+        make = make_phantom_v2 if getattr(args, "phantom_version", 1) == 2 else make_phantom
+        case = make(seed=s, shape=tuple(args.shape),
                             spacing=None if args.spacing is None else tuple(args.spacing),
                             n_lesions=args.lesions)
         ct_p, lab_p, info_p = names[s]

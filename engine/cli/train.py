@@ -43,6 +43,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="phantom size in voxels (default 96 128 128)")
     g.add_argument("--phantom-spacing", nargs=3, type=float, default=[2.5, 2.5, 2.5], metavar=("Z", "Y", "X"),
                    help="phantom voxel size in mm (default 2.5 2.5 2.5)")
+    g.add_argument("--phantom-version", type=int, default=1, choices=(1, 2),
+                   help="1 (default): engine.phantom; 2: engine.phantom_v2, the liver among neighbours of "
+                        "liver-like density (spleen, stomach, kidneys, bowel, pancreas, heart)")
+    g.add_argument("--randomise", action="store_true",
+                   help="domain randomisation of the (version 2) phantoms: contrast timing, per-structure "
+                        "densities, noise, blur, slice thickness 0.6-5 mm, partial fields of view "
+                        "(engine/training/randomise.py)")
+    g.add_argument("--plain-lesions", action="store_true",
+                   help="version 2 phantoms with plain v1-like lesions (no necrotic, calcified or perivascular "
+                        "kinds): for ablations")
+    g.add_argument("--randomise-seed", type=int, default=0, help="seed of the randomisation draws (default 0)")
     g.add_argument("--external-phantoms", type=int, default=0, metavar="N",
                    help="N more phantoms (other seeds) as external validation set")
     g.add_argument("--check-only", action="store_true", help="check the cohort and stop (nothing is written)")
@@ -122,7 +133,9 @@ def run(args: argparse.Namespace) -> int:
         work_dir=Path(args.work_dir), cohort=args.cohort, label_map=args.label_map, external=args.external,
         external_label_map=args.external_label_map, phantoms=args.phantoms, phantom_first_seed=args.phantom_seed,
         phantom_shape=tuple(args.phantom_shape), phantom_spacing=tuple(args.phantom_spacing),
-        external_phantoms=args.external_phantoms, dataset_id=args.dataset_id, dataset_name=args.dataset_name,
+        external_phantoms=args.external_phantoms, phantom_version=args.phantom_version,
+        phantom_randomise=args.randomise, phantom_rand_seed=args.randomise_seed,
+        phantom_lesion_appearances=not args.plain_lesions, dataset_id=args.dataset_id, dataset_name=args.dataset_name,
         test_fraction=args.test_fraction, split_seed=args.split_seed, cv_folds=args.cv_folds, configuration=args.configuration,
         patch_size=tuple(args.patch), features=tuple(args.features), batch_size=args.batch_size,
         target_spacing=tuple(args.target_spacing) if args.target_spacing else None, fold=args.fold,

@@ -36,6 +36,10 @@ class TrainOptions:
     phantom_shape: tuple[int, int, int] = (96, 128, 128)
     phantom_spacing: Optional[tuple[float, float, float]] = (2.5, 2.5, 2.5)
     external_phantoms: int = 0
+    phantom_version: int = 1                 # 2: engine.phantom_v2 (neighbours at liver-like densities)
+    phantom_randomise: bool = False          # v2 only: engine.training.randomise (domain randomisation)
+    phantom_rand_seed: int = 0
+    phantom_lesion_appearances: bool = True  # v2: False = plain v1-like lesions (ablation)
     # --- dataset / split ---
     dataset_id: int = 501
     dataset_name: str = "LiverPlan"
@@ -111,6 +115,9 @@ class TrainOptions:
         need(self.da_processes is None or self.da_processes >= 0,
              f"--da-processes must be 0 (augment in the training process) or more (got {self.da_processes})")
         need(self.phantoms >= 0 and self.external_phantoms >= 0, "phantom counts must be 0 or more")
+        need(self.phantom_version in (1, 2), f"--phantom-version is 1 or 2 (got {self.phantom_version})")
+        need(not self.phantom_randomise or self.phantom_version == 2,
+             "--randomise works on version 2 phantoms: add --phantom-version 2")
         if self.init_weights is not None:
             need(not self.continue_training, "--init-weights cannot be combined with --continue: --continue resumes "
                  "a training's own schedule, --init-weights starts a new phase from given weights; choose one")
@@ -222,18 +229,40 @@ def _sources(opts: TrainOptions, say: Callable[[str], None], progress, cancel):
             # the evaluation needs what the external references merge or lack (e.g. IRCADb: HV + IVC)
             prov[role]["label_map_json"] = cohort.label_map.to_json_dict()
     if opts.phantoms:
-        train += phantom_cohort(opts.phantoms, opts.phantom_first_seed, opts.phantom_shape, opts.phantom_spacing)
+        train += phantom_cohort(opts.phantoms, opts.phantom_first_seed, opts.phantom_shape, opts.phantom_spacing,
+                                version=opts.phantom_version, randomise=opts.phantom_randomise,
+                                rand_seed=opts.phantom_rand_seed,
+                                lesion_appearances=opts.phantom_lesion_appearances)
         prov["phantoms"] = {"n": opts.phantoms, "first_seed": opts.phantom_first_seed,
                             "shape_zyx": list(opts.phantom_shape),
                             "spacing_zyx_mm": list(opts.phantom_spacing) if opts.phantom_spacing else None}
+        if opts.phantom_version != 1 or opts.phantom_randomise:
+            prov["phantoms"]["version"] = int(opts.phantom_version)
+            prov["phantoms"]["lesion_appearances"] = bool(opts.phantom_lesion_appearances)
+        if opts.phantom_randomise:
+            from .randomise import DESCRIPTION, RANDOMISATION_RANGES
+            prov["phantoms"]["randomisation"] = {"rand_seed": opts.phantom_rand_seed, "description": DESCRIPTION,
+                                                 "ranges": {k: list(v) if isinstance(v, tuple) else v
+                                                            for k, v in RANDOMISATION_RANGES.items()}}
     if opts.external_phantoms:
         first = opts.phantom_first_seed + max(opts.phantoms, 0) + 10000
         external += phantom_cohort(opts.external_phantoms, first, opts.phantom_shape, opts.phantom_spacing,
-                                   prefix="external")
+                                   prefix="external", version=opts.phantom_version)
         prov["external_phantoms"] = {"n": opts.external_phantoms, "first_seed": first}
     if not train:
         raise InputError("No training cases: give a cohort description (--cohort) or --phantoms N.")
     return train, external, prov, "\n".join(reports)
+
+
+def _dataset_description(opts: TrainOptions) -> str:
+    """dataset.json's description: the given training-data text, plus what the phantoms' builder did."""
+    text = opts.training_data
+    if opts.phantoms and opts.phantom_randomise:
+        from .randomise import DESCRIPTION
+        text = (text + "; " if text else "") + DESCRIPTION
+    elif opts.phantoms and opts.phantom_version == 2:
+        text = (text + "; " if text else "") + "phantoms v2 (engine.phantom_v2), realistic portal-phase densities"
+    return text
 
 
 def _reference_mapping(raw_dir: Path, set_name: str):
@@ -308,7 +337,7 @@ def run_pipeline(opts: TrainOptions, progress: ProgressCallback = no_progress,
                                     ext_src, test_fraction=opts.test_fraction, seed=opts.split_seed,
                                     provenance=prov, overwrite=True, progress=progress, cancel=cancel,
                                     cv_folds=opts.cv_folds,
-                                    description=opts.training_data)
+                                    description=_dataset_description(opts))
         split = info.split
     res.dataset_dir = raw_dir
     say(f"Split (seed {split.seed}): {len(split.train)} train, {len(split.test)} held-out test, "
