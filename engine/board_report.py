@@ -741,7 +741,7 @@ def build_report(case: Case, options: Optional[BoardOptions] = None, *, planner=
     change: list = []
     if comparison is not None:
         from .compare.report_section import change_blocks
-        change, cmp_warnings = change_blocks(comparison, planner, opts.language)
+        change, cmp_warnings, change_key = change_blocks(comparison, planner, opts.language)
         warnings.extend(cmp_warnings)
     patient = patient if patient is not None else patient_from_case(case)
     prov = case.provenance
@@ -810,6 +810,8 @@ def build_report(case: Case, options: Optional[BoardOptions] = None, *, planner=
         if f.get("sflr_pct") is not None:
             txt += f"; sFLR {_fmt(f['sflr_pct'], 1, '%')}"
         key_rows.append([f"{t('flr_of')} {f['scenario']}", txt])
+    if change:
+        key_rows.append(list(change_key))
     if not has_liver:
         doc.add(Paragraph(t("no_liver"), "warning"))
     # origin of the labels

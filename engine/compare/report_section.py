@@ -67,6 +67,10 @@ SECTION_WORDS = {
                               "{cat} ({words}).",
                         "fr": "Réponse volumétrique : volume lésionnel total {b:.1f} -> {f:.1f} mL ({pct:+.0f} %) : "
                               "{cat} ({words})."},
+    "key_change": {"en": "{rec}; volumetric {vol}; {nv} vanished{vids}, {nn} new", "fr": "{rec} ; volumétrique {vol} ; "
+                   "{nv} disparue(s){vids}, {nn} nouvelle(s)"},
+    "key_left": {"en": "the site of vanished lesion {lid} stays after: {names}",
+                 "fr": "le site de la lésion disparue {lid} reste après : {names}"},
     "registration_line": {"en": "Registration: liver surfaces {m:.1f} mm apart on average, {p:.1f} mm at the 95th "
                                 "percentile.",
                           "fr": "Recalage : surfaces hépatiques distantes de {m:.1f} mm en moyenne, {p:.1f} mm au "
@@ -211,14 +215,35 @@ def scenario_sentences(cmp: ComparisonForReport, planner) -> tuple[list[dict], l
         return out, warnings
     for sc in planner.scenarios.values():
         try:
-            out += sites_left(planner, sc, cmp.sites)
+            out += [dict(n, scenario=sc.name) for n in sites_left(planner, sc, cmp.sites)]
         except InputError as err:
             warnings.append(f"Scenario '{sc.name}' and the vanished lesions: {err}")
     return out, warnings
 
 
-def change_blocks(cmp: ComparisonForReport, planner, language: str = "en") -> tuple[list, list[str]]:
-    """The report's blocks (engine.reporting.document) of the section, and warnings to add to the report's."""
+def key_figure(cmp: ComparisonForReport, notes: list[dict], language: str = "en") -> tuple[str, str]:
+    """Page 1's row: the responses, how many lesions vanished or are new, and the scenarios that leave a
+    vanished lesion's site (``notes``: :func:`scenario_sentences`' notes with their scenario)."""
+    def w(key, **kw):
+        e = SECTION_WORDS[key]
+        return (e.get(language) or e["en"]).format(**kw)
+    rec = "RECIST 1.1 " + (cmp.recist["category"] if cmp.recist is not None else "n/a")
+    vol = cmp.volumetric["category"] if cmp.volumetric is not None else "n/a"
+    van = [r for r in cmp.rows if r.kind == "vanished"]
+    vids = f" ({', '.join(str(r.baseline_ids[0]) for r in van if r.baseline_ids)})" if van else ""
+    text = w("key_change", rec=rec, vol=vol, nv=len(van), vids=vids, nn=sum(1 for r in cmp.rows if r.kind == "new"))
+    by_site: dict = {}
+    for n in notes:
+        if n["left"] is not False:
+            by_site.setdefault(n["lesion"], []).append(n["scenario"])
+    for lid, names in by_site.items():
+        text += "; " + w("key_left", lid=lid, names=", ".join(names))
+    return w("change_title"), text
+
+
+def change_blocks(cmp: ComparisonForReport, planner, language: str = "en") -> tuple[list, list[str], tuple]:
+    """The report's blocks (engine.reporting.document) of the section, warnings to add to the report's, and
+    page 1's row (:func:`key_figure`)."""
     from ..reporting.document import Heading, Paragraph, Table
 
     def w(key, **kw):
@@ -251,6 +276,7 @@ def change_blocks(cmp: ComparisonForReport, planner, language: str = "en") -> tu
         sl = w("slice", n=int(round(r.followup_zyx[0])) + 1) if r.followup_zyx is not None else ""
         blocks.append(Paragraph(w("vanished_line", lid=lid, x=x, y=y, z=z, slice=sl, d=r.baseline_diameter_mm)))
     warnings: list[str] = []
+    sentences: list[dict] = []
     if cmp.sites:
         blocks.append(Heading(w("sites_title"), 2))
         sentences, warnings = scenario_sentences(cmp, planner)
@@ -258,4 +284,4 @@ def change_blocks(cmp: ComparisonForReport, planner, language: str = "en") -> tu
             blocks.append(Paragraph(w("no_scenario_sites")))
         for n in sentences:        # a site left in the remnant (or not in the planned liver) is boxed
             blocks.append(Paragraph(n["sentence"], "" if n["left"] is False else "warning"))
-    return blocks, warnings
+    return blocks, warnings, key_figure(cmp, sentences, language)

@@ -72,6 +72,11 @@ def test_report_has_the_change_section_and_the_vanished_site(followup_with_compa
     notes = re.findall(r"Scenario '([^']+)' (leaves|removes) the site of vanished lesion 2", text)
     assert {n for n, _ in notes} == {"right hepatectomy", "left hepatectomy"}, text
     assert "leaves" in {k for _, k in notes}      # the site lies in one hemiliver: the other resection leaves it
+    # page 1 (it stands alone) says it too: the responses, the vanished lesion, the scenarios leaving its site
+    leaving = [n for n, k in notes if k == "leaves"]
+    page1 = text[:text.index("What made the labels")]
+    assert (f"Change since the baseline scan RECIST 1.1 {rec['category']}; volumetric {vol['category']}; "
+            f"1 vanished (2), 0 new; the site of vanished lesion 2 stays after: {', '.join(leaving)}") in page1
 
 
 def test_report_sentences_follow_the_scenario(followup_with_comparison, tmp_path, capsys):
@@ -88,10 +93,11 @@ def test_report_sentences_follow_the_scenario(followup_with_comparison, tmp_path
     seg = planner.segment_at([int(round(v)) for v in case.geometry.physical_to_index(site.centre_lps_mm)])
     other = 3 if seg not in (2, 3) else 6
     rc = main.main(["report", str(ct), str(lab), "--comparison", str(cj), "--out", str(tmp_path / "rep"),
-                    "--format", "html", "--no-3d", "--resect", f"spares={other}"])
+                    "--format", "html", "--no-3d", "--resect", f"spares={other}", "--language", "fr"])
     capsys.readouterr()
     assert rc == 0
     text = _text(tmp_path / "rep" / "board_report.html")
+    assert "Évolution depuis l'examen initial" in text and "La lésion 2 a disparu" in text
     assert "Scenario 'spares' leaves the site of vanished lesion 2" in text
 
 
