@@ -77,6 +77,9 @@ def test_plan_tab_says_whether_the_scenario_leaves_a_vanished_site(qtbot, qapp, 
         assert w.session.planning.vanished_source == "comparison.json"
         panel.refresh_figures()
         assert "vanished lesion 2" in panel.figures_text.text()
+        from PySide6.QtWidgets import QScrollArea
+        panel.findChild(QScrollArea).ensureWidgetVisible(panel.vanished_status)
+        qapp.processEvents()
         SCRATCH.mkdir(parents=True, exist_ok=True)
         w.grab().save(str(SCRATCH / "plan_vanished.png"))
     finally:
