@@ -126,3 +126,30 @@ def test_report_refuses_a_comparison_of_another_scan(followup_with_comparison, t
                     str(tmp_path / "rep"), "--format", "html", "--no-3d"])
     assert rc == 2 and "write the comparison again" in capsys.readouterr().err
     assert not (tmp_path / "rep").exists()
+
+
+def test_site_lookup_equals_the_scenario_masks():
+    """sites_left reads the scenario from the resection model's voxel list (no full-grid volume): the same
+    values as Planner.masks at every point of a site, also for a site reaching out of the planning crop."""
+    import numpy as np
+
+    from engine.compare.planning_hook import VanishedSite, _site_voxels, _values_at
+    from engine.measure import measure
+    from engine.phantom import make_phantom
+    from engine.planning.planner import Planner
+    from engine.planning.resection import Scenario
+
+    case = make_phantom(seed=3, shape=(64, 96, 96), n_lesions=2)
+    p = Planner(case.labels, case.geometry).run()
+    centres = [tuple(l.centroid_lps_mm) for l in measure(case).lesions]
+    centres.append(tuple(case.geometry.index_to_physical(np.array([2.0, 2.0, 2.0]))))   # the grid's corner
+    seen = set()
+    for segs in ([5, 6, 7, 8], [2, 3, 4], []):
+        sc = Scenario("s", segments=segs)
+        p.set_scenario(sc)
+        for c in centres:
+            pts = _site_voxels(VanishedSite(1, c, 25.0, 50.0), p.full_geometry)
+            want = p.masks(sc)[tuple(pts.T)]
+            assert np.array_equal(_values_at(p, sc, pts), want)
+            seen |= set(np.unique(want).tolist())
+    assert seen == {0, 1, 2}        # outside the liver, remnant and resected points were all compared
