@@ -77,6 +77,19 @@ def test_plan_tab_says_whether_the_scenario_leaves_a_vanished_site(qtbot, qapp, 
         assert w.session.planning.vanished_source == "comparison.json"
         panel.refresh_figures()
         assert "vanished lesion 2" in panel.figures_text.text()
+        # the tumour-board report made from the window carries the comparison read in the Plan tab
+        dlg = w.files.export_board_report_dialog()
+        for f, cb in dlg.formats.items():
+            cb.setChecked(f == "html")
+        dlg.write(tmp_path / "rep")
+        qtbot.waitUntil(lambda: "Written:" in dlg.status.text() or "could not" in dlg.status.text().lower(),
+                        timeout=180000)
+        assert "Written:" in dlg.status.text(), dlg.status.text()
+        html = (tmp_path / "rep" / "board_report.html").read_text(encoding="utf-8")
+        assert "Change since the baseline scan" in html
+        assert re.search(r"Scenario (&#x27;|')Scenario 1(&#x27;|') (leaves|removes) the site of vanished lesion 2",
+                         html), "the report lacks the Plan tab's scenario and the vanished site"
+        dlg.close()
         from PySide6.QtWidgets import QScrollArea
         panel.findChild(QScrollArea).ensureWidgetVisible(panel.vanished_status)
         qapp.processEvents()
