@@ -741,7 +741,7 @@ def build_report(case: Case, options: Optional[BoardOptions] = None, *, planner=
     change: list = []
     if comparison is not None:
         from .compare.report_section import change_blocks
-        change, cmp_warnings, change_key = change_blocks(comparison, planner, opts.language)
+        change, cmp_warnings, change_key = change_blocks(comparison, planner, opts.language, opts.anonymise)
         warnings.extend(cmp_warnings)
     patient = patient if patient is not None else patient_from_case(case)
     prov = case.provenance

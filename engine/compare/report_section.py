@@ -29,6 +29,7 @@ SECTION_WORDS = {
                            "are the baseline's; a new lesion carries the follow-up's number.",
                      "fr": "D'après la comparaison {name} (examen initial {base}, examen de suivi {fu} : cet examen). "
                            "Numéros de lésion de l'examen initial ; une nouvelle lésion porte le numéro du suivi."},
+    "withheld": {"en": "(name withheld: anonymised)", "fr": "(nom masqué : anonymisé)"},
     "change_table": {"en": "Lesion changes", "fr": "Évolution des lésions"},
     "track": {"en": "Lesion", "fr": "Lésion"},
     "kind": {"en": "Change", "fr": "Évolution"},
@@ -168,7 +169,7 @@ def read_comparison_for_report(path, geometry=None) -> ComparisonForReport:
                           ("volumetric", vol, ("baseline_ml", "followup_ml", "change_pct"))):
         if d is None:
             continue
-        if not isinstance(d, dict) or not all(isinstance(d.get(k), (int, float)) and math.isfinite(d[k])
+        if not isinstance(d, dict) or not isinstance(d.get("targets", []), list) or not all(isinstance(d.get(k), (int, float)) and math.isfinite(d[k])
                                               for k in keys) or not isinstance(d.get("category"), str):
             raise InputError(f"{p.name}: the {what} response is damaged; write the comparison again.")
     reg = data.get("registration") if isinstance(data.get("registration"), dict) else {}
@@ -241,9 +242,11 @@ def key_figure(cmp: ComparisonForReport, notes: list[dict], language: str = "en"
     return w("change_title"), text
 
 
-def change_blocks(cmp: ComparisonForReport, planner, language: str = "en") -> tuple[list, list[str], tuple]:
+def change_blocks(cmp: ComparisonForReport, planner, language: str = "en",
+                  anonymise: bool = False) -> tuple[list, list[str], tuple]:
     """The report's blocks (engine.reporting.document) of the section, warnings to add to the report's, and
-    page 1's row (:func:`key_figure`)."""
+    page 1's row (:func:`key_figure`). ``anonymise``: the comparison's file name and the two scans' names
+    (file names may carry a patient's name) are withheld."""
     from ..reporting.document import Heading, Paragraph, Table
 
     def w(key, **kw):
@@ -251,8 +254,9 @@ def change_blocks(cmp: ComparisonForReport, planner, language: str = "en") -> tu
         return (e.get(language) or e["en"]).format(**kw)
     kinds = KIND_WORDS_FR if language == "fr" else KIND_WORDS
     blocks: list = [Heading(w("change_title"), 1),
-                    Paragraph(w("change_intro", name=cmp.name, base=cmp.baseline_name, fu=cmp.followup_name),
-                              "note")]
+                    Paragraph(w("change_intro", name=w("withheld") if anonymise else cmp.name,
+                                base=w("withheld") if anonymise else cmp.baseline_name,
+                                fu=w("withheld") if anonymise else cmp.followup_name), "note")]
     blocks += [Paragraph(line) for line in response_lines(cmp, language)]
     rows = []
     for r in cmp.rows:

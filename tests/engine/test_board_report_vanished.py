@@ -93,11 +93,18 @@ def test_report_sentences_follow_the_scenario(followup_with_comparison, tmp_path
     seg = planner.segment_at([int(round(v)) for v in case.geometry.physical_to_index(site.centre_lps_mm)])
     other = 3 if seg not in (2, 3) else 6
     rc = main.main(["report", str(ct), str(lab), "--comparison", str(cj), "--out", str(tmp_path / "rep"),
-                    "--format", "html", "--no-3d", "--resect", f"spares={other}", "--language", "fr"])
+                    "--format", "html", "--no-3d", "--resect", f"spares={other}", "--language", "fr",
+                    "--anonymise"])
     capsys.readouterr()
     assert rc == 0
     text = _text(tmp_path / "rep" / "board_report.html")
     assert "Évolution depuis l'examen initial" in text and "La lésion 2 a disparu" in text
+    # anonymised: neither scan's name (file names may carry a patient's) nor the comparison's file name
+    raw = (tmp_path / "rep" / "board_report.html").read_text(encoding="utf-8")
+    data = json.loads(cj.read_text())
+    for name in (data["baseline"]["name"], data["followup"]["name"], "comparison.json"):
+        assert name not in raw
+    assert "(nom masqué : anonymisé)" in text
     assert "Scenario 'spares' leaves the site of vanished lesion 2" in text
 
 
