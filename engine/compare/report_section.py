@@ -77,6 +77,8 @@ SECTION_WORDS = {
                           "fr": "Recalage : surfaces hépatiques distantes de {m:.1f} mm en moyenne, {p:.1f} mm au "
                                 "95e percentile."},
 }
+CATEGORY_WORDS_FR = {"CR": "réponse complète", "PR": "réponse partielle", "SD": "maladie stable",
+                     "PD": "progression"}
 KIND_WORDS_FR = {"matched": "appariée", "split": "divisée", "merged": "fusionnée (confluente)",
                  "complex": "divisée et fusionnée", "vanished": "disparue", "new": "nouvelle"}
 
@@ -188,6 +190,10 @@ def response_lines(cmp: ComparisonForReport, language: str = "en") -> list[str]:
     def w(key, **kw):
         e = SECTION_WORDS[key]
         return (e.get(language) or e["en"]).format(**kw)
+    def cat_words(d: dict) -> str:
+        if language == "fr" and d["category"] in CATEGORY_WORDS_FR:
+            return CATEGORY_WORDS_FR[d["category"]]
+        return str(d.get("category_words", ""))
     lines = []
     m, p95 = cmp.registration.get("residual_mean_mm"), cmp.registration.get("residual_p95_mm")
     if isinstance(m, (int, float)) and isinstance(p95, (int, float)):
@@ -200,11 +206,11 @@ def response_lines(cmp: ComparisonForReport, language: str = "en") -> list[str]:
         lines.append(w("recist_line", targets=targets, who=w("by_user" if cmp.targets_chosen_by == "user"
                                                                 else "by_default"),
                        b=rec["baseline_sld_mm"], f=rec["followup_sld_mm"], pct=rec["change_pct"],
-                       cat=rec["category"], words=str(rec.get("category_words", ""))))
+                       cat=rec["category"], words=cat_words(rec)))
     vol = cmp.volumetric
     if vol is not None:
         lines.append(w("volumetric_line", b=vol["baseline_ml"], f=vol["followup_ml"], pct=vol["change_pct"],
-                       cat=vol["category"], words=str(vol.get("category_words", ""))))
+                       cat=vol["category"], words=cat_words(vol)))
     return lines
 
 

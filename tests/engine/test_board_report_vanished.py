@@ -99,6 +99,7 @@ def test_report_sentences_follow_the_scenario(followup_with_comparison, tmp_path
     assert rc == 0
     text = _text(tmp_path / "rep" / "board_report.html")
     assert "Évolution depuis l'examen initial" in text and "La lésion 2 a disparu" in text
+    assert "Réponse volumétrique" in text and "partial response" not in text and "stable disease" not in text
     # anonymised: neither scan's name (file names may carry a patient's) nor the comparison's file name
     raw = (tmp_path / "rep" / "board_report.html").read_text(encoding="utf-8")
     data = json.loads(cj.read_text())
