@@ -103,6 +103,10 @@ def sites_left(planner, scenario, sites: list[VanishedSite]) -> list[dict]:
     return out
 
 
+def _fmt3(v) -> str:
+    return "(" + ", ".join(f"{float(a):.2f}" for a in v) + ")"
+
+
 def read_vanished_sites(path, geometry=None) -> list[VanishedSite]:
     """The vanished lesions of a ``comparison.json`` (written by ``liverplan compare``), placed on its
     follow-up. With ``geometry`` (the follow-up case the plan is made on) a comparison made for a scan of
@@ -127,6 +131,18 @@ def read_vanished_sites(path, geometry=None) -> list[VanishedSite]:
         if shape is not None and [int(v) for v in shape] != [int(v) for v in geometry.shape]:
             raise InputError(f"{p.name} was made for a follow-up scan of {tuple(shape)} voxels, not for this scan "
                              f"({tuple(geometry.shape)}): open the follow-up scan the comparison was made with.")
+        # the same number of voxels is not the same scan: the voxel size and the scan's place must agree too
+        try:
+            sp = [float(v) for v in fu.get("spacing_zyx_mm", geometry.spacing)]
+            org = [float(v) for v in fu.get("origin_lps_mm", geometry.origin)]
+        except (TypeError, ValueError):
+            raise InputError(f"{p.name}: the follow-up scan's grid is damaged; write the comparison again.") from None
+        if len(sp) != 3 or len(org) != 3 or not np.allclose(sp, geometry.spacing, rtol=1e-3, atol=1e-4) \
+                or not np.allclose(org, geometry.origin, rtol=0, atol=0.5):
+            raise InputError(f"{p.name} was made for a follow-up scan with other voxels or another position "
+                             f"({_fmt3(sp)} mm voxels at {_fmt3(org)} mm), not for this scan "
+                             f"({_fmt3(geometry.spacing)} mm voxels at {_fmt3(geometry.origin)} mm): open the "
+                             "follow-up scan the comparison was made with.")
     sites = []
     for r in data["lesions"]:
         if not isinstance(r, dict) or r.get("kind") != "vanished":

@@ -122,6 +122,15 @@ def test_report_refuses_a_comparison_of_another_scan(followup_with_comparison, t
     err = capsys.readouterr().err
     assert rc == 2 and "was made for a follow-up scan of (10, 20, 30) voxels" in err
     assert not (tmp_path / "rep").exists()
+    # the same number of voxels but another scan (voxel size, position): refused too
+    for key, value in (("spacing_zyx_mm", [1.0, 1.0, 1.0]), ("origin_lps_mm", [0.0, 0.0, 0.0])):
+        d = json.loads(cj.read_text())
+        d["followup"]["geometry"][key] = value
+        bad.write_text(json.dumps(d))
+        rc = main.main(["report", str(ct), str(lab), "--comparison", str(bad), "--out", str(tmp_path / "rep"),
+                        "--format", "html", "--no-3d"])
+        err = capsys.readouterr().err
+        assert rc == 2 and "with other voxels or another position" in err, err
     # not a comparison at all, and a damaged lesion table: refused in words too
     (tmp_path / "plan.json").write_text(json.dumps({"kind": "planning"}))
     rc = main.main(["report", str(ct), str(lab), "--comparison", str(tmp_path / "plan.json"), "--out",
