@@ -677,7 +677,7 @@ def _liver_present(labels: np.ndarray) -> bool:
 
 def build_report(case: Case, options: Optional[BoardOptions] = None, *, planner=None, measurements=None,
                  history=None, edits: Optional[EditSummary] = None, evaluation=None, patient: Optional[PatientInfo] = None, scenarios=None,
-                 planning_patient=None, progress=None, cancel=None) -> BoardReport:
+                 planning_patient=None, progress=None, cancel=None, comparison=None) -> BoardReport:
     """The tumour-board report of ``case`` (CT + labels).
 
     planner: an :class:`engine.planning.planner.Planner` already run (with its scenarios); made here when
@@ -687,7 +687,8 @@ def build_report(case: Case, options: Optional[BoardOptions] = None, *, planner=
     measurements: :func:`engine.measure.measure`'s report (made here when None). history: the session's
     :class:`engine.edits.EditHistory` (for the hand-edit summary). evaluation: a metrics CaseResult against a
     reference (its table goes in the appendix). progress(stage, done, total) and cancel (a CancelToken) as
-    elsewhere in the engine."""
+    elsewhere in the engine. comparison: an :class:`engine.compare.report_section.ComparisonForReport` (this
+    case being its follow-up) adds the section "Change since the baseline scan" before the appendix."""
     from .about import liverplan_version
     from .measure import measure
     from .planning.planner import Planner
@@ -737,6 +738,11 @@ def build_report(case: Case, options: Optional[BoardOptions] = None, *, planner=
                 warnings.append(est.status_text)        # why there are no segments and no default scenarios
             warnings.extend(q for q in est.quality if q not in warnings)
     locs = {l.id: l for l in (planner.lesions if planner is not None else [])}
+    change: list = []
+    if comparison is not None:
+        from .compare.report_section import change_blocks
+        change, cmp_warnings, change_key = change_blocks(comparison, planner, opts.language, opts.anonymise)
+        warnings.extend(cmp_warnings)
     patient = patient if patient is not None else patient_from_case(case)
     prov = case.provenance
     if opts.anonymise:
@@ -804,6 +810,8 @@ def build_report(case: Case, options: Optional[BoardOptions] = None, *, planner=
         if f.get("sflr_pct") is not None:
             txt += f"; sFLR {_fmt(f['sflr_pct'], 1, '%')}"
         key_rows.append([f"{t('flr_of')} {f['scenario']}", txt])
+    if change:
+        key_rows.append(list(change_key))
     if not has_liver:
         doc.add(Paragraph(t("no_liver"), "warning"))
     # origin of the labels
@@ -848,6 +856,8 @@ def build_report(case: Case, options: Optional[BoardOptions] = None, *, planner=
     else:
         doc.add(Paragraph(t("no_warnings")))
     doc.add(PageBreak())
+    if change:                         # issue 22: the change since the baseline scan, vanished lesions' sites
+        doc.add(*change, PageBreak())
 
     # ---- appendix -----------------------------------------------------------------------------
     # lettered in the order they appear: sections without content (no evaluation, no edits, no 3D views)

@@ -88,7 +88,8 @@ class BoardReportDialog(QDialog):
             (sc.name, tuple(sorted(sc.segments)), tuple(sorted(sc.wedges)), sc.margin_mm,
              None if sc.painted is None else hash(sc.painted.tobytes())) for sc in planner.scenarios.values()))
         return (o.anonymise, o.reviewed_by, o.language, o.window, self.win.session.history.state_id
-                if self.win.session.history is not None else None, plan)
+                if self.win.session.history is not None else None, plan,
+                id(getattr(self.win.session.planning, "comparison", None)))
 
     def _build_task(self):
         """Start building the report in the background; returns the task."""
@@ -104,7 +105,9 @@ class BoardReportDialog(QDialog):
                                      # the lesions as numbered in the window (kept through edits), when current
                                      measurements=s.report if s.is_idle() else None,
                                      scenarios=scenarios,
-                                     planning_patient=patient)
+                                     planning_patient=patient,
+                                     # a comparison read in the Plan tab: "Change since the baseline scan"
+                                     comparison=getattr(s.planning, "comparison", None))
         self.win.track_task(task, "Making the tumour-board report")
         key = self._key()
         self.status.setText("Making the report…")

@@ -237,6 +237,16 @@ class PlanPanel(QWidget):
         row.addWidget(self.export_btn)
         row.addWidget(self.import_btn)
         lay.addLayout(row)
+        self.vanished_btn = QPushButton("Vanished lesions from a comparison…")
+        self.vanished_btn.setToolTip("The comparison.json of 'liverplan compare' (or the comparison window) whose "
+                                     "follow-up is this scan: each scenario then says whether it leaves the site "
+                                     "of a lesion that vanished")
+        self.vanished_btn.clicked.connect(self._vanished_dialog)
+        lay.addWidget(self.vanished_btn)
+        self.vanished_status = QLabel("")
+        self.vanished_status.setObjectName("plan_vanished")
+        self.vanished_status.setWordWrap(True)
+        lay.addWidget(self.vanished_status)
         lay.addStretch(1)
         self._set_enabled(False)
         window.session.listen(self._on_session)
@@ -244,7 +254,7 @@ class PlanPanel(QWidget):
     # --- state ----------------------------------------------------------------------------------
     def _set_enabled(self, on: bool) -> None:
         for w in (self.new_btn, self.rename_btn, self.delete_btn, self.margin, self.export_btn, self.import_btn,
-                  self.show3d,
+                  self.vanished_btn, self.show3d,
                   self.show_segments, *self.segment_checks.values(), self.wedge_list):
             w.setEnabled(on)
 
@@ -259,6 +269,7 @@ class PlanPanel(QWidget):
         self.wedge_list.clear()
         self.compare.setRowCount(0)
         self.figures_text.setText("")
+        self.vanished_status.setText("")
         self.status.setText("Press Compute planning.")
         self.show_segments.setChecked(False)
         self.show3d.setChecked(False)
@@ -602,7 +613,11 @@ class PlanPanel(QWidget):
         if sc is not None:
             try:
                 self.figures = self.planner.figures(sc)
-                self.figures_text.setText(figures_text(self.figures) + (f"\n{note}" if note else ""))
+                st = self.window.session.planning
+                vanished = "".join(f"\n{n}" for n in st.vanished_notes(self.planner, sc))
+                if st.vanished_source and not st.vanished_sites:
+                    vanished = f"\nNo lesion vanished in {st.vanished_source}."
+                self.figures_text.setText(figures_text(self.figures) + vanished + (f"\n{note}" if note else ""))
                 self.figures_changed.emit(self.figures)
             except Exception as exc:
                 self.figures = None
@@ -799,6 +814,29 @@ class PlanPanel(QWidget):
         path, _ = QFileDialog.getOpenFileName(self, "Import scenarios", "", "Planning (planning.json);;JSON (*.json)")
         if path:
             self.import_scenarios(path)
+
+    def _vanished_dialog(self) -> None:
+        if self.planner is None:
+            return
+        path, _ = QFileDialog.getOpenFileName(self, "Vanished lesions from a comparison", "",
+                                              "Comparison (comparison.json);;JSON (*.json)")
+        if path:
+            self.load_vanished(path)
+
+    def load_vanished(self, path: str) -> int:
+        """Read the vanished lesions of a comparison.json made with this scan as its follow-up; the current
+        scenario's figures then say whether it leaves their sites. Returns how many (-1: refused)."""
+        from pathlib import Path
+
+        try:
+            n = self.window.session.planning.load_vanished(path, self.window.case.geometry)
+        except InputError as exc:
+            self.vanished_status.setText(f"The vanished lesions could not be read: {exc}")
+            return -1
+        self.vanished_status.setText(f"{n} vanished lesion(s) from {Path(path).name}: each scenario says "
+                                     "whether it leaves their sites.")
+        self.refresh_figures()
+        return n
 
     def import_scenarios(self, path: str) -> int:
         """Add the scenarios of a planning.json (same case) to the list; returns how many."""

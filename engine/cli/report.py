@@ -29,6 +29,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weight", metavar="KG", type=float, help="patient weight (kg) for the standardised FLR")
     parser.add_argument("--window", metavar="LEVEL,WIDTH", default="80,180",
                         help="window of the key images in HU (default 80,180: the liver preset)")
+    parser.add_argument("--comparison", metavar="COMPARISON_JSON",
+                        help="the comparison.json of 'liverplan compare' whose follow-up is this CT: adds the section "
+                             "'Change since the baseline scan' (RECIST 1.1, volumes, vanished lesions and whether each "
+                             "scenario leaves their sites)")
     parser.add_argument("--no-3d", action="store_true", help="leave out the 3D views (faster)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing report files")
 
@@ -63,6 +67,10 @@ def run(args: argparse.Namespace) -> int:
     record = segmentation_record_for(args.labels)
     if record is not None:        # labels written by `segment`: the report names the model that made them
         apply_segmentation_record(case, record)
+    comparison = None
+    if args.comparison:          # refused (another scan's grid, not a comparison) before any work is done
+        from engine.compare.report_section import read_comparison_for_report
+        comparison = read_comparison_for_report(args.comparison, case.geometry)
     rep = measure_with_warnings(case)
     planner = None
     if args.resect or args.height:
@@ -88,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     report = build_report(case, BoardOptions(anonymise=args.anonymise, reviewed_by=args.reviewed_by,
                                              language=language, views_3d=not args.no_3d,
                                              window=(level, width)),
-                          planner=planner, measurements=rep, evaluation=evaluation)
+                          planner=planner, measurements=rep, evaluation=evaluation, comparison=comparison)
     paths = write_report(report, out, formats, overwrite=args.overwrite)
     for w in report.warnings:
         print(f"Note: {w}")

@@ -125,6 +125,28 @@ class PlanningState:
         self._saved_id = 0
         self.version = 0          # bumps on every change
         self.map_version = 0      # bumps when the segment map changes
+        # vanished lesions read from a comparison.json (issue 22): not part of the saved plan, not an undo step
+        self.vanished_sites: list = []
+        self.vanished_source = ""
+        self.comparison = None    # its engine.compare.report_section.ComparisonForReport (the report's section)
+
+    def load_vanished(self, path, geometry) -> int:
+        """The vanished lesions of a ``comparison.json`` whose follow-up is this case (``geometry``: its
+        grid; a comparison of another scan is refused in words, InputError). Returns how many."""
+        from ..compare.report_section import read_comparison_for_report
+
+        cmp = read_comparison_for_report(path, geometry)      # read_vanished_sites(path, geometry) + the table
+        self.vanished_sites, self.vanished_source, self.comparison = cmp.sites, Path(path).name, cmp
+        return len(cmp.sites)
+
+    def vanished_notes(self, planner, scenario) -> list[str]:
+        """For each vanished site, whether ``scenario`` (of ``planner``, run on this case) leaves it: the
+        sentences of engine.compare.planning_hook.sites_left."""
+        if not self.vanished_sites:
+            return []
+        from ..compare.planning_hook import sites_left
+
+        return [n["sentence"] for n in sites_left(planner, scenario, self.vanished_sites)]
 
     # --- reading --------------------------------------------------------------------------------
     @property
