@@ -760,8 +760,9 @@ def make_phantom_with_truth(seed: int = 0, shape: Sequence[int] = (96, 128, 128)
     return case, PhantomTruth(anat, case.geometry)
 
 
-def _build(seed, shape, spacing, n_lesions, lesion_diameters_mm):
-    """The case and the anatomy it was sampled from (arguments checked as make_phantom documents)."""
+def check_phantom_args(shape, spacing, n_lesions, lesion_diameters_mm):
+    """The arguments of make_phantom (and of engine.phantom_v2) checked and normalised: (shape, spacing,
+    n_lesions, lesion_diameters_mm), or InputError in words."""
     shape = tuple(int(v) for v in shape)
     if len(shape) != 3 or min(shape) < 2:
         raise InputError(f"A phantom needs three dimensions of at least 2 voxels (z, y, x); got {shape}.")
@@ -781,6 +782,13 @@ def _build(seed, shape, spacing, n_lesions, lesion_diameters_mm):
             raise InputError(f"Phantom lesion diameters must lie between {lmin:g} and {lmax:g} mm.")
         if n_lesions is None:
             n_lesions = len(lesion_diameters_mm)
+    return shape, spacing, n_lesions, lesion_diameters_mm
+
+
+def _build(seed, shape, spacing, n_lesions, lesion_diameters_mm):
+    """The case and the anatomy it was sampled from (arguments checked as make_phantom documents)."""
+    shape, spacing, n_lesions, lesion_diameters_mm = check_phantom_args(shape, spacing, n_lesions,
+                                                                        lesion_diameters_mm)
     anat = _Anatomy(int(seed), None if n_lesions is None else int(n_lesions), lesion_diameters_mm)
     fov = np.array(shape, float) * np.array(spacing)            # z, y, x mm
     # Field-of-view centre (x, y, z): the body when it fits, else the liver.

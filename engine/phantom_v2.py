@@ -36,11 +36,10 @@ from typing import Optional, Sequence
 import numpy as np
 
 from .case import Case, Provenance
-from .errors import InputError
 from .geometry import Geometry
 from .labels import Label
 from .phantom import (DEFAULT_FOV_MM, LESION_DIAMETER_RANGE_MM, MAX_LESIONS, _Anatomy, _Ellipsoid,
-                      _FourierNoise, _Grid, _Lesion, _rotation, _seg_clearance, _Segment, _unit)
+                      check_phantom_args, _FourierNoise, _Grid, _Lesion, _rotation, _seg_clearance, _Segment, _unit)
 
 PHANTOM_VERSION = 2
 #: Bumped whenever the anatomy a v2 seed produces changes (recorded in the provenance).
@@ -631,27 +630,6 @@ def _geometry_for(anat: _Anatomy, shape, spacing) -> Geometry:
     return Geometry(shape=tuple(shape), spacing=tuple(spacing), origin=tuple(float(v) for v in np.round(origin, 4)))
 
 
-def _check_args(shape, spacing, n_lesions, lesion_diameters_mm):
-    shape = tuple(int(v) for v in shape)
-    if len(shape) != 3 or min(shape) < 2:
-        raise InputError(f"A phantom needs three dimensions of at least 2 voxels (z, y, x); got {shape}.")
-    if max(shape) > 1024 or int(np.prod(shape, dtype=np.int64)) > 200_000_000:
-        raise InputError(f"A phantom of {shape[::-1]} voxels (x, y, z) is too large to build in memory.")
-    if spacing is None:
-        spacing = tuple(fov / n for fov, n in zip(DEFAULT_FOV_MM, shape))
-    spacing = tuple(float(v) for v in spacing)
-    if len(spacing) != 3 or min(spacing) <= 0 or not all(np.isfinite(spacing)):
-        raise InputError(f"The voxel spacing must be three positive numbers in mm (z, y, x); got {spacing}.")
-    if n_lesions is not None and not 0 <= int(n_lesions) <= MAX_LESIONS:
-        raise InputError(f"A phantom can have 0 to {MAX_LESIONS} lesions; {n_lesions} were asked for.")
-    if lesion_diameters_mm is not None:
-        lesion_diameters_mm = [float(v) for v in lesion_diameters_mm]
-        lmin, lmax = LESION_DIAMETER_RANGE_MM
-        if any(not lmin <= v <= lmax for v in lesion_diameters_mm):
-            raise InputError(f"Phantom lesion diameters must lie between {lmin:g} and {lmax:g} mm.")
-        if n_lesions is None:
-            n_lesions = len(lesion_diameters_mm)
-    return shape, spacing, n_lesions, lesion_diameters_mm
 
 
 def make_phantom_v2_with_organs(seed: int = 0, shape: Sequence[int] = (96, 128, 128),
@@ -660,7 +638,8 @@ def make_phantom_v2_with_organs(seed: int = 0, shape: Sequence[int] = (96, 128, 
                                 appearance: Optional[Appearance] = None,
                                 lesion_appearances: bool = True) -> tuple[Case, np.ndarray]:
     """:func:`make_phantom_v2` and the map of the neighbours it drew (uint8, ids of :data:`ORGANS`)."""
-    shape, spacing, n_lesions, lesion_diameters_mm = _check_args(shape, spacing, n_lesions, lesion_diameters_mm)
+    shape, spacing, n_lesions, lesion_diameters_mm = check_phantom_args(shape, spacing, n_lesions,
+                                                                        lesion_diameters_mm)
     anat = _AnatomyV2(int(seed), None if n_lesions is None else int(n_lesions), lesion_diameters_mm,
                       lesion_appearances)
     app = appearance if appearance is not None else portal_appearance(seed, anat.steatotic)
