@@ -190,6 +190,9 @@ class ReviewOverlays(QObject):
                 v.vb.addItem(it)
             self.items.append((ref_item, err_item, unc_item))
             v.extra_layers.append(self._draw)
+        #: per pane and item, what its image shows now: a redraw of the same slice (a brush dab, a repaint)
+        #: sets nothing again (each setImage of a 512 x 512 plane with its LUT costs milliseconds)
+        self._shown_keys: dict = {}
         p = self.panel
         import os
         p.keep_unc.setChecked(os.environ.get("LIVERPLAN_UNCERTAINTY", "1").strip().lower()
@@ -220,6 +223,8 @@ class ReviewOverlays(QObject):
             self._start_build()
 
     def _on_review(self, what: str) -> None:
+        if what != "labels":
+            self._shown_keys.clear()        # new maps (their ids may be reused): draw again
         if what == "stale":
             self._start_build()
             return
@@ -264,27 +269,44 @@ class ReviewOverlays(QObject):
         axis, index = v.axis, v.pos_zyx[v.axis]
         rect = v.plane_rect()
         shape = s.case.labels.shape
+        pane = self.win.views.index(v)
         # (a new case is drawn before this state hears of it: maps of another grid are not drawn)
         show_err = st.errors is not None and self.panel.show_errors.isChecked() and st.errors.fp.shape == shape
         if show_err:
-            err_item.setImage(st.errors.colour_plane(axis, index, self.shown), autoLevels=False, levels=(0, 255),
-                              lut=self._err_lut)
-            err_item.setRect(rect)
+            key = (id(st.errors), st.errors.version, axis, index, tuple(sorted(self.shown.items())))
+            show_err = self._set_plane(err_item, (pane, "err"), key, rect, self._err_lut,
+                                       lambda: st.errors.colour_plane(axis, index, self.shown))
         err_item.setVisible(show_err)
         show_ref = s.reference is not None and self.panel.show_outline.isChecked() \
             and s.reference.shape == s.case.labels.shape
         if show_ref:
             sl = [slice(None)] * 3
             sl[axis] = index
-            ref_item.setImage(outline_plane(s.reference[tuple(sl)]), autoLevels=False, levels=(0, 255),
-                              lut=self._ref_lut)
-            ref_item.setRect(rect)
+            show_ref = self._set_plane(ref_item, (pane, "ref"), (id(s.reference), axis, index), rect, self._ref_lut,
+                                       lambda: outline_plane(s.reference[tuple(sl)]))
         ref_item.setVisible(show_ref)
         show_unc = st.uncertainty is not None and self.panel.show_unc.isChecked() and st.uncertainty.map.shape == shape
         if show_unc:
-            unc_item.setImage(st.uncertainty.plane(axis, index), autoLevels=False, levels=(0, 255), lut=self._heat)
-            unc_item.setRect(rect)
+            key = (id(st.uncertainty), s.history.state_id, axis, index)
+            show_unc = self._set_plane(unc_item, (pane, "unc"), key, rect, self._heat,
+                                       lambda: st.uncertainty.plane(axis, index))
         unc_item.setVisible(show_unc)
+
+    def _set_plane(self, item, slot, key, rect, lut, make) -> bool:
+        """Show the plane ``make()`` in ``item`` unless it shows the plane of ``key`` already; False when the
+        plane is empty (the item is hidden: nothing to draw)."""
+        last = self._shown_keys.get(slot)
+        if last is not None and last[0] == key:
+            if last[1]:
+                item.setRect(rect)
+            return last[1]
+        plane = make()
+        nonempty = bool(plane.any())
+        if nonempty:
+            item.setImage(plane, autoLevels=False, levels=(0, 255), lut=lut)
+            item.setRect(rect)
+        self._shown_keys[slot] = (key, nonempty)
+        return nonempty
 
     def _toggle_structure(self, key: str, on: bool) -> None:
         self.shown[key] = bool(on)
@@ -358,6 +380,18 @@ class ReviewOverlays(QObject):
         report = self.win.session.report
         if report is None:
             return
+        st = self.state
+        if st.has_reference:
+            # the statuses label the lesions of the whole grid (0.2-0.3 s on 512 x 512 x 300): on a worker, so
+            # that an edit's refresh does not wait for them; the table follows when they are ready
+            t = self.win.runner.start("review-lesions", st.lesion_statuses, progress=False)
+            t.succeeded.connect(lambda _res, r=report: self._show_lesions(r))
+            return
+        self._show_lesions(report)
+
+    def _show_lesions(self, report) -> None:
+        if report is not self.win.session.report:
+            return                                  # a newer measurement brings its own
         st = self.state
         self.win.measure_panel.set_review(st.lesion_columns(report.lesions))
         if st.has_reference:

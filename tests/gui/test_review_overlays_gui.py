@@ -98,7 +98,9 @@ def test_error_overlays_counts_navigation_and_lesion_status(qtbot, qapp, small_c
         # lesion status in the Measure tab's table, and the missed lesion in the Review tab
         t = w.measure_panel.lesions
         col = w.measure_panel.LESION_COLS.index("Status")
-        qtbot.waitUntil(lambda: t.rowCount() > 0 and t.item(0, col) is not None, timeout=30000)
+        # (the statuses come from a worker after the measurements: wait for them, not for the rows)
+        qtbot.waitUntil(lambda: t.rowCount() > 0 and all(t.item(r, col) is not None and t.item(r, col).text() != "—"
+                                                         for r in range(t.rowCount())), timeout=30000)
         statuses = sorted(t.item(r, col).text() for r in range(t.rowCount()))
         from metrics.lesions import detect_lesions
         det = detect_lesions(s.case.labels == 5, s.reference == 5, s.case.geometry.spacing)
