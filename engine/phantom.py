@@ -513,23 +513,29 @@ class _Anatomy:
 # ------------------------------------------------------------------------------------------------
 # Rendering on a grid
 # ------------------------------------------------------------------------------------------------
+def tube_in_box(grid: _Grid, s: _Segment, reach_mm: float):
+    """The voxels around segment ``s`` out to ``reach_mm`` from its axis: (slices of the box, squared distance
+    to the axis in mm², the tube's radius at the nearest axis point), or None when the box is off the grid."""
+    b = grid.box(np.minimum(s.p0, s.p1) - reach_mm, np.maximum(s.p0, s.p1) + reach_mm)
+    if b is None:
+        return None
+    sl, x, y, z = b
+    v = (s.p1 - s.p0).astype(np.float32)
+    vv = float(np.dot(v, v)) or 1e-6
+    dx, dy, dz = x - s.p0[0], y - s.p0[1], z - s.p0[2]
+    proj = dx * v[0] + dy * v[1] + dz * v[2]
+    t = np.clip(proj / vv, 0.0, 1.0)
+    d2 = dx * dx + dy * dy + dz * dz - 2 * t * proj + t * t * vv
+    return sl, d2, s.r0 + t * (s.r1 - s.r0)
+
+
 def _paint_segments(labels: np.ndarray, hu: np.ndarray, grid: _Grid, segs: Sequence[_Segment],
                     label: int, value: float, mask_out: Optional[np.ndarray] = None) -> None:
     for s in segs:
-        rmax = max(s.r0, s.r1)
-        lo = np.minimum(s.p0, s.p1) - rmax
-        hi = np.maximum(s.p0, s.p1) + rmax
-        b = grid.box(lo, hi)
-        if b is None:
+        tube = tube_in_box(grid, s, max(s.r0, s.r1))
+        if tube is None:
             continue
-        sl, x, y, z = b
-        v = (s.p1 - s.p0).astype(np.float32)
-        vv = float(np.dot(v, v)) or 1e-6
-        dx, dy, dz = x - s.p0[0], y - s.p0[1], z - s.p0[2]
-        proj = dx * v[0] + dy * v[1] + dz * v[2]
-        t = np.clip(proj / vv, 0.0, 1.0)
-        d2 = dx * dx + dy * dy + dz * dz - 2 * t * proj + t * t * vv
-        rad = s.r0 + t * (s.r1 - s.r0)
+        sl, d2, rad = tube
         inside = d2 <= rad * rad
         if mask_out is not None:
             inside &= ~mask_out[sl]

@@ -39,7 +39,7 @@ from .case import Case, Provenance
 from .geometry import Geometry
 from .labels import Label
 from .phantom import (DEFAULT_FOV_MM, LESION_DIAMETER_RANGE_MM, MAX_LESIONS, _Anatomy, _Ellipsoid,
-                      check_phantom_args, _FourierNoise, _Grid, _Lesion, _rotation, _seg_clearance, _Segment, _unit)
+                      check_phantom_args, tube_in_box, _FourierNoise, _Grid, _Lesion, _rotation, _seg_clearance, _Segment, _unit)
 
 PHANTOM_VERSION = 2
 #: Bumped whenever the anatomy a v2 seed produces changes (recorded in the provenance).
@@ -339,18 +339,10 @@ def _paint_tubes(labels, hu, grid: _Grid, segs, label: int, value: float, min_r_
     """Tubes of the segments; radii below ``min_r_mm`` are drawn at that radius with their contrast
     scaled down by the partial volume (so a 2 mm branch on a 2.5 mm grid stays a connected, fainter line)."""
     for s in segs:
-        rmax = max(s.r0, s.r1, min_r_mm)
-        b = grid.box(np.minimum(s.p0, s.p1) - rmax, np.maximum(s.p0, s.p1) + rmax)
-        if b is None:
+        tube = tube_in_box(grid, s, max(s.r0, s.r1, min_r_mm))
+        if tube is None:
             continue
-        sl, x, y, z = b
-        v = (s.p1 - s.p0).astype(np.float32)
-        vv = float(np.dot(v, v)) or 1e-6
-        dx, dy, dz = x - s.p0[0], y - s.p0[1], z - s.p0[2]
-        proj = dx * v[0] + dy * v[1] + dz * v[2]
-        t = np.clip(proj / vv, 0.0, 1.0)
-        d2 = dx * dx + dy * dy + dz * dz - 2 * t * proj + t * t * vv
-        rad = s.r0 + t * (s.r1 - s.r0)
+        sl, d2, rad = tube
         rad_draw = np.maximum(rad, min_r_mm)
         inside = d2 <= rad_draw * rad_draw
         if labels is not None and label:
