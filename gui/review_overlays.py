@@ -21,7 +21,8 @@ from PySide6.QtWidgets import (QCheckBox, QGroupBox, QHBoxLayout, QHeaderView, Q
                                QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
 from engine.labels import BY_KEY
-from engine.review.errors import error_surfaces, outline_plane
+from engine.overlay import outline_plane
+from engine.review.errors import error_surfaces
 from engine.review.state import ReviewState
 from engine.review.uncertainty import BYTES_PER_VOXEL, UNCERTAIN_LEVEL
 

@@ -306,18 +306,6 @@ __all__ = ["ErrorMaps", "ErrorRegion", "LesionStatus", "lesion_statuses", "statu
 
 # ----------------------------------------------------------------------------------------------
 # display helpers (arrays for the panes and the 3D view; the GUI only shows them)
-def outline_plane(plane: np.ndarray) -> np.ndarray:
-    """The border pixels of each label of a 2D label plane (4-neighbourhood): the label value there, else 0."""
-    p = np.asarray(plane)
-    edge = np.zeros(p.shape, bool)
-    edge[1:, :] |= p[1:, :] != p[:-1, :]
-    edge[:-1, :] |= p[:-1, :] != p[1:, :]
-    edge[:, 1:] |= p[:, 1:] != p[:, :-1]
-    edge[:, :-1] |= p[:, :-1] != p[:, 1:]
-    if p.size:                      # a structure cut by the image's edge is outlined there too
-        edge[0, :] = edge[-1, :] = True
-        edge[:, 0] = edge[:, -1] = True
-    return np.where(edge & (p != 0), p, 0).astype(np.uint8)
 
 
 def error_surfaces(maps: ErrorMaps, geometry, shown: Optional[dict] = None) -> dict:
